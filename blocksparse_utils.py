@@ -10,6 +10,7 @@ import binascii
 import functools
 import gzip
 import hashlib
+import io
 import itertools
 import json
 import math
@@ -34,8 +35,9 @@ from tqdm.auto import tqdm
 
 ROOT = Path(__file__).resolve().parent
 DATA_DIR = ROOT / "data"
-RESULTS_DIR = DATA_DIR / "results"
-FIGURES_DIR = ROOT / "figures"
+# tests point these elsewhere so that executing notebooks never overwrites real results
+RESULTS_DIR = Path(os.environ.get("BSU_RESULTS_DIR", DATA_DIR / "results"))
+FIGURES_DIR = Path(os.environ.get("BSU_FIGURES_DIR", ROOT / "figures"))
 
 
 def set_seed(seed: int = 0) -> None:
@@ -120,7 +122,7 @@ def _check_features(x: Tensor, block_size: int) -> Tensor:
     _check_block_size(block_size)
     if block_size > min(x.shape[-2:]):
         raise ValueError(f"block_size {block_size} is larger than the {x.shape[-2]}x{x.shape[-1]} map")
-    return x.detach().float()
+    return x.detach().float().cpu().contiguous()
 
 
 # ---------------------------------------------------------------------------
@@ -337,8 +339,8 @@ def compress_ste(x: Tensor, cfg: CodecConfig) -> Tensor:
         y = _reconstruct(a)
         n, c, h, w = a["shape"]
         pm = pixel_mask(a["mask"], h, w, cfg.block_size, cfg.zero_border)
-    kept = x * pm.to(x.dtype)
-    return kept + (y.to(x.dtype) - kept).detach()
+    kept = x * pm.to(x.device, x.dtype)
+    return kept + (y.to(x.device, x.dtype) - kept).detach()
 
 
 # ---------------------------------------------------------------------------
@@ -681,7 +683,11 @@ def _parse(blob: bytes) -> dict:
                 mantissa_bits=int(mbits.sum()) if coding == 0 else 0)
 
 
-def _parse_safely(blob: bytes) -> dict:
+def inspect_stream(blob: bytes) -> dict:
+    """Everything a stream holds, parsed and checked: ``cfg`` (ratio not stored), ``shape``,
+    ``coding`` of positions, ``mask`` of kept blocks, value ``symbols``, ``position_symbols``,
+    per-image ``scale``/``offset`` (bfloat16 patterns) and the ``breakdown`` in bits.
+    Raises ValueError for anything that is not an intact stream."""
     try:
         return _parse(blob)
     except ValueError:
@@ -695,12 +701,12 @@ def decode(blob: bytes) -> Tensor:
 
     Raises ValueError for empty, truncated, corrupted or foreign bytes.
     """
-    return _reconstruct(_parse_safely(blob))
+    return _reconstruct(inspect_stream(blob))
 
 
 def decode_config(blob: bytes) -> CodecConfig:
     """The configuration a stream was written with (its ratio is not stored: shown as 1.0)."""
-    return _parse_safely(blob)["cfg"]
+    return inspect_stream(blob)["cfg"]
 
 
 # ---------------------------------------------------------------------------
@@ -725,7 +731,7 @@ def rate(blob: bytes, input_hw: tuple[int, int]) -> dict:
         entropy in bits of the value symbols and of the position symbols (plus raw mantissa
         bits for delta coding).
     """
-    p = _parse_safely(blob)
+    p = inspect_stream(blob)
     hh, ww = input_hw
     if hh < 1 or ww < 1:
         raise ValueError(f"input_hw must be positive, got {input_hw}")
@@ -790,11 +796,11 @@ class SplitResNet18(nn.Module):
         z = self.head(x)
         if cfg is not None:
             if exact:
-                z = torch.cat([decode(encode(zi[None], cfg)) for zi in z.float()]).to(z.dtype)
+                z = torch.cat([decode(encode(zi[None], cfg)) for zi in z.float()]).to(z.device, z.dtype)
             elif ste:
                 z = compress_ste(z, cfg)
             else:
-                z = compress(z, cfg).to(z.dtype)
+                z = compress(z, cfg).to(z.device, z.dtype)
         return self.tail(z)
 
 
@@ -837,15 +843,16 @@ def load_pretrained(dataset: str = "fashion-mnist", split_at: str = "layer1",
                     path: str | Path | None = None) -> SplitResNet18:
     """The pretrained ResNet-18 in eval mode.
 
-    Without ``path`` the shipped checkpoint is loaded and its sha256 checked against
-    its model card; with ``path`` any ResNet-18 state_dict of matching shapes loads.
+    Without ``path`` the shipped checkpoint is loaded; with ``path`` any ResNet-18
+    state_dict of matching shapes. Where a model card (same name, ``.json``) lies beside
+    the file, its sha256 must match.
     """
     model = build_model(dataset, split_at)
     p = Path(path) if path is not None else checkpoint_path(dataset)
     if not p.exists():
         raise ValueError(f"no checkpoint at {p}; train one with "
                          f"`python blocksparse_utils.py pretrain --dataset {dataset}`")
-    if path is None:
+    if p.with_suffix(".json").exists():
         card = json.loads(p.with_suffix(".json").read_text())
         digest = hashlib.sha256(p.read_bytes()).hexdigest()
         if digest != card["sha256"]:
@@ -1066,6 +1073,455 @@ def pretrain(dataset: str = "fashion-mnist", epochs: int = 6, batch_size: int = 
     return card
 
 
+def finetune(model: SplitResNet18, cfg: CodecConfig, dataset: str = "fashion-mnist",
+             train_subset: int | None = 5000, val_subset: int | None = 1000, steps: int = 300,
+             batch_size: int = 64, lr: float = 1e-3, optimizer: str = "adam", train: str = "tail",
+             eval_every: int = 50, patience: int = 3, sparsity_weight: float = 0.0, seed: int = 0,
+             root: str | Path = DATA_DIR) -> tuple[SplitResNet18, list[dict]]:
+    """Fine-tune ``model`` with the codec in the loop; early stopping on the validation split.
+
+    Parameters
+    ----------
+    cfg : CodecConfig
+        The codec the tail must learn to read (straight-through estimator, see ``compress_ste``).
+    train_subset, val_subset : int, optional
+        Images of the "train" and "val" splits used (the test split is never touched here).
+    steps, batch_size, lr : int, int, float
+        The budget: at most ``steps`` optimizer steps, cosine-annealed learning rate.
+    optimizer : {"adam", "sgd"}
+    train : {"tail", "all"}
+        Train only the layers after the split, or the whole network.
+    eval_every, patience : int
+        Validation accuracy is measured every ``eval_every`` steps; training stops after
+        ``patience`` evaluations without improvement, and the best weights are restored.
+    sparsity_weight : float
+        Weight of an L1 penalty on the split features (pushes energy into fewer blocks);
+        only useful with ``train="all"``.
+
+    Returns
+    -------
+    (model, history)
+        The model (best validation weights, eval mode) and one dict per evaluation:
+        ``step``, ``loss`` (mean training loss since the last evaluation), ``val_accuracy``.
+    """
+    if optimizer not in ("adam", "sgd"):
+        raise ValueError(f"optimizer must be 'adam' or 'sgd', got {optimizer!r}")
+    if train not in ("tail", "all"):
+        raise ValueError(f"train must be 'tail' or 'all', got {train!r}")
+    set_seed(seed)
+    device = next(model.parameters()).device
+    tr, va = load_dataset(dataset, "train", root, train_subset), load_dataset(dataset, "val", root, val_subset)
+    head = list(model.net.conv1.parameters()) + list(model.net.bn1.parameters()) + [
+        p for s in model._head_stages for p in getattr(model.net, s).parameters()]
+    head_ids = {id(p) for p in head}
+    params = [p for p in model.parameters() if train == "all" or id(p) not in head_ids]
+    for p in model.parameters():
+        p.requires_grad_(any(p is q for q in params))
+    opt = (torch.optim.Adam(params, lr) if optimizer == "adam"
+           else torch.optim.SGD(params, lr, momentum=0.9, nesterov=True, weight_decay=5e-4))
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
+    loss_fn = nn.CrossEntropyLoss()
+    x, y = tr.tensors
+    best = (accuracy(model, va, cfg), {k: v.clone() for k, v in model.state_dict().items()})
+    history, losses, bad = [dict(step=0, loss=float("nan"), val_accuracy=best[0])], [], 0
+    g = torch.Generator().manual_seed(seed)
+    for step in tqdm(range(1, steps + 1), desc=f"fine-tune {cfg.mode} B={cfg.block_size} r={cfg.ratio}"):
+        model.train()
+        if train == "tail":  # frozen head: keep its batch-norm statistics too
+            for m in (model.net.conv1, model.net.bn1, *(getattr(model.net, s) for s in model._head_stages)):
+                m.eval()
+        idx = torch.randint(len(x), (batch_size,), generator=g)
+        z = model.head(x[idx].to(device))
+        loss = loss_fn(model.tail(compress_ste(z, cfg)), y[idx].to(device))
+        if sparsity_weight:
+            loss = loss + sparsity_weight * z.abs().mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+        if step % eval_every == 0 or step == steps:
+            acc = accuracy(model, va, cfg)
+            history.append(dict(step=step, loss=float(np.mean(losses)), val_accuracy=acc))
+            losses = []
+            if acc > best[0]:
+                best, bad = (acc, {k: v.clone() for k, v in model.state_dict().items()}), 0
+            else:
+                bad += 1
+                if bad >= patience:
+                    break
+    model.load_state_dict(best[1])
+    for p in model.parameters():
+        p.requires_grad_(True)
+    return model.eval(), history
+
+
+# ---------------------------------------------------------------------------
+# evaluation: accuracy on decoded features, rate from real per-image streams
+# ---------------------------------------------------------------------------
+def default_device() -> str:
+    """"cuda" when a GPU is visible, else "cpu"."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@torch.no_grad()
+def head_features(model: SplitResNet18, data: TensorDataset, batch_size: int = 256) -> Tensor:
+    """Split-point features of all images of ``data`` (float32, CPU), to reuse across configs."""
+    model.eval()
+    device = next(model.parameters()).device
+    x = data.tensors[0]
+    return torch.cat([model.head(x[s:s + batch_size].to(device).contiguous(memory_format=torch.channels_last))
+                      .float().cpu().contiguous() for s in range(0, len(x), batch_size)])
+
+
+@torch.no_grad()
+def evaluate(model: SplitResNet18, cfg: CodecConfig | None, data: TensorDataset,
+             rate_sample: int | None = None, batch_size: int = 256, exact: bool = False,
+             features: Tensor | None = None) -> dict:
+    """Accuracy, rate and feature memory of one configuration.
+
+    Parameters
+    ----------
+    cfg : CodecConfig or None
+        None evaluates the uncompressed model.
+    data : TensorDataset
+        Images and labels (e.g. ``load_dataset(..., "test")``).
+    rate_sample : int, optional
+        Encode the first ``rate_sample`` images one by one for the rate (default: all).
+    exact : bool
+        Also decode each sampled stream and check it equals what the tail consumed.
+    features : Tensor, optional
+        ``head_features(model, data)``, computed once for many configurations.
+
+    Returns
+    -------
+    dict
+        ``accuracy`` (the tail consumed exactly what the decoder returns); ``bpp`` and
+        ``bytes`` (mean of real per-image streams); mean ``breakdown`` bits per section;
+        entropy ``estimates``; ``raw_bytes`` (float32 features per image); ``n_images`` and
+        ``n_rate``.
+    """
+    model.eval()
+    device = next(model.parameters()).device
+    x, y = data.tensors
+    hw = tuple(x.shape[-2:])
+    n_rate = len(x) if rate_sample is None else min(rate_sample, len(x))
+    correct, rates, raw = 0, [], 0
+    for s in range(0, len(x), batch_size):
+        z = (model.head(x[s:s + batch_size].to(device).contiguous(memory_format=torch.channels_last))
+             if features is None else features[s:s + batch_size].to(device))
+        raw = 4 * z[0].numel()
+        zc = z if cfg is None else compress(z, cfg).to(device)
+        correct += int((model.tail(zc).argmax(1).cpu() == y[s:s + batch_size]).sum())
+        if cfg is not None:
+            for i in range(min(len(z), n_rate - s)):
+                blob = encode(z[i:i + 1].cpu(), cfg)
+                if exact and not torch.equal(decode(blob), zc[i:i + 1].cpu()):
+                    raise AssertionError("decoded features differ from the ones evaluated")
+                rates.append(rate(blob, hw))
+    out = dict(accuracy=correct / len(x), n_images=len(x), n_rate=len(rates), raw_bytes=raw)
+    if cfg is None:
+        return out | dict(bpp=8.0 * raw / (hw[0] * hw[1]), bytes=float(raw))
+    out |= dict(bpp=float(np.mean([r["bpp"] for r in rates])), bytes=float(np.mean([r["bytes"] for r in rates])))
+    out["breakdown"] = {k: float(np.mean([r["breakdown"][k] for r in rates])) for k in rates[0]["breakdown"]}
+    out["estimates"] = {k: float(np.mean([r["estimates"][k] for r in rates])) for k in rates[0]["estimates"]}
+    out["position_coding"] = {c: sum(r["position_coding"] == c for r in rates) for c in POSITION_CODINGS}
+    return out
+
+
+# ---------------------------------------------------------------------------
+# baselines: coding the input image; the original method's accounting
+# ---------------------------------------------------------------------------
+IMAGE_FORMATS = ("png", "jpeg", "webp")
+
+
+def _uint8_images(data: TensorDataset, dataset: str) -> np.ndarray:
+    info = _dataset_info(dataset)
+    x = data.tensors[0] * torch.tensor(info["std"]).view(1, -1, 1, 1) + torch.tensor(info["mean"]).view(1, -1, 1, 1)
+    return (x * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
+
+
+@torch.no_grad()
+def image_codec_baseline(model: SplitResNet18, data: TensorDataset, dataset: str, fmt: str,
+                         quality: int | None = None) -> dict:
+    """Code the input images with Pillow instead of the features; the decoded images go to
+    the uncompressed model. Returns ``accuracy``, ``bpp`` and ``bytes`` (mean per image)."""
+    from PIL import Image
+    if fmt not in IMAGE_FORMATS:
+        raise ValueError(f"fmt must be one of {IMAGE_FORMATS}, got {fmt!r}")
+    info = _dataset_info(dataset)
+    imgs, sizes, out = _uint8_images(data, dataset), [], []
+    for im in imgs:
+        buf = io.BytesIO()
+        pil = Image.fromarray(im[..., 0] if im.shape[-1] == 1 else im)
+        opts = dict(optimize=True) if fmt == "png" else dict(quality=quality)
+        pil.save(buf, format=fmt.upper(), **opts)
+        sizes.append(buf.tell())
+        dec = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert(pil.mode), np.float32) / 255
+        out.append(dec[None] if dec.ndim == 2 else dec.transpose(2, 0, 1))
+    x = (torch.from_numpy(np.stack(out)) - torch.tensor(info["mean"]).view(1, -1, 1, 1)) / torch.tensor(info["std"]).view(1, -1, 1, 1)
+    acc = accuracy(model, TensorDataset(x, data.tensors[1]))
+    hw = imgs.shape[1] * imgs.shape[2]
+    return dict(accuracy=acc, bpp=8 * float(np.mean(sizes)) / hw, bytes=float(np.mean(sizes)))
+
+
+@torch.no_grad()
+def seed_accounting(model: SplitResNet18, cfg: CodecConfig, data: TensorDataset, batch_size: int = 128,
+                    count_bits: int = 2) -> dict:
+    """The original method's accounting, reproduced to show the gap: the tail is fed float
+    (unquantized) sparse features while the rate is *estimated* as if values were
+    ``count_bits``-bit, from each batch's own Huffman code lengths for values and position
+    deltas, with no header and no code tables. Not a real rate."""
+    model.eval()
+    x, y = data.tensors
+    correct, bits = 0, 0.0
+    for s in range(0, len(x), batch_size):
+        z = model.head(x[s:s + batch_size].contiguous(memory_format=torch.channels_last)).float().contiguous()
+        n, c, h, w = z.shape
+        mask = select_blocks(block_energy(z, cfg.block_size, cfg.zero_border), cfg.ratio, cfg.mode)
+        pm = pixel_mask(mask, h, w, cfg.block_size, cfg.zero_border)
+        correct += int((model.tail(z * pm).argmax(1) == y[s:s + batch_size]).sum())
+        v = z[pm]
+        q = torch.round(v / max(float(v.max()), 1e-12) * (2 ** count_bits - 1)).long().numpy() if len(v) else v.long().numpy()
+        lv = huffman_lengths(np.bincount(q, minlength=2 ** count_bits))
+        idx = np.flatnonzero(mask.reshape(n * c, -1).numpy())
+        deltas = np.diff(idx % mask[0, 0].numel(), prepend=0)
+        _, inv = np.unique(deltas, return_inverse=True)
+        lp = huffman_lengths(np.bincount(inv))
+        bits += float(lv[q].sum() + lp[inv].sum())
+    return dict(accuracy=correct / len(x), bpp=bits / (len(x) * x.shape[-2] * x.shape[-1]))
+
+
+# ---------------------------------------------------------------------------
+# study: the sweep, its results table, the frontier
+# ---------------------------------------------------------------------------
+RESULT_COLUMNS = ["method", "mode", "block_size", "ratio", "bits", "quality", "finetuned", "accuracy",
+                  "bpp", "bytes", "header", "tables", "positions", "values", "padding"]
+
+
+def sweep(model: SplitResNet18, data: TensorDataset, modes=MODES, block_sizes=(1, 2, 4, 8),
+          ratios=(1.0, 0.5, 0.3, 0.1, 0.05, 0.02, 0.01), bits=(2, 4, 8), rate_sample: int | None = 200,
+          zero_border: bool = True, finetuned: bool = False) -> list[dict]:
+    """Evaluate every configuration of the grid; one tidy row each (see ``RESULT_COLUMNS``)."""
+    rows = []
+    grid = list(itertools.product(modes, block_sizes, ratios, bits))
+    z = head_features(model, data)
+    for mode, bs, r, b in tqdm(grid, desc="sweep"):
+        cfg = CodecConfig(bs, r, mode, b, zero_border)
+        ev = evaluate(model, cfg, data, rate_sample, features=z)
+        rows.append(dict(method="blocksparse", mode=mode, block_size=bs, ratio=r, bits=b, quality=None,
+                         finetuned=finetuned, accuracy=ev["accuracy"], bpp=ev["bpp"], bytes=ev["bytes"],
+                         **ev["breakdown"], n_images=ev["n_images"], n_rate=ev["n_rate"]))
+    return rows
+
+
+def pareto(df: "pd.DataFrame", x: str = "bpp", y: str = "accuracy") -> "pd.DataFrame":
+    """Rows not beaten by another row with lower ``x`` and higher-or-equal ``y``."""
+    d = df.sort_values([x, y], ascending=[True, False])
+    return d[d[y] > d[y].cummax().shift(fill_value=-np.inf)]
+
+
+def lowest_bpp_within(df: "pd.DataFrame", reference: float, points: float = 1.0) -> "pd.DataFrame":
+    """Per mode: the cheapest row whose accuracy is within ``points`` (in %) of ``reference``."""
+    ok = df[df["accuracy"] >= reference - points / 100]
+    return ok.loc[ok.groupby("mode")["bpp"].idxmin()] if len(ok) else ok
+
+
+def save_results(rows: list[dict], config: dict, name: str = "results") -> Path:
+    """Write ``data/results/<name>.csv`` and ``.json`` (rows plus the config that made them)."""
+    import pandas as pd
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    df = pd.DataFrame(rows)
+    df.to_csv(RESULTS_DIR / f"{name}.csv", index=False)
+    (RESULTS_DIR / f"{name}.json").write_text(json.dumps(dict(config=config, rows=df.to_dict("records")),
+                                                         indent=1, default=str))
+    return RESULTS_DIR / f"{name}.csv"
+
+
+def load_results(name: str = "results") -> "pd.DataFrame":
+    """Read a results table written by ``save_results``."""
+    import pandas as pd
+    p = RESULTS_DIR / f"{name}.csv"
+    if not p.exists():
+        raise ValueError(f"no results at {p}: run notebooks 03-05 or `python blocksparse_utils.py` first")
+    return pd.read_csv(p)
+
+
+def write_compression_results(df: "pd.DataFrame", path: Path | None = None) -> Path:
+    """``compression_results.json`` in the original script's layout: per mode and block size,
+    lists of ratios with their accuracy and bpp (block-sparse rows, no fine-tuning)."""
+    d = df[(df["method"] == "blocksparse") & (~df["finetuned"].astype(bool))]
+    out = {}
+    for (mode, bs, bits), g in d.groupby(["mode", "block_size", "bits"]):
+        g = g.sort_values("ratio", ascending=False)
+        out.setdefault(mode, {})[f"block_size={bs},bits={bits}"] = dict(
+            ratios=g["ratio"].tolist(), accuracy=g["accuracy"].tolist(), bpp=g["bpp"].tolist())
+    path = path or RESULTS_DIR / "compression_results.json"
+    path.write_text(json.dumps(out, indent=1))
+    return path
+
+
+# ---------------------------------------------------------------------------
+# plots
+# ---------------------------------------------------------------------------
+def save_figure(fig, name: str, formats: tuple[str, ...] = ("png", "pdf"), dpi: int = 200) -> list[Path]:
+    """Save ``fig`` as ``figures/<name>.<fmt>`` for each format; returns the paths."""
+    FIGURES_DIR.mkdir(exist_ok=True)
+    paths = [FIGURES_DIR / f"{name}.{f}" for f in formats]
+    for p in paths:
+        fig.savefig(p, dpi=dpi, bbox_inches="tight")
+    return paths
+
+
+def _axes(ax):
+    import matplotlib.pyplot as plt
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(6, 4))
+        return fig, ax
+    return ax.figure, ax
+
+
+def plot_accuracy_vs_bpp(df: "pd.DataFrame", reference: float | None = None, ax=None, logx: bool = True):
+    """Accuracy against bpp: one line per mode (best of block sizes and bits, its Pareto
+    front) and the baselines as markers. Returns the figure."""
+    fig, ax = _axes(ax)
+    for (method, mode), g in df.groupby(["method", df["mode"].fillna("")], dropna=False):
+        if method == "blocksparse":
+            for ft, gg in g.groupby("finetuned"):
+                f = pareto(gg)
+                ax.plot(f["bpp"], 100 * f["accuracy"], "-o" if not ft else "--s", ms=3,
+                        label=f"{mode}{' (fine-tuned)' if ft else ''}")
+        else:
+            ax.plot(g["bpp"], 100 * g["accuracy"], "x:" if len(g) > 1 else "x", ms=5, label=method)
+    if reference is not None:
+        ax.axhline(100 * reference, color="k", lw=0.8, label="uncompressed")
+        ax.axhline(100 * reference - 1, color="k", lw=0.8, ls=":", label="-1 point")
+    if logx:
+        ax.set_xscale("log")
+    ax.set(xlabel="bpp (bits per input pixel, real streams)", ylabel="top-1 accuracy (%)")
+    ax.legend(fontsize=7)
+    return fig
+
+
+def plot_accuracy_vs_ratio(df: "pd.DataFrame", ax=None):
+    """Accuracy against kept ratio, one line per mode and block size (best bits). Returns the figure."""
+    fig, ax = _axes(ax)
+    d = df[(df["method"] == "blocksparse") & (~df["finetuned"].astype(bool))]
+    for (mode, bs), g in d.groupby(["mode", "block_size"]):
+        g = g.groupby("ratio")["accuracy"].max()
+        ax.plot(g.index, 100 * g.values, "-o", ms=3, label=f"{mode}, B={bs}")
+    ax.set(xscale="log", xlabel="ratio (fraction of blocks kept)", ylabel="top-1 accuracy (%)")
+    ax.legend(fontsize=6, ncol=2)
+    return fig
+
+
+def plot_feature_maps(image: Tensor, maps: dict, channels=(0, 1, 2, 3)):
+    """Input image plus a few channels of each map in ``maps`` ({label: [C, H, W]}). Returns the figure."""
+    import matplotlib.pyplot as plt
+    fig, axs = plt.subplots(len(maps), len(channels) + 1, figsize=(1.6 * (len(channels) + 1), 1.6 * len(maps)),
+                            squeeze=False)
+    for r, (label, m) in enumerate(maps.items()):
+        axs[r, 0].imshow(image[0] if image.shape[0] == 1 else image.permute(1, 2, 0), cmap="gray")
+        axs[r, 0].set_ylabel(label, fontsize=7)
+        for j, ch in enumerate(channels):
+            axs[r, j + 1].imshow(m[ch], cmap="viridis")
+            axs[r, 0].set_title("input" if r == 0 else "", fontsize=7)
+            axs[r, j + 1].set_title(f"channel {ch}" if r == 0 else "", fontsize=7)
+    for a in axs.flat:
+        a.set_xticks([]), a.set_yticks([])
+    return fig
+
+
+# ---------------------------------------------------------------------------
+# widgets: sliders over precomputed data, and a figure-export button
+# ---------------------------------------------------------------------------
+def controls(ratios=(1.0, 0.5, 0.3, 0.1, 0.05, 0.02, 0.01), block_sizes=(1, 2, 4, 8), modes=None) -> dict:
+    """The study's sliders (and a mode selector): ``ratio``, ``block_size``[, ``mode``].
+
+    ``continuous_update=False``: a callback runs when a slider is released, not per pixel.
+    """
+    import ipywidgets as w
+    c = dict(ratio=w.SelectionSlider(options=list(ratios), value=ratios[len(ratios) // 2], description="ratio",
+                                     continuous_update=False),
+             block_size=w.SelectionSlider(options=list(block_sizes), value=block_sizes[len(block_sizes) // 2],
+                                          description="block_size", continuous_update=False))
+    if modes:
+        c["mode"] = w.ToggleButtons(options=list(modes), description="mode")
+    return c
+
+
+def interactive_figure(draw, name: str, **widgets):
+    """Lay out ``widgets``, redraw ``draw(**values) -> figure`` when they change, and add an
+    "export" button that saves the current figure to ``figures/<name>.png/.pdf``.
+
+    Returns the container widget (display it as the cell's last expression).
+    """
+    import ipywidgets as w
+    import matplotlib.pyplot as plt
+    from IPython.display import display
+    out, status, state = w.Output(), w.Label(), {}
+
+    def redraw(**values):
+        with out:
+            out.clear_output(wait=True)
+            state["fig"] = draw(**values)
+            display(state["fig"])
+            plt.close(state["fig"])  # shown once, in the output widget; still exportable
+
+    w.interactive_output(redraw, widgets)
+    button = w.Button(description="export figure", icon="download")
+
+    def export(_):
+        status.value = "saved " + ", ".join(str(p.relative_to(ROOT)) for p in save_figure(state["fig"], name))
+
+    button.on_click(export)
+    return w.VBox([w.HBox(list(widgets.values())), out, w.HBox([button, status])])
+
+
+# ---------------------------------------------------------------------------
+# notebooks: presets and headless execution
+# ---------------------------------------------------------------------------
+NOTEBOOK_DIR = ROOT / "notebooks"
+_RATIOS = [1.0, 0.5, 0.3, 0.1, 0.05, 0.02, 0.01]
+PRESETS = {
+    # CI: every code path, tiny sizes
+    "ci": dict(n_images=4, n_test=32, rate_sample=4, block_sizes=[2, 4], ratios=[0.5, 0.05], bits=[2],
+               finetune_steps=4, eval_every=2, train_subset=64, val_subset=32, qualities=[10, 75],
+               candidate_ratios=[0.5, 0.05]),
+    # make study: about 20 minutes on 2 CPU cores
+    "default": dict(n_images=64, n_test=1000, rate_sample=200, block_sizes=[2, 4, 8], ratios=_RATIOS,
+                    bits=[2, 4], finetune_steps=150, eval_every=50, train_subset=10000, val_subset=500,
+                    qualities=[5, 10, 20, 30, 50, 75, 90], candidate_ratios=_RATIOS),
+    # PRESET=full: the issue's whole grid, for a GPU machine
+    "full": dict(n_images=256, n_test=10000, rate_sample=2000, block_sizes=[1, 2, 4, 8],
+                 ratios=_RATIOS + [0.005], bits=[2, 4, 8], finetune_steps=1500, eval_every=100,
+                 train_subset=None, val_subset=5000, qualities=[5, 10, 20, 30, 50, 75, 90],
+                 candidate_ratios=_RATIOS + [0.005]),
+}
+
+
+def run_notebooks(preset: str = "default", out_dir: str | Path = ROOT / "build" / "notebooks",
+                  only: list[str] | None = None) -> list[Path]:
+    """Execute notebooks 01-06 in order with papermill, injecting the preset's parameters
+    (each notebook gets the ones its ``parameters`` cell declares). Returns the executed copies."""
+    import papermill as pm
+    if preset not in PRESETS:
+        raise ValueError(f"preset must be one of {tuple(PRESETS)}, got {preset!r}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    done = []
+    for nb in sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb")):
+        if only and not any(nb.name.startswith(o) for o in only):
+            continue
+        declared = pm.inspect_notebook(str(nb))
+        params = {k: v for k, v in PRESETS[preset].items() if k in declared}
+        print(f"[{preset}] {nb.name} {params}", flush=True)
+        pm.execute_notebook(str(nb), str(out_dir / nb.name), parameters=params, cwd=str(NOTEBOOK_DIR),
+                            kernel_name="python3", progress_bar=False)
+        done.append(out_dir / nb.name)
+    return done
+
+
 # ---------------------------------------------------------------------------
 # command line
 # ---------------------------------------------------------------------------
@@ -1084,6 +1540,75 @@ def main(argv: list[str] | None = None) -> None:
         card = pretrain(a.dataset, a.epochs, a.batch_size, a.lr, a.seed, a.resume, a.subset)
         print(json.dumps(card, indent=2))
         return
+    if argv[:1] == ["bench"]:
+        return benchmark()
+    if argv[:1] == ["notebooks"]:
+        ap = argparse.ArgumentParser(prog="blocksparse_utils.py notebooks")
+        ap.add_argument("--preset", default="default", choices=tuple(PRESETS))
+        ap.add_argument("--out", default=str(ROOT / "build" / "notebooks"))
+        ap.add_argument("--only", nargs="*", default=None, help="notebook prefixes, e.g. 01 03")
+        a = ap.parse_args(argv[1:])
+        paths = run_notebooks(a.preset, a.out, a.only)
+        print("executed notebooks:", *paths, f"figures: {FIGURES_DIR}", f"results: {RESULTS_DIR}", sep="\n  ")
+        return
+    ap = argparse.ArgumentParser(description="Sweep the ratios of one mode and block size "
+                                 "(the original script's interface) and write results and a figure.")
+    ap.add_argument("--dataset", default="fashion-mnist")
+    ap.add_argument("--split-at", default="layer1", choices=SPLIT_POINTS)
+    ap.add_argument("--mode", default="channel-wise", choices=MODES)
+    ap.add_argument("--block-size", type=int, default=4)
+    ap.add_argument("--bits", type=int, nargs="+", default=[2, 4, 8])
+    ap.add_argument("--ratios", type=float, nargs="+", default=[1.0, 0.5, 0.3, 0.1, 0.05, 0.02, 0.01])
+    ap.add_argument("--batch-size", type=int, default=128)
+    ap.add_argument("--subset", nargs="?", const=1000, type=int, default=None,
+                    help="evaluate only the first N test images (default N=1000)")
+    ap.add_argument("--rate-sample", type=int, default=200)
+    ap.add_argument("--checkpoint", default=None, help="a ResNet-18 state_dict (default: the shipped one)")
+    a = ap.parse_args(argv)
+    set_seed(0)
+    model = load_pretrained(a.dataset, a.split_at, a.checkpoint).to(default_device())
+    data = load_dataset(a.dataset, "test", subset=a.subset)
+    rows = sweep(model, data, [a.mode], [a.block_size], a.ratios, a.bits, a.rate_sample)
+    name = f"sweep_{a.mode}_B{a.block_size}"
+    path = save_results(rows, vars(a), name)
+    import pandas as pd
+    df = pd.DataFrame(rows)
+    write_compression_results(df, RESULTS_DIR / f"compression_results_{a.mode}_B{a.block_size}.json")
+    ref = accuracy(model, data)
+    figs = save_figure(plot_accuracy_vs_bpp(df, ref), f"accuracy_vs_compression_{a.mode}_B{a.block_size}")
+    print(df[["mode", "block_size", "ratio", "bits", "accuracy", "bpp"]].to_string(index=False))
+    print(f"uncompressed accuracy {ref:.4f}\nresults: {path}\nfigures: {', '.join(map(str, figs))}")
+
+
+def benchmark() -> None:
+    """Encode/decode speed on a [128, 64, 32, 32] ReLU tensor (4x4, ratio 0.1, channel-wise,
+    4 bits) in MB/s of float32 input, with zstd level 3 on the raw bytes for reference."""
+    import zstandard
+    set_seed(0)
+    x = torch.randn(128, 64, 32, 32).relu()
+    cfg = CodecConfig(4, 0.1, "channel-wise", 4)
+    mb = x.numel() * 4 / 1e6
+
+    def best(f, k=5):
+        f()
+        times = []
+        for _ in range(k):
+            t = time.perf_counter()
+            f()
+            times.append(time.perf_counter() - t)
+        return min(times)
+
+    blob = encode(x, cfg)
+    raw = x.numpy().tobytes()
+    z = zstandard.ZstdCompressor(level=3).compress(raw)
+    rows = [("blocksparse encode", best(lambda: encode(x, cfg)), len(blob)),
+            ("blocksparse decode", best(lambda: decode(blob)), len(blob)),
+            ("blocksparse compress (no entropy coding)", best(lambda: compress(x, cfg)), len(blob)),
+            ("zstd-3 compress (lossless)", best(lambda: zstandard.ZstdCompressor(level=3).compress(raw)), len(z)),
+            ("zstd-3 decompress", best(lambda: zstandard.ZstdDecompressor().decompress(z)), len(z))]
+    print(f"input: {tuple(x.shape)} float32 = {mb:.1f} MB; {cfg}; torch threads {torch.get_num_threads()}")
+    for name, t, size in rows:
+        print(f"{name:42s} {mb / t:8.1f} MB/s  ({1000 * t:6.1f} ms, stream {size / 1e6:.3f} MB)")
 
 
 if __name__ == "__main__":

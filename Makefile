@@ -1,0 +1,47 @@
+# Two commands on a fresh machine: `make study` (the whole study) and `make test`.
+SHELL := /bin/bash
+PY := .venv/bin/python
+PRESET ?= default
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: env data checkpoint study test test-browser lab bench pretrain clean
+
+env: .venv/.installed
+.venv/.installed: requirements.txt
+	python3 -m venv .venv
+	$(PY) -m pip install -q -r requirements.txt
+	touch $@
+
+# Fashion-MNIST: Debian's package where apt is there, else torchvision's downloader (into data/).
+data: env
+	@if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null; then \
+	  echo "installing Debian's dataset-fashion-mnist"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq dataset-fashion-mnist || \
+	  echo "apt failed: falling back to torchvision's downloader"; fi
+	$(PY) -c "import blocksparse_utils as b; [b.load_dataset(split=s) for s in ('train', 'test')]; print('Fashion-MNIST ready')"
+
+checkpoint: env
+	@$(PY) -c "import blocksparse_utils as b; b.load_pretrained(); print('checkpoint ok (sha256 verified):', b.checkpoint_path())" \
+	  || { echo "the shipped checkpoint is missing or corrupt: 'git checkout data/' or 'make pretrain'"; exit 1; }
+
+study: data checkpoint
+	$(PY) blocksparse_utils.py notebooks --preset $(PRESET)
+
+test: data
+	$(PY) -m pytest -m "not browser"
+
+test-browser: env
+	@command -v chromium >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium; }
+	$(PY) -m pytest -m browser
+
+lab: env
+	.venv/bin/jupyter lab notebooks/
+
+bench: env
+	$(PY) blocksparse_utils.py bench
+
+pretrain: data
+	$(PY) blocksparse_utils.py pretrain --resume
+
+clean:
+	rm -rf build .pytest_cache .hypothesis

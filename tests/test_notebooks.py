@@ -1,0 +1,62 @@
+"""Notebooks: committed clean, open the same way, defaults match the preset, and run."""
+import ast
+import json
+import os
+from pathlib import Path
+
+import papermill as pm
+import pytest
+
+import blocksparse_utils as bsu
+
+NOTEBOOKS = sorted(bsu.NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
+
+
+def test_six_ordered_notebooks():
+    assert [p.name[:2] for p in NOTEBOOKS] == ["01", "02", "03", "04", "05", "06"]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_committed_without_outputs_and_opened_the_same_way(path):
+    cells = json.loads(path.read_text())["cells"]
+    for c in cells:
+        if c["cell_type"] == "code":
+            assert not c["outputs"] and c["execution_count"] is None, f"{path.name} carries outputs"
+    kinds = [c["cell_type"] for c in cells[:4]]
+    assert kinds == ["markdown", "code", "code", "code"]
+    assert "".join(cells[0]["source"]).startswith("# ")
+    assert "import blocksparse_utils as bsu" in "".join(cells[1]["source"])
+    assert "".join(cells[2]["source"]).strip() == "bsu.set_seed(0)"
+    assert "parameters" in cells[3]["metadata"].get("tags", [])
+    src = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
+    assert "def " + "compress(" not in src and "/work/" not in src  # no redefined logic, no absolute paths
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_defaults_are_the_default_preset(path):
+    declared = pm.inspect_notebook(str(path))
+    for name, value in bsu.PRESETS["default"].items():
+        if name in declared:
+            assert ast.literal_eval(declared[name]["default"]) == value, (path.name, name)
+
+
+def test_notebooks_run_top_to_bottom(tmp_path, monkeypatch):
+    """Every notebook, in order, with the 'ci' preset; results and figures go to tmp_path."""
+    monkeypatch.setenv("BSU_RESULTS_DIR", str(tmp_path / "results"))
+    monkeypatch.setenv("BSU_FIGURES_DIR", str(tmp_path / "figures"))
+    monkeypatch.setenv("PYTHONPATH", str(bsu.ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    executed = bsu.run_notebooks("ci", tmp_path / "executed")
+    assert len(executed) == 6
+    for p in executed:
+        counts = [c["execution_count"] for c in json.loads(p.read_text())["cells"] if c["cell_type"] == "code"]
+        assert counts == list(range(1, len(counts) + 1)), f"{p.name} ran out of order"
+    for name in ("sweep.csv", "finetune.csv", "results.csv", "results.json", "compression_results.json", "frontier.md"):
+        assert (tmp_path / "results" / name).exists(), name
+    figures = {p.name for p in (tmp_path / "figures").iterdir()}
+    for name in ("feature_distribution", "block_energy_dist", "feature_maps_ratio", "accuracy_vs_compression",
+                 "bytes_breakdown", "finetuning_curves", "01_block_partitioning"):
+        assert {f"{name}.png", f"{name}.pdf"} <= figures, name
+    import pandas as pd
+    results = pd.read_csv(tmp_path / "results" / "results.csv")
+    assert set(bsu.RESULT_COLUMNS) <= set(results.columns)
+    assert {"blocksparse", "uncompressed", "png", "jpeg", "webp", "dense", "seed-accounting"} <= set(results["method"])
