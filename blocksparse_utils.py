@@ -1472,7 +1472,8 @@ def interactive_figure(draw, name: str, **widgets):
     button = w.Button(description="export figure", icon="download")
 
     def export(_):
-        status.value = "saved " + ", ".join(str(p.relative_to(ROOT)) for p in save_figure(state["fig"], name))
+        paths = save_figure(state["fig"], name)
+        status.value = f"saved {', '.join(p.name for p in paths)} in {paths[0].parent}"
 
     button.on_click(export)
     return w.VBox([w.HBox(list(widgets.values())), out, w.HBox([button, status])])

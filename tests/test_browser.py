@@ -1,0 +1,130 @@
+"""Notebook 03's sliders in JupyterLab, driven in headless Chromium (make test-browser)."""
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import papermill as pm
+import pytest
+
+import blocksparse_utils as bsu
+
+pytestmark = pytest.mark.browser
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+         "--no-first-run", "--disable-sync"]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture()
+def lab(tmp_path):
+    """JupyterLab on a free localhost port with a fresh token; shut down even on failure."""
+    work = tmp_path / "work"
+    work.mkdir()
+    # notebook 03 with the small 'ci' parameters injected (papermill, not executed)
+    params = {k: v for k, v in bsu.PRESETS["ci"].items() if k in pm.inspect_notebook(str(bsu.NOTEBOOK_DIR / "03_mode_comparison.ipynb"))}
+    pm.execute_notebook(str(bsu.NOTEBOOK_DIR / "03_mode_comparison.ipynb"), str(work / "03.ipynb"),
+                        parameters=params, prepare_only=True)
+    token, port = secrets.token_hex(16), _free_port()
+    env = dict(os.environ, BSU_RESULTS_DIR=str(tmp_path / "results"), BSU_FIGURES_DIR=str(tmp_path / "figures"),
+               PYTHONPATH=str(bsu.ROOT), JUPYTER_CONFIG_DIR=str(tmp_path / "jcfg"), HOME=str(tmp_path))
+    log = open(tmp_path / "lab.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "jupyterlab", "--no-browser", f"--port={port}", "--ip=127.0.0.1",
+                             f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={work}",
+                             "--ServerApp.open_browser=False", "--LabApp.news_url=", "--LabApp.extension_manager=readonly",
+                             "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
+                            + (["--allow-root"] if os.geteuid() == 0 else []),
+                            env=env, stdout=log, stderr=subprocess.STDOUT, cwd=work)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        for _ in range(120):
+            try:
+                urllib.request.urlopen(f"{url}/api/status?token={token}", timeout=2)
+                break
+            except OSError:
+                if proc.poll() is not None:
+                    raise RuntimeError("JupyterLab exited: " + (tmp_path / "lab.log").read_text()[-2000:])
+                time.sleep(0.5)
+        yield dict(url=url, token=token, figures=tmp_path / "figures", work=work)
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def _drag(page, slider, steps: int, n: int):
+    """Drag a SelectionSlider's handle by ``steps`` of its ``n`` options, as a mouse would."""
+    handle = slider.locator(".noUi-handle")
+    slider.scroll_into_view_if_needed()
+    track = slider.locator(".noUi-target").bounding_box()
+    box = handle.bounding_box()
+    x0, y0 = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(x0, y0)
+    page.mouse.down()
+    page.mouse.move(x0 + steps * track["width"] / max(n - 1, 1), y0, steps=8)
+    page.mouse.up()
+
+
+def _figure(page) -> str:
+    img = page.locator(".widget-output img").first
+    img.wait_for(timeout=60_000)
+    return img.get_attribute("src")
+
+
+def test_sliders_redraw_and_export(lab, tmp_path):
+    from playwright.sync_api import expect, sync_playwright
+    shot = bsu.ROOT / "build" / "browser-failure.png"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        try:
+            page.goto(f"{lab['url']}/lab/tree/03.ipynb?token={lab['token']}")
+            page.locator(".jp-Notebook").wait_for(timeout=60_000)
+            page.locator("#jp-main-statusbar").get_by_text("Idle").wait_for(timeout=60_000)
+            page.get_by_role("menuitem", name="Run", exact=True).click()
+            page.get_by_text("Run All Cells", exact=True).click()
+            sliders = page.locator(".widget-hslider")
+            expect(sliders).to_have_count(2, timeout=120_000)
+            before = _figure(page)
+            ratio, block = sliders.nth(0), sliders.nth(1)
+            options = {"ratio": [str(r) for r in bsu.PRESETS["ci"]["ratios"]],
+                       "block": [str(b) for b in bsu.PRESETS["ci"]["block_sizes"]]}
+            start = ratio.locator(".widget-readout").inner_text()
+            # move the ratio slider one option towards the other end
+            _drag(page, ratio, 1 if start == options["ratio"][0] else -1, len(options["ratio"]))
+            want = options["ratio"][1] if start == options["ratio"][0] else options["ratio"][0]
+            expect(ratio.locator(".widget-readout")).to_have_text(want, timeout=30_000)
+            page.wait_for_function("b => document.querySelector('.widget-output img') && "
+                                   "document.querySelector('.widget-output img').src !== b", arg=before, timeout=60_000)
+            after_ratio = _figure(page)
+            assert after_ratio != before
+            start = block.locator(".widget-readout").inner_text()
+            _drag(page, block, 1 if start == options["block"][0] else -1, len(options["block"]))
+            want_b = options["block"][1] if start == options["block"][0] else options["block"][0]
+            expect(block.locator(".widget-readout")).to_have_text(want_b, timeout=30_000)
+            page.wait_for_function("b => document.querySelector('.widget-output img').src !== b",
+                                   arg=after_ratio, timeout=60_000)
+            assert _figure(page) not in (before, after_ratio)
+            page.get_by_role("button", name="export figure").click()
+            expect(page.get_by_text("saved ")).to_be_visible(timeout=30_000)
+            for ext in ("png", "pdf"):
+                assert (lab["figures"] / f"03_mode_comparison.{ext}").stat().st_size > 1000
+        except BaseException:
+            shot.parent.mkdir(exist_ok=True)
+            page.screenshot(path=str(shot), full_page=True)
+            raise
+        finally:
+            browser.close()
