@@ -164,14 +164,20 @@ def _energy(x: Tensor, b: int, zero_border: bool) -> Tensor:
     if n > per:  # chunks under glibc's mmap threshold reuse memory instead of page-faulting
         return torch.cat([_energy(xc, b, zero_border) for xc in x.split(per)])
     hb, wb = -(-h // b), -(-w // b)
-    sq = x * x
-    if zero_border:
-        sq[..., 0, :], sq[..., -1, :], sq[..., :, 0], sq[..., :, -1] = 0, 0, 0, 0
-    if hb * b != h or wb * b != w:
-        sq = F.pad(sq, (0, wb * b - w, 0, hb * b - h))
-    rows = sq.view(n, c, hb * b, wb, b)
-    rows = functools.reduce(torch.add, rows.unbind(-1)).view(n, c, hb, b, wb)
-    return functools.reduce(torch.add, rows.unbind(3))
+    if (hb * b, wb * b) != (h, w):
+        x = F.pad(x, (0, wb * b - w, 0, hb * b - h))
+    rows = x.view(n, c, hb, b, wb * b)
+    acc = None
+    for i in range(b):  # rows of each block first: contiguous, vectorizes
+        sq = rows[:, :, :, i] * rows[:, :, :, i]
+        if zero_border:
+            sq[..., 0], sq[..., w - 1] = 0, 0
+            if i == 0:
+                sq[:, :, 0] = 0
+            if i == (h - 1) % b:
+                sq[:, :, (h - 1) // b] = 0
+        acc = sq if acc is None else acc.add_(sq)
+    return functools.reduce(torch.add, acc.view(n, c, hb, wb, b).unbind(-1))
 
 
 # ---------------------------------------------------------------------------
@@ -392,26 +398,53 @@ def canonical_code(lengths: np.ndarray) -> tuple[np.ndarray, list[int], list[int
 
 
 def huffman_encode(symbols: np.ndarray, lengths: np.ndarray) -> bitarray:
-    """Huffman-code ``symbols`` with the canonical code of ``lengths`` (bitarray's C encoder)."""
-    codes = canonical_code(lengths)[0]
-    table = {s: int2ba(int(codes[s]), int(lengths[s])) for s in np.flatnonzero(lengths).tolist()}
-    out = bitarray()
-    if len(symbols):
-        out.encode(table, np.asarray(symbols).tolist())
-    return out
+    """Huffman-code ``symbols`` with the canonical code of ``lengths``.
+
+    For speed, runs of g symbols are looked up as one joint code (table of (A+1)**g
+    entries, the extra symbol being an empty code that pads the tail), so ``pack_bits``
+    handles g times fewer entries; the bits are the same as coding symbol by symbol.
+    """
+    lengths = np.asarray(lengths, np.uint64)
+    c, l = np.append(canonical_code(lengths)[0], np.uint64(0)), np.append(lengths, np.uint64(0))
+    a, maxlen, g = len(l), max(int(lengths.max(initial=0)), 1), 1
+    while (g + 1) * maxlen <= 64 and a ** (g + 1) <= 1 << 17:
+        g += 1
+    gc, gl = c, l
+    for _ in range(g - 1):
+        gc, gl = ((gc[:, None] << l) | c).ravel(), (gl[:, None] + l).ravel()
+    sym = np.asarray(symbols, np.int64)
+    sym = np.concatenate([sym, np.full(-len(sym) % g, a - 1)]).reshape(-1, g)
+    idx = sym @ (a ** np.arange(g - 1, -1, -1))
+    return pack_bits(gc[idx], gl[idx])
 
 
 def pack_bits(codes: np.ndarray, lengths: np.ndarray) -> bitarray:
-    """Concatenate variable-length codes, most significant bit first, without a Python loop."""
-    lengths = np.asarray(lengths, np.int64)
-    total = int(lengths.sum())
+    """Concatenate variable-length codes (each <= 64 bits), most significant bit first.
+
+    Vectorized: each code is shifted to its place in a 64-bit word (codes that cross a word
+    boundary spill into the next), and a word's codes are summed, which equals OR-ing them
+    since they do not overlap.
+    """
+    codes, lengths = np.asarray(codes, np.uint64), np.asarray(lengths, np.uint64)
+    if len(lengths) and lengths.min() == 0:
+        codes, lengths = codes[lengths > 0], lengths[lengths > 0]
     out = bitarray()
-    if total == 0:
+    if len(lengths) == 0:
         return out
-    owner = np.repeat(np.arange(len(lengths)), lengths)
-    shift = (np.cumsum(lengths)[owner] - 1 - np.arange(total)).astype(np.uint64)
-    bits = ((np.asarray(codes, np.uint64)[owner] >> shift) & np.uint64(1)).astype(np.uint8)
-    out.frombytes(np.packbits(bits).tobytes())
+    ends = np.cumsum(lengths)
+    starts = ends - lengths
+    word = (starts >> np.uint64(6)).astype(np.int64)
+    room = np.uint64(64) - (starts & np.uint64(63))
+    fits = lengths <= room
+    main = np.where(fits, codes << np.where(fits, room - lengths, np.uint64(0)),
+                    codes >> np.where(fits, np.uint64(0), lengths - room))
+    words = np.zeros(int(word[-1]) + 2, np.uint64)
+    first = np.flatnonzero(np.diff(word, prepend=-1))
+    words[word[first]] = np.add.reduceat(main, first)
+    spill = ~fits
+    words[word[spill] + 1] += codes[spill] << (np.uint64(64) - (lengths[spill] - room[spill]))
+    total = int(ends[-1])
+    out.frombytes(words.astype(">u8").tobytes()[:-(-total // 8)])
     del out[total:]
     return out
 
@@ -483,7 +516,7 @@ class _Reader:
             raise ValueError("corrupted stream: Huffman data ends early or is invalid") from None
         if len(out) < n:
             raise ValueError("corrupted stream: Huffman data ends early")
-        out = np.array(out, np.int64)
+        out = np.frombuffer(bytes(out), np.uint8).astype(np.int64)  # every alphabet here is < 256
         self.pos += int(lengths[out].sum())
         return out
 
@@ -572,7 +605,7 @@ def encode(x: Tensor, cfg: CodecConfig) -> bytes:
     posmask = a["mask"][:, :1] if cfg.mode == "region-wise" else a["mask"]
     flat = posmask.reshape(-1).numpy()
     coding, pos_table, pos_bits = _encode_positions(flat)
-    levels = a["levels"][a["valid"]].to(torch.int64).numpy()
+    levels = a["levels"][a["valid"]].to(torch.uint8).numpy()
     lengths = huffman_lengths(np.bincount(levels, minlength=2 ** cfg.bits))
     t = []
     _write_table(t, lengths)
@@ -673,8 +706,7 @@ def _parse(blob: bytes) -> dict:
     padding = len(body) - r.pos
     if padding >= 8 or body[r.pos:].any():
         raise ValueError("corrupted stream: unexpected data after the values")
-    grid = torch.zeros(valid.shape)
-    grid[valid] = torch.from_numpy(levels).float()
+    grid = torch.zeros(valid.shape).masked_scatter_(valid, torch.from_numpy(levels).float())
     return dict(cfg=cfg, shape=(n, c, h, w), block_size=bs, mask=mask, where=where, valid=valid,
                 levels=grid, symbols=levels, scale=scale, offset=offset, coding=POSITION_CODINGS[coding],
                 breakdown=dict(header=header_bits, tables=tables_bits, positions=positions_bits,
@@ -1273,14 +1305,16 @@ def seed_accounting(model: SplitResNet18, cfg: CodecConfig, data: TensorDataset,
     ``count_bits``-bit, from each batch's own Huffman code lengths for values and position
     deltas, with no header and no code tables. Not a real rate."""
     model.eval()
+    device = next(model.parameters()).device
     x, y = data.tensors
     correct, bits = 0, 0.0
     for s in range(0, len(x), batch_size):
-        z = model.head(x[s:s + batch_size].contiguous(memory_format=torch.channels_last)).float().contiguous()
+        zd = model.head(x[s:s + batch_size].to(device).contiguous(memory_format=torch.channels_last))
+        z = zd.float().cpu().contiguous()
         n, c, h, w = z.shape
         mask = select_blocks(block_energy(z, cfg.block_size, cfg.zero_border), cfg.ratio, cfg.mode)
         pm = pixel_mask(mask, h, w, cfg.block_size, cfg.zero_border)
-        correct += int((model.tail(z * pm).argmax(1) == y[s:s + batch_size]).sum())
+        correct += int((model.tail(zd * pm.to(device)).argmax(1).cpu() == y[s:s + batch_size]).sum())
         v = z[pm]
         q = torch.round(v / max(float(v.max()), 1e-12) * (2 ** count_bits - 1)).long().numpy() if len(v) else v.long().numpy()
         lv = huffman_lengths(np.bincount(q, minlength=2 ** count_bits))
@@ -1392,6 +1426,7 @@ def plot_accuracy_vs_bpp(df: "pd.DataFrame", reference: float | None = None, ax=
                 ax.plot(f["bpp"], 100 * f["accuracy"], "-o" if not ft else "--s", ms=3,
                         label=f"{mode}{' (fine-tuned)' if ft else ''}")
         else:
+            g = g.sort_values("bpp")
             ax.plot(g["bpp"], 100 * g["accuracy"], "x:" if len(g) > 1 else "x", ms=5, label=method)
     if reference is not None:
         ax.axhline(100 * reference, color="k", lw=0.8, label="uncompressed")

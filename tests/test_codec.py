@@ -122,8 +122,8 @@ def test_quantization_error_within_half_step(case):
         kept = x[i][pm[i]]
         if len(kept) == 0:
             continue
-        lo = min(0.0, float(kept.min()))
-        step = (float(kept.max()) - lo) / (2 ** cfg.bits - 1)
+        lo, hi = min(0.0, float(kept.min())), max(0.0, float(kept.max()))  # the range always holds 0
+        step = (hi - lo) / (2 ** cfg.bits - 1)
         err = (y[i][pm[i]] - kept).abs().max()
         # bf16-stored scale rounds up by at most 2**-8 relative
         assert err <= step * (0.5 + 2 ** -7) + 1e-6 * (abs(lo) + float(kept.abs().max()))
@@ -284,3 +284,16 @@ def test_decode_corruptions_behind_a_valid_checksum():
             except ValueError:
                 continue
             assert y.ndim == 4 and torch.isfinite(y).all()
+
+
+@given(st.lists(st.tuples(st.integers(1, 64), st.integers(0, 2**64 - 1)), max_size=300))
+def test_pack_bits_matches_bitarray_concatenation(fields):
+    from bitarray.util import int2ba
+    codes = [c % (1 << l) for l, c in fields]
+    lengths = [l for l, _ in fields]
+    expect = bitarray()
+    for c, l in zip(codes, lengths):
+        expect += int2ba(c, l)
+    got = bsu.pack_bits(np.array(codes, np.uint64), np.array(lengths))
+    assert got == expect
+    assert bsu.unpack_bits(got, np.array(lengths)).tolist() == codes
