@@ -407,7 +407,7 @@ def huffman_encode(symbols: np.ndarray, lengths: np.ndarray) -> bitarray:
     lengths = np.asarray(lengths, np.uint64)
     c, l = np.append(canonical_code(lengths)[0], np.uint64(0)), np.append(lengths, np.uint64(0))
     a, maxlen, g = len(l), max(int(lengths.max(initial=0)), 1), 1
-    while (g + 1) * maxlen <= 64 and a ** (g + 1) <= 1 << 17:
+    while (g + 1) * maxlen <= 64 and a ** (g + 1) <= min(1 << 17, len(symbols) // 4):
         g += 1
     gc, gl = c, l
     for _ in range(g - 1):
@@ -464,15 +464,14 @@ def unpack_bits(a: bitarray, lengths: np.ndarray) -> np.ndarray:
     return out
 
 
-def _write_table(w: list, lengths: np.ndarray) -> None:
+def _table(lengths: np.ndarray) -> bitarray:
     """Code-length table: symbols used (9 bits), longest code (5 bits), then each length."""
     nsym = int(np.flatnonzero(lengths).max(initial=-1)) + 1
-    w.append((nsym, 9))
-    if nsym:
-        maxlen = int(lengths.max())
-        w.append((maxlen, 5))
-        width = maxlen.bit_length()
-        w.extend((int(v), width) for v in lengths[:nsym])
+    if not nsym:
+        return int2ba(0, 9)
+    maxlen = int(lengths.max())
+    width = maxlen.bit_length()
+    return pack_bits(np.array([nsym, maxlen, *lengths[:nsym]], np.uint64), np.array([9, 5] + [width] * nsym))
 
 
 class _Reader:
@@ -560,20 +559,11 @@ def _encode_positions(flat: np.ndarray) -> tuple[int, bitarray, bitarray]:
     options = []
     cls, mant, mbits = _gap_symbols(flat)
     lengths = huffman_lengths(np.bincount(cls, minlength=64))
-    t = []
-    _write_table(t, lengths)
-    options.append((0, _fields(t), huffman_encode(cls, lengths) + pack_bits(mant, mbits)))
+    options.append((0, _table(lengths), huffman_encode(cls, lengths) + pack_bits(mant, mbits)))
     nib = _nibbles(flat)
     lengths = huffman_lengths(np.bincount(nib, minlength=16))
-    t = []
-    _write_table(t, lengths)
-    options.append((1, _fields(t), huffman_encode(nib, lengths)))
+    options.append((1, _table(lengths), huffman_encode(nib, lengths)))
     return min(options, key=lambda o: len(o[1]) + len(o[2]))
-
-
-def _fields(fields: list) -> bitarray:
-    values, widths = zip(*fields)
-    return pack_bits(np.array(values, np.uint64), np.array(widths))
 
 
 # ---------------------------------------------------------------------------
@@ -607,10 +597,7 @@ def encode(x: Tensor, cfg: CodecConfig) -> bytes:
     coding, pos_table, pos_bits = _encode_positions(flat)
     levels = a["levels"][a["valid"]].to(torch.uint8).numpy()
     lengths = huffman_lengths(np.bincount(levels, minlength=2 ** cfg.bits))
-    t = []
-    _write_table(t, lengths)
-    val_table = _fields(t)
-    val_bits = huffman_encode(levels, lengths)
+    val_table, val_bits = _table(lengths), huffman_encode(levels, lengths)
     signed = bool((a["offset"] != 0).any())
     flags = MODES.index(cfg.mode) | (cfg.bits - 1) << 2 | cfg.zero_border << 5 | coding << 6 | signed << 7
     head = bytes([flags]) + b"".join(_varint(v) for v in (cfg.block_size, n, c, h, w, int(flat.sum())))
@@ -1335,14 +1322,15 @@ RESULT_COLUMNS = ["method", "mode", "block_size", "ratio", "bits", "quality", "f
 
 def sweep(model: SplitResNet18, data: TensorDataset, modes=MODES, block_sizes=(1, 2, 4, 8),
           ratios=(1.0, 0.5, 0.3, 0.1, 0.05, 0.02, 0.01), bits=(2, 4, 8), rate_sample: int | None = 200,
-          zero_border: bool = True, finetuned: bool = False) -> list[dict]:
-    """Evaluate every configuration of the grid; one tidy row each (see ``RESULT_COLUMNS``)."""
+          zero_border: bool = True, finetuned: bool = False, batch_size: int = 256) -> list[dict]:
+    """Evaluate every configuration of the grid on ``data``; one tidy row each (see
+    ``RESULT_COLUMNS``). Split-point features are computed once and reused."""
     rows = []
     grid = list(itertools.product(modes, block_sizes, ratios, bits))
-    z = head_features(model, data)
+    z = head_features(model, data, batch_size)
     for mode, bs, r, b in tqdm(grid, desc="sweep"):
         cfg = CodecConfig(bs, r, mode, b, zero_border)
-        ev = evaluate(model, cfg, data, rate_sample, features=z)
+        ev = evaluate(model, cfg, data, rate_sample, batch_size, features=z)
         rows.append(dict(method="blocksparse", mode=mode, block_size=bs, ratio=r, bits=b, quality=None,
                          finetuned=finetuned, accuracy=ev["accuracy"], bpp=ev["bpp"], bytes=ev["bytes"],
                          **ev["breakdown"], n_images=ev["n_images"], n_rate=ev["n_rate"]))
@@ -1604,7 +1592,7 @@ def main(argv: list[str] | None = None) -> None:
     set_seed(0)
     model = load_pretrained(a.dataset, a.split_at, a.checkpoint).to(default_device())
     data = load_dataset(a.dataset, "test", subset=a.subset)
-    rows = sweep(model, data, [a.mode], [a.block_size], a.ratios, a.bits, a.rate_sample)
+    rows = sweep(model, data, [a.mode], [a.block_size], a.ratios, a.bits, a.rate_sample, batch_size=a.batch_size)
     name = f"sweep_{a.mode}_B{a.block_size}"
     path = save_results(rows, vars(a), name)
     import pandas as pd

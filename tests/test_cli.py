@@ -1,0 +1,19 @@
+"""The command line: the original script's sweep interface."""
+import json
+
+import blocksparse_utils as bsu
+
+
+def test_sweep_command_writes_results_and_figure(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(bsu, "RESULTS_DIR", tmp_path / "results")
+    monkeypatch.setattr(bsu, "FIGURES_DIR", tmp_path / "figures")
+    bsu.main(["--mode", "global", "--block-size", "4", "--subset", "16", "--ratios", "0.5", "0.05",
+              "--bits", "2", "--rate-sample", "2", "--batch-size", "8"])
+    out = capsys.readouterr().out
+    assert "uncompressed accuracy" in out
+    rows = json.loads((tmp_path / "results" / "sweep_global_B4.json").read_text())
+    assert rows["config"]["mode"] == "global" and len(rows["rows"]) == 2
+    assert all(r["n_images"] == 16 and r["n_rate"] == 2 for r in rows["rows"])
+    comp = json.loads((tmp_path / "results" / "compression_results_global_B4.json").read_text())
+    assert comp["global"]["block_size=4,bits=2"]["ratios"] == [0.5, 0.05]
+    assert (tmp_path / "figures" / "accuracy_vs_compression_global_B4.png").exists()
