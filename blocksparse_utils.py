@@ -54,6 +54,7 @@ def set_seed(seed: int = 0) -> None:
 # configuration and input checks
 # ---------------------------------------------------------------------------
 MODES = ("channel-wise", "region-wise", "global")
+RATIOS = [1.0, 0.5, 0.3, 0.1, 0.05, 0.02, 0.01, 0.005, 0.002]  # the study's default grid
 
 
 @dataclass(frozen=True)
@@ -1321,7 +1322,7 @@ RESULT_COLUMNS = ["method", "mode", "block_size", "ratio", "bits", "quality", "f
 
 
 def sweep(model: SplitResNet18, data: TensorDataset, modes=MODES, block_sizes=(1, 2, 4, 8),
-          ratios=(1.0, 0.5, 0.3, 0.1, 0.05, 0.02, 0.01), bits=(2, 4, 8), rate_sample: int | None = 200,
+          ratios=tuple(RATIOS), bits=(2, 4, 8), rate_sample: int | None = 200,
           zero_border: bool = True, finetuned: bool = False, batch_size: int = 256) -> list[dict]:
     """Evaluate every configuration of the grid on ``data``; one tidy row each (see
     ``RESULT_COLUMNS``). Split-point features are computed once and reused."""
@@ -1458,7 +1459,7 @@ def plot_feature_maps(image: Tensor, maps: dict, channels=(0, 1, 2, 3)):
 # ---------------------------------------------------------------------------
 # widgets: sliders over precomputed data, and a figure-export button
 # ---------------------------------------------------------------------------
-def controls(ratios=(1.0, 0.5, 0.3, 0.1, 0.05, 0.02, 0.01), block_sizes=(1, 2, 4, 8), modes=None) -> dict:
+def controls(ratios=tuple(RATIOS), block_sizes=(1, 2, 4, 8), modes=None) -> dict:
     """The study's sliders (and a mode selector): ``ratio``, ``block_size``[, ``mode``].
 
     ``continuous_update=False``: a callback runs when a slider is released, not per pixel.
@@ -1506,21 +1507,21 @@ def interactive_figure(draw, name: str, **widgets):
 # notebooks: presets and headless execution
 # ---------------------------------------------------------------------------
 NOTEBOOK_DIR = ROOT / "notebooks"
-_RATIOS = [1.0, 0.5, 0.3, 0.1, 0.05, 0.02, 0.01]
 PRESETS = {
     # CI: every code path, tiny sizes
     "ci": dict(n_images=4, n_test=32, rate_sample=4, block_sizes=[2, 4], ratios=[0.5, 0.05], bits=[2],
                finetune_steps=4, eval_every=2, train_subset=64, val_subset=32, qualities=[10, 75],
-               candidate_ratios=[0.5, 0.05]),
+               candidate_ratios=[0.5, 0.05], target_bpp=[8.0], val_rate_sample=4),
     # make study: about 20 minutes on 2 CPU cores
-    "default": dict(n_images=64, n_test=1000, rate_sample=200, block_sizes=[2, 4, 8], ratios=_RATIOS,
+    "default": dict(n_images=64, n_test=1000, rate_sample=100, block_sizes=[2, 4], ratios=RATIOS,
                     bits=[2, 4], finetune_steps=150, eval_every=50, train_subset=10000, val_subset=500,
-                    qualities=[5, 10, 20, 30, 50, 75, 90], candidate_ratios=_RATIOS),
+                    qualities=[5, 10, 20, 30, 50, 75, 90], candidate_ratios=RATIOS, target_bpp=[1.0],
+                    val_rate_sample=50),
     # PRESET=full: the issue's whole grid, for a GPU machine
     "full": dict(n_images=256, n_test=10000, rate_sample=2000, block_sizes=[1, 2, 4, 8],
-                 ratios=_RATIOS + [0.005], bits=[2, 4, 8], finetune_steps=1500, eval_every=100,
+                 ratios=RATIOS + [0.001], bits=[2, 4, 8], finetune_steps=1500, eval_every=100,
                  train_subset=None, val_subset=5000, qualities=[5, 10, 20, 30, 50, 75, 90],
-                 candidate_ratios=_RATIOS + [0.005]),
+                 candidate_ratios=RATIOS + [0.001], target_bpp=[0.5, 1.0, 2.0, 4.0], val_rate_sample=500),
 }
 
 
@@ -1582,7 +1583,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--mode", default="channel-wise", choices=MODES)
     ap.add_argument("--block-size", type=int, default=4)
     ap.add_argument("--bits", type=int, nargs="+", default=[2, 4, 8])
-    ap.add_argument("--ratios", type=float, nargs="+", default=[1.0, 0.5, 0.3, 0.1, 0.05, 0.02, 0.01])
+    ap.add_argument("--ratios", type=float, nargs="+", default=RATIOS)
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--subset", nargs="?", const=1000, type=int, default=None,
                     help="evaluate only the first N test images (default N=1000)")
