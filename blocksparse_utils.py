@@ -670,12 +670,14 @@ def _parse(blob: bytes) -> dict:
         raise ValueError(f"corrupted stream: {kept} kept blocks of {cells}")
     if coding == 0:
         cls = r.huffman(pos_lengths, kept)
+        if len(cls) and cls.max() > cells.bit_length():  # a gap that large cannot fit (nor overflow)
+            raise ValueError("corrupted stream: block position outside the map")
         mbits = np.maximum(cls - 1, 0)
         mant = unpack_bits(body[r.pos:], mbits)
         r.pos += int(mbits.sum())
-        gaps = np.where(cls > 0, (1 << mbits).astype(np.uint64) + mant, 0).astype(np.int64)
+        gaps = np.where(cls > 0, (1 << mbits) + mant.astype(np.int64), 0)
         idx = np.cumsum(gaps + 1) - 1
-        if len(idx) and (idx[-1] >= cells or (cls >= 63).any()):
+        if len(idx) and idx[-1] >= cells:
             raise ValueError("corrupted stream: block position outside the map")
         flat = np.zeros(cells, bool)
         flat[idx] = True
