@@ -1336,7 +1336,8 @@ def sweep(model: SplitResNet18, data: TensorDataset, modes=MODES, block_sizes=(1
         ev = evaluate(model, cfg, data, rate_sample, batch_size, features=z)
         rows.append(dict(method="blocksparse", mode=mode, block_size=bs, ratio=r, bits=b, quality=None,
                          finetuned=finetuned, accuracy=ev["accuracy"], bpp=ev["bpp"], bytes=ev["bytes"],
-                         **ev["breakdown"], n_images=ev["n_images"], n_rate=ev["n_rate"]))
+                         **ev["breakdown"], n_images=ev["n_images"], n_rate=ev["n_rate"],
+                         delta_share=ev["position_coding"]["delta"] / ev["n_rate"]))
     return rows
 
 
