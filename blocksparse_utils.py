@@ -1038,14 +1038,19 @@ def accuracy(model: nn.Module, data: TensorDataset, cfg: CodecConfig | None = No
 
 def pretrain(dataset: str = "fashion-mnist", epochs: int = 6, batch_size: int = 128,
              lr: float = 0.1, seed: int = 0, resume: bool = False, subset: int | None = None,
-             root: str | Path = DATA_DIR, bf16: bool = False) -> dict:
+             root: str | Path = DATA_DIR, bf16: bool = False, anneal_at: int | None = None) -> dict:
     """Train the uncompressed baseline and write the shipped checkpoint and model card.
 
-    One-cycle SGD (Nesterov, weight decay 5e-4), label smoothing 0.1, crop+flip,
-    channels_last (and bf16 autocast if ``bf16``). A resumable state is saved after every epoch to
-    ``data/pretrain_state_<dataset>.pt``; ``resume=True`` continues from it. Validation
-    accuracy is logged per epoch; the test set is evaluated once, at the end.
+    One-cycle SGD over ``epochs`` (Nesterov, weight decay 5e-4), label smoothing 0.1,
+    crop+flip, channels_last (and bf16 autocast if ``bf16``). With ``anneal_at=K`` the
+    one-cycle schedule is followed for K-1 epochs and epoch K decays the learning rate
+    linearly to zero, ending training there (a shorter run on slow machines). A resumable
+    state is saved after every epoch to ``data/pretrain_state_<dataset>.pt``;
+    ``resume=True`` continues from it. Validation accuracy is logged per epoch; the test
+    set is evaluated once, at the end.
     """
+    if anneal_at is not None and not 1 <= anneal_at <= epochs:
+        raise ValueError(f"anneal_at must be in 1..epochs, got {anneal_at}")
     set_seed(seed)
     torch.set_num_threads(max(1, os.cpu_count() or 1))
     train, val = (load_dataset(dataset, s, root, subset) for s in ("train", "val"))
@@ -1064,11 +1069,16 @@ def pretrain(dataset: str = "fashion-mnist", epochs: int = 6, batch_size: int = 
     x, y = train.tensors
     pad = 2 if x.shape[-1] <= 28 else 4
     t0 = time.time()
-    for epoch in range(start, epochs):
+    last = anneal_at or epochs
+    for epoch in range(start, last):
         model.train()
         perm = torch.randperm(len(x))
-        bar = tqdm(range(0, len(x), batch_size), desc=f"epoch {epoch + 1}/{epochs}")
-        for s in bar:
+        bar = tqdm(range(0, len(x), batch_size), desc=f"epoch {epoch + 1}/{last}")
+        annealing, lr_cut = epoch + 1 == anneal_at, sched.get_last_lr()[0]
+        for k, s in enumerate(bar):
+            if annealing:
+                for g in opt.param_groups:
+                    g["lr"] = lr_cut * (1 - k / len(bar))
             idx = perm[s:s + batch_size]
             xb = _augment(x[idx], pad).contiguous(memory_format=torch.channels_last)
             with _autocast("cpu", bf16):
@@ -1076,7 +1086,8 @@ def pretrain(dataset: str = "fashion-mnist", epochs: int = 6, batch_size: int = 
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            sched.step()
+            if not annealing:
+                sched.step()
             bar.set_postfix(loss=f"{loss.item():.3f}")
         history.append(dict(epoch=epoch + 1, val_accuracy=accuracy(model, val),
                             minutes=(time.time() - t0) / 60))
@@ -1087,7 +1098,7 @@ def pretrain(dataset: str = "fashion-mnist", epochs: int = 6, batch_size: int = 
     out = checkpoint_path(dataset) if Path(root) == DATA_DIR else Path(root) / f"resnet18_{dataset}.pt"
     torch.save({k: v.half() if v.is_floating_point() else v
                 for k, v in model.net.state_dict().items()}, out)
-    card = dict(dataset=dataset, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+    card = dict(dataset=dataset, epochs=epochs, anneal_at=anneal_at, batch_size=batch_size, lr=lr, seed=seed,
                 subset=subset, val_size=VAL_SIZE, history=history, test_accuracy=test_acc,
                 dtype="float16", torch=torch.__version__, torchvision=torchvision.__version__,
                 sha256=hashlib.sha256(out.read_bytes()).hexdigest())
@@ -1325,14 +1336,17 @@ RESULT_COLUMNS = ["method", "mode", "block_size", "ratio", "bits", "quality", "f
 
 def sweep(model: SplitResNet18, data: TensorDataset, modes=MODES, block_sizes=(1, 2, 4, 8),
           ratios=tuple(RATIOS), bits=(2, 4, 8), rate_sample: int | None = 200,
-          zero_border: bool = True, finetuned: bool = False, batch_size: int = 256) -> list[dict]:
-    """Evaluate every configuration of the grid on ``data``; one tidy row each (see
-    ``RESULT_COLUMNS``). Split-point features are computed once and reused."""
+          zero_border: bool = True, finetuned: bool = False, batch_size: int = 256,
+          configs: list[CodecConfig] | None = None) -> list[dict]:
+    """Evaluate every configuration of the grid (or the list ``configs``) on ``data``; one
+    tidy row each (see ``RESULT_COLUMNS``). Split-point features are computed once."""
     rows = []
-    grid = list(itertools.product(modes, block_sizes, ratios, bits))
+    if configs is None:
+        configs = [CodecConfig(bs, r, mode, b, zero_border)
+                   for mode, bs, r, b in itertools.product(modes, block_sizes, ratios, bits)]
     z = head_features(model, data, batch_size)
-    for mode, bs, r, b in tqdm(grid, desc="sweep"):
-        cfg = CodecConfig(bs, r, mode, b, zero_border)
+    for cfg in tqdm(configs, desc="sweep"):
+        mode, bs, r, b = cfg.mode, cfg.block_size, cfg.ratio, cfg.bits
         ev = evaluate(model, cfg, data, rate_sample, batch_size, features=z)
         rows.append(dict(method="blocksparse", mode=mode, block_size=bs, ratio=r, bits=b, quality=None,
                          finetuned=finetuned, accuracy=ev["accuracy"], bpp=ev["bpp"], bytes=ev["bytes"],
@@ -1357,7 +1371,7 @@ def save_results(rows: list[dict], config: dict, name: str = "results") -> Path:
     """Write ``data/results/<name>.csv`` and ``.json`` (rows plus the config that made them)."""
     import pandas as pd
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    df = pd.DataFrame(rows)
+    df = pd.DataFrame(rows, columns=None if rows else RESULT_COLUMNS)
     df.to_csv(RESULTS_DIR / f"{name}.csv", index=False)
     (RESULTS_DIR / f"{name}.json").write_text(json.dumps(dict(config=config, rows=df.to_dict("records")),
                                                          indent=1, default=str))
@@ -1563,9 +1577,13 @@ def main(argv: list[str] | None = None) -> None:
         ap.add_argument("--lr", type=float, default=0.1)
         ap.add_argument("--seed", type=int, default=0)
         ap.add_argument("--subset", type=int, default=None)
+        ap.add_argument("--bf16", action="store_true", help="bf16 autocast (fast only on CPUs with AMX/avx512_bf16)")
         ap.add_argument("--resume", action="store_true")
+        ap.add_argument("--anneal-at", type=int, default=None,
+                        help="follow the one-cycle schedule for K-1 epochs, then anneal to zero in epoch K and stop")
         a = ap.parse_args(argv[1:])
-        card = pretrain(a.dataset, a.epochs, a.batch_size, a.lr, a.seed, a.resume, a.subset)
+        card = pretrain(a.dataset, a.epochs, a.batch_size, a.lr, a.seed, a.resume, a.subset,
+                        bf16=a.bf16, anneal_at=a.anneal_at)
         print(json.dumps(card, indent=2))
         return
     if argv[:1] == ["bench"]:
