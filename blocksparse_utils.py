@@ -726,14 +726,6 @@ def decode(blob: bytes) -> Tensor:
     return _reconstruct(inspect_stream(blob))
 
 
-def decode_config(blob: bytes) -> CodecConfig:
-    """The configuration a stream was written with (its ratio is not stored: shown as 1.0)."""
-    return inspect_stream(blob)["cfg"]
-
-
-# ---------------------------------------------------------------------------
-# rate
-# ---------------------------------------------------------------------------
 def rate(blob: bytes, input_hw: tuple[int, int]) -> dict:
     """Real rate of a stream, per input pixel.
 
@@ -1359,12 +1351,6 @@ def pareto(df: "pd.DataFrame", x: str = "bpp", y: str = "accuracy") -> "pd.DataF
     """Rows not beaten by another row with lower ``x`` and higher-or-equal ``y``."""
     d = df.sort_values([x, y], ascending=[True, False])
     return d[d[y] > d[y].cummax().shift(fill_value=-np.inf)]
-
-
-def lowest_bpp_within(df: "pd.DataFrame", reference: float, points: float = 1.0) -> "pd.DataFrame":
-    """Per mode: the cheapest row whose accuracy is within ``points`` (in %) of ``reference``."""
-    ok = df[df["accuracy"] >= reference - points / 100]
-    return ok.loc[ok.groupby("mode")["bpp"].idxmin()] if len(ok) else ok
 
 
 def save_results(rows: list[dict], config: dict, name: str = "results") -> Path:
