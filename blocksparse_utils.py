@@ -20,7 +20,7 @@ import random
 import struct
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -785,6 +785,10 @@ class SplitResNet18(nn.Module):
         cut = _STAGES.index(split_at) + 1
         self._head_stages, self._tail_stages = _STAGES[:cut], _STAGES[cut:]
 
+    def head_modules(self) -> list[nn.Module]:
+        """The layers before the split (stem and head stages)."""
+        return [self.net.conv1, self.net.bn1, *(getattr(self.net, s) for s in self._head_stages)]
+
     def head(self, x: Tensor) -> Tensor:
         """Features at the split point."""
         n = self.net
@@ -895,6 +899,12 @@ def _dataset_info(name: str) -> dict:
     return _DATASETS[name]
 
 
+def _mean_std(name: str) -> tuple[Tensor, Tensor]:
+    """Per-channel normalization constants of ``name``, shaped [1, C, 1, 1]."""
+    info = _dataset_info(name)
+    return tuple(torch.tensor(info[k]).view(1, -1, 1, 1) for k in ("mean", "std"))
+
+
 def _read_idx(path: Path) -> np.ndarray:
     raw = (gzip.open if path.suffix == ".gz" else open)(path, "rb").read()
     ndim = raw[3]
@@ -941,13 +951,12 @@ def _cifar_arrays(root: Path, name: str, train: bool) -> tuple[np.ndarray, np.nd
 
 @functools.lru_cache(maxsize=4)
 def _arrays(name: str, train: bool, root: str) -> tuple[Tensor, Tensor]:
-    info = _dataset_info(name)
+    mean, std = _mean_std(name)
     x, y = (_fashion_arrays(Path(root), train) if name == "fashion-mnist"
             else _cifar_arrays(Path(root), name, train))
     x = torch.from_numpy(np.array(x, np.float32) / 255.0)
     if x.ndim == 3:
         x = x[:, None]
-    mean, std = (torch.tensor(v).view(1, -1, 1, 1) for v in (info["mean"], info["std"]))
     return (x - mean) / std, torch.from_numpy(np.array(y, np.int64))
 
 
@@ -1136,12 +1145,10 @@ def finetune(model: SplitResNet18, cfg: CodecConfig, dataset: str = "fashion-mni
     set_seed(seed)
     device = next(model.parameters()).device
     tr, va = load_dataset(dataset, "train", root, train_subset), load_dataset(dataset, "val", root, val_subset)
-    head = list(model.net.conv1.parameters()) + list(model.net.bn1.parameters()) + [
-        p for s in model._head_stages for p in getattr(model.net, s).parameters()]
-    head_ids = {id(p) for p in head}
+    head_ids = {id(p) for m in model.head_modules() for p in m.parameters()}
     params = [p for p in model.parameters() if train == "all" or id(p) not in head_ids]
     for p in model.parameters():
-        p.requires_grad_(any(p is q for q in params))
+        p.requires_grad_(train == "all" or id(p) not in head_ids)
     opt = (torch.optim.Adam(params, lr) if optimizer == "adam"
            else torch.optim.SGD(params, lr, momentum=0.9, nesterov=True, weight_decay=5e-4))
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
@@ -1153,7 +1160,7 @@ def finetune(model: SplitResNet18, cfg: CodecConfig, dataset: str = "fashion-mni
     for step in tqdm(range(1, steps + 1), desc=f"fine-tune {cfg.mode} B={cfg.block_size} r={cfg.ratio}"):
         model.train()
         if train == "tail":  # frozen head: keep its batch-norm statistics too
-            for m in (model.net.conv1, model.net.bn1, *(getattr(model.net, s) for s in model._head_stages)):
+            for m in model.head_modules():
                 m.eval()
         idx = torch.randint(len(x), (batch_size,), generator=g)
         z = model.head(x[idx].to(device))
@@ -1261,8 +1268,8 @@ IMAGE_FORMATS = ("png", "jpeg", "webp")
 
 
 def _uint8_images(data: TensorDataset, dataset: str) -> np.ndarray:
-    info = _dataset_info(dataset)
-    x = data.tensors[0] * torch.tensor(info["std"]).view(1, -1, 1, 1) + torch.tensor(info["mean"]).view(1, -1, 1, 1)
+    mean, std = _mean_std(dataset)
+    x = data.tensors[0] * std + mean
     return (x * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
 
@@ -1274,7 +1281,6 @@ def image_codec_baseline(model: SplitResNet18, data: TensorDataset, dataset: str
     from PIL import Image
     if fmt not in IMAGE_FORMATS:
         raise ValueError(f"fmt must be one of {IMAGE_FORMATS}, got {fmt!r}")
-    info = _dataset_info(dataset)
     imgs, sizes, out = _uint8_images(data, dataset), [], []
     for im in imgs:
         buf = io.BytesIO()
@@ -1284,7 +1290,8 @@ def image_codec_baseline(model: SplitResNet18, data: TensorDataset, dataset: str
         sizes.append(buf.tell())
         dec = np.asarray(Image.open(io.BytesIO(buf.getvalue())).convert(pil.mode), np.float32) / 255
         out.append(dec[None] if dec.ndim == 2 else dec.transpose(2, 0, 1))
-    x = (torch.from_numpy(np.stack(out)) - torch.tensor(info["mean"]).view(1, -1, 1, 1)) / torch.tensor(info["std"]).view(1, -1, 1, 1)
+    mean, std = _mean_std(dataset)
+    x = (torch.from_numpy(np.stack(out)) - mean) / std
     acc = accuracy(model, TensorDataset(x, data.tensors[1]))
     hw = imgs.shape[1] * imgs.shape[2]
     return dict(accuracy=acc, bpp=8 * float(np.mean(sizes)) / hw, bytes=float(np.mean(sizes)))
