@@ -1237,6 +1237,8 @@ def evaluate(model: SplitResNet18, cfg: CodecConfig | None, data: TensorDataset,
     device = next(model.parameters()).device
     x, y = data.tensors
     hw = tuple(x.shape[-2:])
+    if rate_sample is not None and rate_sample < 1:
+        raise ValueError(f"rate_sample must be >= 1 (or None for all images), got {rate_sample}")
     n_rate = len(x) if rate_sample is None else min(rate_sample, len(x))
     correct, rates, raw = 0, [], 0
     for s in range(0, len(x), batch_size):

@@ -172,6 +172,8 @@ def test_evaluate_rates_are_real_streams(shipped):
     with torch.no_grad():
         logits = shipped(data.tensors[0], cfg, exact=True)
     assert ev["accuracy"] == pytest.approx(float((logits.argmax(1) == data.tensors[1]).float().mean()))
+    with pytest.raises(ValueError, match="rate_sample"):
+        bsu.evaluate(shipped, cfg, data, rate_sample=0)
 
 
 # --- fine-tuning ------------------------------------------------------------
