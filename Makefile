@@ -24,8 +24,12 @@ checkpoint: env
 	@$(PY) -c "import blocksparse_utils as b; b.load_pretrained(); print('checkpoint ok (sha256 verified):', b.checkpoint_path())" \
 	  || { echo "the shipped checkpoint is missing or corrupt: 'git checkout data/' or 'make pretrain'"; exit 1; }
 
+# The default run also copies notebook 06's data/results/summary.md into the README.
 study: data checkpoint
 	$(PY) blocksparse_utils.py notebooks --preset $(PRESET)
+	@if [ "$(PRESET)" = default ]; then $(PY) -c "import pathlib as p; r = p.Path('README.md'); t = r.read_text(); \
+	  a, b = '<!-- results:begin -->', '<!-- results:end -->'; s = p.Path('data/results/summary.md').read_text(); \
+	  r.write_text(t[:t.index(a) + len(a)] + chr(10) + s + t[t.index(b):])" && echo "README results section updated"; fi
 
 test: data
 	$(PY) -m pytest -m "not browser"

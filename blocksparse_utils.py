@@ -857,6 +857,13 @@ def checkpoint_path(dataset: str = "fashion-mnist") -> Path:
     return DATA_DIR / f"resnet18_{dataset}.pt"
 
 
+def checkpoint_card(dataset: str = "fashion-mnist", path: str | Path | None = None) -> dict:
+    """The model card (``.json``) beside a checkpoint: the shipped one for ``dataset``, or
+    the one at ``path``; ``{}`` where there is none. Notebooks record its sha256 in results."""
+    p = (Path(path) if path is not None else checkpoint_path(dataset)).with_suffix(".json")
+    return json.loads(p.read_text()) if p.exists() else {}
+
+
 def load_pretrained(dataset: str = "fashion-mnist", split_at: str = "layer1",
                     path: str | Path | None = None) -> SplitResNet18:
     """The pretrained ResNet-18 in eval mode.
@@ -870,8 +877,8 @@ def load_pretrained(dataset: str = "fashion-mnist", split_at: str = "layer1",
     if not p.exists():
         raise ValueError(f"no checkpoint at {p}; train one with "
                          f"`python blocksparse_utils.py pretrain --dataset {dataset}`")
-    if p.with_suffix(".json").exists():
-        card = json.loads(p.with_suffix(".json").read_text())
+    card = checkpoint_card(path=p)
+    if card:
         digest = hashlib.sha256(p.read_bytes()).hexdigest()
         if digest != card["sha256"]:
             raise ValueError(f"checkpoint {p} has sha256 {digest}, model card says {card['sha256']}")

@@ -1,6 +1,6 @@
 """Model, data, checkpoint, fine-tuning and evaluation."""
 import gzip
-import json
+import hashlib
 import pickle
 import shutil
 import struct
@@ -135,11 +135,17 @@ def shipped():
 
 
 def test_shipped_checkpoint_matches_its_card(shipped):
-    card = json.loads(bsu.checkpoint_path().with_suffix(".json").read_text())
+    card = bsu.checkpoint_card("fashion-mnist")
+    assert card["sha256"] == hashlib.sha256(bsu.checkpoint_path().read_bytes()).hexdigest()
+    assert card["dataset"] == "fashion-mnist" and card["test_accuracy"] >= 0.90
     sample = bsu.load_dataset("fashion-mnist", "test", subset=2000)
     acc = bsu.accuracy(shipped, sample)
     # 2000 images: the sampling standard error is ~0.6 points
     assert abs(acc - card["test_accuracy"]) < 0.015, (acc, card["test_accuracy"])
+
+
+def test_checkpoint_card_is_empty_where_there_is_none(tmp_path):
+    assert bsu.checkpoint_card(path=tmp_path / "mine.pt") == {}
 
 
 def test_checkpoint_with_wrong_hash_is_refused(tmp_path):
