@@ -726,6 +726,9 @@ def decode(blob: bytes) -> Tensor:
     return _reconstruct(inspect_stream(blob))
 
 
+# ---------------------------------------------------------------------------
+# rate
+# ---------------------------------------------------------------------------
 def rate(blob: bytes, input_hw: tuple[int, int]) -> dict:
     """Real rate of a stream, per input pixel.
 
@@ -1154,9 +1157,9 @@ def finetune(model: SplitResNet18, cfg: CodecConfig, dataset: str = "fashion-mni
     device = next(model.parameters()).device
     tr, va = load_dataset(dataset, "train", root, train_subset), load_dataset(dataset, "val", root, val_subset)
     head_ids = {id(p) for m in model.head_modules() for p in m.parameters()}
-    params = [p for p in model.parameters() if train == "all" or id(p) not in head_ids]
     for p in model.parameters():
         p.requires_grad_(train == "all" or id(p) not in head_ids)
+    params = [p for p in model.parameters() if p.requires_grad]
     opt = (torch.optim.Adam(params, lr) if optimizer == "adam"
            else torch.optim.SGD(params, lr, momentum=0.9, nesterov=True, weight_decay=5e-4))
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
