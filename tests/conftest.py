@@ -1,11 +1,7 @@
-import sys
-from pathlib import Path
-
 import pytest
 from hypothesis import HealthCheck, settings
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import blocksparse_utils as bsu  # noqa: E402
+import blocksparse_utils as bsu
 
 settings.register_profile("default", max_examples=40, deadline=None,
                           suppress_health_check=[HealthCheck.too_slow])

@@ -1,13 +1,12 @@
 """Notebooks: committed clean, open the same way, defaults match the preset, and run."""
 import ast
 import json
-import os
-from pathlib import Path
 
 import papermill as pm
 import pytest
 
 import blocksparse_utils as bsu
+from blocksparse.cli import run_notebooks
 
 NOTEBOOKS = sorted(bsu.NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
 
@@ -30,6 +29,7 @@ def test_committed_without_outputs_and_opened_the_same_way(path):
     assert "parameters" in cells[3]["metadata"].get("tags", [])
     src = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "code")
     assert "def " + "compress(" not in src and "/work/" not in src  # no redefined logic, no absolute paths
+    assert "sys.path" not in src  # the project is installed (pip install -e .)
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
@@ -44,8 +44,7 @@ def test_notebooks_run_top_to_bottom(tmp_path, monkeypatch):
     """Every notebook, in order, with the 'ci' preset; results and figures go to tmp_path."""
     monkeypatch.setenv("BSU_RESULTS_DIR", str(tmp_path / "results"))
     monkeypatch.setenv("BSU_FIGURES_DIR", str(tmp_path / "figures"))
-    monkeypatch.setenv("PYTHONPATH", str(bsu.ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    executed = bsu.run_notebooks("ci", tmp_path / "executed")
+    executed = run_notebooks("ci", tmp_path / "executed")
     assert len(executed) == 6
     for p in executed:
         counts = [c["execution_count"] for c in json.loads(p.read_text())["cells"] if c["cell_type"] == "code"]
@@ -59,5 +58,5 @@ def test_notebooks_run_top_to_bottom(tmp_path, monkeypatch):
         assert {f"{name}.png", f"{name}.pdf"} <= figures, name
     import pandas as pd
     results = pd.read_csv(tmp_path / "results" / "results.csv")
-    assert set(bsu.RESULT_COLUMNS) <= set(results.columns)
+    assert list(results.columns) == list(bsu.SCHEMA)
     assert {"blocksparse", "uncompressed", "png", "jpeg", "webp", "dense", "seed-accounting"} <= set(results["method"])

@@ -1,0 +1,351 @@
+"""Analysis of results tables: intervals, paired tests, the frontier, levers and BD-rate.
+
+Pure numpy/pandas. Accuracies are fractions in [0, 1]; rates are bits per input pixel.
+"""
+from __future__ import annotations
+
+import math
+import operator
+from statistics import NormalDist
+
+import numpy as np
+import pandas as pd
+from numpy.typing import ArrayLike
+
+from .results import SCHEMA
+
+# Slack for comparing an accuracy (a multiple of 1/n_images, n <= 1e6) with an arithmetic
+# threshold such as reference - tolerance: rounding in the subtraction must not decide.
+_EPS = 1e-9
+
+
+def _z(confidence: float) -> float:
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must be in (0, 1), got {confidence!r}")
+    return NormalDist().inv_cdf(0.5 + confidence / 2)
+
+
+# ---------------------------------------------------------------------------
+# one accuracy, two classifiers on the same images
+# ---------------------------------------------------------------------------
+def wilson_interval(correct: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a binomial proportion ``correct / n``.
+
+    Parameters
+    ----------
+    correct : int
+        Successes (correctly classified images), ``0 <= correct <= n``.
+    n : int
+        Trials (images), ``n >= 1``.
+    confidence : float
+        Two-sided coverage, in (0, 1).
+
+    Returns
+    -------
+    tuple of float
+        ``(lo, hi)``; exactly 0 when ``correct == 0`` and exactly 1 when ``correct == n``.
+    """
+    try:
+        n = operator.index(n)
+    except TypeError:
+        raise ValueError(f"n must be an integer, got {n!r}") from None
+    try:
+        correct = operator.index(correct)
+    except TypeError:
+        raise ValueError(f"correct must be an integer, got {correct!r}") from None
+    if n < 1:
+        raise ValueError(f"n must be >= 1, got {n}")
+    if not 0 <= correct <= n:
+        raise ValueError(f"correct must be in [0, n={n}], got {correct}")
+    z2, p = _z(confidence) ** 2, correct / n
+    centre = (p + z2 / (2 * n)) / (1 + z2 / n)
+    half = math.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) * math.sqrt(z2) / (1 + z2 / n)
+    # the ends are exactly 0 and 1 there; floating point would leave them a hair off
+    return (0.0 if correct == 0 else max(0.0, centre - half), 1.0 if correct == n else min(1.0, centre + half))
+
+
+def _correctness(name: str, v) -> np.ndarray:
+    a = np.asarray(v)
+    if a.ndim != 1 or a.size == 0:
+        raise ValueError(f"{name} must be a non-empty 1-D array, got shape {a.shape}")
+    if a.dtype != bool and not np.isin(a, (0, 1)).all():
+        raise ValueError(f"{name} must be boolean (or 0/1) per-image correctness")
+    return a.astype(bool)
+
+
+def mcnemar_p(b_only: int, a_only: int) -> float:
+    """Exact two-sided McNemar p-value: binomial(b_only + a_only, 1/2), both tails, capped at 1.
+
+    Parameters
+    ----------
+    b_only, a_only : int
+        Discordant images: only B right, only A right.
+
+    Returns
+    -------
+    float
+        1 when there are no discordant images. Summed in exact integers (no overflow or
+        underflow before the one final division).
+    """
+    if b_only < 0 or a_only < 0:
+        raise ValueError(f"b_only and a_only must be >= 0, got {b_only}, {a_only}")
+    m, k = b_only + a_only, min(b_only, a_only)
+    term, tail = 1, 1  # C(m, 0)
+    for i in range(k):
+        term = term * (m - i) // (i + 1)
+        tail += term
+    return min(1.0, tail / 2 ** (m - 1)) if m else 1.0
+
+
+def paired_test(correct_a: ArrayLike, correct_b: ArrayLike, confidence: float = 0.95, n_boot: int = 10000,
+                seed: int = 0) -> dict:
+    """Compare two classifiers scored on the same images.
+
+    Parameters
+    ----------
+    correct_a, correct_b : array_like of bool
+        Per-image correctness of A and B, same images in the same order.
+    confidence : float
+        Coverage of the bootstrap interval.
+    n_boot : int
+        Bootstrap resamples.
+    seed : int
+        RNG seed of the bootstrap.
+
+    Returns
+    -------
+    dict
+        ``difference`` (acc_b - acc_a), ``lo``/``hi`` (paired percentile bootstrap interval of
+        the difference), ``p_value`` (exact two-sided McNemar), ``n_images``, ``b_only`` (B
+        right, A wrong), ``a_only`` (A right, B wrong).
+
+    Notes
+    -----
+    Resampling images with replacement only matters through how many discordant images of
+    each kind are drawn, so the resamples are drawn as multinomial counts of (B only, A only,
+    concordant): the same distribution as resampling indices, in O(n_boot) memory.
+    """
+    a, b = _correctness("correct_a", correct_a), _correctness("correct_b", correct_b)
+    if a.shape != b.shape:
+        raise ValueError(f"correct_b must have the shape of correct_a {a.shape}, got {b.shape}")
+    if int(n_boot) < 1:
+        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
+    _z(confidence)  # validates confidence
+    alpha = 1 - confidence
+    n, b_only, a_only = a.size, int((b & ~a).sum()), int((a & ~b).sum())
+    counts = np.random.default_rng(seed).multinomial(n, [b_only / n, a_only / n, (n - b_only - a_only) / n],
+                                                     size=int(n_boot))
+    diffs = (counts[:, 0] - counts[:, 1]) / n
+    lo, hi = np.quantile(diffs, [alpha / 2, 1 - alpha / 2])
+    return dict(difference=(b_only - a_only) / n, lo=float(lo), hi=float(hi), p_value=mcnemar_p(b_only, a_only),
+                n_images=n, b_only=b_only, a_only=a_only)
+
+
+def within(correct_ref: ArrayLike, correct_x: ArrayLike, tolerance: float = 0.01, confidence: float = 0.95,
+           n_boot: int = 10000, seed: int = 0) -> dict:
+    """Is X within ``tolerance`` of the reference (non-inferiority on the same images)?
+
+    The rule: ``within`` holds when the lower end of the paired bootstrap interval of
+    ``acc_x - acc_ref`` (``paired_test(correct_ref, correct_x, confidence)``) is
+    ``>= -tolerance``. With the default two-sided 95% interval this is a one-sided test at
+    the 2.5% level; a point estimate inside the tolerance is not enough.
+
+    Returns
+    -------
+    dict
+        ``paired_test``'s keys plus ``tolerance`` and ``within`` (bool).
+    """
+    if not tolerance >= 0:
+        raise ValueError(f"tolerance must be >= 0, got {tolerance!r}")
+    t = paired_test(correct_ref, correct_x, confidence, n_boot, seed)
+    return dict(t, tolerance=tolerance, within=bool(t["lo"] >= -tolerance - _EPS))
+
+
+# ---------------------------------------------------------------------------
+# the frontier of a results table
+# ---------------------------------------------------------------------------
+def _finite(df: pd.DataFrame, *cols: str, names=("x", "y")) -> pd.DataFrame:
+    for c, name in zip(cols, names):
+        if c not in df:
+            raise ValueError(f"{name}={c!r} is not a column of df")
+    return df.dropna(subset=list(cols))
+
+
+def pareto(df: pd.DataFrame, x: str = "bpp", y: str = "accuracy") -> pd.DataFrame:
+    """The Pareto front: rows that no other row matches or beats on both axes, sorted by ``x``.
+
+    A row is dropped when another row has ``x`` lower or equal and ``y`` higher or equal (and
+    differs in one of them); of rows equal in both, the first in ``df``'s order is kept. Rows
+    with a missing ``x`` or ``y`` are dropped.
+    """
+    d = _finite(df, x, y).sort_values([x, y], ascending=[True, False])  # multi-key sort is stable
+    return d[(d[y] > d[y].cummax().shift(fill_value=-np.inf)).to_numpy(bool)]
+
+
+def lowest_within(df: pd.DataFrame, reference: float, tolerance: float = 0.01, x: str = "bpp",
+                  y: str = "accuracy") -> pd.Series | None:
+    """The cheapest row (lowest ``x``) with ``y >= reference - tolerance``, or None.
+
+    Ties in ``x``: the most accurate, then the first in ``df``'s order.
+    """
+    if not math.isfinite(reference):
+        raise ValueError(f"reference must be finite, got {reference!r}")
+    if not tolerance >= 0:
+        raise ValueError(f"tolerance must be >= 0, got {tolerance!r}")
+    d = _finite(df, x, y)
+    d = d[(d[y] >= reference - tolerance - _EPS).to_numpy(bool)]
+    return d.sort_values([x, y], ascending=[True, False]).iloc[0] if len(d) else None
+
+
+def best_under(df: pd.DataFrame, max_x: float, x: str = "bpp", y: str = "accuracy") -> pd.Series | None:
+    """The most accurate row with ``x <= max_x``, or None.
+
+    Ties in ``y``: the cheapest (lowest ``x``), then the first in ``df``'s order.
+    """
+    if not max_x == max_x:
+        raise ValueError(f"max_x must be a number, got {max_x!r}")
+    d = _finite(df, x, y)
+    d = d[(d[x] <= max_x).to_numpy(bool)]
+    return d.sort_values([y, x], ascending=[False, True]).iloc[0] if len(d) else None
+
+
+def _plain(col: str, v):
+    """A value for display: numpy scalars as Python, the schema's integer columns as int (a
+    frame read without ``to_frame`` holds them as floats)."""
+    if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)):
+        return pd.NA
+    v = v.item() if hasattr(v, "item") else v
+    if isinstance(v, float) and SCHEMA.get(col, ("",))[0] == "Int64":
+        return int(v)
+    return v
+
+
+def _percent(row: pd.Series | None, y: str = "accuracy"):
+    return round(100 * float(row[y]), 2) if row is not None else pd.NA
+
+
+def levers_table(df: pd.DataFrame, rates: tuple[float, ...] = (1.0, 2.0, 4.0, 8.0),
+                 levers: tuple[str, ...] = ("bits", "block_size", "mode", "finetuned")) -> pd.DataFrame:
+    """Best block-sparse accuracy (%) at or under each rate, one lever held at each value.
+
+    Returns
+    -------
+    DataFrame
+        Columns ``lever``, ``value`` and ``"<= {t} bpp"`` per rate ``t``; one row per lever
+        and value (values sorted, missing ones skipped); ``<NA>`` where no row is that cheap.
+    """
+    missing = [c for c in ("method", "bpp", "accuracy", *levers) if c not in df]
+    if missing:
+        raise ValueError(f"df lacks columns {missing} (levers={tuple(levers)!r})")
+    bs = df[(df["method"] == "blocksparse").to_numpy(bool)]
+    rows = []
+    for lever in levers:
+        for value, g in bs.groupby(lever, sort=True):
+            rows.append({"lever": lever, "value": _plain(lever, value),
+                         **{f"<= {t} bpp": _percent(best_under(g, t)) for t in rates}})
+    out = pd.DataFrame(rows, columns=["lever", "value", *(f"<= {t} bpp" for t in rates)])
+    return out.astype({c: "Float64" for c in out.columns[2:]}).astype({"lever": "string", "value": "object"})
+
+
+def method_key(row: pd.Series) -> str:
+    """A row's method for tables: block-sparse split by mode, ``" (fine-tuned)"`` when fine-tuned."""
+    key = str(row["method"])
+    if key == "blocksparse" and pd.notna(row.get("mode", pd.NA)):
+        key += f" {row['mode']}"
+    return key + (" (fine-tuned)" if pd.notna(row.get("finetuned", pd.NA)) and bool(row["finetuned"]) else "")
+
+
+def describe_config(row: pd.Series) -> str:
+    """A row's settings, e.g. ``"B=4 r=0.005 2 bits"`` or ``"q=50"`` (those present, in that order)."""
+    parts = []
+    for col, fmt in (("block_size", "B={}"), ("ratio", "r={:g}"), ("bits", "{} bits"), ("quality", "q={}")):
+        v = _plain(col, row.get(col, pd.NA))
+        if v is not pd.NA:
+            parts.append(fmt.format(v))
+    return " ".join(parts)
+
+
+def frontier_table(df: pd.DataFrame, reference: float, tolerance: float = 0.01, max_bpp: float = 1.0,
+                   exclude: tuple[str, ...] = ("uncompressed",)) -> pd.DataFrame:
+    """Per method (``method_key``): the lowest bpp within ``tolerance`` of ``reference``, its
+    settings, and the best accuracy (%) at or under ``max_bpp``.
+
+    Returns
+    -------
+    DataFrame
+        Columns ``method``, ``lowest_bpp_within`` (3 decimals), ``config`` (``describe_config``
+        of that row; ``<NA>`` when none is within), ``accuracy_at_max_bpp`` (%, 2 decimals).
+        Methods in ``exclude`` (the reference itself) are left out.
+    """
+    if "method" not in df:
+        raise ValueError("df has no 'method' column")
+    d = df[~df["method"].isin(exclude).to_numpy(bool)]
+    rows = []
+    for name, g in d.groupby(d.apply(method_key, axis=1) if len(d) else pd.Series(dtype=str), sort=True):
+        best, cheap = lowest_within(g, reference, tolerance), best_under(g, max_bpp)
+        rows.append(dict(method=name, lowest_bpp_within=round(float(best["bpp"]), 3) if best is not None else pd.NA,
+                         config=describe_config(best) if best is not None else pd.NA,
+                         accuracy_at_max_bpp=_percent(cheap)))
+    out = pd.DataFrame(rows, columns=["method", "lowest_bpp_within", "config", "accuracy_at_max_bpp"])
+    return out.astype(dict(method="string", lowest_bpp_within="Float64", config="string",
+                           accuracy_at_max_bpp="Float64"))
+
+
+# ---------------------------------------------------------------------------
+# Bjøntegaard deltas between two rate-accuracy curves
+# ---------------------------------------------------------------------------
+def _curve(rate: ArrayLike, acc: ArrayLike, which: str) -> tuple[np.ndarray, np.ndarray]:
+    r, a = np.asarray(rate, dtype=float), np.asarray(acc, dtype=float)
+    if r.ndim != 1 or r.shape != a.shape:
+        raise ValueError(f"rate_{which} and acc_{which} must be 1-D of equal length, got {r.shape}, {a.shape}")
+    if r.size < 2:
+        raise ValueError(f"rate_{which} needs at least 2 points, got {r.size}")
+    if not (np.isfinite(r).all() and (r > 0).all()):
+        raise ValueError(f"rate_{which} must be finite and > 0")
+    if not np.isfinite(a).all():
+        raise ValueError(f"acc_{which} must be finite")
+    return np.log(r), a
+
+
+def _mean_gap(xa, ya, xb, yb, which: str) -> float:
+    """Mean of fit_b - fit_a over the overlap of the x ranges; fits of degree min(3, distinct x - 1)."""
+    lo, hi = max(xa.min(), xb.min()), min(xa.max(), xb.max())
+    if not hi > lo:
+        raise ValueError(f"the two curves' {which} ranges do not overlap")
+    integrals = []
+    for x, y in ((xa, ya), (xb, yb)):
+        order = np.argsort(x, kind="stable")
+        poly = np.polyint(np.polyfit(x[order], y[order], min(3, len(np.unique(x)) - 1)))
+        integrals.append(np.polyval(poly, hi) - np.polyval(poly, lo))
+    return (integrals[1] - integrals[0]) / (hi - lo)
+
+
+def bd_rate(rate_a: ArrayLike, acc_a: ArrayLike, rate_b: ArrayLike, acc_b: ArrayLike) -> float:
+    """Bjøntegaard delta rate: mean rate change (%) of curve B against A at equal accuracy.
+
+    Log-rate is fitted as a polynomial of accuracy (degree ``min(3, n - 1)``, ``n`` distinct
+    accuracies; least squares, so unsorted, non-monotone and repeated points are allowed) per
+    curve, both fits are averaged over the overlapping accuracy range, and the mean log-rate
+    difference ``d`` is returned as ``100 * (exp(d) - 1)``. Negative: B needs fewer bits.
+    """
+    la, aa = _curve(rate_a, acc_a, "a")
+    lb, ab = _curve(rate_b, acc_b, "b")
+    for a, which in ((aa, "acc_a"), (ab, "acc_b")):
+        if len(np.unique(a)) < 2:
+            raise ValueError(f"{which} needs at least 2 distinct values")
+    return float(100 * np.expm1(_mean_gap(aa, la, ab, lb, "accuracy")))
+
+
+def bd_accuracy(rate_a: ArrayLike, acc_a: ArrayLike, rate_b: ArrayLike, acc_b: ArrayLike) -> float:
+    """Bjøntegaard delta accuracy: mean accuracy change of B against A at equal rate.
+
+    Accuracy is fitted as a polynomial of log-rate (as in ``bd_rate``, roles swapped) and the
+    fits are averaged over the overlapping log-rate range. In the accuracies' own units
+    (fractions in, fractions out); positive: B is more accurate.
+    """
+    la, aa = _curve(rate_a, acc_a, "a")
+    lb, ab = _curve(rate_b, acc_b, "b")
+    for r, which in ((la, "rate_a"), (lb, "rate_b")):
+        if len(np.unique(r)) < 2:
+            raise ValueError(f"{which} needs at least 2 distinct values")
+    return float(_mean_gap(la, aa, lb, ab, "rate"))

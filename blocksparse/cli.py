@@ -1,0 +1,212 @@
+"""Command line: ``python blocksparse_utils.py [pretrain|bench|notebooks|<sweep options>]``."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import papermill as pm
+import torch
+import zstandard
+
+from .bitstream import decode, encode
+from .codec import MODES, RATIOS, CodecConfig, compress
+from .data import load_dataset
+from .model import SPLIT_POINTS, checkpoint_card, load_pretrained
+from .plots import plot_accuracy_vs_bpp, save_figure
+from .runtime import NOTEBOOK_DIR, ROOT, default_device, figures_dir, results_dir, set_seed
+from .results import save_results, write_compression_results
+from .study import PRESETS, candidates_under, select_after_finetuning, sweep
+from .training import accuracy, pretrain
+
+def _positive(s: str) -> int:
+    """argparse type: an integer >= 1 (anything else is a usage error, not a traceback)."""
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{s!r} is not an integer") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
+    return v
+
+
+def _ratio(s: str) -> float:
+    """argparse type: a number in (0, 1]."""
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{s!r} is not a number") from None
+    if not 0 < v <= 1:
+        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {v}")
+    return v
+
+
+def run_notebooks(preset: str = "default", out_dir: str | Path = ROOT / "build" / "notebooks",
+                  only: list[str] | None = None) -> list[Path]:
+    """Execute notebooks 01-06 in order with papermill, injecting the preset's parameters
+    (each notebook gets the ones its ``parameters`` cell declares). Returns the executed copies."""
+    if preset not in PRESETS:
+        raise ValueError(f"preset must be one of {tuple(PRESETS)}, got {preset!r}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    done = []
+    for nb in sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb")):
+        if only and not any(nb.name.startswith(o) for o in only):
+            continue
+        declared = pm.inspect_notebook(str(nb))
+        params = {k: v for k, v in PRESETS[preset].items() if k in declared}
+        print(f"[{preset}] {nb.name} {params}", flush=True)
+        t0 = time.time()
+        pm.execute_notebook(str(nb), str(out_dir / nb.name), parameters=params, cwd=str(NOTEBOOK_DIR),
+                            kernel_name="python3", progress_bar=False)
+        print(f"[{preset}] {nb.name} done in {time.time() - t0:.0f} s", flush=True)
+        done.append(out_dir / nb.name)
+    return done
+
+
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["pretrain"]:
+        ap = argparse.ArgumentParser(prog="blocksparse_utils.py pretrain")
+        ap.add_argument("--dataset", default="fashion-mnist")
+        ap.add_argument("--epochs", type=_positive, default=5)
+        ap.add_argument("--batch-size", type=_positive, default=128)
+        ap.add_argument("--lr", type=float, default=0.1)
+        ap.add_argument("--seed", type=int, default=0)
+        ap.add_argument("--subset", type=int, default=None)
+        ap.add_argument("--bf16", choices=("auto", "on", "off"), default="auto",
+                        help="bf16 autocast: auto = where it measures faster (CUDA, CPUs with AMX)")
+        ap.add_argument("--resume", action="store_true")
+        ap.add_argument("--anneal-at", type=int, default=None,
+                        help="follow the one-cycle schedule for K-1 epochs, then anneal to zero in epoch K and stop")
+        a = ap.parse_args(argv[1:])
+        card = pretrain(a.dataset, a.epochs, a.batch_size, a.lr, a.seed, a.resume, a.subset,
+                        bf16={"auto": None, "on": True, "off": False}[a.bf16], anneal_at=a.anneal_at)
+        print(json.dumps(card, indent=2))
+        return
+    if argv[:1] == ["select"]:
+        return _select_command(argv[1:])
+    if argv[:1] == ["bench"]:
+        return benchmark()
+    if argv[:1] == ["notebooks"]:
+        ap = argparse.ArgumentParser(prog="blocksparse_utils.py notebooks")
+        ap.add_argument("--preset", default="default", choices=tuple(PRESETS))
+        ap.add_argument("--out", default=str(ROOT / "build" / "notebooks"))
+        ap.add_argument("--only", nargs="*", default=None, help="notebook prefixes, e.g. 01 03")
+        a = ap.parse_args(argv[1:])
+        paths = run_notebooks(a.preset, a.out, a.only)
+        print("executed notebooks:", *paths, f"figures: {figures_dir()}", f"results: {results_dir()}", sep="\n  ")
+        return
+    ap = argparse.ArgumentParser(description="Sweep the ratios of one mode and block size "
+                                 "(the original script's interface) and write results and a figure.")
+    ap.add_argument("--dataset", default="fashion-mnist")
+    ap.add_argument("--split-at", default="layer1", choices=SPLIT_POINTS)
+    ap.add_argument("--mode", default="channel-wise", choices=MODES)
+    ap.add_argument("--block-size", type=_positive, default=4)
+    ap.add_argument("--bits", type=_positive, nargs="+", default=[2, 4, 8])
+    ap.add_argument("--ratios", type=_ratio, nargs="+", default=RATIOS)
+    ap.add_argument("--batch-size", type=_positive, default=128)
+    ap.add_argument("--subset", nargs="?", const=1000, type=_positive, default=None,
+                    help="evaluate N evenly spaced test images (default N=1000)")
+    ap.add_argument("--rate-sample", type=_positive, default=200)
+    ap.add_argument("--checkpoint", default=None, help="a ResNet-18 state_dict (default: the shipped one)")
+    a = ap.parse_args(argv)
+    try:
+        _sweep_command(a)
+    except ValueError as e:  # bad values that argparse cannot see (e.g. a block larger than the map)
+        ap.error(str(e))
+
+
+def _select_command(argv: list[str]) -> None:
+    """Screen every configuration under a target rate by brief fine-tuning (successive halving on
+    validation accuracy after fine-tuning); writes ``screening_<split>_<target>bpp.csv/json``."""
+    ap = argparse.ArgumentParser(prog="blocksparse_utils.py select")
+    ap.add_argument("--dataset", default="fashion-mnist")
+    ap.add_argument("--split-at", default="layer1", choices=SPLIT_POINTS)
+    ap.add_argument("--target-bpp", type=float, default=1.0)
+    ap.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
+    ap.add_argument("--block-sizes", type=_positive, nargs="+", default=[2, 4])
+    ap.add_argument("--ratios", type=_ratio, nargs="+", default=RATIOS)
+    ap.add_argument("--bits", type=_positive, nargs="+", default=[2, 4])
+    ap.add_argument("--screen-steps", type=_positive, default=50)
+    ap.add_argument("--rounds", type=_positive, default=2)
+    ap.add_argument("--val-subset", type=_positive, default=1000)
+    ap.add_argument("--val-rate-sample", type=_positive, default=100)
+    ap.add_argument("--train", choices=("all", "tail"), default="all")
+    ap.add_argument("--distill-weight", type=float, default=0.5)
+    ap.add_argument("--group-lasso-weight", type=float, default=0.0)
+    a = ap.parse_args(argv)
+    set_seed(0)
+    device = default_device()
+    model = load_pretrained(a.dataset, a.split_at).to(device)
+    val = load_dataset(a.dataset, "val", subset=a.val_subset)
+    grid = [CodecConfig(b, r, m, q) for m in a.modes for b in a.block_sizes for r in a.ratios for q in a.bits]
+    cands = candidates_under(model, grid, load_dataset(a.dataset, "val", subset=a.val_rate_sample), a.target_bpp)
+    print(f"{len(cands)} of {len(grid)} configurations reach {a.target_bpp} bpp on validation streams", flush=True)
+    rates = {c: b for c, b in cands}
+    rows = select_after_finetuning(lambda: load_pretrained(a.dataset, a.split_at).to(device), list(rates),
+                                   a.screen_steps, rounds=a.rounds, dataset=a.dataset, val_data=val, train=a.train,
+                                   distill_weight=a.distill_weight, group_lasso_weight=a.group_lasso_weight)
+    rows["val_bpp"] = [rates[CodecConfig(int(r.block_size), float(r.ratio), r["mode"], int(r.bits))]
+                       for _, r in rows.iterrows()]
+    name = f"screening_{a.split_at}_{a.target_bpp:g}bpp"
+    d = results_dir()
+    d.mkdir(parents=True, exist_ok=True)
+    rows.to_csv(d / f"{name}.csv", index=False)
+    (d / f"{name}.json").write_text(json.dumps(dict(config=vars(a), checkpoint=checkpoint_card(a.dataset).get("sha256")),
+                                               indent=1))
+    print(rows.sort_values(["round", "val_accuracy"], ascending=[True, False]).to_string(index=False))
+
+
+def _sweep_command(a: argparse.Namespace) -> None:
+    set_seed(0)
+    model = load_pretrained(a.dataset, a.split_at, a.checkpoint).to(default_device())
+    data = load_dataset(a.dataset, "test", subset=a.subset)
+    rows = sweep(model, data, [a.mode], [a.block_size], a.ratios, a.bits, a.rate_sample, batch_size=a.batch_size)
+    name = f"sweep_{a.mode}_B{a.block_size}"
+    path = save_results(rows, vars(a), name)
+    df = pd.DataFrame(rows)
+    write_compression_results(df, results_dir() / f"compression_results_{a.mode}_B{a.block_size}.json")
+    ref = accuracy(model, data)
+    figs = save_figure(plot_accuracy_vs_bpp(df, ref), f"accuracy_vs_compression_{a.mode}_B{a.block_size}")
+    print(df[["mode", "block_size", "ratio", "bits", "accuracy", "bpp"]].to_string(index=False))
+    print(f"uncompressed accuracy {ref:.4f}\nresults: {path}\nfigures: {', '.join(map(str, figs))}")
+
+
+def benchmark() -> None:
+    """Encode/decode speed on a [128, 64, 32, 32] ReLU tensor (4x4, ratio 0.1, channel-wise,
+    4 bits) in MB/s of float32 input, with zstd level 3 on the raw bytes for reference."""
+    set_seed(0)
+    x = torch.randn(128, 64, 32, 32).relu()
+    cfg = CodecConfig(4, 0.1, "channel-wise", 4)
+    mb = x.numel() * 4 / 1e6
+
+    def best(f, k=5):
+        f()
+        times = []
+        for _ in range(k):
+            t = time.perf_counter()
+            f()
+            times.append(time.perf_counter() - t)
+        return min(times)
+
+    blob = encode(x, cfg)
+    raw = x.numpy().tobytes()
+    z = zstandard.ZstdCompressor(level=3).compress(raw)
+    rows = [("blocksparse encode", best(lambda: encode(x, cfg)), len(blob)),
+            ("blocksparse decode", best(lambda: decode(blob)), len(blob)),
+            ("blocksparse compress (no entropy coding)", best(lambda: compress(x, cfg)), len(blob)),
+            ("zstd-3 compress (lossless)", best(lambda: zstandard.ZstdCompressor(level=3).compress(raw)), len(z)),
+            ("zstd-3 decompress", best(lambda: zstandard.ZstdDecompressor().decompress(z)), len(z))]
+    print(f"input: {tuple(x.shape)} float32 = {mb:.1f} MB; {cfg}; torch threads {torch.get_num_threads()}")
+    for name, t, size in rows:
+        print(f"{name:42s} {mb / t:8.1f} MB/s  ({1000 * t:6.1f} ms, stream {size / 1e6:.3f} MB)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,183 @@
+"""The split ResNet-18 and its checkpoints."""
+from __future__ import annotations
+
+import hashlib
+import json
+import pickle
+import zipfile
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import Tensor, nn
+
+from .bitstream import decode, encode
+from .codec import CodecConfig, compress, compress_ste
+from .data import dataset_info
+from .runtime import DATA_DIR
+
+
+SPLIT_POINTS = ("layer1", "layer2", "layer3")
+_STAGES = ("layer1", "layer2", "layer3", "layer4")
+
+
+class SplitResNet18(nn.Module):
+    """torchvision ResNet-18 with the CIFAR stem, cut after ``split_at``.
+
+    Parameters
+    ----------
+    num_classes, in_channels : int
+        Output classes and input channels (1 for Fashion-MNIST, 3 for CIFAR).
+    split_at : {"layer1", "layer2", "layer3"}
+        Stage after which the codec sits.
+    """
+
+    def __init__(self, num_classes: int = 10, in_channels: int = 1, split_at: str = "layer1"):
+        super().__init__()
+        if split_at not in SPLIT_POINTS:
+            raise ValueError(f"split_at must be one of {SPLIT_POINTS}, got {split_at!r}")
+        net = torchvision.models.resnet18(num_classes=num_classes)
+        net.conv1 = nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False)
+        net.maxpool = nn.Identity()
+        self.net, self.split_at = net, split_at
+        cut = _STAGES.index(split_at) + 1
+        self._head_stages, self._tail_stages = _STAGES[:cut], _STAGES[cut:]
+
+    def head_modules(self) -> list[nn.Module]:
+        """The layers before the split (stem and head stages)."""
+        return [self.net.conv1, self.net.bn1, *(getattr(self.net, s) for s in self._head_stages)]
+
+    def head(self, x: Tensor) -> Tensor:
+        """Features at the split point."""
+        n = self.net
+        if not isinstance(x, Tensor) or x.ndim != 4 or x.shape[1] != n.conv1.in_channels:
+            shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+            raise ValueError(f"x must be images [N, {n.conv1.in_channels}, H, W] for this model, got {shape}")
+        x = n.relu(n.bn1(n.conv1(x)))
+        for s in self._head_stages:
+            x = getattr(n, s)(x)
+        return x
+
+    def tail(self, z: Tensor) -> Tensor:
+        """Logits from (decoded) split-point features."""
+        n = self.net
+        for s in self._tail_stages:
+            z = getattr(n, s)(z)
+        return n.fc(torch.flatten(n.avgpool(z), 1))
+
+    def forward(self, x: Tensor, cfg: CodecConfig | None = None, exact: bool = False,
+                ste: bool = False) -> Tensor:
+        """Whole pass; with ``cfg`` the tail sees the decoder's output.
+
+        ``exact`` runs the real ``decode(encode(.))`` per image (slow, for checks);
+        ``ste`` uses the straight-through estimator so the pass can be trained.
+        """
+        z = self.head(x)
+        if cfg is not None:
+            if exact:
+                z = torch.cat([decode(encode(zi[None], cfg)) for zi in z.float()]).to(z.device, z.dtype)
+            elif ste:
+                z = compress_ste(z, cfg)
+            else:
+                z = compress(z, cfg).to(z.device, z.dtype)
+        return self.tail(z)
+
+
+def load_state(model: SplitResNet18, state: dict) -> SplitResNet18:
+    """Load a ResNet-18 state_dict into ``model``, mapping common key prefixes.
+
+    Keys may carry ``module.`` (DataParallel), ``resnet.``, ``model.`` or ``net.``
+    prefixes. Missing keys or shapes that differ raise a ValueError naming the layer.
+    """
+    own = model.net.state_dict()
+    mapped = {}
+    for k, v in state.items():
+        for p in ("module.", "resnet.", "model.", "net."):
+            if k.startswith(p):
+                k = k[len(p):]
+        mapped[k] = v
+    missing = sorted(set(own) - set(mapped))
+    if missing:
+        raise ValueError(f"checkpoint lacks layer(s) {missing[:5]} (of {len(missing)} missing)")
+    for k, v in own.items():
+        if tuple(mapped[k].shape) != tuple(v.shape):
+            raise ValueError(f"checkpoint layer {k!r} has shape {tuple(mapped[k].shape)}, "
+                             f"model expects {tuple(v.shape)}")
+    model.net.load_state_dict({k: mapped[k].to(own[k].dtype) for k in own})
+    return model
+
+
+def build_model(dataset: str = "fashion-mnist", split_at: str = "layer1") -> SplitResNet18:
+    """An untrained SplitResNet18 sized for ``dataset``."""
+    info = dataset_info(dataset)
+    return SplitResNet18(info["classes"], len(info["mean"]), split_at)
+
+
+def checkpoint_path(dataset: str = "fashion-mnist") -> Path:
+    """Where the shipped checkpoint (``.pt``) and its model card (``.json``) live."""
+    return DATA_DIR / f"resnet18_{dataset}.pt"
+
+
+def checkpoint_card(dataset: str = "fashion-mnist", path: str | Path | None = None) -> dict:
+    """The model card (``.json``) beside a checkpoint: the shipped one for ``dataset``, or
+    the one at ``path``; ``{}`` where there is none. Notebooks record its sha256 in results."""
+    p = (Path(path) if path is not None else checkpoint_path(dataset)).with_suffix(".json")
+    return json.loads(p.read_text()) if p.exists() else {}
+
+
+def _read_state(p: Path) -> dict:
+    """A state_dict from ``p``; a file torch cannot read is a ValueError naming it."""
+    try:
+        state = torch.load(p, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
+        raise ValueError(f"{p} is not a readable torch checkpoint ({type(e).__name__}: {e})") from None
+    state = state.get("state_dict", state) if isinstance(state, dict) else state
+    if not isinstance(state, dict):
+        raise ValueError(f"{p} holds a {type(state).__name__}, not a state_dict")
+    return state
+
+
+def _check_card(p: Path) -> dict:
+    card = checkpoint_card(path=p)
+    if card:
+        digest = hashlib.sha256(p.read_bytes()).hexdigest()
+        if digest != card["sha256"]:
+            raise ValueError(f"checkpoint {p} has sha256 {digest}, model card says {card['sha256']}")
+    return card
+
+
+def load_pretrained(dataset: str = "fashion-mnist", split_at: str = "layer1",
+                    path: str | Path | None = None, weights: str | Path | None = None) -> SplitResNet18:
+    """The pretrained ResNet-18 in eval mode.
+
+    Parameters
+    ----------
+    dataset, split_at : str
+        Which shipped checkpoint, and where the model is split.
+    path : path, optional
+        Any ResNet-18 state_dict of matching shapes instead of the shipped checkpoint.
+    weights : path, optional
+        Fine-tuned weights (a full or partial state_dict, e.g. only the trained layers) applied
+        on top of the checkpoint, such as the shipped frontier models in ``data/``.
+
+    Where a model card (same name, ``.json``) lies beside a file, its sha256 must match.
+    """
+    model = build_model(dataset, split_at)
+    p = Path(path) if path is not None else checkpoint_path(dataset)
+    if not p.exists():
+        raise ValueError(f"no checkpoint at {p}; train one with "
+                         f"`python blocksparse_utils.py pretrain --dataset {dataset}`")
+    _check_card(p)
+    load_state(model, _read_state(p))
+    if weights is not None:
+        w = Path(weights)
+        if not w.exists():
+            raise ValueError(f"weights: no file at {w}")
+        _check_card(w)
+        part = _read_state(w)
+        own = model.state_dict()
+        bad = sorted(k for k in part if k not in own or tuple(part[k].shape) != tuple(own[k].shape))
+        if bad:
+            raise ValueError(f"weights {w}: layer(s) {bad[:5]} missing from the model or of another shape")
+        model.load_state_dict({k: v.to(own[k].dtype) for k, v in part.items()}, strict=False)
+    return model.eval()

@@ -1,0 +1,93 @@
+"""Where things live, seeding, and the device: the bottom layer every other module may import.
+
+Paths are read when asked for (``results_dir()``, ``figures_dir()``), so tests and notebooks
+can redirect outputs with ``BSU_RESULTS_DIR`` / ``BSU_FIGURES_DIR`` at any time.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import random
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA_DIR = ROOT / "data"
+NOTEBOOK_DIR = ROOT / "notebooks"
+
+
+def results_dir() -> Path:
+    """``data/results`` unless ``BSU_RESULTS_DIR`` points elsewhere (tests never overwrite real results)."""
+    return Path(os.environ.get("BSU_RESULTS_DIR", DATA_DIR / "results"))
+
+
+def figures_dir() -> Path:
+    """``figures`` unless ``BSU_FIGURES_DIR`` points elsewhere."""
+    return Path(os.environ.get("BSU_FIGURES_DIR", ROOT / "figures"))
+
+
+def set_seed(seed: int = 0) -> None:
+    """Seed ``random``, numpy and torch (CPU and CUDA).
+
+    What stays nondeterministic: multi-threaded CPU reductions and CUDA kernels may sum
+    in a different order from run to run, so trained weights can differ in the last bits;
+    the codec itself is deterministic.
+    """
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def default_device() -> str:
+    """"cuda" when a GPU is visible, else "cpu"."""
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def module_device(model: torch.nn.Module) -> torch.device:
+    """The device a model's parameters live on."""
+    return next(model.parameters()).device
+
+
+@functools.lru_cache(maxsize=None)
+def bf16_is_faster(device: str = "cpu") -> bool:
+    """Whether bf16 autocast beats fp32 for a ResNet-style convolution on ``device``, measured once.
+
+    On CUDA bf16 is always used; on CPUs it is a 2x speed-up with AMX/avx512_bf16 and a 3x
+    slow-down without, so it is timed: a small conv stack, forward and backward, best of 3.
+    """
+    if device == "cuda":
+        return True
+    if device != "cpu":
+        return False
+    conv = torch.nn.Sequential(torch.nn.Conv2d(64, 64, 3, padding=1), torch.nn.ReLU(),
+                               torch.nn.Conv2d(64, 64, 3, padding=1))
+    x = torch.randn(32, 64, 28, 28).contiguous(memory_format=torch.channels_last)
+
+    def best(bf16: bool) -> float:
+        times = []
+        for _ in range(3):
+            t = time.perf_counter()
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                conv(x).float().sum().backward()
+            times.append(time.perf_counter() - t)
+        return min(times)
+
+    with torch.enable_grad():  # callers may sit in no_grad (prediction)
+        best(False), best(True)  # warm-up
+        return best(True) < 0.8 * best(False)
+
+
+def autocast(device: str | torch.device, bf16: bool | None = None):
+    """The autocast context for ``device``: bf16 where it is faster (``bf16=None``), or as forced.
+
+    Returns a no-op context when bf16 is off, so callers always write ``with autocast(dev):``.
+    """
+    device = torch.device(device).type
+    use = bf16_is_faster(device) if bf16 is None else bf16
+    if not use or device not in ("cpu", "cuda"):
+        return nullcontext()
+    return torch.autocast(device_type=device, dtype=torch.bfloat16)

@@ -1,0 +1,50 @@
+"""Widgets: sliders over precomputed data, and a figure-export button."""
+from __future__ import annotations
+
+import ipywidgets as w
+import matplotlib.pyplot as plt
+from IPython.display import display
+
+from .codec import RATIOS
+from .plots import save_figure
+
+
+def controls(ratios=tuple(RATIOS), block_sizes=(1, 2, 4, 8), modes=None) -> dict:
+    """The study's sliders (and a mode selector): ``ratio``, ``block_size``[, ``mode``].
+
+    ``continuous_update=False``: a callback runs when a slider is released, not per pixel.
+    """
+    c = dict(ratio=w.SelectionSlider(options=list(ratios), value=ratios[len(ratios) // 2], description="ratio",
+                                     continuous_update=False),
+             block_size=w.SelectionSlider(options=list(block_sizes), value=block_sizes[len(block_sizes) // 2],
+                                          description="block_size", continuous_update=False))
+    if modes:
+        c["mode"] = w.ToggleButtons(options=list(modes), description="mode")
+    return c
+
+
+def interactive_figure(draw, name: str, **widgets):
+    """Lay out ``widgets``, redraw ``draw(**values) -> figure`` when they change, and add an
+    "export" button that saves the current figure to ``figures/<name>.png/.pdf``.
+
+    Returns the container widget (display it as the cell's last expression).
+    """
+    out, status, state = w.Output(), w.Label(), {}
+
+    def redraw(**values):
+        with out:
+            out.clear_output(wait=True)
+            state["fig"] = draw(**values)
+            display(state["fig"])
+            plt.close(state["fig"])  # shown once, in the output widget; still exportable
+
+    w.interactive_output(redraw, widgets)
+    button = w.Button(description="export figure", icon="download")
+
+    def export(_):
+        paths = save_figure(state["fig"], name)
+        status.value = f"saved {', '.join(p.name for p in paths)} in {paths[0].parent}"
+
+    button.on_click(export)
+    return w.VBox([w.HBox(list(widgets.values())), out, w.HBox([button, status])])
+

@@ -1,0 +1,42 @@
+"""Evaluation: rates are real per-image streams, accuracy is on what the decoder returns."""
+import numpy as np
+import pytest
+import torch
+
+import blocksparse_utils as bsu
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    return bsu.load_pretrained("fashion-mnist")
+
+
+
+def test_evaluate_rates_are_real_streams(shipped):
+    data = bsu.load_dataset("fashion-mnist", "test", subset=40)
+    cfg = bsu.CodecConfig(block_size=4, ratio=0.05, mode="region-wise", bits=2)
+    ev = bsu.evaluate(shipped, cfg, data, rate_sample=10, exact=True)
+    z = bsu.head_features(shipped, data)
+    sizes = [len(bsu.encode(z[i:i + 1], cfg)) for i in range(0, 40, 4)]  # 10 evenly spaced of 40
+    assert ev["bytes"] == pytest.approx(np.mean(sizes))
+    assert ev["bpp"] == pytest.approx(8 * np.mean(sizes) / 784)
+    assert sum(ev["breakdown"].values()) == pytest.approx(8 * ev["bytes"])
+    with torch.no_grad():
+        logits = shipped(data.tensors[0], cfg, exact=True)
+    assert ev["accuracy"] == pytest.approx(float((logits.argmax(1) == data.tensors[1]).float().mean()))
+    with pytest.raises(ValueError, match="rate_sample"):
+        bsu.evaluate(shipped, cfg, data, rate_sample=0)
+
+
+
+def test_interval_and_result_row_follow_the_schema(shipped):
+    data = bsu.load_dataset("fashion-mnist", "test", subset=30)
+    cfg = bsu.CodecConfig(block_size=4, ratio=0.1, mode="global", bits=2)
+    ev = bsu.evaluate(shipped, cfg, data, rate_sample=3)
+    k = int(ev["correct"].sum())
+    assert ev["accuracy"] == k / 30 and ev["n_rate"] == 3
+    assert (ev["accuracy_lo"], ev["accuracy_hi"]) == bsu.wilson_interval(k, 30)
+    row = bsu.to_frame([bsu.result_row(ev, cfg, finetuned=False, split_at="layer1")]).iloc[0]
+    assert row["block_size"] == 4 and row["bits"] == 2 and row["n_images"] == 30
+    assert row["stream_bytes"] * 8 == pytest.approx(sum(row[f"{k}_bits"] for k in
+                                                        ("header", "tables", "positions", "values", "padding")))

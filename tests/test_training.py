@@ -1,0 +1,121 @@
+"""Training: prediction paths, fine-tuning (tail and whole network), pretraining and its resume."""
+import pytest
+import torch
+
+import blocksparse.training
+import blocksparse_utils as bsu
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    return bsu.load_pretrained("fashion-mnist")
+
+
+
+def test_channels_last_and_bf16_agree_with_fp32(shipped):
+    x = bsu.load_dataset("fashion-mnist", "test", subset=256).tensors[0]
+    ref = bsu.predict(shipped, x)
+    assert torch.equal(bsu.predict(shipped, x, fast=True), ref)  # channels_last: same labels
+    assert (bsu.predict(shipped, x, fast=True, bf16=True) == ref).float().mean() >= 0.98
+
+
+# --- fine-tuning ------------------------------------------------------------
+def test_finetune_lowers_training_loss_and_never_sees_test(monkeypatch):
+    seen = []
+    real = bsu.load_dataset
+
+    def spy(name="fashion-mnist", split="test", *a, **k):
+        seen.append(split)
+        return real(name, split, *a, **k)
+    monkeypatch.setattr(blocksparse.training, "load_dataset", spy)
+    model = bsu.build_model()
+    cfg = bsu.CodecConfig(block_size=4, ratio=0.3, bits=4)
+    _, hist = bsu.finetune(model, cfg, train_subset=256, val_subset=64, steps=30, batch_size=32,
+                           lr=3e-3, train="all", eval_every=10, patience=10)
+    assert "test" not in seen and set(seen) == {"train", "val"}
+    assert hist[-1]["loss"] < hist[1]["loss"]
+    assert [h["step"] for h in hist] == [0, 10, 20, 30]
+
+
+def test_finetune_bad_arguments():
+    m = bsu.build_model()
+    with pytest.raises(ValueError, match="optimizer"):
+        bsu.finetune(m, bsu.CodecConfig(), optimizer="lbfgs")
+    with pytest.raises(ValueError, match="train"):
+        bsu.finetune(m, bsu.CodecConfig(), train="head")
+
+
+def _fresh():
+    bsu.set_seed(0)
+    return bsu.build_model()
+
+
+def test_finetune_tail_keeps_the_head_and_all_moves_it():
+    base = _fresh()
+    cfg = bsu.CodecConfig(block_size=4, ratio=0.3, bits=2)
+    data = bsu.load_dataset(split="train", subset=64)
+    common = dict(steps=3, batch_size=16, eval_every=3, train_data=data, val_data=data, progress=False)
+    tail, _ = bsu.finetune(_fresh(), cfg, train="tail", **common)
+    for name in ("conv1", "bn1", "layer1"):  # the head, its batch-norm statistics included
+        a, b = getattr(tail.net, name).state_dict(), getattr(base.net, name).state_dict()
+        assert all(torch.equal(a[k], b[k]) for k in a), name
+    assert not torch.equal(tail.net.fc.weight, base.net.fc.weight)
+    allnet, _ = bsu.finetune(_fresh(), cfg, train="all", distill_weight=0.0, **common)
+    assert not torch.equal(allnet.net.conv1.weight, base.net.conv1.weight)
+
+
+def test_group_lasso_against_a_direct_sum_over_blocks():
+    g = torch.Generator().manual_seed(0)
+    z = torch.randn(2, 3, 7, 6, generator=g)
+    b = 3
+    expect = 0.0
+    for n in range(2):
+        for c in range(3):
+            for i in range(0, 7, b):
+                for j in range(0, 6, b):
+                    blk = z[n, c, i:i + b, j:j + b]
+                    rows = torch.arange(i, min(i + b, 7))[:, None]
+                    cols = torch.arange(j, min(j + b, 6))[None, :]
+                    border = (rows == 0) | (rows == 6) | (cols == 0) | (cols == 5)
+                    expect += float(torch.where(border, 0.0, blk).pow(2).sum().sqrt())
+    got = blocksparse.training.group_lasso(z, b)
+    assert float(got) == pytest.approx(expect / 2, rel=1e-5)
+
+
+def test_distillation_loss_against_the_definition():
+    s, t = torch.tensor([[1.0, 2.0, 0.5]]), torch.tensor([[0.2, 3.0, -1.0]])
+    T = 2.0
+    p = torch.softmax(t / T, 1)
+    expect = T * T * float((p * (p.log() - torch.log_softmax(s / T, 1))).sum())
+    assert float(blocksparse.training.distillation_loss(s, t, T)) == pytest.approx(expect, rel=1e-6)
+    assert float(blocksparse.training.distillation_loss(t, t, T)) == pytest.approx(0, abs=1e-7)
+
+
+def test_finetune_resumes_where_it_stopped(tmp_path, monkeypatch):
+    """A 6-step run == the same run interrupted after its step-3 evaluation, then resumed."""
+    cfg = bsu.CodecConfig(block_size=4, ratio=0.3, bits=2)
+    data = bsu.load_dataset(split="train", subset=64)
+    common = dict(steps=6, batch_size=8, eval_every=3, train_data=data, val_data=data, progress=False,
+                  patience=10, distill_weight=0.5, group_lasso_weight=1e-3)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one summation order, so the comparison can be exact
+    try:
+        one, h1 = bsu.finetune(_fresh(), cfg, **common)
+        state = tmp_path / "state.pt"
+        real, calls = blocksparse.training.accuracy, []
+
+        def interrupted(*a, **k):  # call 1 is step 0, call 2 step 3 (saved), call 3 is killed
+            calls.append(1)
+            if len(calls) == 3:
+                raise KeyboardInterrupt
+            return real(*a, **k)
+        monkeypatch.setattr(blocksparse.training, "accuracy", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            bsu.finetune(_fresh(), cfg, state_path=state, **common)
+        monkeypatch.setattr(blocksparse.training, "accuracy", real)
+        assert torch.load(state, weights_only=False)["step"] == 3
+        two, h2 = bsu.finetune(_fresh(), cfg, state_path=state, **common)
+    finally:
+        torch.set_num_threads(threads)
+    assert [h["step"] for h in h2] == [0, 3, 6] and h2[-1]["val_accuracy"] == h1[-1]["val_accuracy"]
+    assert all(torch.equal(a, b) for a, b in zip(one.state_dict().values(), two.state_dict().values()))
