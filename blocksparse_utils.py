@@ -22,8 +22,10 @@ from pathlib import Path
 # codec: configuration, partition, energy, selection, quantization
 from blocksparse.codec import (MODES, RATIOS, CodecConfig, block_energy, compress, compress_ste,
                                kept_per_group, partition, pixel_mask, select_blocks)
-# streams: self-contained bitstream, rate
-from blocksparse.bitstream import decode, encode, inspect_stream, rate
+# streams: self-contained (cfg) or amortized with fitted code tables (Codebook), Huffman or ANS
+from blocksparse.bitstream import inspect_stream
+from blocksparse.codebook import (Codebook, codebook_bytes, decode, encode, encode_batch, fit_codebook,
+                                  load_codebook, rate, save_codebook)
 from blocksparse.entropy import huffman_lengths
 # model and data
 from blocksparse.data import SPLITS, VAL_SIZE, load_dataset

@@ -1,4 +1,5 @@
-"""Baselines: coding the input image with an image codec; the original method's accounting.
+"""Baselines: coding the input image with an image codec (the original method's accounting
+lives in ``original``).
 
 The image codecs run at their strongest settings in Pillow, so the comparison with the
 feature codec is fair to them: PNG with ``optimize=True``; WebP lossless at the highest
@@ -21,9 +22,7 @@ from PIL import Image, features
 from torch.utils.data import TensorDataset
 
 from .analysis import wilson_interval
-from .codec import CodecConfig, block_energy, pixel_mask, select_blocks
 from .data import mean_std
-from .entropy import huffman_lengths
 from .model import SplitResNet18
 from .training import predict
 
@@ -226,33 +225,3 @@ def image_codec_baseline(model: SplitResNet18, data: TensorDataset, dataset: str
     return dict(accuracy=k / n, accuracy_lo=lo, accuracy_hi=hi, n_images=n,
                 bpp=8 * stream_bytes / (x.shape[-2] * x.shape[-1]), stream_bytes=stream_bytes,
                 correct=correct)
-
-
-@torch.no_grad()
-def seed_accounting(model: SplitResNet18, cfg: CodecConfig, data: TensorDataset, batch_size: int = 128,
-                    count_bits: int = 2) -> dict:
-    """The original method's accounting, reproduced to show the gap: the tail is fed float
-    (unquantized) sparse features while the rate is *estimated* as if values were
-    ``count_bits``-bit, from each batch's own Huffman code lengths for values and position
-    deltas, with no header and no code tables. Not a real rate."""
-    model.eval()
-    device = next(model.parameters()).device
-    x, y = data.tensors
-    correct, bits = 0, 0.0
-    for s in range(0, len(x), batch_size):
-        zd = model.head(x[s:s + batch_size].to(device).contiguous(memory_format=torch.channels_last))
-        z = zd.float().cpu().contiguous()
-        n, c, h, w = z.shape
-        mask = select_blocks(block_energy(z, cfg.block_size, cfg.zero_border), cfg.ratio, cfg.mode)
-        pm = pixel_mask(mask, h, w, cfg.block_size, cfg.zero_border)
-        correct += int((model.tail(zd * pm.to(device)).argmax(1).cpu() == y[s:s + batch_size]).sum())
-        v = z[pm]
-        q = torch.round(v / max(float(v.max()), 1e-12) * (2 ** count_bits - 1)).long().numpy() if len(v) else v.long().numpy()
-        lv = huffman_lengths(np.bincount(q, minlength=2 ** count_bits))
-        idx = np.flatnonzero(mask.reshape(n * c, -1).numpy())
-        deltas = np.diff(idx % mask[0, 0].numel(), prepend=0)
-        _, inv = np.unique(deltas, return_inverse=True)
-        lp = huffman_lengths(np.bincount(inv))
-        bits += float(lv[q].sum() + lp[inv].sum())
-    return dict(accuracy=correct / len(x), bpp=bits / (len(x) * x.shape[-2] * x.shape[-1]))
-

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import TensorDataset
 
-from .bitstream import decode, encode, rate
+from .codebook import Codebook, codebook_bytes, decode, encode, encode_batch, rate
 from .codec import CodecConfig, compress
 from .data import evenly_spaced
 from .entropy import POSITION_CODINGS
@@ -29,7 +29,7 @@ def head_features(model: SplitResNet18, data: TensorDataset, batch_size: int = 2
 @torch.no_grad()
 def evaluate(model: SplitResNet18, cfg: CodecConfig | None, data: TensorDataset,
              rate_sample: int | None = None, batch_size: int = 256, exact: bool = False,
-             features: Tensor | None = None) -> dict:
+             features: Tensor | None = None, codebook: Codebook | None = None) -> dict:
     """Accuracy, rate and feature memory of one configuration.
 
     Parameters
@@ -44,6 +44,11 @@ def evaluate(model: SplitResNet18, cfg: CodecConfig | None, data: TensorDataset,
         Also decode each sampled stream and check it equals what the tail consumed.
     features : Tensor, optional
         ``head_features(model, data)``, computed once for many configurations.
+    codebook : Codebook, optional
+        Fitted code tables for ``cfg`` (``fit_codebook`` on training features): then ``bpp``
+        and the breakdown are those of the amortized per-image streams (the tables ship once
+        with the model, like a learned codec's entropy model; their size is
+        ``codebook_bytes``) and ``bpp_self_contained`` that of self-contained streams.
 
     Returns
     -------
@@ -70,11 +75,17 @@ def evaluate(model: SplitResNet18, cfg: CodecConfig | None, data: TensorDataset,
         zc = z if cfg is None else compress(z, cfg).to(device)
         correct.append(model.tail(zc).argmax(1).cpu() == y[s:s + batch_size])
         if cfg is not None:
-            for i in in_rate[s:s + len(z)].nonzero().view(-1).tolist():
+            sel = in_rate[s:s + len(z)].nonzero().view(-1).tolist()
+            amortized = encode_batch(z[sel].cpu(), codebook) if codebook is not None and sel else []
+            for j, i in enumerate(sel):
                 blob = encode(z[i:i + 1].cpu(), cfg)
                 if exact and not torch.equal(decode(blob), zc[i:i + 1].cpu()):
                     raise AssertionError("decoded features differ from the ones evaluated")
                 rates.append(rate(blob, hw))
+                if codebook is not None:
+                    if exact and not torch.equal(decode(amortized[j], codebook), zc[i:i + 1].cpu()):
+                        raise AssertionError("decoded features differ from the ones evaluated")
+                    rates[-1] = rate(amortized[j], hw, codebook) | dict(self_contained_bpp=rates[-1]["bpp"])
     correct = torch.cat(correct)
     k = int(correct.sum())
     lo, hi = wilson_interval(k, len(x))
@@ -82,7 +93,10 @@ def evaluate(model: SplitResNet18, cfg: CodecConfig | None, data: TensorDataset,
                raw_bytes=raw, correct=correct)
     if cfg is None:
         return out | dict(bpp=8.0 * raw / (hw[0] * hw[1]), bytes=float(raw))
-    out |= dict(bpp=float(np.mean([r["bpp"] for r in rates])), bytes=float(np.mean([r["bytes"] for r in rates])))
+    out |= dict(bpp=float(np.mean([r["bpp"] for r in rates])), bytes=float(np.mean([r["bytes"] for r in rates])),
+                bpp_self_contained=float(np.mean([r.get("self_contained_bpp", r["bpp"]) for r in rates])),
+                coder=codebook.coder if codebook is not None else "huffman",
+                codebook_bytes=codebook_bytes(codebook) if codebook is not None else 0)
     out["breakdown"] = {k: float(np.mean([r["breakdown"][k] for r in rates])) for k in rates[0]["breakdown"]}
     out["estimates"] = {k: float(np.mean([r["estimates"][k] for r in rates])) for k in rates[0]["estimates"]}
     out["position_coding"] = {c: sum(r["position_coding"] == c for r in rates) for c in POSITION_CODINGS}
@@ -100,7 +114,8 @@ def result_row(ev: dict, cfg: CodecConfig | None = None, method: str | None = No
                accuracy=ev["accuracy"], accuracy_lo=ev["accuracy_lo"], accuracy_hi=ev["accuracy_hi"],
                n_images=ev["n_images"], bpp=ev["bpp"], stream_bytes=ev["bytes"])
     if cfg is not None:
-        row |= dict(mode=cfg.mode, block_size=cfg.block_size, ratio=cfg.ratio, bits=cfg.bits, n_rate=ev["n_rate"])
+        row |= dict(mode=cfg.mode, block_size=cfg.block_size, ratio=cfg.ratio, bits=cfg.bits, n_rate=ev["n_rate"],
+                    bpp_self_contained=ev["bpp_self_contained"], coder=ev["coder"])
     if "breakdown" in ev:
         row |= {f"{k}_bits": v for k, v in ev["breakdown"].items()}
         row["delta_share"] = ev["position_coding"]["delta"] / ev["n_rate"]

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from .bitstream import decode, encode
 from .codec import CodecConfig, compress, compress_ste
 from .data import dataset_info
-from .runtime import DATA_DIR
+from .runtime import DATA_DIR, default_device
 
 
 SPLIT_POINTS = ("layer1", "layer2", "layer3")
@@ -147,8 +147,9 @@ def _check_card(p: Path) -> dict:
 
 
 def load_pretrained(dataset: str = "fashion-mnist", split_at: str = "layer1",
-                    path: str | Path | None = None, weights: str | Path | None = None) -> SplitResNet18:
-    """The pretrained ResNet-18 in eval mode.
+                    path: str | Path | None = None, weights: str | Path | None = None,
+                    device: str | None = None) -> SplitResNet18:
+    """The pretrained ResNet-18 in eval mode, on ``device`` (default: ``default_device()``).
 
     Parameters
     ----------
@@ -180,4 +181,4 @@ def load_pretrained(dataset: str = "fashion-mnist", split_at: str = "layer1",
         if bad:
             raise ValueError(f"weights {w}: layer(s) {bad[:5]} missing from the model or of another shape")
         model.load_state_dict({k: v.to(own[k].dtype) for k, v in part.items()}, strict=False)
-    return model.eval()
+    return model.to(device or default_device()).eval()

@@ -12,6 +12,7 @@ from torch.utils.data import TensorDataset
 from tqdm.auto import tqdm
 
 from .bitstream import encode, rate
+from .codebook import fit_codebook
 from .codec import MODES, RATIOS, CodecConfig
 from .evaluation import evaluate, head_features, result_row
 from .model import SplitResNet18
@@ -21,17 +22,26 @@ from .training import finetune
 def sweep(model: SplitResNet18, data: TensorDataset, modes=MODES, block_sizes=(1, 2, 4, 8),
           ratios=tuple(RATIOS), bits=(2, 4, 8), rate_sample: int | None = 200,
           zero_border: bool = True, finetuned: bool = False, batch_size: int = 256,
-          configs: list[CodecConfig] | None = None, **columns) -> list[dict]:
+          configs: list[CodecConfig] | None = None, coder: str | None = None,
+          fit_features: Tensor | None = None, **columns) -> list[dict]:
     """Evaluate every configuration of the grid (or the list ``configs``) on ``data``; one
     results row each (``results.SCHEMA``; ``columns`` such as ``split_at`` are added to every
-    row). Split-point features are computed once."""
+    row). Split-point features are computed once.
+
+    With ``coder`` ("huffman" or "ans") and ``fit_features`` (split-point features of training
+    images), a codebook is fitted per configuration and ``bpp`` is the amortized per-image rate,
+    ``bpp_self_contained`` the self-contained one; without, both are the self-contained rate.
+    """
+    if (coder is None) != (fit_features is None):
+        raise ValueError("coder and fit_features go together (both or neither)")
     rows = []
     if configs is None:
         configs = [CodecConfig(bs, r, mode, b, zero_border)
                    for mode, bs, r, b in itertools.product(modes, block_sizes, ratios, bits)]
     z = head_features(model, data, batch_size)
     for cfg in tqdm(configs, desc="sweep"):
-        ev = evaluate(model, cfg, data, rate_sample, batch_size, features=z)
+        cb = fit_codebook(fit_features, cfg, coder) if coder is not None else None
+        ev = evaluate(model, cfg, data, rate_sample, batch_size, features=z, codebook=cb)
         rows.append(result_row(ev, cfg, finetuned=finetuned, **columns))
     return rows
 
@@ -42,6 +52,7 @@ PRESETS = {
                finetune_steps=4, eval_every=2, train_subset=64, val_subset=32,
                qualities={"jpeg": [10, 75], "webp": [10, 75], "avif": [10, 75]},
                candidate_ratios=[0.5, 0.05], target_bpp=[8.0], val_rate_sample=4, screen_steps=2, rounds=2, seeds=[0],
+               fit_images=16,
                original_mode="channel-wise", original_block_size=4,
                original_modes=["channel-wise", "region-wise", "global"], original_ratios=[1.0, 0.5, 0.3, 0.1, 0.05]),
     # make study: about 20 minutes on 2 CPU cores (AVIF at speed 0 takes ~45 ms an image, so 4 qualities)
@@ -50,13 +61,13 @@ PRESETS = {
                     qualities={"jpeg": [1, 5, 10, 20, 30, 50, 70, 90, 95], "webp": [0, 5, 10, 20, 30, 50, 70, 90, 95],
                                "avif": [0, 30, 60, 90]},
                     candidate_ratios=RATIOS, target_bpp=[1.0], val_rate_sample=50, screen_steps=10, rounds=2,
-                    seeds=[0],
+                    seeds=[0], fit_images=2000,
                     original_mode="channel-wise", original_block_size=4,
                     original_modes=["channel-wise", "region-wise", "global"], original_ratios=[1.0, 0.5, 0.3, 0.1, 0.05]),
     # PRESET=full: the whole grid, converged fine-tuning, 3 seeds, all test images (hours on 2 cores)
     "full": dict(n_images=256, n_test=10000, rate_sample=2000, block_sizes=[1, 2, 4, 8],
                  ratios=RATIOS + [0.001], bits=[2, 4, 8], finetune_steps=4000, eval_every=200,
-                 screen_steps=200, rounds=3, seeds=[0, 1, 2], patience=5,
+                 screen_steps=200, rounds=3, seeds=[0, 1, 2], patience=5, fit_images=10000,
                  train_subset=None, val_subset=5000,
                  qualities={"jpeg": [1, 5, 10, 20, 30, 50, 70, 90, 95], "webp": [0, 5, 10, 20, 30, 50, 70, 90, 95],
                             "avif": [0, 10, 20, 30, 50, 70, 90]},

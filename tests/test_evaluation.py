@@ -40,3 +40,16 @@ def test_interval_and_result_row_follow_the_schema(shipped):
     assert row["block_size"] == 4 and row["bits"] == 2 and row["n_images"] == 30
     assert row["stream_bytes"] * 8 == pytest.approx(sum(row[f"{k}_bits"] for k in
                                                         ("header", "tables", "positions", "values", "padding")))
+
+
+def test_amortized_rate_with_a_codebook(shipped):
+    data = bsu.load_dataset("fashion-mnist", "test", subset=20)
+    cfg = bsu.CodecConfig(block_size=4, ratio=0.01, mode="global", bits=2)
+    fit = bsu.head_features(shipped, bsu.load_dataset("fashion-mnist", "train", subset=50))
+    cb = bsu.fit_codebook(fit, cfg, "ans")
+    ev = bsu.evaluate(shipped, cfg, data, rate_sample=5, codebook=cb, exact=True)
+    z = bsu.head_features(shipped, data)
+    idx = range(0, 20, 4)
+    assert ev["bpp"] == pytest.approx(np.mean([8 * len(bsu.encode(z[i:i + 1], cb)) / 784 for i in idx]))
+    assert ev["bpp_self_contained"] == pytest.approx(np.mean([8 * len(bsu.encode(z[i:i + 1], cfg)) / 784 for i in idx]))
+    assert ev["bpp"] < ev["bpp_self_contained"] and ev["coder"] == "ans"
