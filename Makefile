@@ -2,6 +2,8 @@
 SHELL := /bin/bash
 PY := .venv/bin/python
 PRESET ?= default
+# make study reproduces: it recomputes cached steps (data/results/cache) unless RECOMPUTE=0
+RECOMPUTE ?= 1
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: env data checkpoint study test test-browser lab bench pretrain clean
@@ -27,10 +29,8 @@ checkpoint: env
 
 # The default run also copies notebook 06's data/results/summary.md into the README.
 study: data checkpoint
-	$(PY) blocksparse_utils.py notebooks --preset $(PRESET)
-	@if [ "$(PRESET)" = default ]; then $(PY) -c "import pathlib as p; r = p.Path('README.md'); t = r.read_text(); \
-	  a, b = '<!-- results:begin -->', '<!-- results:end -->'; s = p.Path('data/results/summary.md').read_text(); \
-	  r.write_text(t[:t.index(a) + len(a)] + chr(10) + s + t[t.index(b):])" && echo "README results section updated"; fi
+	BSU_RECOMPUTE=$(RECOMPUTE) $(PY) blocksparse_utils.py notebooks --preset $(PRESET)
+	@if [ "$(PRESET)" = default ]; then $(PY) -m blocksparse.report README.md && echo "README results section updated"; fi
 
 test: data
 	$(PY) -m pytest -m "not browser"

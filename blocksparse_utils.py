@@ -40,6 +40,7 @@ from blocksparse.original import original_accounting
 from blocksparse.results import SCHEMA, load_config, load_results, save_results, to_frame, write_compression_results
 from blocksparse.analysis import best_under, lowest_within, pareto, wilson_interval
 from blocksparse.study import PRESETS, candidates_under, select_after_finetuning, sweep
+from blocksparse.cache import cached
 from blocksparse.report import (bd_rate_table, original_vs_real, positions_share, render_frontier,
                                render_levers, render_summary, splice_readme, write_summary)
 # plots and widgets

@@ -1,21 +1,28 @@
 """The study: the sweep over the grid and the presets the notebooks run with."""
 from __future__ import annotations
 
+import hashlib
 import itertools
+import json
 import math
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import pandas as pd
+import torch
 from torch import Tensor
 from torch.utils.data import TensorDataset
 from tqdm.auto import tqdm
 
 from .bitstream import encode, rate
-from .codebook import fit_codebook
+from .analysis import within
+from .codebook import codebook_bytes, fit_codebook, load_codebook, save_codebook
 from .codec import MODES, RATIOS, CodecConfig
 from .evaluation import evaluate, head_features, result_row
-from .model import SplitResNet18
+from .data import load_dataset
+from .model import SplitResNet18, checkpoint_card, load_pretrained
+from .runtime import ROOT
 from .training import finetune
 
 
@@ -23,27 +30,51 @@ def sweep(model: SplitResNet18, data: TensorDataset, modes=MODES, block_sizes=(1
           ratios=tuple(RATIOS), bits=(2, 4, 8), rate_sample: int | None = 200,
           zero_border: bool = True, finetuned: bool = False, batch_size: int = 256,
           configs: list[CodecConfig] | None = None, coder: str | None = None,
-          fit_features: Tensor | None = None, **columns) -> list[dict]:
+          fit_features: Tensor | None = None, executor=None, **columns) -> list[dict]:
     """Evaluate every configuration of the grid (or the list ``configs``) on ``data``; one
     results row each (``results.SCHEMA``; ``columns`` such as ``split_at`` are added to every
-    row). Split-point features are computed once.
+    row), in the order of the configurations. Split-point features are computed once, here.
 
     With ``coder`` ("huffman" or "ans") and ``fit_features`` (split-point features of training
     images), a codebook is fitted per configuration and ``bpp`` is the amortized per-image rate,
     ``bpp_self_contained`` the self-contained one; without, both are the self-contained rate.
+
+    ``executor`` runs the configurations as independent tasks (``_sweep_task``): anything with
+    ``submit(fn, *args)`` returning a future with ``result()``, such as a
+    ``concurrent.futures`` executor or a ``dask.distributed.Client`` (which gets the model,
+    data and features scattered to every worker once). Default: one after another, in this
+    process. A task depends only on its arguments, so the rows are the same whoever runs them.
+    With a process pool every task pickles its arguments (features included); prefer dask there.
     """
     if (coder is None) != (fit_features is None):
         raise ValueError("coder and fit_features go together (both or neither)")
-    rows = []
+    if executor is not None and not callable(getattr(executor, "submit", None)):
+        raise ValueError(f"executor must have a submit(fn, *args) method, got {type(executor).__name__}")
     if configs is None:
         configs = [CodecConfig(bs, r, mode, b, zero_border)
                    for mode, bs, r, b in itertools.product(modes, block_sizes, ratios, bits)]
     z = head_features(model, data, batch_size)
-    for cfg in tqdm(configs, desc="sweep"):
-        cb = fit_codebook(fit_features, cfg, coder) if coder is not None else None
-        ev = evaluate(model, cfg, data, rate_sample, batch_size, features=z, codebook=cb)
-        rows.append(result_row(ev, cfg, finetuned=finetuned, **columns))
-    return rows
+    columns = dict(finetuned=finetuned, **columns)
+    if executor is None:
+        return [_sweep_task(model, cfg, data, z, rate_sample, batch_size, coder, fit_features, columns)
+                for cfg in tqdm(configs, desc="sweep")]
+    shared = [model, data, z, fit_features]
+    if callable(getattr(executor, "scatter", None)):  # dask: ship the big arguments to each worker once
+        shared = [v if v is None else executor.scatter(v, broadcast=True, hash=False) for v in shared]
+    m, d, f, fit = shared
+    futures = [executor.submit(_sweep_task, m, cfg, d, f, rate_sample, batch_size, coder, fit, columns)
+               for cfg in configs]
+    return [fut.result() for fut in tqdm(futures, desc="sweep")]
+
+
+def _sweep_task(model: SplitResNet18, cfg: CodecConfig, data: TensorDataset, features: Tensor,
+                rate_sample: int | None, batch_size: int, codebook_coder: str | None,
+                fit_features: Tensor | None, columns: dict) -> dict:
+    """One configuration of ``sweep``: fit its codebook (with ``codebook_coder``), evaluate it
+    on ``features`` of ``data``, return its results row. Top-level so executors can pickle it."""
+    cb = fit_codebook(fit_features, cfg, codebook_coder) if codebook_coder is not None else None
+    ev = evaluate(model, cfg, data, rate_sample, batch_size, features=features, codebook=cb)
+    return result_row(ev, cfg, **columns)
 
 
 PRESETS = {
@@ -52,7 +83,7 @@ PRESETS = {
                finetune_steps=4, eval_every=2, train_subset=64, val_subset=32,
                qualities={"jpeg": [10, 75], "webp": [10, 75], "avif": [10, 75]},
                candidate_ratios=[0.5, 0.05], target_bpp=[8.0], val_rate_sample=4, screen_steps=2, rounds=2, seeds=[0],
-               fit_images=16,
+               fit_images=16, recompute=False,
                original_mode="channel-wise", original_block_size=4,
                original_modes=["channel-wise", "region-wise", "global"], original_ratios=[1.0, 0.5, 0.3, 0.1, 0.05]),
     # make study: about 20 minutes on 2 CPU cores (AVIF at speed 0 takes ~45 ms an image, so 4 qualities)
@@ -61,13 +92,13 @@ PRESETS = {
                     qualities={"jpeg": [1, 5, 10, 20, 30, 50, 70, 90, 95], "webp": [0, 5, 10, 20, 30, 50, 70, 90, 95],
                                "avif": [0, 30, 60, 90]},
                     candidate_ratios=RATIOS, target_bpp=[1.0], val_rate_sample=50, screen_steps=10, rounds=2,
-                    seeds=[0], fit_images=2000,
+                    seeds=[0], fit_images=2000, recompute=False,
                     original_mode="channel-wise", original_block_size=4,
                     original_modes=["channel-wise", "region-wise", "global"], original_ratios=[1.0, 0.5, 0.3, 0.1, 0.05]),
     # PRESET=full: the whole grid, converged fine-tuning, 3 seeds, all test images (hours on 2 cores)
     "full": dict(n_images=256, n_test=10000, rate_sample=2000, block_sizes=[1, 2, 4, 8],
                  ratios=RATIOS + [0.001], bits=[2, 4, 8], finetune_steps=4000, eval_every=200,
-                 screen_steps=200, rounds=3, seeds=[0, 1, 2], patience=5, fit_images=10000,
+                 screen_steps=200, rounds=3, seeds=[0, 1, 2], patience=5, fit_images=10000, recompute=False,
                  train_subset=None, val_subset=5000,
                  qualities={"jpeg": [1, 5, 10, 20, 30, 50, 70, 90, 95], "webp": [0, 5, 10, 20, 30, 50, 70, 90, 95],
                             "avif": [0, 10, 20, 30, 50, 70, 90]},
@@ -123,3 +154,80 @@ def select_after_finetuning(load_model: Callable[[], SplitResNet18], candidates:
         if len(alive) == 1:
             break
     return pd.DataFrame(rows)
+
+
+def _in_repo(p: Path) -> str:
+    """``p`` relative to the repository when it lies inside it (results name shipped files portably)."""
+    p = p.resolve()
+    return str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(p)
+
+
+def config_name(cfg: CodecConfig, split_at: str = "layer1") -> str:
+    """A file-name-safe label of a configuration, e.g. ``layer1_global_B4_r0.005_2b``."""
+    return f"{split_at}_{cfg.mode}_B{cfg.block_size}_r{cfg.ratio:g}_{cfg.bits}b"
+
+
+def train_frontier_model(cfg: CodecConfig, seed: int, out_dir: str | Path, dataset: str = "fashion-mnist",
+                         split_at: str = "layer1", coder: str = "ans", fit_images: int = 5000,
+                         n_test: int | None = None, rate_sample: int | None = 1000, state_dir: str | Path | None = None,
+                         **finetune_kwargs) -> dict:
+    """Fine-tune one chosen configuration with one seed, ship it, and test it once.
+
+    Writes to ``out_dir``: the fine-tuned weights (fp16) ``<name>_seed<k>.pt`` with a card
+    (``.json``: configuration, seed, schedule, validation history, test accuracy, sha256), the
+    code tables fitted on the fine-tuned head's training features ``<name>_seed<k>.codebook``.
+    The test set (``n_test`` evenly spaced images, default all) is evaluated once, with the
+    uncompressed model on the same images for a paired comparison. Training resumes from
+    ``state_dir`` after an interruption. Returns the results row (``results.SCHEMA``) plus
+    ``paired`` (``analysis.within`` against the uncompressed model).
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    name = f"{config_name(cfg, split_at)}_seed{seed}"
+    state = Path(state_dir) / f"{name}.state.pt" if state_dir is not None else None
+    if state is not None:
+        state.parent.mkdir(parents=True, exist_ok=True)
+    model = load_pretrained(dataset, split_at)
+    tuned, history = finetune(model, cfg, dataset, seed=seed, state_path=state, **finetune_kwargs)
+    weights = out / f"{name}.pt"
+    torch.save({k: (v.half() if v.is_floating_point() else v).cpu() for k, v in tuned.state_dict().items()}, weights)
+    tuned = load_pretrained(dataset, split_at, weights=weights)  # measure the weights as shipped (fp16)
+    cb = fit_codebook(head_features(tuned, load_dataset(dataset, "train", subset=fit_images)), cfg, coder)
+    cb_path = out / f"{name}.codebook"
+    save_codebook(cb, cb_path)
+    test = load_dataset(dataset, "test", subset=n_test)
+    ev = evaluate(tuned, cfg, test, rate_sample, codebook=cb)  # the one test evaluation of this model
+    ref = evaluate(load_pretrained(dataset, split_at), None, test)
+    paired = within(ref["correct"].numpy(), ev["correct"].numpy())
+    card = dict(dataset=dataset, split_at=split_at, mode=cfg.mode, block_size=cfg.block_size, ratio=cfg.ratio,
+                bits=cfg.bits, seed=seed, schedule={k: v for k, v in finetune_kwargs.items()
+                                                    if isinstance(v, (int, float, str, type(None)))},
+                base_checkpoint=checkpoint_card(dataset).get("sha256"), history=history,
+                val_accuracy=max(h["val_accuracy"] for h in history), test_accuracy=ev["accuracy"],
+                test_images=ev["n_images"], codebook=cb_path.name, codebook_bytes=codebook_bytes(cb),
+                dtype="float16", sha256=hashlib.sha256(weights.read_bytes()).hexdigest())
+    weights.with_suffix(".json").write_text(json.dumps(card, indent=1))
+    row = result_row(ev, cfg, dataset=dataset, split_at=split_at, finetuned=True,
+                     train=finetune_kwargs.get("train", "all"), seed=seed, val_accuracy=card["val_accuracy"],
+                     weights=_in_repo(weights), codebook=_in_repo(cb_path))
+    return row | dict(paired=paired, reference_accuracy=ref["accuracy"])
+
+
+def remeasure_frontier_models(cards: list[str | Path], n_test: int | None = None,
+                              rate_sample: int | None = 1000) -> list[dict]:
+    """Re-measure shipped fine-tuned models (their ``.json`` cards in ``data/frontier``) instead of
+    retraining them: accuracy on ``n_test`` evenly spaced test images (default all) with its
+    interval, rate from real amortized per-image streams with the shipped code tables. Each
+    row names its ``weights`` and ``codebook`` files."""
+    rows = []
+    for c in map(Path, cards):
+        card = json.loads(c.read_text())
+        cfg = CodecConfig(card["block_size"], card["ratio"], card["mode"], card["bits"])
+        weights, cb_path = c.with_suffix(".pt"), c.with_name(card["codebook"])
+        model = load_pretrained(card["dataset"], card["split_at"], weights=weights)
+        ev = evaluate(model, cfg, load_dataset(card["dataset"], "test", subset=n_test), rate_sample,
+                      codebook=load_codebook(cb_path))
+        rows.append(result_row(ev, cfg, dataset=card["dataset"], split_at=card["split_at"], finetuned=True,
+                               train=card["schedule"].get("train", "all"), seed=card["seed"],
+                               val_accuracy=card["val_accuracy"], weights=_in_repo(weights), codebook=_in_repo(cb_path)))
+    return rows

@@ -59,4 +59,5 @@ def test_notebooks_run_top_to_bottom(tmp_path, monkeypatch):
     import pandas as pd
     results = pd.read_csv(tmp_path / "results" / "results.csv")
     assert list(results.columns) == list(bsu.SCHEMA)
-    assert {"blocksparse", "uncompressed", "png", "jpeg", "webp", "dense", "seed-accounting"} <= set(results["method"])
+    assert {"blocksparse", "uncompressed", "png", "jpeg", "webp", "dense", "original-accounting"} <= set(results["method"])
+    assert (tmp_path / "results" / "summary.md").read_text().count("bpp") > 5

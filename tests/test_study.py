@@ -34,3 +34,70 @@ def test_successive_halving_picks_on_post_finetuning_validation(monkeypatch):
     assert last.loc[last["val_accuracy"].idxmax(), "ratio"] == 0.3
     with pytest.raises(ValueError, match="candidates"):
         blocksparse.study.select_after_finetuning(lambda: None, [], screen_steps=10)
+
+
+def _tiny_sweep_inputs():
+    model = bsu.load_pretrained(device="cpu")
+    test = bsu.load_dataset(split="test", subset=8)
+    fit = bsu.head_features(model, bsu.load_dataset(split="train", subset=8))
+    cfgs = [bsu.CodecConfig(4, 0.05, "global", 2), bsu.CodecConfig(2, 0.5, "channel-wise", 4)]
+    return model, test, fit, cfgs
+
+
+def _sweep(model, test, fit, cfgs, executor=None):
+    return bsu.sweep(model, test, rate_sample=3, configs=cfgs, coder="ans", fit_features=fit, executor=executor,
+                     split_at="layer1")
+
+
+def test_sweep_submits_one_task_per_configuration_in_order():
+    """A recording executor sees one ``_sweep_task`` per configuration; rows keep the configs' order
+    even when the futures finish in reverse."""
+    from concurrent.futures import Future
+    model, test, fit, cfgs = _tiny_sweep_inputs()
+    submitted, futures = [], []
+
+    class Recording:
+        def submit(self, fn, *args):
+            submitted.append((fn, args[1]))
+            futures.append((Future(), fn, args))
+            return futures[-1][0]
+
+    class Finishing(Recording):  # resolve every future, last first, once all are submitted
+        def submit(self, fn, *args):
+            fut = super().submit(fn, *args)
+            if len(futures) == len(cfgs):
+                for f, g, a in reversed(futures):
+                    f.set_result(g(*a))
+            return fut
+
+    rows = _sweep(model, test, fit, cfgs, Finishing())
+    assert [fn for fn, _ in submitted] == [blocksparse.study._sweep_task] * 2
+    assert [c for _, c in submitted] == cfgs
+    assert [(r["mode"], r["block_size"], r["ratio"], r["bits"]) for r in rows] == \
+        [(c.mode, c.block_size, c.ratio, c.bits) for c in cfgs]
+    assert rows == _sweep(model, test, fit, cfgs)
+    with pytest.raises(ValueError, match="executor"):
+        _sweep(model, test, fit, cfgs, executor=object())
+
+
+def test_sweep_rows_are_the_same_in_threads():
+    from concurrent.futures import ThreadPoolExecutor
+    model, test, fit, cfgs = _tiny_sweep_inputs()
+    with ThreadPoolExecutor(2) as pool:
+        assert _sweep(model, test, fit, cfgs, pool) == _sweep(model, test, fit, cfgs)
+
+
+@pytest.mark.slow
+def test_sweep_rows_are_the_same_on_a_two_process_dask_cluster():
+    """Tasks run in two worker processes (the model, data and features shipped to them) give
+    exactly the in-process rows."""
+    import os
+    distributed = pytest.importorskip("distributed")
+    model, test, fit, cfgs = _tiny_sweep_inputs()
+    expected = _sweep(model, test, fit, cfgs)
+    with distributed.LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None,
+                                  silence_logs=40) as cluster, distributed.Client(cluster) as client:
+        rows = _sweep(model, test, fit, cfgs, client)
+        pids = set(client.run(os.getpid).values())
+    assert rows == expected
+    assert len(pids) == 2 and os.getpid() not in pids

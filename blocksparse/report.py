@@ -1,0 +1,668 @@
+"""The README's results section, rendered from the results tables.
+
+Every number in the text comes from a results frame (``results.SCHEMA``) or the configuration
+stored beside it; the words that depend on the numbers ("gets" / "does not get", "raises" /
+"lowers", "lower" / "higher", "above" / "below") are chosen here from those numbers, so the
+prose cannot drift from the tables. The layout is the module constant ``SUMMARY_TEMPLATE``; the
+sentences are the constants below it. ``splice_readme`` puts the rendered text between the
+README's markers::
+
+    python -m blocksparse.report README.md     # splices <results_dir>/summary.md into README.md
+"""
+from __future__ import annotations
+
+import argparse
+import math
+from pathlib import Path
+from string import Template
+
+import numpy as np
+import pandas as pd
+
+from .analysis import best_under, bd_rate, frontier_table, levers_table, lowest_within, pareto
+from .baselines import IMAGE_FORMATS
+from .original import METHOD as ORIGINAL_METHOD
+from .original import ORIGINAL_BITS
+from .results import to_frame
+from .runtime import results_dir
+
+BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
+NAMES = {"png": "PNG", "webp-lossless": "WebP lossless", "jpeg": "JPEG", "webp": "WebP", "avif": "AVIF",
+         "dense": "dense (border zeroed)"}
+# Slack for "accuracy >= reference - tolerance": as in analysis, rounding must not decide.
+_EPS = 1e-9
+
+SUMMARY_TEMPLATE = Template("""\
+$setup
+
+![accuracy vs bpp]($figure)
+
+$answer
+
+BD-rate of each selection mode's Pareto front (no fine-tuning) against ${anchor}'s, at equal accuracy \
+over the accuracy range both curves cover (positive: the mode needs more bits than $anchor):
+
+$bd_table
+
+$frontier
+
+Fine-tuned configurations (picked on validation accuracy; the test set evaluated once per model):
+
+$finetuned_table
+
+The original's accounting (method `$original_method`: float features to the tail, a ${original_bits}-bit \
+Huffman estimate from the first batch, without header or code tables) beside the real ${original_bits}-bit \
+streams of the sweep at the same configuration:
+
+$original_table
+
+Baselines on the same test images and classifier:
+
+$baselines_table
+
+Levers: the best block-sparse accuracy (%) at or under each rate with one lever held at each value.
+
+$levers
+""")
+
+SETUP = Template(
+    "Run by `make study`: $dataset, the shipped ResNet-18 (sha256 `$sha256`, $checkpoint_accuracy on the full "
+    "test set), split after `$split_at`$features; accuracy on the first $n_images test images, rates from the "
+    "real per-image streams of the first $n_rate; modes $modes, block sizes $block_sizes, bits $bits, "
+    "ratios $ratio_max down to $ratio_min; fine-tuning $train for $steps steps of $batch_size images "
+    "($train_subset training images, early stopping on $val_subset validation images; seeds $seeds). "
+    "Every number here is rendered by `blocksparse.report.render_summary` from `data/results/`.")
+FEATURES = Template(" ($shape features, $per_pixel values per input pixel)")
+HEADLINE = Template("**On this split the block-sparse codec $gets within $tolerance of the uncompressed model "
+                    "($reference) at $max_bpp bpp**")
+HEADLINE_BEST = Template(": the best configuration at or under $max_bpp bpp reaches $accuracy$interval "
+                         "on $n_images test images ($config, $bpp bpp).")
+INTERVAL = Template(" [$lo, $hi]")
+HEADLINE_NONE = Template(": no configuration gets to $max_bpp bpp.")
+LOWEST_RAW = Template("Without fine-tuning, the lowest rate within $tolerance is $bpp bpp ($config; $accuracy).")
+LOWEST_RAW_NONE = Template("Without fine-tuning no configuration stays within $tolerance "
+                           "(the best reaches $accuracy at $bpp bpp).")
+FINETUNE = Template("Fine-tuning $config ($bpp bpp$seed) $moves accuracy from $before to $after$interval.")
+TRAIN_WORDS = {"tail": "the layers after the split", "all": "the whole network"}
+FLOOR = Template("Channel-wise selection goes no lower than $bpp bpp (it keeps at least one block per channel).")
+CODECS = Template("Coding the input image instead stays within $tolerance with $within.")
+CODECS_NEVER = Template(" $names never $verb at any quality tried.")
+CODECS_NONE = Template("Coding the input image instead never stays within $tolerance ($names, at any quality "
+                       "tried).")
+ORIGINAL = Template("The original's accounting ($mode, B=$block_size) against the real ${bits}-bit streams: "
+                    "$comparisons.")
+ORIGINAL_AT = Template("at ratio $ratio it reports $bpp bpp ($bpp_direction than the $real_bpp bpp measured) "
+                       "and $accuracy ($accuracy_direction the real stream's $real_accuracy)")
+ORIGINAL_MISSING = Template("at ratio $ratio it reports $bpp bpp and $accuracy (the sweep has no real stream there)")
+ORIGINAL_COUNT = Template("Over the $n configurations of all modes that the sweep also measured, the estimate "
+                          "is below the real rate in $below and its accuracy above the real one in $above.")
+FRONTIER = Template("uncompressed: $reference on $n_images test images\n\n$table")
+POSITIONS = Template("On the Pareto front ($n configurations), positions take $share of the stream on average; "
+                     "delta coding was chosen for $delta of those streams (bitmap for the rest).")
+
+
+# ---------------------------------------------------------------------------
+# formatting: integers as integers, missing as n/a
+# ---------------------------------------------------------------------------
+def _missing(v) -> bool:
+    return v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v))
+
+
+def _pct(v, decimals: int = 1) -> str:
+    return "n/a" if _missing(v) else f"{100 * float(v):.{decimals}f}%"
+
+
+def _bpp(v) -> str:
+    return "n/a" if _missing(v) else f"{float(v):.2f}"
+
+
+def _count(v) -> str:
+    """An integer count with thousands separators; None means 'all' (e.g. train_subset=None)."""
+    if _missing(v):
+        return "all"
+    if float(v) != int(v):
+        raise ValueError(f"expected an integer count, got {v!r}")
+    return f"{int(v):,}"
+
+
+def _number(v) -> str:
+    """A number as short as it is exact: 4 not 4.0, 0.005 as is."""
+    if _missing(v):
+        return "n/a"
+    v = v.item() if hasattr(v, "item") else v
+    if isinstance(v, (bool, np.bool_)):
+        return str(bool(v))
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    return f"{v:g}" if isinstance(v, float) else str(v)
+
+
+def _list(values) -> str:
+    return "[" + ", ".join(_number(v) for v in values) + "]"
+
+
+def _points(tolerance: float) -> str:
+    p = 100 * tolerance
+    return "one point" if math.isclose(p, 1) else f"{_number(round(p, 6))} points"
+
+
+def _markdown(df: pd.DataFrame, formats: dict | None = None) -> str:
+    """A pipe table; ``formats`` maps columns to a formatter (default ``_number``); numbers right-aligned."""
+    if df.empty:
+        return "(none)"
+    formats = formats or {}
+    cells = {c: [formats.get(c, _number)(v) for v in df[c].tolist()] for c in df.columns}
+    right = {c for c in df.columns if pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c])}
+    lines = ["| " + " | ".join(map(str, df.columns)) + " |",
+             "|" + "|".join("---:" if c in right else ":---" for c in df.columns) + "|"]
+    lines += ["| " + " | ".join(cells[c][i] for c in df.columns) + " |" for i in range(len(df))]
+    return "\n".join(lines)
+
+
+def _interval(row: pd.Series) -> str:
+    """`` [lo%, hi%]`` of a row's accuracy interval, or nothing where the row has none."""
+    lo, hi = row.get("accuracy_lo"), row.get("accuracy_hi")
+    return "" if _missing(lo) or _missing(hi) else INTERVAL.substitute(lo=_pct(lo), hi=_pct(hi))
+
+
+def describe(row: pd.Series) -> str:
+    """A row's settings in words, e.g. ``"global, B=4, ratio 0.005, 2 bits, fine-tuned"`` or ``"q=50"``."""
+    method = str(row["method"])
+    if method in IMAGE_FORMATS:
+        return "lossless" if _missing(row.get("quality")) else f"q={_number(row['quality'])}"
+    parts = [] if _missing(row.get("mode")) else [str(row["mode"])]
+    for col, fmt in (("block_size", "B={}"), ("ratio", "ratio {}"), ("bits", "{} bits")):
+        if not _missing(row.get(col)):
+            parts.append(fmt.format(_number(row[col])))
+    if not _missing(row.get("finetuned")) and bool(row["finetuned"]):
+        parts.append("fine-tuned")
+    return ", ".join(parts)
+
+
+# ---------------------------------------------------------------------------
+# the tables the summary is made of
+# ---------------------------------------------------------------------------
+def _flag(df: pd.DataFrame, col: str) -> np.ndarray:
+    return df[col].fillna(False).astype(bool).to_numpy()
+
+
+def _blocksparse(results: pd.DataFrame, finetuned: bool | None = None) -> pd.DataFrame:
+    d = results[(results["method"] == "blocksparse").fillna(False).to_numpy(bool)]
+    if finetuned is None:
+        return d
+    return d[_flag(d, "finetuned") == finetuned]
+
+
+def bd_rate_table(results: pd.DataFrame, anchor: str = "webp") -> pd.DataFrame:
+    """BD-rate (%) of each mode's Pareto front (block-sparse, no fine-tuning) against ``anchor``'s front.
+
+    Parameters
+    ----------
+    results : DataFrame
+        A results table (``results.SCHEMA`` columns).
+    anchor : str
+        The method of the reference curve (an image codec, e.g. ``"webp"``).
+
+    Returns
+    -------
+    DataFrame
+        Columns ``mode``, ``points`` (on the mode's front), ``anchor_points``, ``overlap`` (the
+        accuracy range both fronts cover, e.g. ``"86.6%-94.9%"``), ``bd_rate`` (%, positive: the
+        mode needs more bits; NaN where it cannot be computed) and ``note`` (why it is NaN).
+    """
+    results = to_frame(results)
+    ref = pareto(results[(results["method"] == anchor).fillna(False).to_numpy(bool)])
+    rows = []
+    for mode, g in _blocksparse(results, finetuned=False).groupby("mode", sort=True):
+        front = pareto(g)
+        row = dict(mode=mode, points=len(front), anchor_points=len(ref), overlap=pd.NA, bd_rate=np.nan, note="")
+        if len(ref) == 0:
+            row["note"] = f"no {anchor} rows"
+        else:
+            lo = max(front["accuracy"].min(), ref["accuracy"].min())
+            hi = min(front["accuracy"].max(), ref["accuracy"].max())
+            if hi > lo:
+                row["overlap"] = f"{_pct(lo)}-{_pct(hi)}"
+            try:
+                row["bd_rate"] = bd_rate(ref["bpp"].to_numpy(float), ref["accuracy"].to_numpy(float),
+                                         front["bpp"].to_numpy(float), front["accuracy"].to_numpy(float))
+            except ValueError as e:  # too few points, or the accuracy ranges do not overlap
+                row["note"] = str(e).replace("_a", f" ({anchor})").replace("_b", f" ({mode})")
+        rows.append(row)
+    out = pd.DataFrame(rows, columns=["mode", "points", "anchor_points", "overlap", "bd_rate", "note"])
+    return out.astype(dict(mode="string", points="Int64", anchor_points="Int64", overlap="string",
+                           bd_rate="Float64", note="string"))
+
+
+def original_vs_real(results: pd.DataFrame) -> pd.DataFrame:
+    """The original's accounting beside the real streams at the same mode, block size, ratio and bits.
+
+    Returns
+    -------
+    DataFrame
+        One row per ``original-accounting`` row: ``mode``, ``block_size``, ``ratio``, ``bits``,
+        ``original_bpp``, ``original_accuracy``, ``real_bpp``, ``real_accuracy`` (the first
+        non-fine-tuned block-sparse row of that configuration; ``<NA>`` where there is none).
+    """
+    results = to_frame(results)
+    orig = results[(results["method"] == ORIGINAL_METHOD).fillna(False).to_numpy(bool)]
+    raw = _blocksparse(results, finetuned=False)
+    rows = []
+    for _, o in orig.iterrows():
+        same = raw[((raw["mode"] == o["mode"]) & (raw["block_size"] == o["block_size"])
+                    & (raw["bits"] == o["bits"])).fillna(False).to_numpy(bool)
+                   & np.isclose(raw["ratio"].to_numpy(float, na_value=np.nan), float(o["ratio"]))]
+        real = same.iloc[0] if len(same) else None
+        rows.append(dict(mode=o["mode"], block_size=o["block_size"], ratio=o["ratio"], bits=o["bits"],
+                         original_bpp=o["bpp"], original_accuracy=o["accuracy"],
+                         real_bpp=real["bpp"] if real is not None else pd.NA,
+                         real_accuracy=real["accuracy"] if real is not None else pd.NA))
+    cols = ["mode", "block_size", "ratio", "bits", "original_bpp", "original_accuracy", "real_bpp", "real_accuracy"]
+    return pd.DataFrame(rows, columns=cols).astype(
+        dict(mode="string", block_size="Int64", ratio="Float64", bits="Int64", original_bpp="Float64",
+             original_accuracy="Float64", real_bpp="Float64", real_accuracy="Float64"))
+
+
+def positions_share(results: pd.DataFrame) -> dict:
+    """On the block-sparse Pareto front: the mean share of the stream that positions take
+    (``positions_bits / (8 * stream_bytes)``) and the mean share of delta-coded streams.
+
+    Returns
+    -------
+    dict
+        ``n`` (front rows with a stream breakdown), ``positions_share`` and ``delta_share``
+        (fractions; NaN when ``n`` is 0).
+    """
+    front = pareto(_blocksparse(to_frame(results))).dropna(subset=["positions_bits", "stream_bytes"])
+    if len(front) == 0:
+        return dict(n=0, positions_share=math.nan, delta_share=math.nan)
+    share = front["positions_bits"].to_numpy(float) / (8 * front["stream_bytes"].to_numpy(float))
+    return dict(n=len(front), positions_share=float(share.mean()),
+                delta_share=float(front["delta_share"].astype("Float64").mean(skipna=True)))
+
+
+def render_frontier(results: pd.DataFrame, reference: float, tolerance: float = 0.01,
+                    max_bpp: float = 1.0) -> str:
+    """``analysis.frontier_table`` as markdown, under the reference's accuracy (frontier.md).
+
+    Parameters
+    ----------
+    results : DataFrame
+        A results table (``results.SCHEMA``).
+    reference : float
+        The uncompressed accuracy (fraction).
+    tolerance, max_bpp : float
+        As in ``analysis.frontier_table``.
+
+    Returns
+    -------
+    str
+        Markdown. The original's accounting is left out: its bpp is an estimate, not a rate (it
+        has its own table in the summary).
+    """
+    results = to_frame(results)
+    table = frontier_table(results, reference, tolerance, max_bpp, exclude=("uncompressed", ORIGINAL_METHOD))
+    table = table.rename(columns=dict(lowest_bpp_within=f"lowest bpp within {_points(tolerance)}",
+                                      config="config there",
+                                      accuracy_at_max_bpp=f"accuracy (%) at <= {_number(max_bpp)} bpp"))
+    ref = results[(results["method"] == "uncompressed").fillna(False).to_numpy(bool)]
+    return FRONTIER.substitute(reference=_pct(reference, 2),
+                               n_images=_count(ref["n_images"].iloc[0]) if len(ref) else "n/a",
+                               table=_markdown(table, {table.columns[1]: lambda v: "n/a" if _missing(v)
+                                                       else f"{float(v):.3f}",
+                                                       table.columns[3]: lambda v: "n/a" if _missing(v)
+                                                       else f"{float(v):.1f}"}))
+
+
+def render_levers(results: pd.DataFrame, rates=(1.0, 2.0, 4.0, 8.0)) -> str:
+    """``analysis.levers_table`` as markdown plus the positions and delta-coding shares (levers.md).
+
+    Parameters
+    ----------
+    results : DataFrame
+        A results table (``results.SCHEMA``).
+    rates : sequence of float
+        The rates (bpp) of the table's columns.
+
+    Returns
+    -------
+    str
+        Markdown: the table, then a sentence with ``positions_share`` (left out when the front
+        has no stream breakdown).
+    """
+    results = to_frame(results)
+    table = levers_table(results, tuple(float(r) for r in rates))
+    text = _markdown(table, {c: (lambda v: "n/a" if _missing(v) else f"{float(v):.1f}") for c in table.columns[2:]})
+    s = positions_share(results)
+    if s["n"]:
+        text += "\n\n" + POSITIONS.substitute(n=s["n"], share=_pct(s["positions_share"]),
+                                              delta=_pct(s["delta_share"], 0))
+    return text
+
+
+# ---------------------------------------------------------------------------
+# the summary
+# ---------------------------------------------------------------------------
+def _config(configs: dict, name: str, key: str):
+    try:
+        return configs[name][key]
+    except (KeyError, TypeError):
+        raise ValueError(f"configs[{name!r}] must hold {key!r} (the config saved beside {name}.csv)") from None
+
+
+def _setup(results: pd.DataFrame, configs: dict, card: dict) -> str:
+    raw = _blocksparse(results, finetuned=False)
+    src = raw if len(raw) else results
+    sw, extra = "sweep", configs.get("results", {}) or {}
+    features = ""
+    if extra.get("feature_shape") and extra.get("input_hw"):
+        shape, hw = extra["feature_shape"], extra["input_hw"]
+        features = FEATURES.substitute(shape="x".join(_number(s) for s in shape),
+                                       per_pixel=_number(float(np.prod(shape)) / float(np.prod(hw))))
+    ratios = _config(configs, sw, "ratios")
+    sha = card.get("sha256") or "unknown"
+    return SETUP.substitute(
+        dataset=src["dataset"].dropna().iloc[0] if src["dataset"].notna().any() else "n/a",
+        sha256=sha[:12], checkpoint_accuracy=_pct(card.get("test_accuracy"), 2),
+        split_at=src["split_at"].dropna().iloc[0] if src["split_at"].notna().any() else "n/a",
+        features=features, n_images=_count(src["n_images"].max()),
+        n_rate=_count(raw["n_rate"].max()) if len(raw) else "n/a",
+        modes=", ".join(_config(configs, sw, "modes")), block_sizes=_list(_config(configs, sw, "block_sizes")),
+        bits=_list(_config(configs, sw, "bits")), ratio_max=_number(max(ratios)), ratio_min=_number(min(ratios)),
+        train=TRAIN_WORDS.get(_config(configs, "finetune", "train"), _config(configs, "finetune", "train")),
+        seeds=_list(configs["finetune"].get("seeds", [])), steps=_count(_config(configs, "finetune", "steps")),
+        batch_size=_count(_config(configs, "finetune", "batch_size")),
+        train_subset=_count(_config(configs, "finetune", "train_subset")),
+        val_subset=_count(_config(configs, "finetune", "val_subset")))
+
+
+def _within(d: pd.DataFrame, reference: float, tolerance: float):
+    return lowest_within(d, reference, tolerance) if len(d) else None
+
+
+def _answer(results: pd.DataFrame, reference: float, tolerance: float, max_bpp: float,
+            original_mode: str | None) -> str:
+    tol = _points(tolerance)
+    bs, raw = _blocksparse(results), _blocksparse(results, finetuned=False)
+    best = best_under(bs, max_bpp) if len(bs) else None
+    reached = best is not None and float(best["accuracy"]) >= reference - tolerance - _EPS
+    out = [HEADLINE.substitute(gets="gets" if reached else "does not get", tolerance=tol,
+                               reference=_pct(reference), max_bpp=_number(max_bpp))
+           + (HEADLINE_BEST.substitute(max_bpp=_number(max_bpp), accuracy=_pct(best["accuracy"]),
+                                       interval=_interval(best),
+                                       n_images=_count(best["n_images"]), config=describe(best),
+                                       bpp=_bpp(best["bpp"]))
+              if best is not None else HEADLINE_NONE.substitute(max_bpp=_number(max_bpp)))]
+    if len(raw):
+        r = _within(raw, reference, tolerance)
+        if r is not None:
+            out.append(LOWEST_RAW.substitute(tolerance=tol, bpp=_bpp(r["bpp"]), config=describe(r),
+                                             accuracy=_pct(r["accuracy"])))
+        else:
+            top = raw.sort_values(["accuracy", "bpp"], ascending=[False, True]).iloc[0]
+            out.append(LOWEST_RAW_NONE.substitute(tolerance=tol, accuracy=_pct(top["accuracy"]),
+                                                  bpp=_bpp(top["bpp"])))
+    many_seeds = _blocksparse(results, finetuned=True)["seed"].nunique() > 1
+    for _, after in _finetune_pairs(results):
+        before = after["before"]
+        moves = ("raises" if after["accuracy"] > before else "lowers" if after["accuracy"] < before else "leaves")
+        seed = "" if not many_seeds or _missing(after["seed"]) else f", seed {_number(after['seed'])}"
+        out.append(FINETUNE.substitute(config=describe(after.drop(labels="finetuned")), bpp=_bpp(after["bpp"]),
+                                       seed=seed,
+                                       moves=moves, before=_pct(before), after=_pct(after["accuracy"]),
+                                       interval=_interval(after)))
+    cw = bs[(bs["mode"] == "channel-wise").fillna(False).to_numpy(bool)]
+    if len(cw):
+        out.append(FLOOR.substitute(bpp=_bpp(cw["bpp"].min())))
+    within, never = [], []
+    for fmt in IMAGE_FORMATS:
+        g = results[(results["method"] == fmt).fillna(False).to_numpy(bool)]
+        if len(g):
+            r = _within(g, reference, tolerance)
+            (within.append(f"{NAMES[fmt]} at {_bpp(r['bpp'])} bpp ({describe(r)})") if r is not None
+             else never.append(NAMES[fmt]))
+    if within:
+        out.append(CODECS.substitute(tolerance=tol, within=", ".join(within))
+                   + (CODECS_NEVER.substitute(names=" and ".join(never), verb="does" if len(never) == 1 else "do")
+                      if never else ""))
+    elif never:
+        out.append(CODECS_NONE.substitute(tolerance=tol, names=", ".join(never)))
+    out += _original_sentences(results, original_mode)
+    return " ".join(out)
+
+
+def _finetune_pairs(results: pd.DataFrame):
+    """(index, fine-tuned row with its 'before' accuracy) for each fine-tuned row that has a
+    non-fine-tuned row of the same configuration."""
+    raw, ft = _blocksparse(results, finetuned=False), _blocksparse(results, finetuned=True)
+    keys = ["mode", "block_size", "bits"]
+    for i, a in ft.iterrows():
+        same = raw[(raw[keys] == a[keys]).all(axis=1).fillna(False).to_numpy(bool)
+                   & np.isclose(raw["ratio"].to_numpy(float, na_value=np.nan), float(a["ratio"]))]
+        if len(same):
+            yield i, pd.concat([a, pd.Series({"before": same.iloc[0]["accuracy"]})])
+
+
+def _direction(a: float, b: float, more: str, less: str, same: str) -> str:
+    return more if a > b else less if a < b else same
+
+
+def _original_sentences(results: pd.DataFrame, original_mode: str | None) -> list[str]:
+    cmp = original_vs_real(results)
+    if cmp.empty:
+        return []
+    mode = original_mode if original_mode in set(cmp["mode"]) else cmp["mode"].iloc[0]
+    d = cmp[(cmp["mode"] == mode).to_numpy(bool)].sort_values("ratio", ascending=False)
+    parts = []
+    for _, r in d.iterrows():
+        if _missing(r["real_bpp"]):
+            parts.append(ORIGINAL_MISSING.substitute(ratio=_number(r["ratio"]), bpp=_bpp(r["original_bpp"]),
+                                                     accuracy=_pct(r["original_accuracy"])))
+            continue
+        gap = 100 * (float(r["original_accuracy"]) - float(r["real_accuracy"]))
+        acc_dir = _direction(gap, 0, f"{abs(gap):.1f} points above", f"{abs(gap):.1f} points below", "equal to")
+        parts.append(ORIGINAL_AT.substitute(
+            ratio=_number(r["ratio"]), bpp=_bpp(r["original_bpp"]), real_bpp=_bpp(r["real_bpp"]),
+            bpp_direction=_direction(float(r["original_bpp"]), float(r["real_bpp"]), "higher", "lower", "no different"),
+            accuracy=_pct(r["original_accuracy"]), real_accuracy=_pct(r["real_accuracy"]), accuracy_direction=acc_dir))
+    out = [ORIGINAL.substitute(mode=mode, block_size=_number(d["block_size"].iloc[0]),
+                               bits=_number(d["bits"].iloc[0]), comparisons="; ".join(parts))]
+    both = cmp.dropna(subset=["real_bpp"])
+    if len(both):
+        out.append(ORIGINAL_COUNT.substitute(
+            n=len(both), below=int((both["original_bpp"] < both["real_bpp"]).sum()),
+            above=int((both["original_accuracy"] > both["real_accuracy"]).sum())))
+    return out
+
+
+def _tables(results: pd.DataFrame, anchor: str) -> dict[str, str]:
+    pct = lambda v: "n/a" if _missing(v) else f"{100 * float(v):.1f}"  # noqa: E731
+    interval = lambda lo, hi: "n/a" if _missing(lo) or _missing(hi) else f"[{pct(lo)}, {pct(hi)}]"  # noqa: E731
+    bpp3 = lambda v: "n/a" if _missing(v) else f"{float(v):.3f}"  # noqa: E731
+
+    name = NAMES.get(anchor, anchor)
+    bd = bd_rate_table(results, anchor)
+    bd_md = _markdown(bd.rename(columns=dict(points="points on the front", anchor_points=f"{name} points",
+                                             bd_rate=f"BD-rate vs {name} (%)", overlap="accuracy overlap")),
+                      {f"BD-rate vs {name} (%)": lambda v: "n/a" if _missing(v) else f"{float(v):+.1f}",
+                       "accuracy overlap": lambda v: "none" if _missing(v) else str(v),
+                       "note": lambda v: "" if _missing(v) else str(v)})
+
+    ft_rows = [dict(mode=a["mode"], block_size=a["block_size"], ratio=a["ratio"], bits=a["bits"], seed=a["seed"],
+                    bpp=a["bpp"], before=a["before"], after=a["accuracy"],
+                    interval=interval(a["accuracy_lo"], a["accuracy_hi"]),
+                    val_accuracy=a["val_accuracy"], n_images=a["n_images"])
+               for _, a in _finetune_pairs(results)]
+    ft = pd.DataFrame(ft_rows, columns=["mode", "block_size", "ratio", "bits", "seed", "bpp", "before", "after",
+                                        "interval", "val_accuracy", "n_images"])
+    ft_md = _markdown(ft.rename(columns={"before": "accuracy before (%)", "after": "after (%)",
+                                         "interval": "95% interval", "val_accuracy": "val accuracy (%)"}),
+                      {"bpp": bpp3, "accuracy before (%)": pct, "after (%)": pct, "val accuracy (%)": pct,
+                       "95% interval": str, "n_images": _count})
+
+    orig = original_vs_real(results)
+    orig_md = _markdown(orig.rename(columns=dict(original_bpp="original bpp (estimate)", real_bpp="real bpp",
+                                                 original_accuracy="original accuracy (%)",
+                                                 real_accuracy="real accuracy (%)")),
+                        {"original bpp (estimate)": _bpp, "real bpp": _bpp, "original accuracy (%)": pct,
+                         "real accuracy (%)": pct})
+
+    base = results[results["method"].isin([*IMAGE_FORMATS, "dense"]).fillna(False).to_numpy(bool)]
+    base = base.assign(method=base["method"].map(lambda m: NAMES.get(m, m)),
+                       interval=[interval(lo, hi) for lo, hi in zip(base["accuracy_lo"], base["accuracy_hi"])])
+    base_md = _markdown(base[["method", "quality", "bits", "accuracy", "interval", "bpp", "n_images"]]
+                        .rename(columns={"accuracy": "accuracy (%)", "interval": "95% interval"}),
+                        {"accuracy (%)": pct, "bpp": _bpp, "95% interval": str, "n_images": _count,
+                         "quality": lambda v: "" if _missing(v) else _number(v),
+                         "bits": lambda v: "" if _missing(v) else _number(v)})
+    return dict(bd_table=bd_md, finetuned_table=ft_md, original_table=orig_md, baselines_table=base_md)
+
+
+def render_summary(results: pd.DataFrame, configs: dict, card: dict, reference: float, *,
+                   tolerance: float = 0.01, max_bpp: float = 1.0, lever_bpp=(1.0, 2.0, 4.0, 8.0),
+                   original_mode: str | None = "channel-wise", anchor: str = "webp",
+                   figure: str = "figures/accuracy_vs_compression.png") -> str:
+    """The README's results section, every number read from ``results`` and ``configs``.
+
+    Parameters
+    ----------
+    results : DataFrame
+        The study's results table (``results.SCHEMA``): block-sparse rows (with and without
+        fine-tuning), the uncompressed reference, image codecs, dense, the original's accounting.
+    configs : dict
+        The configs saved beside the tables: ``"sweep"`` (``modes``, ``block_sizes``, ``bits``,
+        ``ratios``) and ``"finetune"`` (``train``, ``steps``, ``batch_size``, ``train_subset``,
+        ``val_subset``) are required; ``"results"`` may hold ``feature_shape`` and ``input_hw``.
+    card : dict
+        The checkpoint's model card (``sha256``, ``test_accuracy``).
+    reference : float
+        The uncompressed accuracy on the same test images (fraction).
+    tolerance : float
+        "Within a point": accuracy >= reference - tolerance.
+    max_bpp : float
+        The rate of the headline question.
+    lever_bpp : sequence of float
+        The rates of the levers table.
+    original_mode : str, optional
+        The mode whose original-accounting rows the text compares ratio by ratio (the table has all).
+    anchor : str
+        The image codec the BD-rates are measured against.
+    figure : str
+        The figure's path relative to the README.
+
+    Returns
+    -------
+    str
+        Markdown, ending in a newline.
+    """
+    if not (isinstance(reference, (int, float)) and math.isfinite(reference) and 0 <= reference <= 1):
+        raise ValueError(f"reference must be an accuracy in [0, 1], got {reference!r}")
+    if not 0 <= tolerance < 1:
+        raise ValueError(f"tolerance must be in [0, 1), got {tolerance!r}")
+    if not max_bpp > 0:
+        raise ValueError(f"max_bpp must be > 0, got {max_bpp!r}")
+    results = to_frame(results)
+    text = SUMMARY_TEMPLATE.substitute(
+        setup=_setup(results, configs, card), figure=figure,
+        answer=_answer(results, reference, tolerance, max_bpp, original_mode), anchor=NAMES.get(anchor, anchor),
+        frontier=render_frontier(results, reference, tolerance, max_bpp), original_method=ORIGINAL_METHOD,
+        original_bits=ORIGINAL_BITS, levers=render_levers(results, lever_bpp), **_tables(results, anchor))
+    return text
+
+
+def write_summary(text: str, path: str | Path | None = None) -> Path:
+    """Write ``text`` to ``<results_dir>/summary.md`` (or ``path``); returns the path."""
+    path = Path(path) if path is not None else results_dir() / "summary.md"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def splice_readme(readme_path: str | Path, summary_text: str) -> Path:
+    """Replace the text between ``<!-- results:begin -->`` and ``<!-- results:end -->`` with ``summary_text``.
+
+    Everything outside the markers, the markers included, is kept byte for byte.
+
+    Raises
+    ------
+    ValueError
+        When a marker is missing, appears twice, or the end comes before the begin.
+    """
+    readme_path = Path(readme_path)
+    text = readme_path.read_text()
+    for marker in (BEGIN, END):
+        if text.count(marker) != 1:
+            raise ValueError(f"readme_path {readme_path} must contain {marker!r} exactly once, "
+                             f"found {text.count(marker)}")
+    a, b = text.index(BEGIN) + len(BEGIN), text.index(END)
+    if b < a:
+        raise ValueError(f"readme_path {readme_path}: {END!r} comes before {BEGIN!r}")
+    readme_path.write_text(text[:a] + "\n" + summary_text.strip("\n") + "\n" + text[b:])
+    return readme_path
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m blocksparse.report README.md [summary.md]``: splice the summary into the README."""
+    ap = argparse.ArgumentParser(prog="python -m blocksparse.report", description=main.__doc__)
+    ap.add_argument("readme", type=Path)
+    ap.add_argument("summary", type=Path, nargs="?", default=None,
+                    help="default: <results_dir>/summary.md (BSU_RESULTS_DIR or data/results)")
+    args = ap.parse_args(argv)
+    summary = args.summary or results_dir() / "summary.md"
+    if not summary.exists():
+        ap.error(f"{summary} does not exist: run notebook 06 (make study) first")
+    splice_readme(args.readme, summary.read_text())
+    print(f"{args.readme}: results section replaced with {summary}")
+
+
+if __name__ == "__main__":
+    main()
+
+
+MODELS = Template("""\
+**Shipped fine-tuned models, on all $n_images test images** (`data/frontier/`; each picked on \
+validation after fine-tuning, trained once per seed, tested once; `make study` re-measures them): \
+$summary
+
+$table
+""")
+MODELS_LINE = Template("$config at $bpp bpp (amortized $coder streams; $bpp_sc bpp self-contained): "
+                       "$accuracy over $n_seeds seed(s) (range $lo_seed to $hi_seed), against $reference "
+                       "uncompressed on the same images; $within.")
+WITHIN = Template("within $tolerance by a paired test for $n_within of $n_seeds seed(s) (difference $diff, "
+                  "95% interval [$lo, $hi])")
+
+
+def render_models(models: pd.DataFrame, paired: list[dict], tolerance: float = 0.01) -> str:
+    """The README's paragraph and table on the shipped fine-tuned models.
+
+    ``models``: rows of ``frontier_models.csv`` (one per configuration and seed, all test
+    images); ``paired``: ``frontier_models_paired.json`` (``analysis.within`` against the
+    uncompressed model per weights file). Empty ``models`` renders as an empty string.
+    """
+    models = to_frame(models)
+    if models.empty:
+        return ""
+    by_weights = {p["weights"]: p for p in paired}
+    missing = sorted(set(models["weights"].dropna()) - set(by_weights))
+    if missing:
+        raise ValueError(f"paired: no paired test for weights {missing}")
+    lines = []
+    for _, g in models.groupby(["split_at", "mode", "block_size", "ratio", "bits"], sort=False):
+        p = [by_weights[w] for w in g["weights"]]
+        diffs = [q["difference"] for q in p]
+        lines.append(MODELS_LINE.substitute(
+            config=describe(g.iloc[0]), bpp=_bpp(g["bpp"].mean()), coder=g["coder"].iloc[0],
+            bpp_sc=_bpp(g["bpp_self_contained"].mean()), accuracy=_pct(g["accuracy"].mean(), 2),
+            n_seeds=len(g), lo_seed=_pct(g["accuracy"].min(), 2), hi_seed=_pct(g["accuracy"].max(), 2),
+            reference=_pct(p[0]["reference_accuracy"], 2),
+            within=WITHIN.substitute(tolerance=_points(tolerance), n_within=sum(bool(q["within"]) for q in p),
+                                     n_seeds=len(p), diff=f"{100 * np.mean(diffs):+.2f} points",
+                                     lo=f"{100 * min(q['lo'] for q in p):+.2f}", hi=f"{100 * max(q['hi'] for q in p):+.2f}")))
+    cols = ["mode", "block_size", "ratio", "bits", "seed", "accuracy", "accuracy_lo", "accuracy_hi", "val_accuracy",
+            "bpp", "bpp_self_contained", "weights"]
+    table = models[cols].copy()
+    for c in ("accuracy", "accuracy_lo", "accuracy_hi", "val_accuracy"):
+        table[c] = (100 * table[c].astype(float)).round(2)
+    return MODELS.substitute(n_images=_count(int(models["n_images"].max())), summary=" ".join(lines),
+                             table=_markdown(table))
