@@ -36,10 +36,13 @@ from blocksparse.training import accuracy, finetune, predict, pretrain
 from blocksparse.evaluation import evaluate, head_features, result_row
 from blocksparse.baselines import image_codec_baseline
 from blocksparse.original import original_accounting
+from blocksparse.bottleneck import (Bottleneck, bottleneck_row, evaluate_bottleneck, load_bottleneck,
+                                    save_bottleneck, train_bottleneck)
 # results, analysis, study
 from blocksparse.results import SCHEMA, load_config, load_results, save_results, to_frame, write_compression_results
 from blocksparse.analysis import best_under, lowest_within, pareto, wilson_interval
-from blocksparse.study import PRESETS, candidates_under, select_after_finetuning, sweep
+from blocksparse.study import (PRESETS, candidates_under, remeasure_frontier_models, select_after_finetuning, sweep,
+                               train_frontier_model)
 from blocksparse.cache import cached
 from blocksparse.report import (bd_rate_table, original_vs_real, positions_share, render_frontier,
                                render_levers, render_summary, splice_readme, write_summary)

@@ -39,6 +39,7 @@ $setup
 
 $answer
 
+$models
 BD-rate of each selection mode's Pareto front (no fine-tuning) against ${anchor}'s, at equal accuracy \
 over the accuracy range both curves cover (positive: the mode needs more bits than $anchor):
 
@@ -521,7 +522,8 @@ def _tables(results: pd.DataFrame, anchor: str) -> dict[str, str]:
 def render_summary(results: pd.DataFrame, configs: dict, card: dict, reference: float, *,
                    tolerance: float = 0.01, max_bpp: float = 1.0, lever_bpp=(1.0, 2.0, 4.0, 8.0),
                    original_mode: str | None = "channel-wise", anchor: str = "webp",
-                   figure: str = "figures/accuracy_vs_compression.png") -> str:
+                   figure: str = "figures/accuracy_vs_compression.png", models: pd.DataFrame | None = None,
+                   paired: list[dict] | None = None) -> str:
     """The README's results section, every number read from ``results`` and ``configs``.
 
     Parameters
@@ -549,6 +551,9 @@ def render_summary(results: pd.DataFrame, configs: dict, card: dict, reference: 
         The image codec the BD-rates are measured against.
     figure : str
         The figure's path relative to the README.
+    models, paired : DataFrame and list of dict, optional
+        The shipped fine-tuned models re-measured on the test set and their paired tests
+        (``render_models``).
 
     Returns
     -------
@@ -566,7 +571,8 @@ def render_summary(results: pd.DataFrame, configs: dict, card: dict, reference: 
         setup=_setup(results, configs, card), figure=figure,
         answer=_answer(results, reference, tolerance, max_bpp, original_mode), anchor=NAMES.get(anchor, anchor),
         frontier=render_frontier(results, reference, tolerance, max_bpp), original_method=ORIGINAL_METHOD,
-        original_bits=ORIGINAL_BITS, levers=render_levers(results, lever_bpp), **_tables(results, anchor))
+        original_bits=ORIGINAL_BITS, levers=render_levers(results, lever_bpp), **_tables(results, anchor),
+        models=render_models(models, paired or [], tolerance) if models is not None else "")
     return text
 
 

@@ -30,6 +30,7 @@ SCHEMA: dict[str, tuple[str, str]] = {
     "finetuned": ("boolean", "the classifier was fine-tuned for this codec"),
     "train": ("string", "what fine-tuning trained: tail or all"),
     "seed": ("Int64", "RNG seed of the fine-tuning run"),
+    "rate_weight": ("Float64", "rate weight (lambda) of a learned bottleneck's training loss"),
     "accuracy": ("Float64", "top-1 accuracy on what the decoder returns"),
     "accuracy_lo": ("Float64", "95% interval, lower end (Wilson)"),
     "accuracy_hi": ("Float64", "95% interval, upper end (Wilson)"),

@@ -83,7 +83,7 @@ PRESETS = {
                finetune_steps=4, eval_every=2, train_subset=64, val_subset=32,
                qualities={"jpeg": [10, 75], "webp": [10, 75], "avif": [10, 75]},
                candidate_ratios=[0.5, 0.05], target_bpp=[8.0], val_rate_sample=4, screen_steps=2, rounds=2, seeds=[0],
-               fit_images=16, recompute=False,
+               fit_images=16, frontier_n_test=32, recompute=False,
                original_mode="channel-wise", original_block_size=4,
                original_modes=["channel-wise", "region-wise", "global"], original_ratios=[1.0, 0.5, 0.3, 0.1, 0.05]),
     # make study: about 20 minutes on 2 CPU cores (AVIF at speed 0 takes ~45 ms an image, so 4 qualities)
@@ -214,20 +214,25 @@ def train_frontier_model(cfg: CodecConfig, seed: int, out_dir: str | Path, datas
 
 
 def remeasure_frontier_models(cards: list[str | Path], n_test: int | None = None,
-                              rate_sample: int | None = 1000) -> list[dict]:
+                              rate_sample: int | None = 1000) -> tuple[list[dict], list[dict]]:
     """Re-measure shipped fine-tuned models (their ``.json`` cards in ``data/frontier``) instead of
     retraining them: accuracy on ``n_test`` evenly spaced test images (default all) with its
-    interval, rate from real amortized per-image streams with the shipped code tables. Each
-    row names its ``weights`` and ``codebook`` files."""
-    rows = []
+    interval, rate from real amortized per-image streams with the shipped code tables, and a
+    paired test against the uncompressed model on the same images. Returns the results rows
+    (each naming its ``weights`` and ``codebook``) and the paired tests."""
+    rows, paired, refs = [], [], {}
     for c in map(Path, cards):
         card = json.loads(c.read_text())
         cfg = CodecConfig(card["block_size"], card["ratio"], card["mode"], card["bits"])
         weights, cb_path = c.with_suffix(".pt"), c.with_name(card["codebook"])
-        model = load_pretrained(card["dataset"], card["split_at"], weights=weights)
-        ev = evaluate(model, cfg, load_dataset(card["dataset"], "test", subset=n_test), rate_sample,
-                      codebook=load_codebook(cb_path))
+        test = load_dataset(card["dataset"], "test", subset=n_test)
+        key = (card["dataset"], card["split_at"])
+        if key not in refs:
+            refs[key] = evaluate(load_pretrained(*key), None, test)
+        ev = evaluate(load_pretrained(*key, weights=weights), cfg, test, rate_sample, codebook=load_codebook(cb_path))
         rows.append(result_row(ev, cfg, dataset=card["dataset"], split_at=card["split_at"], finetuned=True,
                                train=card["schedule"].get("train", "all"), seed=card["seed"],
                                val_accuracy=card["val_accuracy"], weights=_in_repo(weights), codebook=_in_repo(cb_path)))
-    return rows
+        paired.append(dict(weights=_in_repo(weights), reference_accuracy=refs[key]["accuracy"],
+                           **within(refs[key]["correct"].numpy(), ev["correct"].numpy())))
+    return rows, paired

@@ -101,3 +101,22 @@ def test_sweep_rows_are_the_same_on_a_two_process_dask_cluster():
         pids = set(client.run(os.getpid).values())
     assert rows == expected
     assert len(pids) == 2 and os.getpid() not in pids
+
+
+def test_a_shipped_model_is_remeasured_exactly_as_trained(tmp_path):
+    """train_frontier_model's row (tested once) == remeasure_frontier_models' row from its files."""
+    cfg = bsu.CodecConfig(4, 0.01, "global", 2)
+    row = blocksparse.study.train_frontier_model(
+        cfg, 0, tmp_path / "frontier", fit_images=16, n_test=24, rate_sample=3, steps=2, eval_every=1,
+        batch_size=8, val_subset=16, progress=False)
+    card = tmp_path / "frontier" / "layer1_global_B4_r0.01_2b_seed0.json"
+    assert card.exists() and card.with_suffix(".codebook").exists()
+    rows, paired = blocksparse.study.remeasure_frontier_models([card], n_test=24, rate_sample=3)
+    for k in ("accuracy", "bpp", "bpp_self_contained", "n_images", "weights", "codebook"):
+        assert rows[0][k] == row[k], k
+    assert paired[0]["n_images"] == 24 and paired[0]["difference"] == row["paired"]["difference"]
+    # the model measured is the shipped file's (fp16) weights
+    shipped = torch.load(card.with_suffix(".pt"), weights_only=True)
+    tuned = bsu.load_pretrained(weights=card.with_suffix(".pt"))
+    assert shipped["net.fc.weight"].dtype == torch.float16
+    assert torch.equal(tuned.net.fc.weight, shipped["net.fc.weight"].float())
