@@ -79,7 +79,7 @@ def _sweep_task(model: SplitResNet18, cfg: CodecConfig, data: TensorDataset, fea
 
 PRESETS = {
     # CI: every code path, tiny sizes
-    "ci": dict(n_images=4, n_test=32, rate_sample=4, block_sizes=[2, 4], ratios=[0.5, 0.05], bits=[2],
+    "ci": dict(n_examples=4, n_test=32, rate_sample=4, block_sizes=[2, 4], ratios=[0.5, 0.05], bits=[2],
                finetune_steps=4, eval_every=2, train_subset=64, val_subset=32,
                qualities={"jpeg": [10, 75], "webp": [10, 75], "avif": [10, 75]},
                candidate_ratios=[0.5, 0.05], target_bpp=[8.0], val_rate_sample=4, screen_steps=2, rounds=2, seeds=[0],
@@ -87,7 +87,7 @@ PRESETS = {
                original_mode="channel-wise", original_block_size=4,
                original_modes=["channel-wise", "region-wise", "global"], original_ratios=[1.0, 0.5, 0.3, 0.1, 0.05]),
     # make study: about 20 minutes on 2 CPU cores (AVIF at speed 0 takes ~45 ms an image, so 4 qualities)
-    "default": dict(n_images=64, n_test=1000, rate_sample=100, block_sizes=[2, 4], ratios=RATIOS,
+    "default": dict(n_examples=64, n_test=1000, rate_sample=100, block_sizes=[2, 4], ratios=RATIOS,
                     bits=[2, 4], finetune_steps=150, eval_every=50, train_subset=10000, val_subset=500,
                     qualities={"jpeg": [1, 5, 10, 20, 30, 50, 70, 90, 95], "webp": [0, 5, 10, 20, 30, 50, 70, 90, 95],
                                "avif": [0, 30, 60, 90]},
@@ -96,7 +96,7 @@ PRESETS = {
                     original_mode="channel-wise", original_block_size=4,
                     original_modes=["channel-wise", "region-wise", "global"], original_ratios=[1.0, 0.5, 0.3, 0.1, 0.05]),
     # PRESET=full: the whole grid, converged fine-tuning, 3 seeds, all test images (hours on 2 cores)
-    "full": dict(n_images=256, n_test=10000, rate_sample=2000, block_sizes=[1, 2, 4, 8],
+    "full": dict(n_examples=256, n_test=10000, rate_sample=2000, block_sizes=[1, 2, 4, 8],
                  ratios=RATIOS + [0.001], bits=[2, 4, 8], finetune_steps=4000, eval_every=200,
                  screen_steps=200, rounds=3, seeds=[0, 1, 2], patience=5, fit_images=10000, recompute=False,
                  train_subset=None, val_subset=5000,

@@ -60,7 +60,7 @@ def accuracy(model: nn.Module, data: TensorDataset, cfg: CodecConfig | None = No
 def pretrain(dataset: str = "fashion-mnist", epochs: int = 5, batch_size: int = 128,
              lr: float = 0.1, seed: int = 0, resume: bool = False, subset: int | None = None,
              root: str | Path = DATA_DIR, bf16: bool | None = None, anneal_at: int | None = None,
-             device: str | None = None) -> dict:
+             device: str | None = None, threads: int | None = None) -> dict:
     """Train the uncompressed baseline and write the shipped checkpoint and model card.
 
     One-cycle SGD over ``epochs`` (Nesterov, weight decay 5e-4), label smoothing 0.1,
@@ -70,12 +70,12 @@ def pretrain(dataset: str = "fashion-mnist", epochs: int = 5, batch_size: int = 
     linearly to zero, ending training there (a shorter run on slow machines). A resumable
     state is saved after every epoch to ``data/pretrain_state_<dataset>.pt``;
     ``resume=True`` continues from it. Validation accuracy is logged per epoch; the test
-    set is evaluated once, at the end.
+    set is evaluated once, at the end. ``threads``: CPU threads (default: all cores).
     """
     if anneal_at is not None and not 1 <= anneal_at <= epochs:
         raise ValueError(f"anneal_at must be in 1..epochs, got {anneal_at}")
     set_seed(seed)
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    torch.set_num_threads(threads or max(1, os.cpu_count() or 1))
     train, val = (load_dataset(dataset, s, root, subset) for s in ("train", "val"))
     device = device or default_device()
     model = build_model(dataset).to(device, memory_format=torch.channels_last)

@@ -123,3 +123,48 @@ def test_finetune_resumes_where_it_stopped(tmp_path, monkeypatch):
         torch.set_num_threads(threads)
     assert [h["step"] for h in h2] == [0, 3, 6] and h2[-1]["val_accuracy"] == h1[-1]["val_accuracy"]
     assert all(torch.equal(a, b) for a, b in zip(one.state_dict().values(), two.state_dict().values()))
+
+
+def _fake_fashion(root, n_train=5200, n_test=16):
+    """Fashion-MNIST's idx files with random images, written where load_dataset looks first."""
+    import gzip
+    import struct
+
+    import numpy as np
+    d = root / "fashion-mnist"
+    d.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for stem, n in (("train", n_train), ("t10k", n_test)):
+        for kind, arr in (("images-idx3", rng.integers(0, 256, (n, 28, 28))), ("labels-idx1", rng.integers(0, 10, n))):
+            header = struct.pack(">BBBB", 0, 0, 8, arr.ndim) + struct.pack(f">{arr.ndim}I", *arr.shape)
+            with gzip.open(d / f"{stem}-{kind}-ubyte.gz", "wb") as f:
+                f.write(header + arr.astype(np.uint8).tobytes())
+
+
+@pytest.mark.xfail(strict=True, reason="known bug: after --resume, epoch 2's first batch of images differs from "
+                   "the uninterrupted run's (same permutation, same weights); under investigation")
+def test_pretrain_resumes_to_the_same_weights(tmp_path, monkeypatch):
+    """Two epochs in one go == the run killed in epoch 2, then resumed (same weights, same history)."""
+    _fake_fashion(tmp_path / "a")
+    _fake_fashion(tmp_path / "b")
+    threads = torch.get_num_threads()
+    try:
+        common = dict(epochs=2, batch_size=64, lr=0.05, bf16=False, device="cpu", threads=1)
+        whole = bsu.pretrain(root=tmp_path / "a", **common)
+        real, calls = blocksparse.training.accuracy, []
+
+        def killed_in_epoch_2(*a, **k):  # call 1: epoch 1's validation (then its state is saved)
+            calls.append(1)
+            if len(calls) == 2:
+                raise KeyboardInterrupt
+            return real(*a, **k)
+        monkeypatch.setattr(blocksparse.training, "accuracy", killed_in_epoch_2)
+        with pytest.raises(KeyboardInterrupt):
+            bsu.pretrain(root=tmp_path / "b", **common)
+        monkeypatch.setattr(blocksparse.training, "accuracy", real)
+        resumed = bsu.pretrain(root=tmp_path / "b", resume=True, **common)
+    finally:
+        torch.set_num_threads(threads)
+    assert [h["epoch"] for h in resumed["history"]] == [1, 2]
+    assert resumed["sha256"] == whole["sha256"]
+    assert [h["val_accuracy"] for h in resumed["history"]] == [h["val_accuracy"] for h in whole["history"]]
