@@ -62,7 +62,7 @@ from .data import evenly_spaced, load_dataset
 from .entropy import crc8
 from .model import SplitResNet18
 from .runtime import DATA_DIR, autocast, module_device, set_seed
-from .training import distillation_loss
+from .training import distillation_loss, load_run, save_run
 
 SCALE_MIN = 0.11  # lowest scale of the logistic: a channel never costs less than ~0.03 bits per latent
 TAIL_MASS = 1e-6  # model mass left outside each end of a channel's symbol range
@@ -460,10 +460,7 @@ def train_bottleneck(model: SplitResNet18, bn: Bottleneck, lmbda: float, dataset
     g = torch.Generator().manual_seed(seed)
     state = Path(state_path) if state_path is not None else None
     if state is not None and state.exists():
-        st = torch.load(state, weights_only=False, map_location=device)
-        bn.load_state_dict(st["bn"]), opt.load_state_dict(st["opt"]), sched.load_state_dict(st["sched"])
-        g.set_state(st["generator"])
-        history, best, bad, start = st["history"], (st["best_accuracy"], st["best"]), st["bad"], st["step"]
+        history, best, bad, start = load_run(state, bn, opt, sched, g, device)
     else:
         acc, bpp = _val_accuracy(model, bn, va)
         best = (acc, _copy_state(bn))
@@ -509,9 +506,7 @@ def train_bottleneck(model: SplitResNet18, bn: Bottleneck, lmbda: float, dataset
                 else:
                     bad += 1
                 if state is not None:
-                    torch.save(dict(bn=bn.state_dict(), opt=opt.state_dict(), sched=sched.state_dict(),
-                                    generator=g.get_state(), history=history, best_accuracy=best[0],
-                                    best=best[1], bad=bad, step=step), state)
+                    save_run(state, bn, opt, sched, g, history, best, bad, step)
                 if bad >= patience:
                     break
     finally:

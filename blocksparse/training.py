@@ -226,10 +226,7 @@ def finetune(model: SplitResNet18, cfg: CodecConfig | None, dataset: str = "fash
     g = torch.Generator().manual_seed(seed)
     state = Path(state_path) if state_path is not None else None
     if state is not None and state.exists():
-        st = torch.load(state, weights_only=False, map_location=device)
-        model.load_state_dict(st["model"]), opt.load_state_dict(st["opt"]), sched.load_state_dict(st["sched"])
-        g.set_state(st["generator"])
-        history, best, bad, start = st["history"], (st["best_accuracy"], st["best"]), st["bad"], st["step"]
+        history, best, bad, start = load_run(state, model, opt, sched, g, device)
     else:
         best = (accuracy(model, va, cfg), _copy_state(model))
         history, bad, start = [dict(step=0, loss=float("nan"), val_accuracy=best[0])], 0, 0
@@ -269,9 +266,7 @@ def finetune(model: SplitResNet18, cfg: CodecConfig | None, dataset: str = "fash
             else:
                 bad += 1
             if state is not None:
-                torch.save(dict(model=model.state_dict(), opt=opt.state_dict(), sched=sched.state_dict(),
-                                generator=g.get_state(), history=history, best_accuracy=best[0], best=best[1],
-                                bad=bad, step=step), state)
+                save_run(state, model, opt, sched, g, history, best, bad, step)
             if bad >= patience:
                 break
     model.load_state_dict(best[1])
@@ -282,3 +277,21 @@ def finetune(model: SplitResNet18, cfg: CodecConfig | None, dataset: str = "fash
 
 def _copy_state(model: nn.Module) -> dict:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def save_run(path: Path, module: nn.Module, opt, sched, generator: torch.Generator, history: list[dict],
+             best: tuple[float, dict], bad: int, step: int) -> None:
+    """Write a resumable training state (weights, optimizer, schedule, sampler, early-stopping state)."""
+    torch.save(dict(module=module.state_dict(), opt=opt.state_dict(), sched=sched.state_dict(),
+                    generator=generator.get_state(), history=history, best_accuracy=best[0], best=best[1],
+                    bad=bad, step=step), path)
+
+
+def load_run(path: Path, module: nn.Module, opt, sched, generator: torch.Generator,
+             device: torch.device) -> tuple[list[dict], tuple[float, dict], int, int]:
+    """Restore a state written by ``save_run`` into ``module``, ``opt``, ``sched`` and ``generator``;
+    returns ``(history, best, bad, step)``."""
+    st = torch.load(path, weights_only=False, map_location=device)
+    module.load_state_dict(st["module"]), opt.load_state_dict(st["opt"]), sched.load_state_dict(st["sched"])
+    generator.set_state(st["generator"])
+    return st["history"], (st["best_accuracy"], st["best"]), st["bad"], st["step"]
