@@ -40,6 +40,7 @@ $setup
 $answer
 
 $models
+$screening
 BD-rate of each selection mode's Pareto front (no fine-tuning) against ${anchor}'s, at equal accuracy \
 over the accuracy range both curves cover (positive: the mode needs more bits than $anchor):
 
@@ -68,8 +69,9 @@ $levers
 
 SETUP = Template(
     "Run by `make study`: $dataset, the shipped ResNet-18 (sha256 `$sha256`, $checkpoint_accuracy on the full "
-    "test set), split after `$split_at`$features; accuracy on the first $n_images test images, rates from the "
-    "real per-image streams of the first $n_rate; modes $modes, block sizes $block_sizes, bits $bits, "
+    "test set), split after `$split_at`$features; accuracy on $n_images evenly spaced test images, rates from "
+    "the real amortized per-image streams of $n_rate evenly spaced of them (code tables fitted on training "
+    "features; self-contained streams beside them); modes $modes, block sizes $block_sizes, bits $bits, "
     "ratios $ratio_max down to $ratio_min; fine-tuning $train for $steps steps of $batch_size images "
     "($train_subset training images, early stopping on $val_subset validation images; seeds $seeds). "
     "Every number here is rendered by `blocksparse.report.render_summary` from `data/results/`.")
@@ -523,7 +525,8 @@ def render_summary(results: pd.DataFrame, configs: dict, card: dict, reference: 
                    tolerance: float = 0.01, max_bpp: float = 1.0, lever_bpp=(1.0, 2.0, 4.0, 8.0),
                    original_mode: str | None = "channel-wise", anchor: str = "webp",
                    figure: str = "figures/accuracy_vs_compression.png", models: pd.DataFrame | None = None,
-                   paired: list[dict] | None = None) -> str:
+                   paired: list[dict] | None = None, screening: pd.DataFrame | None = None,
+                   screening_config: dict | None = None) -> str:
     """The README's results section, every number read from ``results`` and ``configs``.
 
     Parameters
@@ -554,6 +557,8 @@ def render_summary(results: pd.DataFrame, configs: dict, card: dict, reference: 
     models, paired : DataFrame and list of dict, optional
         The shipped fine-tuned models re-measured on the test set and their paired tests
         (``render_models``).
+    screening, screening_config : DataFrame and dict, optional
+        The selection after fine-tuning behind those models (``render_screening``).
 
     Returns
     -------
@@ -572,7 +577,8 @@ def render_summary(results: pd.DataFrame, configs: dict, card: dict, reference: 
         answer=_answer(results, reference, tolerance, max_bpp, original_mode), anchor=NAMES.get(anchor, anchor),
         frontier=render_frontier(results, reference, tolerance, max_bpp), original_method=ORIGINAL_METHOD,
         original_bits=ORIGINAL_BITS, levers=render_levers(results, lever_bpp), **_tables(results, anchor),
-        models=render_models(models, paired or [], tolerance) if models is not None else "")
+        models=render_models(models, paired or [], tolerance) if models is not None else "",
+        screening=render_screening(screening, screening_config) if screening is not None else "")
     return text
 
 
@@ -619,10 +625,6 @@ def main(argv: list[str] | None = None) -> None:
         ap.error(f"{summary} does not exist: run notebook 06 (make study) first")
     splice_readme(args.readme, summary.read_text())
     print(f"{args.readme}: results section replaced with {summary}")
-
-
-if __name__ == "__main__":
-    main()
 
 
 MODELS = Template("""\
@@ -672,3 +674,30 @@ def render_models(models: pd.DataFrame, paired: list[dict], tolerance: float = 0
         table[c] = (100 * table[c].astype(float)).round(2)
     return MODELS.substitute(n_images=_count(int(models["n_images"].max())), summary=" ".join(lines),
                              table=_markdown(table))
+
+
+SCREENING = Template("""**Selection after fine-tuning** (validation only; `$command`): every configuration whose self-contained rate on $n_rate validation streams is at or under $target bpp was fine-tuned (whole network, distillation) for $steps0 steps, the better half again for $steps1, and the pick is the best on validation accuracy after that fine-tuning:
+
+$table
+""")
+
+
+def render_screening(screening: pd.DataFrame, config: dict) -> str:
+    """The README's paragraph and table on the selection after fine-tuning (``screening_*.csv``
+    with the ``config`` stored beside it by ``blocksparse_utils.py select``)."""
+    need = {"round", "steps", "val_accuracy", "mode", "block_size", "ratio", "bits", "val_bpp"}
+    if not need <= set(screening.columns):
+        raise ValueError(f"screening lacks columns {sorted(need - set(screening.columns))}")
+    steps = screening.groupby("round")["steps"].first()
+    table = screening.sort_values(["round", "val_accuracy"], ascending=[True, False]).assign(
+        val_accuracy=lambda d: (100 * d["val_accuracy"]).round(1), val_bpp=lambda d: d["val_bpp"].round(3))
+    return SCREENING.substitute(
+        command=f"python blocksparse_utils.py select --target-bpp {config['target_bpp']:g} "
+                f"--screen-steps {config['screen_steps']} --rounds {config['rounds']}",
+        n_rate=_count(config["val_rate_sample"]), target=_number(config["target_bpp"]),
+        steps0=_count(steps.iloc[0]), steps1=_count(steps.iloc[-1]) if len(steps) > 1 else "none",
+        table=_markdown(table[["round", "steps", "mode", "block_size", "ratio", "bits", "val_bpp", "val_accuracy"]]))
+
+
+if __name__ == "__main__":
+    main()

@@ -130,7 +130,7 @@ def test_setup_sentence():
     setup = text.split("\n")[0]
     assert "fashion-mnist" in setup and "sha256 `8e9795a0f2a0`" in setup and "93.22% on the full test set" in setup
     assert "split after `layer1` (64x28x28 features, 64 values per input pixel)" in setup
-    assert "first 1,000 test images" in setup and "the first 100;" in setup
+    assert "on 1,000 evenly spaced test images" in setup and "streams of 100 evenly spaced of them" in setup
     assert "block sizes [2, 4], bits [2, 4], ratios 1 down to 0.002" in setup
     assert ("150 steps of 64 images (10,000 training images, early stopping on 500 validation images; "
             "seeds [0])") in setup
@@ -245,3 +245,16 @@ def test_render_models_states_seeds_and_the_paired_test():
     with pytest.raises(ValueError, match="paired"):
         report.render_models(to_frame(rows), paired[:1])
     assert report.render_models(to_frame([]), []) == ""
+
+
+def test_render_screening_orders_rounds_and_names_the_command():
+    df = pd.DataFrame([dict(mode="global", block_size=4, ratio=0.005, bits=2, round=0, steps=60, val_accuracy=0.824,
+                            val_bpp=0.8968), dict(mode="global", block_size=2, ratio=0.002, bits=2, round=0, steps=60,
+                                                   val_accuracy=0.849, val_bpp=0.7099),
+                       dict(mode="global", block_size=4, ratio=0.005, bits=2, round=1, steps=120, val_accuracy=0.873,
+                            val_bpp=0.8968)])
+    text = report.render_screening(df, dict(target_bpp=1.0, screen_steps=60, rounds=2, val_rate_sample=100))
+    assert "--target-bpp 1 --screen-steps 60 --rounds 2" in text and "for 60 steps, the better half again for 120" in text
+    assert text.index("84.9") < text.index("82.4") < text.index("87.3")  # by round, best first
+    with pytest.raises(ValueError, match="val_bpp"):
+        report.render_screening(df.drop(columns="val_bpp"), {})
