@@ -62,7 +62,7 @@ from .data import evenly_spaced, load_dataset
 from .entropy import crc8
 from .model import SplitResNet18
 from .runtime import DATA_DIR, autocast, module_device, set_seed
-from .training import distillation_loss, load_run, save_run
+from .training import copy_state, distillation_loss, load_run, save_run
 
 SCALE_MIN = 0.11  # lowest scale of the logistic: a channel never costs less than ~0.03 bits per latent
 TAIL_MASS = 1e-6  # model mass left outside each end of a channel's symbol range
@@ -463,7 +463,7 @@ def train_bottleneck(model: SplitResNet18, bn: Bottleneck, lmbda: float, dataset
         history, best, bad, start = load_run(state, bn, opt, sched, g, device)
     else:
         acc, bpp = _val_accuracy(model, bn, va)
-        best = (acc, _copy_state(bn))
+        best = (acc, copy_state(bn))
         history, bad, start = [dict(step=0, loss=float("nan"), rate_bpp=float("nan"), val_accuracy=acc,
                                     val_bpp_estimate=bpp)], 0, 0
     losses, rates = [], []
@@ -502,7 +502,7 @@ def train_bottleneck(model: SplitResNet18, bn: Bottleneck, lmbda: float, dataset
                 bar.set_postfix(val=f"{acc:.4f}", bpp=f"{bpp:.3f}", best=f"{max(best[0], acc):.4f}")
                 losses, rates = [], []
                 if acc > best[0]:
-                    best, bad = (acc, _copy_state(bn)), 0
+                    best, bad = (acc, copy_state(bn)), 0
                 else:
                     bad += 1
                 if state is not None:
@@ -515,10 +515,6 @@ def train_bottleneck(model: SplitResNet18, bn: Bottleneck, lmbda: float, dataset
         model.train(was_training)
     bn.load_state_dict(best[1])
     return bn.eval(), history
-
-
-def _copy_state(m: nn.Module) -> dict:
-    return {k: v.detach().clone() for k, v in m.state_dict().items()}
 
 
 # ---------------------------------------------------------------------------

@@ -228,7 +228,7 @@ def finetune(model: SplitResNet18, cfg: CodecConfig | None, dataset: str = "fash
     if state is not None and state.exists():
         history, best, bad, start = load_run(state, model, opt, sched, g, device)
     else:
-        best = (accuracy(model, va, cfg), _copy_state(model))
+        best = (accuracy(model, va, cfg), copy_state(model))
         history, bad, start = [dict(step=0, loss=float("nan"), val_accuracy=best[0])], 0, 0
     losses = []
     bar = tqdm(range(start + 1, steps + 1), initial=start, total=steps, disable=not progress or bad >= patience,
@@ -262,7 +262,7 @@ def finetune(model: SplitResNet18, cfg: CodecConfig | None, dataset: str = "fash
             bar.set_postfix(val=f"{acc:.4f}", best=f"{max(best[0], acc):.4f}")
             losses = []
             if acc > best[0]:
-                best, bad = (acc, _copy_state(model)), 0
+                best, bad = (acc, copy_state(model)), 0
             else:
                 bad += 1
             if state is not None:
@@ -275,7 +275,8 @@ def finetune(model: SplitResNet18, cfg: CodecConfig | None, dataset: str = "fash
     return model.eval(), history
 
 
-def _copy_state(model: nn.Module) -> dict:
+def copy_state(model: nn.Module) -> dict:
+    """A detached copy of ``model``'s state_dict (the best weights early stopping restores)."""
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 
 
