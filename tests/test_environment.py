@@ -25,7 +25,7 @@ def test_environment_yml_pulls_requirements():
     deps = env["dependencies"]
     assert "python=3.11" in deps and "pip" in deps
     pip = [d for d in deps if isinstance(d, dict)][0]["pip"]
-    assert pip == ["-r requirements.txt"]
+    assert pip == ["-r requirements.txt", "-e ."]
 
 
 def test_readme_test_command_is_what_ci_runs():
