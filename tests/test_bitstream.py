@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 from bitarray import bitarray
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import blocksparse_utils as bsu
@@ -24,6 +24,7 @@ def test_round_trip_equals_compress(case):
 
 
 @given(cases())
+@example(case=(torch.tensor([[[[0.0015, -0.0003]]]]), bsu.CodecConfig(1, 1.0, "channel-wise", 1)))  # all border
 def test_rate_breakdown_sums_to_stream_length(case):
     x, cfg = case
     blob = bsu.encode(x, cfg)
@@ -32,10 +33,11 @@ def test_rate_breakdown_sums_to_stream_length(case):
     # the header's size, recomputed from the layout: magic+version+CRC, flags, six LEB128
     # varints, a bf16 scale per image (and an offset per image when values are negative)
     n, c, h, w = x.shape
-    kept = int(bsu.select_blocks(bsu.block_energy(x, cfg.block_size, cfg.zero_border), cfg.ratio, cfg.mode)
-               [:, :1 if cfg.mode == "region-wise" else None].sum())
+    mask = bsu.select_blocks(bsu.block_energy(x, cfg.block_size, cfg.zero_border), cfg.ratio, cfg.mode)
+    kept = int(mask[:, :1 if cfg.mode == "region-wise" else None].sum())
     varints = sum(max(1, -(-v.bit_length() // 7)) for v in (cfg.block_size, n, c, h, w, kept))
-    signed = bool((x < 0).any())
+    # an offset per image is stored when any coded value (kept block, not border or padding) is negative
+    signed = bool((x[bsu.pixel_mask(mask, h, w, cfg.block_size, cfg.zero_border)] < 0).any())
     assert r["breakdown"]["header"] == 8 * (5 + 1 + varints + 2 * n * (1 + signed))
     assert 0 <= r["breakdown"]["padding"] < 8
     assert sum(r["breakdown"].values()) == 8 * len(blob)
