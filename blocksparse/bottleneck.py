@@ -62,7 +62,7 @@ from .data import evenly_spaced, load_dataset
 from .entropy import crc8
 from .model import SplitResNet18
 from .runtime import DATA_DIR, autocast, module_device, set_seed
-from .training import copy_state, distillation_loss, load_run, save_run
+from .training import copy_state, distillation_loss, load_run, save_run, track_best
 
 SCALE_MIN = 0.11  # lowest scale of the logistic: a channel never costs less than ~0.03 bits per latent
 TAIL_MASS = 1e-6  # model mass left outside each end of a channel's symbol range
@@ -501,10 +501,7 @@ def train_bottleneck(model: SplitResNet18, bn: Bottleneck, lmbda: float, dataset
                                     val_accuracy=acc, val_bpp_estimate=bpp))
                 bar.set_postfix(val=f"{acc:.4f}", bpp=f"{bpp:.3f}", best=f"{max(best[0], acc):.4f}")
                 losses, rates = [], []
-                if acc > best[0]:
-                    best, bad = (acc, copy_state(bn)), 0
-                else:
-                    bad += 1
+                best, bad = track_best(acc, best, bad, bn)
                 if state is not None:
                     save_run(state, bn, opt, sched, g, history, best, bad, step)
                 if bad >= patience:

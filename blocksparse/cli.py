@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -12,6 +13,7 @@ import papermill as pm
 import torch
 import zstandard
 
+from . import codebook as cbk
 from .bitstream import decode, encode
 from .codec import MODES, RATIOS, CodecConfig, compress
 from .data import load_dataset
@@ -233,29 +235,31 @@ def _sweep_command(a: argparse.Namespace) -> None:
     print(f"uncompressed accuracy {ref:.4f}\nresults: {path}\nfigures: {', '.join(map(str, figs))}")
 
 
+def _timings(f, n: int, warmup: int) -> list[float]:
+    """Seconds of ``n`` calls of ``f`` after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        f()
+    times = []
+    for _ in range(n):
+        t = time.perf_counter()
+        f()
+        times.append(time.perf_counter() - t)
+    return times
+
+
 def benchmark() -> None:
     """Encode/decode speed on a [128, 64, 32, 32] ReLU tensor (4x4, ratio 0.1, channel-wise,
     4 bits) in MB/s of float32 input, with zstd level 3 on the raw bytes for reference; then
     batch-1 latency at the operating point (a [1, 64, 28, 28] ReLU map, global, 4x4, ratio
     0.005, 2 bits; self-contained and with a fitted ANS codebook) against the shipped model's
     head on one image, and the batched per-image encoder cost. Prints, asserts nothing."""
-    import statistics  # local: this function's own needs (the module's imports are shared)
-
-    from . import codebook as cbk
-
     set_seed(0)
     x = torch.randn(128, 64, 32, 32).relu()
     cfg = CodecConfig(4, 0.1, "channel-wise", 4)
     mb = x.numel() * 4 / 1e6
 
     def best(f, k=5):
-        f()
-        times = []
-        for _ in range(k):
-            t = time.perf_counter()
-            f()
-            times.append(time.perf_counter() - t)
-        return min(times)
+        return min(_timings(f, k, warmup=1))
 
     blob = encode(x, cfg)
     raw = x.numpy().tobytes()
@@ -271,13 +275,7 @@ def benchmark() -> None:
 
     # batch-1 latency at the operating point: what one request costs next to the head's compute
     def median_ms(f, n=200):  # (median, min) in ms; the min shows what a busy machine hides
-        for _ in range(5):
-            f()
-        times = []
-        for _ in range(n):
-            t = time.perf_counter()
-            f()
-            times.append(time.perf_counter() - t)
+        times = _timings(f, n, warmup=5)
         return 1000 * statistics.median(times), 1000 * min(times)
 
     op = CodecConfig(4, 0.005, "global", 2)

@@ -261,10 +261,7 @@ def finetune(model: SplitResNet18, cfg: CodecConfig | None, dataset: str = "fash
             history.append(dict(step=step, loss=float(np.mean(losses)), val_accuracy=acc))
             bar.set_postfix(val=f"{acc:.4f}", best=f"{max(best[0], acc):.4f}")
             losses = []
-            if acc > best[0]:
-                best, bad = (acc, copy_state(model)), 0
-            else:
-                bad += 1
+            best, bad = track_best(acc, best, bad, model)
             if state is not None:
                 save_run(state, model, opt, sched, g, history, best, bad, step)
             if bad >= patience:
@@ -278,6 +275,12 @@ def finetune(model: SplitResNet18, cfg: CodecConfig | None, dataset: str = "fash
 def copy_state(model: nn.Module) -> dict:
     """A detached copy of ``model``'s state_dict (the best weights early stopping restores)."""
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def track_best(acc: float, best: tuple[float, dict], bad: int, module: nn.Module) -> tuple[tuple[float, dict], int]:
+    """Early stopping's bookkeeping after a validation: keep a copy of ``module`` when ``acc`` beats
+    the best so far (and reset the count of evaluations without improvement), else count one more."""
+    return ((acc, copy_state(module)), 0) if acc > best[0] else (best, bad + 1)
 
 
 def save_run(path: Path, module: nn.Module, opt, sched, generator: torch.Generator, history: list[dict],
