@@ -366,17 +366,23 @@ def decode(bn: Bottleneck, blob: bytes, shape) -> Tensor:
 # ---------------------------------------------------------------------------
 @torch.no_grad()
 def _val_accuracy(model: SplitResNet18, bn: Bottleneck, data: TensorDataset,
-                  batch_size: int = 256) -> tuple[float, float]:
-    """(accuracy, model-estimated bpp) on ``data`` through the real coded path (``_coded``), float32."""
+                  batch_size: int = 256) -> tuple[float, float, float]:
+    """(accuracy, model-estimated bpp, mean cross-entropy) on ``data`` through the real coded
+    path (``_coded``), float32."""
     bn.eval()
     device = module_device(model)
     x, y = data.tensors
-    correct, bits = 0, 0.0
+    correct, bits, ce = 0, 0.0, 0.0
     for s in range(0, len(x), batch_size):
         y_hat, z_hat, _ = _coded(bn, model.head(x[s:s + batch_size].to(device)).float())
         bits += float(-torch.log2(bn.likelihoods(y_hat)).sum())
-        correct += int((model.tail(z_hat).argmax(1).cpu() == y[s:s + batch_size]).sum())
-    return correct / len(x), bits / (len(x) * x.shape[-2] * x.shape[-1])
+        logits = model.tail(z_hat).float()
+        ce += float(F.cross_entropy(logits, y[s:s + batch_size].to(device), reduction="sum"))
+        correct += int((logits.argmax(1).cpu() == y[s:s + batch_size]).sum())
+    return correct / len(x), bits / (len(x) * x.shape[-2] * x.shape[-1]), ce / len(x)
+
+
+SELECT_ON = ("objective", "accuracy")
 
 
 def train_bottleneck(model: SplitResNet18, bn: Bottleneck, lmbda: float, dataset: str = "fashion-mnist",
@@ -386,7 +392,7 @@ def train_bottleneck(model: SplitResNet18, bn: Bottleneck, lmbda: float, dataset
                      seed: int = 0, state_path: str | Path | None = None,
                      train_data: TensorDataset | None = None, val_data: TensorDataset | None = None,
                      progress: bool = True, root: str | Path = DATA_DIR,
-                     bf16: bool | None = None) -> tuple[Bottleneck, list[dict]]:
+                     bf16: bool | None = None, select_on: str = "objective") -> tuple[Bottleneck, list[dict]]:
     """Train the bottleneck at the split of a FROZEN ResNet; early stopping on validation accuracy.
 
     The ResNet (head and tail, batch-norm statistics included) is not changed: only ``bn``
@@ -415,9 +421,14 @@ def train_bottleneck(model: SplitResNet18, bn: Bottleneck, lmbda: float, dataset
     steps, batch_size, lr : int, int, float
         At most ``steps`` Adam steps, cosine-annealed learning rate.
     eval_every, patience : int
-        Validation accuracy on the real rounded path (eval mode, float32) every ``eval_every``
-        steps; training stops after ``patience`` evaluations without improvement and the best
-        weights are restored.
+        Validation on the real rounded path (eval mode, float32) every ``eval_every`` steps;
+        training stops after ``patience`` evaluations without improvement and the best weights
+        are restored.
+    select_on : {"objective", "accuracy"}
+        What "best" means on validation: ``"objective"`` (default) the rate-accuracy trade-off
+        the weights were trained for, validation cross-entropy + ``lmbda`` * estimated bpp
+        (lower is better), so a large ``lmbda`` keeps a low-rate model; ``"accuracy"`` the
+        most accurate weights whatever their rate.
     state_path : path, optional
         Resumable state (bottleneck, optimizer, schedule, RNG, history, best), written at every
         evaluation; if it exists, training continues from it.
@@ -431,8 +442,11 @@ def train_bottleneck(model: SplitResNet18, bn: Bottleneck, lmbda: float, dataset
         The bottleneck (best validation weights, eval mode) and one dict per evaluation:
         ``step``, ``loss`` and ``rate_bpp`` (means over training batches since the last
         evaluation; the rate with noise), ``val_accuracy``, ``val_bpp_estimate`` (bits under
-        the model of the rounded latents, not a stream length).
+        the model of the rounded latents, not a stream length), ``val_cross_entropy``,
+        ``val_objective`` (cross-entropy + ``lmbda`` * estimated bpp).
     """
+    if select_on not in SELECT_ON:
+        raise ValueError(f"select_on must be one of {SELECT_ON}, got {select_on!r}")
     if not isinstance(bn, Bottleneck):
         raise ValueError(f"bn must be a Bottleneck, got {type(bn).__name__}")
     if not isinstance(lmbda, (int, float)) or isinstance(lmbda, bool) or not lmbda >= 0:
@@ -459,13 +473,19 @@ def train_bottleneck(model: SplitResNet18, bn: Bottleneck, lmbda: float, dataset
     pixels = x.shape[-2] * x.shape[-1]
     g = torch.Generator().manual_seed(seed)
     state = Path(state_path) if state_path is not None else None
+
+    def validation(step: int, loss: float, rate: float) -> dict:
+        acc, bpp, ce = _val_accuracy(model, bn, va)
+        return dict(step=step, loss=loss, rate_bpp=rate, val_accuracy=acc, val_bpp_estimate=bpp,
+                    val_cross_entropy=ce, val_objective=ce + lmbda * bpp)
+
+    def score(h: dict) -> float:  # higher is better for track_best
+        return h["val_accuracy"] if select_on == "accuracy" else -h["val_objective"]
     if state is not None and state.exists():
         history, best, bad, start = load_run(state, bn, opt, sched, g, device)
     else:
-        acc, bpp = _val_accuracy(model, bn, va)
-        best = (acc, copy_state(bn))
-        history, bad, start = [dict(step=0, loss=float("nan"), rate_bpp=float("nan"), val_accuracy=acc,
-                                    val_bpp_estimate=bpp)], 0, 0
+        history, bad, start = [validation(0, float("nan"), float("nan"))], 0, 0
+        best = (score(history[0]), copy_state(bn))
     losses, rates = [], []
     bar = tqdm(range(start + 1, steps + 1), initial=start, total=steps, disable=not progress or bad >= patience,
                desc=f"bottleneck M={bn.args['latent_channels']} lmbda={lmbda}")
@@ -496,12 +516,12 @@ def train_bottleneck(model: SplitResNet18, bn: Bottleneck, lmbda: float, dataset
             losses.append(loss.item())
             rates.append(rate.item())
             if step % eval_every == 0 or step == steps:
-                acc, bpp = _val_accuracy(model, bn, va)
-                history.append(dict(step=step, loss=float(np.mean(losses)), rate_bpp=float(np.mean(rates)),
-                                    val_accuracy=acc, val_bpp_estimate=bpp))
-                bar.set_postfix(val=f"{acc:.4f}", bpp=f"{bpp:.3f}", best=f"{max(best[0], acc):.4f}")
+                history.append(validation(step, float(np.mean(losses)), float(np.mean(rates))))
+                h = history[-1]
+                bar.set_postfix(val=f"{h['val_accuracy']:.4f}", bpp=f"{h['val_bpp_estimate']:.3f}",
+                                obj=f"{h['val_objective']:.3f}")
                 losses, rates = [], []
-                best, bad = track_best(acc, best, bad, bn)
+                best, bad = track_best(score(h), best, bad, bn)
                 if state is not None:
                     save_run(state, bn, opt, sched, g, history, best, bad, step)
                 if bad >= patience:

@@ -21,7 +21,10 @@ from .model import SPLIT_POINTS, checkpoint_card, load_pretrained
 from .plots import plot_accuracy_vs_bpp, save_figure
 from .runtime import NOTEBOOK_DIR, ROOT, default_device, figures_dir, results_dir, set_seed
 from .results import load_results, save_results, to_frame, write_compression_results
-from .study import PRESETS, candidates_under, select_after_finetuning, sweep, train_frontier_model
+from .baselines import available_formats
+from .bottleneck import SELECT_ON
+from .study import (PRESETS, candidates_under, select_after_finetuning, sweep, train_bottleneck_model,
+                    train_codec_baseline_model, train_frontier_model)
 from .training import accuracy, pretrain
 
 def _positive(s: str) -> int:
@@ -95,6 +98,10 @@ def main(argv: list[str] | None = None) -> None:
         return _select_command(argv[1:])
     if argv[:1] == ["frontier"]:
         return _frontier_command(argv[1:])
+    if argv[:1] == ["bottleneck"]:
+        return _bottleneck_command(argv[1:])
+    if argv[:1] == ["codec-finetune"]:
+        return _codec_finetune_command(argv[1:])
     if argv[:1] == ["bench"]:
         return benchmark()
     if argv[:1] == ["notebooks"]:
@@ -193,30 +200,111 @@ def _frontier_command(argv: list[str]) -> None:
     ap.add_argument("--rate-sample", type=_positive, default=1000)
     ap.add_argument("--out", default=str(ROOT / "data" / "frontier"))
     ap.add_argument("--state-dir", default=str(ROOT / "data" / "runs"))
+    ap.add_argument("--tag", default="", help="added to the file names, e.g. _tail for an ablation run")
+    ap.add_argument("--results", default="frontier_models", help="results file the rows are added to")
+    ap.add_argument("--no-ship", dest="ship", action="store_false",
+                    help="delete the weights after the test (ablation runs; the card keeps their sha256)")
+    ap.add_argument("--monitor-test", type=_positive, default=None,
+                    help="record accuracy on N evenly spaced TEST images at every evaluation "
+                         "(a demonstration of early stopping on the test set; never used for choices)")
     a = ap.parse_args(argv)
     try:
         cfg = CodecConfig(a.block_size, a.ratio, a.mode, a.bits)
     except ValueError as e:
         ap.error(str(e))
-    rows, paired = [], []
+    rows = []
     for seed in a.seeds:
-        r = train_frontier_model(cfg, seed, a.out, a.dataset, a.split_at, a.coder, a.fit_images, a.n_test,
-                                 a.rate_sample, a.state_dir, steps=a.steps, eval_every=a.eval_every,
-                                 patience=a.patience, lr=a.lr, batch_size=a.batch_size, train=a.train,
-                                 distill_weight=a.distill_weight, group_lasso_weight=a.group_lasso_weight,
-                                 val_subset=a.val_subset)
-        paired.append(dict(weights=r["weights"], reference_accuracy=r.pop("reference_accuracy"),
-                           **{k: v for k, v in r.pop("paired").items()}))
-        rows.append(r)
+        rows.append(train_frontier_model(
+            cfg, seed, a.out, a.dataset, a.split_at, a.coder, a.fit_images, a.n_test, a.rate_sample, a.state_dir,
+            tag=a.tag, monitor_test=a.monitor_test, ship_weights=a.ship, steps=a.steps, eval_every=a.eval_every, patience=a.patience,
+            lr=a.lr, batch_size=a.batch_size, train=a.train, distill_weight=a.distill_weight,
+            group_lasso_weight=a.group_lasso_weight, val_subset=a.val_subset))
+    _add_model_rows(rows, a.results, vars(a))
+
+
+def _bottleneck_command(argv: list[str]) -> None:
+    """Train a learned bottleneck per rate weight (the ResNet frozen), ship its weights (small) and
+    test it once; rows go to ``bottleneck_models.csv`` (paired tests to its ``_paired.json``)."""
+    ap = argparse.ArgumentParser(prog="blocksparse_utils.py bottleneck")
+    ap.add_argument("--dataset", default="fashion-mnist")
+    ap.add_argument("--split-at", default="layer1", choices=SPLIT_POINTS)
+    ap.add_argument("--rate-weights", type=float, nargs="+", required=True)
+    ap.add_argument("--latent-channels", type=_positive, default=8)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0])
+    ap.add_argument("--steps", type=_positive, default=1000)
+    ap.add_argument("--eval-every", type=_positive, default=100)
+    ap.add_argument("--patience", type=_positive, default=4)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--batch-size", type=_positive, default=64)
+    ap.add_argument("--distill-weight", type=float, default=1.0)
+    ap.add_argument("--select-on", choices=SELECT_ON, default="objective")
+    ap.add_argument("--val-subset", type=_positive, default=2000)
+    ap.add_argument("--n-test", type=_positive, default=None, help="evenly spaced test images (default: all)")
+    ap.add_argument("--rate-sample", type=_positive, default=1000)
+    ap.add_argument("--out", default=str(ROOT / "data" / "frontier"))
+    ap.add_argument("--state-dir", default=str(ROOT / "data" / "runs"))
+    ap.add_argument("--results", default="bottleneck_models")
+    a = ap.parse_args(argv)
+    if any(not w >= 0 for w in a.rate_weights):
+        ap.error(f"--rate-weights must be >= 0, got {a.rate_weights}")
+    rows = [train_bottleneck_model(w, seed, a.out, a.dataset, a.split_at, a.latent_channels, a.n_test,
+                                   a.rate_sample, a.state_dir, steps=a.steps, eval_every=a.eval_every,
+                                   patience=a.patience, lr=a.lr, batch_size=a.batch_size,
+                                   distill_weight=a.distill_weight, select_on=a.select_on, val_subset=a.val_subset)
+            for seed in a.seeds for w in a.rate_weights]
+    _add_model_rows(rows, a.results, vars(a))
+
+
+def _codec_finetune_command(argv: list[str]) -> None:
+    """Fine-tune the classifier on an image codec's decoded images (the help block-sparse gets), test
+    once; rows go to ``codec_models.csv``."""
+    ap = argparse.ArgumentParser(prog="blocksparse_utils.py codec-finetune")
+    ap.add_argument("--dataset", default="fashion-mnist")
+    ap.add_argument("--format", default="webp", choices=available_formats())
+    ap.add_argument("--qualities", type=int, nargs="+", required=True)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0])
+    ap.add_argument("--steps", type=_positive, default=1200)
+    ap.add_argument("--eval-every", type=_positive, default=150)
+    ap.add_argument("--patience", type=_positive, default=4)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--batch-size", type=_positive, default=64)
+    ap.add_argument("--distill-weight", type=float, default=0.5)
+    ap.add_argument("--val-subset", type=_positive, default=2000)
+    ap.add_argument("--n-test", type=_positive, default=None, help="evenly spaced test images (default: all)")
+    ap.add_argument("--out", default=str(ROOT / "data" / "baselines"))
+    ap.add_argument("--state-dir", default=str(ROOT / "data" / "runs"))
+    ap.add_argument("--no-ship", dest="ship", action="store_false", help="delete the weights after the test")
+    ap.add_argument("--train-subset", type=_positive, default=None, help="evenly spaced training images (default: all)")
+    ap.add_argument("--results", default="codec_models")
+    a = ap.parse_args(argv)
+    rows = [train_codec_baseline_model(a.format, q, seed, a.out, a.dataset, a.n_test, a.train_subset, a.val_subset,
+                                       state_dir=a.state_dir, ship_weights=a.ship, steps=a.steps,
+                                       eval_every=a.eval_every, patience=a.patience, lr=a.lr,
+                                       batch_size=a.batch_size, distill_weight=a.distill_weight)
+            for seed in a.seeds for q in a.qualities]
+    _add_model_rows(rows, a.results, vars(a))
+
+
+def _add_model_rows(rows: list[dict], name: str, command: dict) -> None:
+    """Add trained models' rows to results ``name`` (a model's earlier row is replaced) and their
+    paired tests against the uncompressed model to ``<name>_paired.json``."""
+    paired = []
+    for r in rows:
+        paired.append(dict(weights=r["weights"] or r.get("card"), reference_accuracy=r.pop("reference_accuracy"),
+                           **r.pop("paired")))
+        r.pop("card", None)
         print(json.dumps(paired[-1] | dict(accuracy=r["accuracy"], bpp=r["bpp"])), flush=True)
     d = results_dir()
     d.mkdir(parents=True, exist_ok=True)
-    old = load_results("frontier_models") if (d / "frontier_models.csv").exists() else None
     new = to_frame(rows)
-    frame = new if old is None else pd.concat([old[~old["weights"].isin(new["weights"])], new], ignore_index=True)
-    save_results(frame, dict(command=vars(a)), "frontier_models")
-    pj = d / "frontier_models_paired.json"
-    prev = [p for p in (json.loads(pj.read_text()) if pj.exists() else []) if p["weights"] not in {q["weights"] for q in paired}]
+    keys = {p["weights"] for p in paired}
+    if (d / f"{name}.csv").exists():
+        old = load_results(name)
+        ids = old["weights"].fillna("").astype(str)
+        new = pd.concat([old[~ids.isin(keys)], new], ignore_index=True)
+    save_results(new, dict(command=command), name)
+    pj = d / f"{name}_paired.json"
+    prev = [p for p in (json.loads(pj.read_text()) if pj.exists() else []) if p["weights"] not in keys]
     pj.write_text(json.dumps(prev + paired, indent=1, default=float))
 
 

@@ -43,6 +43,11 @@ class SplitResNet18(nn.Module):
         cut = _STAGES.index(split_at) + 1
         self._head_stages, self._tail_stages = _STAGES[:cut], _STAGES[cut:]
 
+    @property
+    def split_channels(self) -> int:
+        """Channels of the features at the split (64 after layer1, 128 after layer2, 256 after layer3)."""
+        return getattr(self.net, self._head_stages[-1])[-1].conv2.out_channels
+
     def head_modules(self) -> list[nn.Module]:
         """The layers before the split (stem and head stages)."""
         return [self.net.conv1, self.net.bn1, *(getattr(self.net, s) for s in self._head_stages)]

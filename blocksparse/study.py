@@ -16,13 +16,16 @@ from torch.utils.data import TensorDataset
 from tqdm.auto import tqdm
 
 from .bitstream import encode, rate
+from .bottleneck import (Bottleneck, bottleneck_row, evaluate_bottleneck, load_bottleneck, save_bottleneck,
+                         train_bottleneck)
 from .analysis import within
+from .baselines import code_images, image_codec_baseline
 from .codebook import codebook_bytes, fit_codebook, load_codebook, save_codebook
 from .codec import MODES, RATIOS, CodecConfig
 from .evaluation import evaluate, head_features, result_row
 from .data import load_dataset
 from .model import SplitResNet18, checkpoint_card, load_pretrained
-from .runtime import ROOT
+from .runtime import ROOT, module_device
 from .training import finetune
 
 
@@ -170,6 +173,7 @@ def config_name(cfg: CodecConfig, split_at: str = "layer1") -> str:
 def train_frontier_model(cfg: CodecConfig, seed: int, out_dir: str | Path, dataset: str = "fashion-mnist",
                          split_at: str = "layer1", coder: str = "ans", fit_images: int = 5000,
                          n_test: int | None = None, rate_sample: int | None = 1000, state_dir: str | Path | None = None,
+                         tag: str = "", monitor_test: int | None = None, ship_weights: bool = True,
                          **finetune_kwargs) -> dict:
     """Fine-tune one chosen configuration with one seed, ship it, and test it once.
 
@@ -180,14 +184,21 @@ def train_frontier_model(cfg: CodecConfig, seed: int, out_dir: str | Path, datas
     uncompressed model on the same images for a paired comparison. Training resumes from
     ``state_dir`` after an interruption. Returns the results row (``results.SCHEMA``) plus
     ``paired`` (``analysis.within`` against the uncompressed model).
+
+    ``tag`` goes into the file names (e.g. ``_tail`` for an ablation run). ``monitor_test``
+    (a demonstration of the original script's optimism, not a result) records the accuracy on
+    that many evenly spaced *test* images at every evaluation in the history as
+    ``test_accuracy``; it never influences training or the choice of weights.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    name = f"{config_name(cfg, split_at)}_seed{seed}"
+    name = f"{config_name(cfg, split_at)}{tag}_seed{seed}"
     state = Path(state_dir) / f"{name}.state.pt" if state_dir is not None else None
     if state is not None:
         state.parent.mkdir(parents=True, exist_ok=True)
     model = load_pretrained(dataset, split_at)
+    if monitor_test is not None:
+        finetune_kwargs["monitor"] = dict(test=load_dataset(dataset, "test", subset=monitor_test))
     tuned, history = finetune(model, cfg, dataset, seed=seed, state_path=state, **finetune_kwargs)
     weights = out / f"{name}.pt"
     torch.save({k: (v.half() if v.is_floating_point() else v).cpu() for k, v in tuned.state_dict().items()}, weights)
@@ -206,11 +217,14 @@ def train_frontier_model(cfg: CodecConfig, seed: int, out_dir: str | Path, datas
                 val_accuracy=max(h["val_accuracy"] for h in history), test_accuracy=ev["accuracy"],
                 test_images=ev["n_images"], codebook=cb_path.name, codebook_bytes=codebook_bytes(cb),
                 dtype="float16", sha256=hashlib.sha256(weights.read_bytes()).hexdigest())
-    weights.with_suffix(".json").write_text(json.dumps(card, indent=1))
+    card_path = weights.with_suffix(".json")
+    card_path.write_text(json.dumps(card | dict(weights_shipped=ship_weights), indent=1))
+    if not ship_weights:
+        weights.unlink()
     row = result_row(ev, cfg, dataset=dataset, split_at=split_at, finetuned=True,
                      train=finetune_kwargs.get("train", "all"), seed=seed, val_accuracy=card["val_accuracy"],
-                     weights=_in_repo(weights), codebook=_in_repo(cb_path))
-    return row | dict(paired=paired, reference_accuracy=ref["accuracy"])
+                     weights=_in_repo(weights) if ship_weights else None, codebook=_in_repo(cb_path))
+    return row | dict(paired=paired, reference_accuracy=ref["accuracy"], card=_in_repo(card_path))
 
 
 def remeasure_frontier_models(cards: list[str | Path], n_test: int | None = None,
@@ -236,3 +250,130 @@ def remeasure_frontier_models(cards: list[str | Path], n_test: int | None = None
         paired.append(dict(weights=_in_repo(weights), reference_accuracy=refs[key]["accuracy"],
                            **within(refs[key]["correct"].numpy(), ev["correct"].numpy())))
     return rows, paired
+
+
+def bottleneck_name(lmbda: float, latent_channels: int, seed: int, split_at: str = "layer1") -> str:
+    """A file-name-safe label of a learned bottleneck, e.g. ``bottleneck_layer1_M8_lmbda0.5_seed0``."""
+    return f"bottleneck_{split_at}_M{latent_channels}_lmbda{lmbda:g}_seed{seed}"
+
+
+def train_bottleneck_model(lmbda: float, seed: int, out_dir: str | Path, dataset: str = "fashion-mnist",
+                           split_at: str = "layer1", latent_channels: int = 8, n_test: int | None = None,
+                           rate_sample: int | None = 1000, state_dir: str | Path | None = None,
+                           **train_kwargs) -> dict:
+    """Train one learned bottleneck (``bottleneck.train_bottleneck``, ResNet frozen) at rate weight
+    ``lmbda``, ship it and test it once.
+
+    Writes ``<name>.pt`` (the bottleneck's weights only, float16: the ResNet is the shipped
+    checkpoint) and its card ``<name>.json`` (architecture, schedule, validation history, test
+    accuracy, sha256) to ``out_dir``. The test set (``n_test`` evenly spaced images, default all)
+    is evaluated once, the rate from real per-image ANS streams of ``rate_sample`` of them, with
+    the uncompressed model on the same images for a paired comparison. Returns the results row
+    plus ``paired`` and ``reference_accuracy``.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    name = bottleneck_name(lmbda, latent_channels, seed, split_at)
+    state = None
+    if state_dir is not None:
+        state = Path(state_dir) / f"{name}.state.pt"
+        state.parent.mkdir(parents=True, exist_ok=True)
+    model = load_pretrained(dataset, split_at)
+    torch.manual_seed(seed)  # the bottleneck's initial weights
+    bn = Bottleneck(in_channels=model.split_channels, latent_channels=latent_channels).to(module_device(model))
+    bn, history = train_bottleneck(model, bn, lmbda, dataset, seed=seed, state_path=state, **train_kwargs)
+    weights = out / f"{name}.pt"
+    save_bottleneck(bn, weights, lmbda)  # written first so the shipped (float16) weights are what is tested
+    bn = load_bottleneck(weights, module_device(model))
+    test = load_dataset(dataset, "test", subset=n_test)
+    ev = evaluate_bottleneck(model, bn, test, rate_sample)  # the one test evaluation of this model
+    ref = evaluate(model, None, test)
+    paired = within(ref["correct"].numpy(), ev["correct"].numpy())
+    best = max(history, key=lambda h: -h["val_objective"] if train_kwargs.get("select_on", "objective")
+               == "objective" else h["val_accuracy"])
+    save_bottleneck(bn, weights, lmbda, dataset=dataset, split_at=split_at, seed=seed,
+                    base_checkpoint=checkpoint_card(dataset).get("sha256"),
+                    schedule={k: v for k, v in train_kwargs.items() if isinstance(v, (int, float, str, type(None)))},
+                    history=history, val_accuracy=best["val_accuracy"], test_accuracy=ev["accuracy"],
+                    test_images=ev["n_images"], test_bpp=ev["bpp"])
+    row = bottleneck_row(ev, lmbda, dataset=dataset, split_at=split_at, finetuned=True, seed=seed,
+                         val_accuracy=best["val_accuracy"], weights=_in_repo(weights))
+    return row | dict(paired=paired, reference_accuracy=ref["accuracy"])
+
+
+def remeasure_bottleneck_models(cards: list[str | Path], n_test: int | None = None,
+                                rate_sample: int | None = 1000) -> tuple[list[dict], list[dict]]:
+    """Re-measure shipped learned bottlenecks (their ``.json`` cards) instead of retraining them:
+    the same measurement as ``train_bottleneck_model``'s test. Returns (rows, paired tests)."""
+    rows, paired, refs = [], [], {}
+    for c in map(Path, cards):
+        card = json.loads(c.read_text())
+        key = (card["dataset"], card["split_at"])
+        model = load_pretrained(*key)
+        test = load_dataset(card["dataset"], "test", subset=n_test)
+        if key not in refs:
+            refs[key] = evaluate(model, None, test)
+        weights = c.with_suffix(".pt")
+        ev = evaluate_bottleneck(model, load_bottleneck(weights, module_device(model)), test, rate_sample)
+        rows.append(bottleneck_row(ev, card["lmbda"], dataset=card["dataset"], split_at=card["split_at"],
+                                   finetuned=True, seed=card["seed"], val_accuracy=card["val_accuracy"],
+                                   weights=_in_repo(weights)))
+        paired.append(dict(weights=_in_repo(weights), reference_accuracy=refs[key]["accuracy"],
+                           **within(refs[key]["correct"].numpy(), ev["correct"].numpy())))
+    return rows, paired
+
+
+def train_codec_baseline_model(fmt: str, quality: int | None, seed: int, out_dir: str | Path,
+                               dataset: str = "fashion-mnist", n_test: int | None = None,
+                               train_subset: int | None = None, val_subset: int | None = 2000,
+                               state_dir: str | Path | None = None, ship_weights: bool = True,
+                               **finetune_kwargs) -> dict:
+    """The same help for an input-image codec: fine-tune the classifier on its decoded images.
+
+    The training and validation images are coded with ``fmt`` at ``quality`` and decoded; the
+    whole classifier is fine-tuned on them with ``training.finetune`` and the budget given in
+    ``finetune_kwargs`` (as block-sparse's frontier models), distilling from the uncompressed
+    model on the *original* images, as block-sparse's teacher sees uncompressed features.
+    Early stopping on the decoded validation images; the test set (``n_test`` evenly spaced
+    images, default all) is coded and evaluated once, with the uncompressed model on the same
+    original images for a paired comparison. Writes the card ``<fmt>_q<quality>_finetuned_seed<k>.json``
+    (and the fp16 weights beside it when ``ship_weights``). Returns the results row plus
+    ``paired`` and ``reference_accuracy``.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    name = f"{fmt}_q{quality}_finetuned_seed{seed}"
+    state = None
+    if state_dir is not None:
+        state = Path(state_dir) / f"{name}.state.pt"
+        state.parent.mkdir(parents=True, exist_ok=True)
+    train = load_dataset(dataset, "train", subset=train_subset)
+    coded_train, train_bytes = code_images(train, dataset, fmt, quality)
+    coded_val, _ = code_images(load_dataset(dataset, "val", subset=val_subset), dataset, fmt, quality)
+    tuned, history = finetune(load_pretrained(dataset), None, dataset, seed=seed, state_path=state,
+                              train_data=coded_train, val_data=coded_val, teacher_inputs=train.tensors[0],
+                              **finetune_kwargs)
+    weights = out / f"{name}.pt"
+    torch.save({k: (v.half() if v.is_floating_point() else v).cpu() for k, v in tuned.state_dict().items()}, weights)
+    sha = hashlib.sha256(weights.read_bytes()).hexdigest()
+    tuned = load_pretrained(dataset, weights=weights)  # measure the weights as they would ship (fp16)
+    if not ship_weights:
+        weights.unlink()
+    test = load_dataset(dataset, "test", subset=n_test)
+    ev = image_codec_baseline(tuned, test, dataset, fmt, quality)  # the one test evaluation of this model
+    ref = evaluate(load_pretrained(dataset), None, test)
+    paired = within(ref["correct"].numpy(), ev["correct"].numpy())
+    card = dict(dataset=dataset, format=fmt, quality=quality, seed=seed,
+                schedule={k: v for k, v in finetune_kwargs.items() if isinstance(v, (int, float, str, type(None)))},
+                train_images=len(train),
+                train_bpp=8 * float(train_bytes.mean()) / (train.tensors[0].shape[-2] * train.tensors[0].shape[-1]),
+                base_checkpoint=checkpoint_card(dataset).get("sha256"), history=history,
+                val_accuracy=max(h["val_accuracy"] for h in history), test_accuracy=ev["accuracy"],
+                test_images=ev["n_images"], test_bpp=ev["bpp"], dtype="float16", sha256=sha,
+                weights_shipped=ship_weights)
+    card_path = weights.with_suffix(".json")
+    card_path.write_text(json.dumps(card, indent=1))
+    row = dict(method=fmt, quality=quality, dataset=dataset, finetuned=True, train="all", seed=seed,
+               val_accuracy=card["val_accuracy"], weights=_in_repo(weights) if ship_weights else None,
+               **{k: v for k, v in ev.items() if k != "correct"})
+    return row | dict(paired=paired, reference_accuracy=ref["accuracy"], card=_in_repo(card_path))

@@ -161,7 +161,8 @@ def finetune(model: SplitResNet18, cfg: CodecConfig | None, dataset: str = "fash
              distill_weight: float = 0.5, temperature: float = 2.0, seed: int = 0,
              root: str | Path = DATA_DIR, train_data: TensorDataset | None = None,
              val_data: TensorDataset | None = None, state_path: str | Path | None = None,
-             progress: bool = True) -> tuple[SplitResNet18, list[dict]]:
+             progress: bool = True, teacher_inputs: Tensor | None = None,
+             monitor: dict[str, TensorDataset] | None = None) -> tuple[SplitResNet18, list[dict]]:
     """Fine-tune ``model`` with the codec in the loop; early stopping on the validation split.
 
     The loss is ``(1 - distill_weight) * CE + distill_weight * KD + group_lasso_weight * GL``:
@@ -188,6 +189,14 @@ def finetune(model: SplitResNet18, cfg: CodecConfig | None, dataset: str = "fash
         Loss weights (see above); ``distill_weight`` in [0, 1].
     state_path : path, optional
         Resumable state, written at every evaluation; if it exists, training continues from it.
+    teacher_inputs : Tensor, optional
+        What the distillation teacher sees, aligned with the training images (default: the
+        training images). With ``train_data`` holding images decoded by an image codec, pass
+        the original images so the teacher is the uncompressed model, as for the codec in the loop.
+    monitor : dict of name -> TensorDataset, optional
+        Extra sets whose accuracy is recorded at every evaluation as ``<name>_accuracy``; they
+        never influence training or the choice of weights (e.g. to show what early stopping on
+        the test set would have reported).
 
     Returns
     -------
@@ -210,6 +219,14 @@ def finetune(model: SplitResNet18, cfg: CodecConfig | None, dataset: str = "fash
     device = module_device(model)
     tr = train_data or load_dataset(dataset, "train", root, train_subset)
     va = val_data or load_dataset(dataset, "val", root, val_subset)
+    if teacher_inputs is not None and tuple(teacher_inputs.shape) != tuple(tr.tensors[0].shape):
+        raise ValueError(f"teacher_inputs has shape {tuple(teacher_inputs.shape)}, the training images "
+                         f"{tuple(tr.tensors[0].shape)}: they must be aligned image for image")
+    monitor = dict(monitor or {})
+
+    def evaluation(step: int, loss: float) -> dict:
+        return dict(step=step, loss=loss, val_accuracy=accuracy(model, va, cfg),
+                    **{f"{k}_accuracy": accuracy(model, d, cfg) for k, d in monitor.items()})
     teacher = None
     if distill_weight > 0:
         teacher = build_model(dataset, model.split_at).to(device)
@@ -228,8 +245,8 @@ def finetune(model: SplitResNet18, cfg: CodecConfig | None, dataset: str = "fash
     if state is not None and state.exists():
         history, best, bad, start = load_run(state, model, opt, sched, g, device)
     else:
-        best = (accuracy(model, va, cfg), copy_state(model))
-        history, bad, start = [dict(step=0, loss=float("nan"), val_accuracy=best[0])], 0, 0
+        history, bad, start = [evaluation(0, float("nan"))], 0, 0
+        best = (history[0]["val_accuracy"], copy_state(model))
     losses = []
     bar = tqdm(range(start + 1, steps + 1), initial=start, total=steps, disable=not progress or bad >= patience,
                desc=f"fine-tune {'no codec' if cfg is None else f'{cfg.mode} B={cfg.block_size} r={cfg.ratio} {cfg.bits}b'}")
@@ -246,7 +263,7 @@ def finetune(model: SplitResNet18, cfg: CodecConfig | None, dataset: str = "fash
             loss = (1 - distill_weight) * F.cross_entropy(logits.float(), yb)
             if teacher is not None:
                 with torch.no_grad():
-                    soft = teacher(xb)
+                    soft = teacher(xb if teacher_inputs is None else teacher_inputs[idx].to(device))
                 loss = loss + distill_weight * distillation_loss(logits, soft, temperature)
             if group_lasso_weight:
                 loss = loss + group_lasso_weight * group_lasso(z, cfg.block_size if cfg else 1,
@@ -257,8 +274,8 @@ def finetune(model: SplitResNet18, cfg: CodecConfig | None, dataset: str = "fash
         sched.step()
         losses.append(loss.item())
         if step % eval_every == 0 or step == steps:
-            acc = accuracy(model, va, cfg)
-            history.append(dict(step=step, loss=float(np.mean(losses)), val_accuracy=acc))
+            history.append(evaluation(step, float(np.mean(losses))))
+            acc = history[-1]["val_accuracy"]
             bar.set_postfix(val=f"{acc:.4f}", best=f"{max(best[0], acc):.4f}")
             losses = []
             best, bad = track_best(acc, best, bad, model)

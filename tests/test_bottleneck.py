@@ -254,7 +254,7 @@ def test_training_lowers_the_rate_keeps_the_resnet_and_reports_the_real_path(mon
         bn.encoder[-1].weight.mul_(200)  # latents spread far wider than the density: a high rate to cut
     bn, hist = B.train_bottleneck(model, bn, lmbda=50.0, steps=10, batch_size=4, lr=1e-3, eval_every=5,
                                   patience=10, train_subset=64, val_subset=24, progress=False, bf16=False,
-                                  state_path=tmp_path / "state.pt")
+                                  state_path=tmp_path / "state.pt", select_on="accuracy")
     st = torch.load(tmp_path / "state.pt", weights_only=False)
     assert st["best_accuracy"] == max(h["val_accuracy"] for h in hist)
     assert all(torch.equal(v, st["best"][k]) for k, v in bn.state_dict().items())  # the best weights came back
@@ -303,6 +303,33 @@ def test_resume_continues_where_it_stopped(tmp_path, monkeypatch):
     assert [h["step"] for h in h2] == [0, 3, 6] and h1[1:] == h2[1:]  # h[0] holds NaN losses (no steps yet)
     assert h1[0]["val_accuracy"] == h2[0]["val_accuracy"]
     assert all(torch.equal(a, b) for a, b in zip(one.state_dict().values(), two.state_dict().values()))
+
+
+def test_objective_selection_keeps_the_best_trade_off_not_the_most_accurate():
+    """select_on="objective" restores the weights whose validation cross-entropy + lmbda * bpp is
+    lowest; recomputed here from the returned weights with an independent loop."""
+    model = _frozen_model()
+    data = bsu.load_dataset(split="train", subset=32)
+    bsu.set_seed(1)
+    bn = B.Bottleneck(hidden=16)
+    with torch.no_grad():
+        bn.encoder[-1].weight.mul_(200)
+    lmbda = 5.0
+    bn, hist = B.train_bottleneck(model, bn, lmbda=lmbda, steps=8, batch_size=4, lr=1e-3, eval_every=2,
+                                  patience=10, train_data=data, val_data=data, progress=False, bf16=False)
+    best = min(hist, key=lambda h: h["val_objective"])
+    x, y = data.tensors
+    with torch.no_grad():
+        z = model.head(x)
+        z_hat = torch.cat([B.decode(bn, B.encode(bn, zi[None]), zi.shape) for zi in z])
+        bits = sum(8 * len(B.encode(bn, zi[None])) for zi in z)  # real streams: an upper bound on the estimate
+        ce = float(torch.nn.functional.cross_entropy(model.tail(z_hat), y))
+    assert ce == pytest.approx(best["val_cross_entropy"], rel=1e-4)
+    assert best["val_objective"] == pytest.approx(ce + lmbda * best["val_bpp_estimate"], rel=1e-6)
+    assert best["val_bpp_estimate"] <= bits / (len(x) * 28 * 28) + 1e-9
+    assert [h["step"] for h in hist] == [0, 2, 4, 6, 8]
+    with pytest.raises(ValueError, match="select_on"):
+        B.train_bottleneck(model, bn, lmbda=1.0, select_on="rate")
 
 
 def test_train_bad_arguments():

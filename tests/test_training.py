@@ -70,6 +70,36 @@ def test_finetune_tail_keeps_the_head_and_all_moves_it(tmp_path):
                            base["net.conv1.weight"])
 
 
+def _one_thread_finetune(**kwargs):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one summation order, so comparisons can be exact
+    try:
+        return bsu.finetune(_fresh(), bsu.CodecConfig(block_size=4, ratio=0.3, bits=2), steps=4, batch_size=8,
+                            eval_every=2, patience=10, progress=False, **kwargs)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_teacher_inputs_are_what_the_teacher_sees_and_monitors_change_nothing():
+    data = bsu.load_dataset(split="train", subset=32)
+    val = bsu.load_dataset(split="val", subset=16)
+    common = dict(train_data=data, val_data=val, distill_weight=1.0)
+    ref, h_ref = _one_thread_finetune(**common)
+    same, h_same = _one_thread_finetune(teacher_inputs=data.tensors[0].clone(), **common)
+    other, _ = _one_thread_finetune(teacher_inputs=torch.zeros_like(data.tensors[0]), **common)
+    mon, h_mon = _one_thread_finetune(monitor=dict(again=val, train=data), **common)
+
+    def equal(a, b):
+        return all(torch.equal(u, v) for u, v in zip(a.state_dict().values(), b.state_dict().values()))
+    assert equal(ref, same) and equal(ref, mon) and not equal(ref, other)
+    assert [h["val_accuracy"] for h in h_mon] == [h["val_accuracy"] for h in h_ref]
+    # the monitor on the validation images again reads the same accuracy; on other images its own
+    assert all(h["again_accuracy"] == h["val_accuracy"] for h in h_mon)
+    assert h_mon[0]["train_accuracy"] == bsu.accuracy(_fresh(), data, bsu.CodecConfig(block_size=4, ratio=0.3, bits=2))
+    with pytest.raises(ValueError, match="teacher_inputs"):
+        bsu.finetune(_fresh(), None, train_data=data, val_data=val, teacher_inputs=data.tensors[0][:5], steps=1)
+
+
 def test_group_lasso_against_a_direct_sum_over_blocks():
     g = torch.Generator().manual_seed(0)
     z = torch.randn(2, 3, 7, 6, generator=g)
