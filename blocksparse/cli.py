@@ -17,11 +17,12 @@ from . import codebook as cbk
 from .bitstream import decode, encode
 from .codec import MODES, RATIOS, CodecConfig, compress
 from .data import load_dataset
+from .evaluation import evaluate, result_row
 from .model import SPLIT_POINTS, checkpoint_card, load_pretrained
 from .plots import plot_accuracy_vs_bpp, save_figure
 from .runtime import NOTEBOOK_DIR, ROOT, default_device, figures_dir, results_dir, set_seed
 from .results import load_results, save_results, to_frame, write_compression_results
-from .baselines import available_formats
+from .baselines import LOSSLESS_FORMATS, QUALITIES, available_formats, image_codec_baseline
 from .bottleneck import SELECT_ON
 from .study import (PRESETS, candidates_under, select_after_finetuning, sweep, train_bottleneck_model,
                     train_codec_baseline_model, train_frontier_model)
@@ -102,6 +103,8 @@ def main(argv: list[str] | None = None) -> None:
         return _bottleneck_command(argv[1:])
     if argv[:1] == ["codec-finetune"]:
         return _codec_finetune_command(argv[1:])
+    if argv[:1] == ["codec-grid"]:
+        return _codec_grid_command(argv[1:])
     if argv[:1] == ["bench"]:
         return benchmark()
     if argv[:1] == ["notebooks"]:
@@ -285,12 +288,36 @@ def _codec_finetune_command(argv: list[str]) -> None:
     _add_model_rows(rows, a.results, vars(a))
 
 
+def _codec_grid_command(argv: list[str]) -> None:
+    """Input-image codecs at every quality of their grid, and the uncompressed model, on the same
+    test images (default: all 10,000, the images the shipped models are tested on); rows go to
+    ``codec_grid.csv``."""
+    ap = argparse.ArgumentParser(prog="blocksparse_utils.py codec-grid")
+    ap.add_argument("--dataset", default="fashion-mnist")
+    ap.add_argument("--formats", nargs="+", default=["webp"], choices=available_formats())
+    ap.add_argument("--n-test", type=_positive, default=None, help="evenly spaced test images (default: all)")
+    ap.add_argument("--results", default="codec_grid")
+    a = ap.parse_args(argv)
+    model = load_pretrained(a.dataset).to(default_device())
+    test = load_dataset(a.dataset, "test", subset=a.n_test)
+    ref = evaluate(model, None, test)
+    rows = [result_row(ref, None, method="uncompressed", dataset=a.dataset)]
+    for fmt in a.formats:
+        for q in [None] if fmt in LOSSLESS_FORMATS else QUALITIES[fmt]:
+            ev = image_codec_baseline(model, test, a.dataset, fmt, q)
+            rows.append(dict(method=fmt, quality=q, dataset=a.dataset, finetuned=False,
+                             **{k: v for k, v in ev.items() if k != "correct"}))
+            print(f"{fmt} q={q}: {100 * ev['accuracy']:.2f}% at {ev['bpp']:.3f} bpp", flush=True)
+    save_results(to_frame(rows), dict(command=vars(a), checkpoint=checkpoint_card(a.dataset).get("sha256")), a.results)
+
+
 def _add_model_rows(rows: list[dict], name: str, command: dict) -> None:
     """Add trained models' rows to results ``name`` (a model's earlier row is replaced) and their
     paired tests against the uncompressed model to ``<name>_paired.json``."""
     paired = []
     for r in rows:
         paired.append(dict(weights=r["weights"] or r.get("card"), reference_accuracy=r.pop("reference_accuracy"),
+                           **{k: r[k] for k in ("method", "quality", "seed", "rate_weight") if r.get(k) is not None},
                            **r.pop("paired")))
         r.pop("card", None)
         print(json.dumps(paired[-1] | dict(accuracy=r["accuracy"], bpp=r["bpp"])), flush=True)

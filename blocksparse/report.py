@@ -23,12 +23,14 @@ from .analysis import best_under, bd_rate, frontier_table, levers_table, lowest_
 from .baselines import IMAGE_FORMATS
 from .original import METHOD as ORIGINAL_METHOD
 from .original import ORIGINAL_BITS
+from .report_format import (NAMES, _bpp, _count, _interval, _list, _markdown, _missing, _number,
+                            _pct, _points, describe)
+from .report_models import (render_ablation, render_bottleneck, render_codec_models, render_models,
+                            render_screening, render_test_stopping)
 from .results import to_frame
 from .runtime import results_dir
 
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
-NAMES = {"png": "PNG", "webp-lossless": "WebP lossless", "jpeg": "JPEG", "webp": "WebP", "avif": "AVIF",
-         "dense": "dense (border zeroed)"}
 # Slack for "accuracy >= reference - tolerance": as in analysis, rounding must not decide.
 _EPS = 1e-9
 
@@ -41,6 +43,10 @@ $answer
 
 $models
 $screening
+$bottleneck
+$codec_models
+$ablation
+$test_stopping
 BD-rate of each selection mode's Pareto front (no fine-tuning) against ${anchor}'s, at equal accuracy \
 over the accuracy range both curves cover (positive: the mode needs more bits than $anchor):
 
@@ -80,7 +86,6 @@ HEADLINE = Template("**On this split the block-sparse codec $gets within $tolera
                     "($reference) at $max_bpp bpp**")
 HEADLINE_BEST = Template(": the best configuration at or under $max_bpp bpp reaches $accuracy$interval "
                          "on $n_images test images ($config, $bpp bpp).")
-INTERVAL = Template(" [$lo, $hi]")
 HEADLINE_NONE = Template(": no configuration gets to $max_bpp bpp.")
 LOWEST_RAW = Template("Without fine-tuning, the lowest rate within $tolerance is $bpp bpp ($config; $accuracy).")
 LOWEST_RAW_NONE = Template("Without fine-tuning no configuration stays within $tolerance "
@@ -102,84 +107,6 @@ ORIGINAL_COUNT = Template("Over the $n configurations of all modes that the swee
 FRONTIER = Template("uncompressed: $reference on $n_images test images\n\n$table")
 POSITIONS = Template("On the Pareto front ($n configurations), positions take $share of the stream on average; "
                      "delta coding was chosen for $delta of those streams (bitmap for the rest).")
-
-
-# ---------------------------------------------------------------------------
-# formatting: integers as integers, missing as n/a
-# ---------------------------------------------------------------------------
-def _missing(v) -> bool:
-    return v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v))
-
-
-def _pct(v, decimals: int = 1) -> str:
-    return "n/a" if _missing(v) else f"{100 * float(v):.{decimals}f}%"
-
-
-def _bpp(v) -> str:
-    return "n/a" if _missing(v) else f"{float(v):.2f}"
-
-
-def _count(v) -> str:
-    """An integer count with thousands separators; None means 'all' (e.g. train_subset=None)."""
-    if _missing(v):
-        return "all"
-    if float(v) != int(v):
-        raise ValueError(f"expected an integer count, got {v!r}")
-    return f"{int(v):,}"
-
-
-def _number(v) -> str:
-    """A number as short as it is exact: 4 not 4.0, 0.005 as is."""
-    if _missing(v):
-        return "n/a"
-    v = v.item() if hasattr(v, "item") else v
-    if isinstance(v, (bool, np.bool_)):
-        return str(bool(v))
-    if isinstance(v, float) and v.is_integer():
-        return str(int(v))
-    return f"{v:g}" if isinstance(v, float) else str(v)
-
-
-def _list(values) -> str:
-    return "[" + ", ".join(_number(v) for v in values) + "]"
-
-
-def _points(tolerance: float) -> str:
-    p = 100 * tolerance
-    return "one point" if math.isclose(p, 1) else f"{_number(round(p, 6))} points"
-
-
-def _markdown(df: pd.DataFrame, formats: dict | None = None) -> str:
-    """A pipe table; ``formats`` maps columns to a formatter (default ``_number``); numbers right-aligned."""
-    if df.empty:
-        return "(none)"
-    formats = formats or {}
-    cells = {c: [formats.get(c, _number)(v) for v in df[c].tolist()] for c in df.columns}
-    right = {c for c in df.columns if pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c])}
-    lines = ["| " + " | ".join(map(str, df.columns)) + " |",
-             "|" + "|".join("---:" if c in right else ":---" for c in df.columns) + "|"]
-    lines += ["| " + " | ".join(cells[c][i] for c in df.columns) + " |" for i in range(len(df))]
-    return "\n".join(lines)
-
-
-def _interval(row: pd.Series) -> str:
-    """`` [lo%, hi%]`` of a row's accuracy interval, or nothing where the row has none."""
-    lo, hi = row.get("accuracy_lo"), row.get("accuracy_hi")
-    return "" if _missing(lo) or _missing(hi) else INTERVAL.substitute(lo=_pct(lo), hi=_pct(hi))
-
-
-def describe(row: pd.Series) -> str:
-    """A row's settings in words, e.g. ``"global, B=4, ratio 0.005, 2 bits, fine-tuned"`` or ``"q=50"``."""
-    method = str(row["method"])
-    if method in IMAGE_FORMATS:
-        return "lossless" if _missing(row.get("quality")) else f"q={_number(row['quality'])}"
-    parts = [] if _missing(row.get("mode")) else [str(row["mode"])]
-    for col, fmt in (("block_size", "B={}"), ("ratio", "ratio {}"), ("bits", "{} bits")):
-        if not _missing(row.get(col)):
-            parts.append(fmt.format(_number(row[col])))
-    if not _missing(row.get("finetuned")) and bool(row["finetuned"]):
-        parts.append("fine-tuned")
-    return ", ".join(parts)
 
 
 # ---------------------------------------------------------------------------
@@ -526,7 +453,10 @@ def render_summary(results: pd.DataFrame, configs: dict, card: dict, reference: 
                    original_mode: str | None = "channel-wise", anchor: str = "webp",
                    figure: str = "figures/accuracy_vs_compression.png", models: pd.DataFrame | None = None,
                    paired: list[dict] | None = None, screening: pd.DataFrame | None = None,
-                   screening_config: dict | None = None) -> str:
+                   screening_config: dict | None = None, bottleneck: pd.DataFrame | None = None,
+                   bottleneck_paired: list[dict] | None = None, codec_models: pd.DataFrame | None = None,
+                   codec_paired: list[dict] | None = None, codec_grid: pd.DataFrame | None = None,
+                   ablation: pd.DataFrame | None = None, test_stopping: dict | None = None) -> str:
     """The README's results section, every number read from ``results`` and ``configs``.
 
     Parameters
@@ -559,6 +489,10 @@ def render_summary(results: pd.DataFrame, configs: dict, card: dict, reference: 
         (``render_models``).
     screening, screening_config : DataFrame and dict, optional
         The selection after fine-tuning behind those models (``render_screening``).
+    bottleneck, bottleneck_paired, codec_models, codec_paired, codec_grid, ablation, test_stopping : optional
+        The learned bottlenecks, the image codecs with a fine-tuned classifier, the image codecs
+        on the same test images, the ablation frame and the monitored card (``report_models``;
+        ``report_models.load_trained_models`` reads them all).
 
     Returns
     -------
@@ -578,7 +512,13 @@ def render_summary(results: pd.DataFrame, configs: dict, card: dict, reference: 
         frontier=render_frontier(results, reference, tolerance, max_bpp), original_method=ORIGINAL_METHOD,
         original_bits=ORIGINAL_BITS, levers=render_levers(results, lever_bpp), **_tables(results, anchor),
         models=render_models(models, paired or [], tolerance) if models is not None else "",
-        screening=render_screening(screening, screening_config) if screening is not None else "")
+        screening=render_screening(screening, screening_config) if screening is not None else "",
+        bottleneck=render_bottleneck(bottleneck, bottleneck_paired or [], codec_grid, tolerance, anchor)
+        if bottleneck is not None else "",
+        codec_models=render_codec_models(codec_models, codec_paired or [], codec_grid)
+        if codec_models is not None else "",
+        ablation=render_ablation(ablation) if ablation is not None else "",
+        test_stopping=render_test_stopping(test_stopping) if test_stopping is not None else "")
     return text
 
 
@@ -625,78 +565,6 @@ def main(argv: list[str] | None = None) -> None:
         ap.error(f"{summary} does not exist: run notebook 06 (make study) first")
     splice_readme(args.readme, summary.read_text())
     print(f"{args.readme}: results section replaced with {summary}")
-
-
-MODELS = Template("""\
-**Shipped fine-tuned models, on all $n_images test images** (`data/frontier/`; each picked on \
-validation after fine-tuning, trained once per seed, tested once; `make study` re-measures them): \
-$summary
-
-$table
-""")
-MODELS_LINE = Template("$config at $bpp bpp (amortized $coder streams; $bpp_sc bpp self-contained): "
-                       "$accuracy over $n_seeds seed(s) (range $lo_seed to $hi_seed), against $reference "
-                       "uncompressed on the same images; $within.")
-WITHIN = Template("within $tolerance by a paired test for $n_within of $n_seeds seed(s) (difference $diff, "
-                  "95% interval [$lo, $hi])")
-
-
-def render_models(models: pd.DataFrame, paired: list[dict], tolerance: float = 0.01) -> str:
-    """The README's paragraph and table on the shipped fine-tuned models.
-
-    ``models``: rows of ``frontier_models.csv`` (one per configuration and seed, all test
-    images); ``paired``: ``frontier_models_paired.json`` (``analysis.within`` against the
-    uncompressed model per weights file). Empty ``models`` renders as an empty string.
-    """
-    models = to_frame(models)
-    if models.empty:
-        return ""
-    by_weights = {p["weights"]: p for p in paired}
-    missing = sorted(set(models["weights"].dropna()) - set(by_weights))
-    if missing:
-        raise ValueError(f"paired: no paired test for weights {missing}")
-    lines = []
-    for _, g in models.groupby(["split_at", "mode", "block_size", "ratio", "bits"], sort=False):
-        p = [by_weights[w] for w in g["weights"]]
-        diffs = [q["difference"] for q in p]
-        lines.append(MODELS_LINE.substitute(
-            config=describe(g.iloc[0]), bpp=_bpp(g["bpp"].mean()), coder=g["coder"].iloc[0],
-            bpp_sc=_bpp(g["bpp_self_contained"].mean()), accuracy=_pct(g["accuracy"].mean(), 2),
-            n_seeds=len(g), lo_seed=_pct(g["accuracy"].min(), 2), hi_seed=_pct(g["accuracy"].max(), 2),
-            reference=_pct(p[0]["reference_accuracy"], 2),
-            within=WITHIN.substitute(tolerance=_points(tolerance), n_within=sum(bool(q["within"]) for q in p),
-                                     n_seeds=len(p), diff=f"{100 * np.mean(diffs):+.2f} points",
-                                     lo=f"{100 * min(q['lo'] for q in p):+.2f}", hi=f"{100 * max(q['hi'] for q in p):+.2f}")))
-    cols = ["mode", "block_size", "ratio", "bits", "seed", "accuracy", "accuracy_lo", "accuracy_hi", "val_accuracy",
-            "bpp", "bpp_self_contained", "weights"]
-    table = models[cols].copy()
-    for c in ("accuracy", "accuracy_lo", "accuracy_hi", "val_accuracy"):
-        table[c] = (100 * table[c].astype(float)).round(2)
-    return MODELS.substitute(n_images=_count(int(models["n_images"].max())), summary=" ".join(lines),
-                             table=_markdown(table))
-
-
-SCREENING = Template("""**Selection after fine-tuning** (validation only; `$command`): every configuration whose self-contained rate on $n_rate validation streams is at or under $target bpp was fine-tuned (whole network, distillation) for $steps0 steps, the better half again for $steps1, and the pick is the best on validation accuracy after that fine-tuning:
-
-$table
-""")
-
-
-def render_screening(screening: pd.DataFrame, config: dict) -> str:
-    """The README's paragraph and table on the selection after fine-tuning (``screening_*.csv``
-    with the ``config`` stored beside it by ``blocksparse_utils.py select``)."""
-    need = {"round", "steps", "val_accuracy", "mode", "block_size", "ratio", "bits", "val_bpp"}
-    if not need <= set(screening.columns):
-        raise ValueError(f"screening lacks columns {sorted(need - set(screening.columns))}")
-    steps = screening.groupby("round")["steps"].first()
-    table = screening.sort_values(["round", "val_accuracy"], ascending=[True, False]).assign(
-        val_accuracy=lambda d: (100 * d["val_accuracy"]).round(1), val_bpp=lambda d: d["val_bpp"].round(3))
-    return SCREENING.substitute(
-        command=f"python blocksparse_utils.py select --target-bpp {config['target_bpp']:g} "
-                f"--screen-steps {config['screen_steps']} --rounds {config['rounds']}",
-        n_rate=_count(config["val_rate_sample"]), target=_number(config["target_bpp"]),
-        steps0=_count(steps.iloc[0]), steps1=_count(steps.iloc[-1]) if len(steps) > 1 else "none",
-        table=_markdown(table[["round", "steps", "mode", "block_size", "ratio", "bits", "val_bpp", "val_accuracy"]]))
 
 
 if __name__ == "__main__":

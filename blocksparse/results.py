@@ -95,9 +95,10 @@ def _plain(v):
     return v.item() if hasattr(v, "item") else v
 
 
-def load_results(name: str = "results") -> pd.DataFrame:
-    """Read a results table written by ``save_results``, with the schema's dtypes."""
-    p = results_dir() / f"{name}.csv"
+def load_results(name: str = "results", directory: str | Path | None = None) -> pd.DataFrame:
+    """Read a results table written by ``save_results`` (in ``directory``, default
+    ``runtime.results_dir()``), with the schema's dtypes."""
+    p = (Path(directory) if directory is not None else results_dir()) / f"{name}.csv"
     if not p.exists():
         raise ValueError(f"no results at {p}: run notebooks 03-06 or `make study` first")
     return to_frame(pd.read_csv(p, dtype={c: "object" for c, (t, _) in SCHEMA.items() if t in ("string", "boolean")},

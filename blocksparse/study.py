@@ -215,7 +215,7 @@ def train_frontier_model(cfg: CodecConfig, seed: int, out_dir: str | Path, datas
                                                     if isinstance(v, (int, float, str, type(None)))},
                 base_checkpoint=checkpoint_card(dataset).get("sha256"), history=history,
                 val_accuracy=max(h["val_accuracy"] for h in history), test_accuracy=ev["accuracy"],
-                test_images=ev["n_images"], codebook=cb_path.name, codebook_bytes=codebook_bytes(cb),
+                test_images=ev["n_images"], monitor_images=monitor_test, codebook=cb_path.name, codebook_bytes=codebook_bytes(cb),
                 dtype="float16", sha256=hashlib.sha256(weights.read_bytes()).hexdigest())
     card_path = weights.with_suffix(".json")
     card_path.write_text(json.dumps(card | dict(weights_shipped=ship_weights), indent=1))

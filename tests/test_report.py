@@ -226,35 +226,3 @@ def test_splice_readme_raises_without_markers(tmp_path, text):
     with pytest.raises(ValueError, match="readme_path"):
         splice_readme(p, "x")
     assert p.read_text() == text  # untouched
-
-
-def test_render_models_states_seeds_and_the_paired_test():
-    rows = [dict(method="blocksparse", split_at="layer1", mode="global", block_size=4, ratio=0.005, bits=2,
-                 coder="ans", finetuned=True, train="all", seed=s, accuracy=a, accuracy_lo=a - 0.005,
-                 accuracy_hi=a + 0.005, n_images=10000, val_accuracy=0.9, bpp=0.68, bpp_self_contained=0.9,
-                 weights=f"data/frontier/m_seed{s}.pt") for s, a in ((0, 0.9200), (1, 0.9150))]
-    paired = [dict(weights="data/frontier/m_seed0.pt", reference_accuracy=0.9322, difference=-0.0122, lo=-0.016,
-                   hi=-0.008, within=False),
-              dict(weights="data/frontier/m_seed1.pt", reference_accuracy=0.9322, difference=-0.0172, lo=-0.021,
-                   hi=-0.013, within=False)]
-    text = report.render_models(to_frame(rows), paired)
-    assert "all 10,000 test images" in text
-    assert "91.75% over 2 seed(s) (range 91.50% to 92.00%)" in text
-    assert "0.68 bpp" in text and "93.22% uncompressed" in text
-    assert "within one point by a paired test for 0 of 2 seed(s) (difference -1.47 points, 95% interval [-2.10, -0.80])" in text
-    with pytest.raises(ValueError, match="paired"):
-        report.render_models(to_frame(rows), paired[:1])
-    assert report.render_models(to_frame([]), []) == ""
-
-
-def test_render_screening_orders_rounds_and_names_the_command():
-    df = pd.DataFrame([dict(mode="global", block_size=4, ratio=0.005, bits=2, round=0, steps=60, val_accuracy=0.824,
-                            val_bpp=0.8968), dict(mode="global", block_size=2, ratio=0.002, bits=2, round=0, steps=60,
-                                                   val_accuracy=0.849, val_bpp=0.7099),
-                       dict(mode="global", block_size=4, ratio=0.005, bits=2, round=1, steps=120, val_accuracy=0.873,
-                            val_bpp=0.8968)])
-    text = report.render_screening(df, dict(target_bpp=1.0, screen_steps=60, rounds=2, val_rate_sample=100))
-    assert "--target-bpp 1 --screen-steps 60 --rounds 2" in text and "for 60 steps, the better half again for 120" in text
-    assert text.index("84.9") < text.index("82.4") < text.index("87.3")  # by round, best first
-    with pytest.raises(ValueError, match="val_bpp"):
-        report.render_screening(df.drop(columns="val_bpp"), {})

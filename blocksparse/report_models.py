@@ -1,0 +1,317 @@
+"""The README's paragraphs on trained models, rendered from their results files: the shipped
+fine-tuned block-sparse models and the selection behind them, the learned bottleneck, the image
+codecs given the same help, the fine-tuning ablation and early stopping on the test set."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from string import Template
+
+import numpy as np
+import pandas as pd
+
+from .report_format import _bpp, _count, _markdown, _number, _pct, _points, describe
+from .results import to_frame
+
+MODELS = Template("""\
+**Shipped fine-tuned models, on all $n_images test images** (`data/frontier/`; each picked on \
+validation after fine-tuning, trained once per seed, tested once; `make study` re-measures them): \
+$summary
+
+$table
+""")
+MODELS_LINE = Template("$config at $bpp bpp (amortized $coder streams; $bpp_sc bpp self-contained): "
+                       "$accuracy over $n_seeds seed(s) (range $lo_seed to $hi_seed), against $reference "
+                       "uncompressed on the same images; $within.")
+WITHIN = Template("within $tolerance by a paired test for $n_within of $n_seeds seed(s) (difference $diff, "
+                  "95% interval [$lo, $hi])")
+
+
+def render_models(models: pd.DataFrame, paired: list[dict], tolerance: float = 0.01) -> str:
+    """The README's paragraph and table on the shipped fine-tuned models.
+
+    ``models``: rows of ``frontier_models.csv`` (one per configuration and seed, all test
+    images); ``paired``: ``frontier_models_paired.json`` (``analysis.within`` against the
+    uncompressed model per weights file). Empty ``models`` renders as an empty string.
+    """
+    models = to_frame(models)
+    if models.empty:
+        return ""
+    by_weights = {p["weights"]: p for p in paired}
+    missing = sorted(set(models["weights"].dropna()) - set(by_weights))
+    if missing:
+        raise ValueError(f"paired: no paired test for weights {missing}")
+    lines = []
+    for _, g in models.groupby(["split_at", "mode", "block_size", "ratio", "bits"], sort=False):
+        p = [by_weights[w] for w in g["weights"]]
+        diffs = [q["difference"] for q in p]
+        lines.append(MODELS_LINE.substitute(
+            config=describe(g.iloc[0]), bpp=_bpp(g["bpp"].mean()), coder=g["coder"].iloc[0],
+            bpp_sc=_bpp(g["bpp_self_contained"].mean()), accuracy=_pct(g["accuracy"].mean(), 2),
+            n_seeds=len(g), lo_seed=_pct(g["accuracy"].min(), 2), hi_seed=_pct(g["accuracy"].max(), 2),
+            reference=_pct(p[0]["reference_accuracy"], 2),
+            within=WITHIN.substitute(tolerance=_points(tolerance), n_within=sum(bool(q["within"]) for q in p),
+                                     n_seeds=len(p), diff=f"{100 * np.mean(diffs):+.2f} points",
+                                     lo=f"{100 * min(q['lo'] for q in p):+.2f}", hi=f"{100 * max(q['hi'] for q in p):+.2f}")))
+    cols = ["mode", "block_size", "ratio", "bits", "seed", "accuracy", "accuracy_lo", "accuracy_hi", "val_accuracy",
+            "bpp", "bpp_self_contained", "weights"]
+    table = models[cols].copy()
+    for c in ("accuracy", "accuracy_lo", "accuracy_hi", "val_accuracy"):
+        table[c] = (100 * table[c].astype(float)).round(2)
+    return MODELS.substitute(n_images=_count(int(models["n_images"].max())), summary=" ".join(lines),
+                             table=_markdown(table))
+
+
+SCREENING = Template("""**Selection after fine-tuning** (validation only; `$command`): every configuration whose self-contained rate on $n_rate validation streams is at or under $target bpp was fine-tuned (whole network, distillation) for $steps0 steps, the better half again for $steps1, and the pick is the best on validation accuracy after that fine-tuning:
+
+$table
+""")
+
+
+def render_screening(screening: pd.DataFrame, config: dict) -> str:
+    """The README's paragraph and table on the selection after fine-tuning (``screening_*.csv``
+    with the ``config`` stored beside it by ``blocksparse_utils.py select``)."""
+    need = {"round", "steps", "val_accuracy", "mode", "block_size", "ratio", "bits", "val_bpp"}
+    if not need <= set(screening.columns):
+        raise ValueError(f"screening lacks columns {sorted(need - set(screening.columns))}")
+    steps = screening.groupby("round")["steps"].first()
+    table = screening.sort_values(["round", "val_accuracy"], ascending=[True, False]).assign(
+        val_accuracy=lambda d: (100 * d["val_accuracy"]).round(1), val_bpp=lambda d: d["val_bpp"].round(3))
+    return SCREENING.substitute(
+        command=f"python blocksparse_utils.py select --target-bpp {config['target_bpp']:g} "
+                f"--screen-steps {config['screen_steps']} --rounds {config['rounds']}",
+        n_rate=_count(config["val_rate_sample"]), target=_number(config["target_bpp"]),
+        steps0=_count(steps.iloc[0]), steps1=_count(steps.iloc[-1]) if len(steps) > 1 else "none",
+        table=_markdown(table[["round", "steps", "mode", "block_size", "ratio", "bits", "val_bpp", "val_accuracy"]]))
+
+
+def _paired_for(rows: pd.DataFrame, paired: list[dict], key: str = "weights") -> list[dict]:
+    by = {p["weights"]: p for p in paired}
+    ids = [r[key] for _, r in rows.iterrows()]
+    missing = sorted(set(ids) - set(by))
+    if missing:
+        raise ValueError(f"paired: no paired test for {missing}")
+    return [by[i] for i in ids]
+
+
+def _diff(p: dict) -> str:
+    return f"{100 * p['difference']:+.2f} [{100 * p['lo']:+.2f}, {100 * p['hi']:+.2f}]"
+
+
+BOTTLENECK = Template("""\
+**The learned bottleneck (the field's anchor), on all $n_images test images** (`data/frontier/bottleneck_*`, \
+`python blocksparse_utils.py bottleneck`): at the same split, an encoder to a few latent channels at stride 4, a \
+factorized logistic entropy model and a decoder back to the tail's input, trained with the ResNet frozen \
+(distillation + rate) once per rate weight, the weights chosen on validation by the rate-accuracy objective, \
+each model tested once; bpp from real per-image ANS streams. $summary
+
+$table
+""")
+BOTTLENECK_WITHIN = Template("The lowest rate within $tolerance by a paired test is $bpp bpp "
+                             "(rate weight $weight, $accuracy against $reference uncompressed).")
+BOTTLENECK_NONE = Template("None of them is within $tolerance by a paired test; the most accurate reaches "
+                           "$accuracy at $bpp bpp (rate weight $weight) against $reference uncompressed.")
+BOTTLENECK_BD = Template(" BD-rate against WebP on the same images (untuned classifier, qualities $qualities): "
+                         "$bd (negative: the bottleneck needs fewer bits for the same accuracy).")
+
+
+def render_bottleneck(models: pd.DataFrame, paired: list[dict], codec_grid: pd.DataFrame | None = None,
+                      tolerance: float = 0.01, anchor: str = "webp") -> str:
+    """The README's paragraph and table on the learned bottlenecks (``bottleneck_models.csv``,
+    its ``_paired.json``; ``codec_grid``: the image codecs on the same test images for a
+    BD-rate). Empty ``models`` renders as an empty string."""
+    from .analysis import bd_rate
+    models = to_frame(models)
+    if models.empty:
+        return ""
+    models = models.sort_values("bpp").reset_index(drop=True)
+    p = _paired_for(models, paired)
+    ok = [i for i, q in enumerate(p) if q["within"]]
+    ref = _pct(p[0]["reference_accuracy"], 2)
+    if ok:
+        r = models.iloc[ok[0]]
+        summary = BOTTLENECK_WITHIN.substitute(tolerance=_points(tolerance), bpp=_bpp(r["bpp"]),
+                                               weight=_number(r["rate_weight"]), accuracy=_pct(r["accuracy"], 2),
+                                               reference=ref)
+    else:
+        r = models.loc[models["accuracy"].idxmax()]
+        summary = BOTTLENECK_NONE.substitute(tolerance=_points(tolerance), accuracy=_pct(r["accuracy"], 2),
+                                             bpp=_bpp(r["bpp"]), weight=_number(r["rate_weight"]), reference=ref)
+    if codec_grid is not None and len(models) >= 2:
+        g = to_frame(codec_grid)
+        g = g[(g["method"] == anchor) & (g["n_images"] == models["n_images"].iloc[0])]
+        if len(g) >= 2:
+            try:
+                bd = f"{bd_rate(g['bpp'], g['accuracy'], models['bpp'], models['accuracy']):+.0f}%"
+            except ValueError as e:  # e.g. the accuracy ranges do not overlap
+                bd = f"n/a ({e})"
+            summary += BOTTLENECK_BD.substitute(qualities=", ".join(_number(q) for q in g["quality"]), bd=bd)
+    table = pd.DataFrame(dict(
+        rate_weight=models["rate_weight"], val_accuracy=(100 * models["val_accuracy"].astype(float)).round(2),
+        accuracy=(100 * models["accuracy"].astype(float)).round(2),
+        interval=[f"[{100 * a:.2f}, {100 * b:.2f}]" for a, b in zip(models["accuracy_lo"], models["accuracy_hi"])],
+        bpp=models["bpp"].astype(float).round(3), bytes=models["stream_bytes"].astype(float).round(1),
+        vs_uncompressed=[_diff(q) for q in p], within=[bool(q["within"]) for q in p]))
+    return BOTTLENECK.substitute(n_images=_count(int(models["n_images"].max())), summary=summary,
+                                 table=_markdown(table))
+
+
+CODEC_MODELS = Template("""\
+**Image codecs with the same help, on all $n_images test images** (`python blocksparse_utils.py codec-finetune`): \
+the whole classifier fine-tuned on the codec's decoded training images with the budget of the block-sparse \
+frontier models (same steps, learning rate, distillation from the uncompressed model on the original images, \
+early stopping on decoded validation images), tested once. $summary
+
+$table
+""")
+CODEC_LINE = Template("$name $setting ($bpp bpp): $before untuned, $after fine-tuned.")
+
+
+def render_codec_models(models: pd.DataFrame, paired: list[dict], codec_grid: pd.DataFrame | None = None) -> str:
+    """The README's paragraph and table on image codecs with a fine-tuned classifier
+    (``codec_models.csv`` and its ``_paired.json``, keyed by the card path), beside the untuned
+    classifier on the same images from ``codec_grid`` where it has the same quality."""
+    from .report_format import NAMES
+    models = to_frame(models)
+    if models.empty:
+        return ""
+    models = models.sort_values(["method", "bpp"]).reset_index(drop=True)
+    by = {(p.get("method"), p.get("quality"), p.get("seed")): p for p in paired}
+    p = [by.get((r["method"], int(r["quality"]), int(r["seed"]))) for _, r in models.iterrows()]
+    if any(q is None for q in p):
+        raise ValueError("paired: each fine-tuned codec model needs its paired test (method, quality, seed)")
+    before = []
+    g = to_frame(codec_grid) if codec_grid is not None else None
+    for _, r in models.iterrows():
+        m = None if g is None else g[(g["method"] == r["method"]) & (g["quality"] == r["quality"])
+                                     & (g["n_images"] == r["n_images"]) & ~g["finetuned"].fillna(False)]
+        before.append(float(m["accuracy"].iloc[0]) if m is not None and len(m) else float("nan"))
+    lines = [CODEC_LINE.substitute(name=NAMES.get(r["method"], r["method"]), setting=describe(r), bpp=_bpp(r["bpp"]),
+                                   before=_pct(b, 2), after=_pct(r["accuracy"], 2))
+             for (_, r), b in zip(models.iterrows(), before)]
+    table = pd.DataFrame(dict(
+        method=models["method"], quality=models["quality"], bpp=models["bpp"].astype(float).round(3),
+        untuned=[round(100 * b, 2) for b in before], accuracy=(100 * models["accuracy"].astype(float)).round(2),
+        interval=[f"[{100 * a:.2f}, {100 * b:.2f}]" for a, b in zip(models["accuracy_lo"], models["accuracy_hi"])],
+        vs_uncompressed=[_diff(q) for q in p]))
+    return CODEC_MODELS.substitute(n_images=_count(int(models["n_images"].max())), summary=" ".join(lines),
+                                   table=_markdown(table))
+
+
+def ablation_frame(rows: pd.DataFrame, cards: dict[str, dict]) -> pd.DataFrame:
+    """Fine-tuning runs of one configuration with their loss settings, one row per run: the results
+    rows joined with their cards (``cards``: card file stem -> card; a row's stem is its code
+    table's). Adds ``distill_weight``, ``group_lasso_weight``, ``steps`` from the cards."""
+    rows = to_frame(rows).reset_index(drop=True)
+    out = []
+    for _, r in rows.iterrows():
+        stem = str(r["codebook"]).rsplit("/", 1)[-1].removesuffix(".codebook")
+        if stem not in cards:
+            raise ValueError(f"cards: no card for the run {stem!r}")
+        sch = cards[stem]["schedule"]
+        out.append(dict(distill_weight=float(sch.get("distill_weight", 0.5)),
+                        group_lasso_weight=float(sch.get("group_lasso_weight", 0.0)), steps=int(sch["steps"])))
+    return pd.concat([rows, pd.DataFrame(out, index=rows.index)], axis=1)
+
+
+ABLATION = Template("""\
+**What fine-tuning needs (ablation at $config, seed $seed, all $n_images test images):** each run has the same \
+budget ($steps Adam steps of 64, early stopping on validation) and changes one thing; each is tested once. \
+$summary
+
+$table
+""")
+ABLATION_LINE = Template("Training only the tail reaches $tail; the whole network $all; with distillation "
+                         "$kd; adding the group-lasso penalty $gl.")
+
+
+def render_ablation(frame: pd.DataFrame) -> str:
+    """The README's paragraph and table on the ablation (``ablation_frame``)."""
+    if frame.empty:
+        return ""
+    f = frame.sort_values(["train", "distill_weight", "group_lasso_weight"], ascending=[False, True, True])
+    f = f.reset_index(drop=True)
+
+    def pick(train, kd, gl):
+        m = f[(f["train"] == train) & ((f["distill_weight"] > 0) == kd) & ((f["group_lasso_weight"] > 0) == gl)]
+        return "n/a" if m.empty else f"{_pct(m['accuracy'].iloc[0], 2)} at {_bpp(m['bpp'].iloc[0])} bpp"
+    summary = ABLATION_LINE.substitute(tail=pick("tail", False, False), all=pick("all", False, False),
+                                       kd=pick("all", True, False), gl=pick("all", True, True))
+    table = pd.DataFrame(dict(
+        train=f["train"], distill_weight=f["distill_weight"], group_lasso_weight=f["group_lasso_weight"],
+        val_accuracy=(100 * f["val_accuracy"].astype(float)).round(2),
+        accuracy=(100 * f["accuracy"].astype(float)).round(2),
+        interval=[f"[{100 * a:.2f}, {100 * b:.2f}]" for a, b in zip(f["accuracy_lo"], f["accuracy_hi"])],
+        bpp=f["bpp"].astype(float).round(3)))
+    r = f.iloc[0]
+    return ABLATION.substitute(config=describe(r.drop(labels=["finetuned"])), seed=_number(r["seed"]),
+                               n_images=_count(int(f["n_images"].max())), steps=_count(int(f["steps"].max())),
+                               summary=summary, table=_markdown(table))
+
+
+TEST_STOPPING = Template("""\
+**Early stopping on the test set (the original's choice), measured:** one fine-tuning run ($config, whole \
+network, seed $seed) with the accuracy on all $n_images test images recorded at each of its $n_evals evaluations \
+(a demonstration; it never steered training). Stopping on validation (step $val_step) gives $val_test on the test \
+images; stopping where the test accuracy is highest (step $test_step), as the original did, would report \
+$test_best: $optimism.
+""")
+
+
+def render_test_stopping(card: dict) -> str:
+    """The README's paragraph on early stopping on the test set, from a fine-tuning card whose
+    history holds ``test_accuracy`` (``frontier --monitor-test``)."""
+    h = card.get("history", [])
+    if not h or "test_accuracy" not in h[0]:
+        raise ValueError("card: its history has no test_accuracy (train with --monitor-test)")
+    best_val = max(range(len(h)), key=lambda i: (h[i]["val_accuracy"], -i))  # the first best, as track_best
+    best_test = max(range(len(h)), key=lambda i: (h[i]["test_accuracy"], -i))
+    gap = 100 * (h[best_test]["test_accuracy"] - h[best_val]["test_accuracy"])
+    optimism = ("the same number" if gap == 0 else f"{gap:+.2f} points of optimism")
+    return TEST_STOPPING.substitute(
+        config=f"{card['mode']}, B={card['block_size']}, ratio {_number(card['ratio'])}, {card['bits']} bits",
+        seed=card["seed"], n_images=_count(card.get("monitor_images", card.get("test_images"))), n_evals=len(h),
+        val_step=h[best_val]["step"], val_test=_pct(h[best_val]["test_accuracy"], 2), test_step=h[best_test]["step"],
+        test_best=_pct(h[best_test]["test_accuracy"], 2), optimism=optimism)
+
+
+def load_trained_models(results: str | Path | None = None, data: str | Path | None = None,
+                        split_at: str = "layer1") -> dict:
+    """Everything the README says about trained models, read from the files that exist (a missing
+    file leaves its section out): keyword arguments for ``report.render_summary``.
+
+    ``results``: the results folder (default ``runtime.results_dir()``); ``data``: the folder
+    holding ``frontier/`` and ``ablation/`` cards (default ``runtime.ROOT / "data"``).
+    """
+    from .results import load_results
+    from .runtime import ROOT, results_dir
+    d = Path(results) if results is not None else results_dir()
+    data = Path(data) if data is not None else ROOT / "data"
+
+    def table(name):
+        return load_results(name, d) if (d / f"{name}.csv").exists() else None
+
+    def paired(name):
+        p = d / f"{name}_paired.json"
+        return json.loads(p.read_text()) if p.exists() else []
+    out = dict(models=table("frontier_models"), paired=paired("frontier_models"),
+               bottleneck=table("bottleneck_models"), bottleneck_paired=paired("bottleneck_models"),
+               codec_models=table("codec_models"), codec_paired=paired("codec_models"),
+               codec_grid=table("codec_grid"))
+    screens = sorted(d.glob(f"screening_{split_at}_*bpp.csv"))
+    out["screening"] = pd.read_csv(screens[0]) if screens else None
+    out["screening_config"] = json.loads(screens[0].with_suffix(".json").read_text())["config"] if screens else None
+    ablation = table("ablation")
+    cards = {p.stem: json.loads(p.read_text()) for f in ("frontier", "ablation") for p in (data / f).glob("*.json")}
+    if ablation is not None and len(ablation):
+        base = ablation.iloc[0]
+        shipped = out["models"]
+        if shipped is not None:  # the shipped model of the same configuration and seed is the "+ distillation" run
+            same = ((shipped["mode"] == base["mode"]) & (shipped["block_size"] == base["block_size"])
+                    & (shipped["ratio"] == base["ratio"]) & (shipped["bits"] == base["bits"])
+                    & (shipped["seed"] == base["seed"]) & (shipped["split_at"] == base["split_at"]))
+            ablation = pd.concat([ablation, shipped[same.fillna(False)]], ignore_index=True)
+        out["ablation"] = ablation_frame(ablation, cards)
+    monitored = [c for c in cards.values() if c.get("history") and "test_accuracy" in c["history"][0]]
+    out["test_stopping"] = monitored[0] if monitored else None
+    return out

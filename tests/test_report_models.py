@@ -1,0 +1,141 @@
+"""The README's paragraphs on trained models: known inputs, the words and numbers they must give."""
+import json
+
+import pandas as pd
+import pytest
+
+from blocksparse import report_models
+from blocksparse.results import save_results, to_frame
+
+
+def test_render_models_states_seeds_and_the_paired_test():
+    rows = [dict(method="blocksparse", split_at="layer1", mode="global", block_size=4, ratio=0.005, bits=2,
+                 coder="ans", finetuned=True, train="all", seed=s, accuracy=a, accuracy_lo=a - 0.005,
+                 accuracy_hi=a + 0.005, n_images=10000, val_accuracy=0.9, bpp=0.68, bpp_self_contained=0.9,
+                 weights=f"data/frontier/m_seed{s}.pt") for s, a in ((0, 0.9200), (1, 0.9150))]
+    paired = [dict(weights="data/frontier/m_seed0.pt", reference_accuracy=0.9322, difference=-0.0122, lo=-0.016,
+                   hi=-0.008, within=False),
+              dict(weights="data/frontier/m_seed1.pt", reference_accuracy=0.9322, difference=-0.0172, lo=-0.021,
+                   hi=-0.013, within=False)]
+    text = report_models.render_models(to_frame(rows), paired)
+    assert "all 10,000 test images" in text
+    assert "91.75% over 2 seed(s) (range 91.50% to 92.00%)" in text
+    assert "0.68 bpp" in text and "93.22% uncompressed" in text
+    assert "within one point by a paired test for 0 of 2 seed(s) (difference -1.47 points, 95% interval [-2.10, -0.80])" in text
+    with pytest.raises(ValueError, match="paired"):
+        report_models.render_models(to_frame(rows), paired[:1])
+    assert report_models.render_models(to_frame([]), []) == ""
+
+
+def test_render_screening_orders_rounds_and_names_the_command():
+    df = pd.DataFrame([dict(mode="global", block_size=4, ratio=0.005, bits=2, round=0, steps=60, val_accuracy=0.824,
+                            val_bpp=0.8968), dict(mode="global", block_size=2, ratio=0.002, bits=2, round=0, steps=60,
+                                                   val_accuracy=0.849, val_bpp=0.7099),
+                       dict(mode="global", block_size=4, ratio=0.005, bits=2, round=1, steps=120, val_accuracy=0.873,
+                            val_bpp=0.8968)])
+    text = report_models.render_screening(df, dict(target_bpp=1.0, screen_steps=60, rounds=2, val_rate_sample=100))
+    assert "--target-bpp 1 --screen-steps 60 --rounds 2" in text and "for 60 steps, the better half again for 120" in text
+    assert text.index("84.9") < text.index("82.4") < text.index("87.3")  # by round, best first
+    with pytest.raises(ValueError, match="val_bpp"):
+        report_models.render_screening(df.drop(columns="val_bpp"), {})
+
+
+def _bn_rows():
+    return [dict(method="learned-bottleneck", split_at="layer1", coder="ans", finetuned=True, seed=0,
+                 rate_weight=w, accuracy=a, accuracy_lo=a - 0.005, accuracy_hi=a + 0.005, n_images=10000,
+                 val_accuracy=a + 0.001, bpp=b, stream_bytes=b * 98, weights=f"data/frontier/bn_{w:g}.pt")
+            for w, a, b in ((3.2, 0.90, 0.30), (0.8, 0.92, 0.60), (0.2, 0.925, 1.20))]
+
+
+def _bn_paired(within):
+    return [dict(weights=f"data/frontier/bn_{w:g}.pt", reference_accuracy=0.9322, difference=d, lo=d - 0.004,
+                 hi=d + 0.004, within=k) for (w, d), k in zip(((3.2, -0.032), (0.8, -0.012), (0.2, -0.007)), within)]
+
+
+def test_render_bottleneck_names_the_lowest_rate_within_and_the_bd_rate():
+    rows = _bn_rows()
+    grid = to_frame([dict(method="webp", quality=q, accuracy=r["accuracy"], n_images=10000, bpp=2 * r["bpp"],
+                          finetuned=False) for q, r in zip((0, 5, 10), rows)])
+    text = report_models.render_bottleneck(to_frame(rows), _bn_paired([False, True, True]), grid)
+    assert "all 10,000 test images" in text
+    assert "The lowest rate within one point by a paired test is 0.60 bpp (rate weight 0.8, 92.00% against 93.22%" in text
+    assert "BD-rate against WebP on the same images (untuned classifier, qualities 0, 5, 10): -50%" in text
+    assert text.index("| 3.2 |") < text.index("| 0.8 |") < text.index("| 0.2 |")  # by rate
+    assert "-1.20 [-1.60, -0.80]" in text
+    none = report_models.render_bottleneck(to_frame(rows), _bn_paired([False, False, False]))
+    assert "None of them is within one point" in none and "92.50% at 1.20 bpp (rate weight 0.2)" in none
+    assert "BD-rate" not in none.split("\n\n")[0].split("bpp from real")[1]  # no grid, no BD-rate
+    with pytest.raises(ValueError, match="paired"):
+        report_models.render_bottleneck(to_frame(rows), _bn_paired([True, True, True])[:2])
+    assert report_models.render_bottleneck(to_frame([]), []) == ""
+
+
+def test_render_codec_models_sets_fine_tuned_beside_untuned_on_the_same_images():
+    rows = [dict(method="webp", quality=q, finetuned=True, train="all", seed=0, accuracy=a, accuracy_lo=a - 0.01,
+                 accuracy_hi=a + 0.01, n_images=10000, val_accuracy=0.9, bpp=b, stream_bytes=b * 98)
+            for q, a, b in ((5, 0.90, 1.5), (0, 0.88, 1.0))]
+    grid = to_frame([dict(method="webp", quality=q, accuracy=a, n_images=n, bpp=b, finetuned=False)
+                     for q, a, n, b in ((0, 0.80, 10000, 1.0), (5, 0.85, 10000, 1.5), (0, 0.70, 1000, 1.0))])
+    paired = [dict(method="webp", quality=q, seed=0, weights=f"c{q}.json", reference_accuracy=0.93, difference=d,
+                   lo=d - 0.01, hi=d + 0.01, within=False) for q, d in ((0, -0.05), (5, -0.03))]
+    text = report_models.render_codec_models(to_frame(rows), paired, grid)
+    assert "WebP q=0 (1.00 bpp): 80.00% untuned, 88.00% fine-tuned." in text
+    assert "WebP q=5 (1.50 bpp): 85.00% untuned, 90.00% fine-tuned." in text
+    assert "-5.00 [-6.00, -4.00]" in text
+    with pytest.raises(ValueError, match="paired"):
+        report_models.render_codec_models(to_frame(rows), paired[:1], grid)
+
+
+def _ablation_rows():
+    base = dict(method="blocksparse", split_at="layer1", mode="global", block_size=4, ratio=0.005, bits=2,
+                finetuned=True, seed=0, n_images=10000, coder="ans")
+    runs = (("_tail", "tail", 0.0, 0.0, 0.80), ("_all", "all", 0.0, 0.0, 0.88), ("", "all", 0.5, 0.0, 0.90),
+            ("_all_kd_gl", "all", 0.5, 1e-5, 0.895))
+    rows = [base | dict(train=t, accuracy=a, accuracy_lo=a - 0.006, accuracy_hi=a + 0.006, val_accuracy=a,
+                        bpp=0.6 + gl * 1e4, codebook=f"data/x/layer1_global_B4_r0.005_2b{tag}_seed0.codebook")
+            for tag, t, kd, gl, a in runs]
+    cards = {f"layer1_global_B4_r0.005_2b{tag}_seed0": dict(schedule=dict(train=t, distill_weight=kd,
+                                                                          group_lasso_weight=gl, steps=1200))
+             for tag, t, kd, gl, a in runs}
+    return rows, cards
+
+
+def test_ablation_joins_cards_and_says_what_each_step_gives():
+    rows, cards = _ablation_rows()
+    frame = report_models.ablation_frame(to_frame(rows), cards)
+    assert list(frame["distill_weight"]) == [0.0, 0.0, 0.5, 0.5] and list(frame["steps"]) == [1200] * 4
+    text = report_models.render_ablation(frame)
+    assert ("Training only the tail reaches 80.00% at 0.60 bpp; the whole network 88.00% at 0.60 bpp; with "
+            "distillation 90.00% at 0.60 bpp; adding the group-lasso penalty 89.50% at 0.70 bpp.") in text
+    assert "global, B=4, ratio 0.005, 2 bits, seed 0" in text and "1,200 Adam steps" in text
+    with pytest.raises(ValueError, match="cards"):
+        report_models.ablation_frame(to_frame(rows), {})
+
+
+def test_test_stopping_compares_the_first_best_validation_step_with_the_best_test_step():
+    h = [dict(step=s, val_accuracy=v, test_accuracy=t) for s, v, t in
+         ((0, 0.5, 0.5), (150, 0.86, 0.87), (300, 0.88, 0.875), (450, 0.88, 0.8925), (600, 0.87, 0.88))]
+    card = dict(mode="global", block_size=4, ratio=0.005, bits=2, seed=0, history=h, monitor_images=10000)
+    text = report_models.render_test_stopping(card)
+    assert "Stopping on validation (step 300) gives 87.50%" in text  # the first of the tied best validations
+    assert "(step 450), as the original did, would report 89.25%: +1.75 points of optimism" in text
+    assert "all 10,000 test images" in text and "5 evaluations" in text
+    with pytest.raises(ValueError, match="test_accuracy"):
+        report_models.render_test_stopping(dict(card, history=[dict(step=0, val_accuracy=0.5)]))
+
+
+def test_load_trained_models_reads_what_exists(tmp_path, monkeypatch):
+    monkeypatch.setenv("BSU_RESULTS_DIR", str(tmp_path / "results"))
+    assert all(v in (None, []) for v in report_models.load_trained_models(data=tmp_path).values())
+    rows, cards = _ablation_rows()
+    save_results(to_frame(rows[:2] + rows[3:]), {}, "ablation")
+    save_results(to_frame([rows[2] | dict(weights="data/frontier/m.pt")]), {}, "frontier_models")
+    (tmp_path / "ablation").mkdir()
+    (tmp_path / "frontier").mkdir()
+    for stem, c in cards.items():
+        d = tmp_path / ("frontier" if stem.endswith("2b_seed0") else "ablation")
+        hist = [dict(step=0, val_accuracy=0.5, test_accuracy=0.5)] if stem.endswith("_all_seed0") else []
+        (d / f"{stem}.json").write_text(json.dumps(c | dict(history=hist)))
+    got = report_models.load_trained_models(data=tmp_path)
+    assert len(got["ablation"]) == 4 and set(got["ablation"]["train"]) == {"tail", "all"}
+    assert got["test_stopping"]["schedule"]["train"] == "all" and got["bottleneck"] is None
