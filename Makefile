@@ -27,7 +27,7 @@ checkpoint: env
 	@$(PY) -c "import blocksparse_utils as b; b.load_pretrained(); print('checkpoint ok (sha256 verified):', b.checkpoint_path())" \
 	  || { echo "the shipped checkpoint is missing or corrupt: 'git checkout data/' or 'make pretrain'"; exit 1; }
 
-# The default run also copies notebook 06's data/results/summary.md into the README.
+# The default run also copies notebook 07's data/results/summary.md into the README.
 study: data checkpoint
 	BSU_RECOMPUTE=$(RECOMPUTE) $(PY) blocksparse_utils.py notebooks --preset $(PRESET)
 	@if [ "$(PRESET)" = default ]; then $(PY) -m blocksparse.report README.md && echo "README results section updated"; fi

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import statistics
 import sys
@@ -21,12 +22,12 @@ from .evaluation import evaluate, result_row
 from .model import SPLIT_POINTS, checkpoint_card, load_pretrained
 from .plots import plot_accuracy_vs_bpp, save_figure
 from .runtime import NOTEBOOK_DIR, ROOT, default_device, figures_dir, results_dir, set_seed
-from .results import load_results, save_results, to_frame, write_compression_results
+from .results import load_results, original_layout, save_results, to_frame, write_compression_results
 from .baselines import LOSSLESS_FORMATS, QUALITIES, available_formats, image_codec_baseline
 from .bottleneck import SELECT_ON
 from .study import (PRESETS, candidates_under, select_after_finetuning, sweep, train_bottleneck_model,
                     train_codec_baseline_model, train_frontier_model)
-from .training import accuracy, pretrain
+from .training import accuracy, finetune, pretrain
 
 def _positive(s: str) -> int:
     """argparse type: an integer >= 1 (anything else is a usage error, not a traceback)."""
@@ -52,7 +53,7 @@ def _ratio(s: str) -> float:
 
 def run_notebooks(preset: str = "default", out_dir: str | Path = ROOT / "build" / "notebooks",
                   only: list[str] | None = None) -> list[Path]:
-    """Execute notebooks 01-06 in order with papermill, injecting the preset's parameters
+    """Execute notebooks 01-07 in order with papermill, injecting the preset's parameters
     (each notebook gets the ones its ``parameters`` cell declares). Returns the executed copies."""
     if preset not in PRESETS:
         raise ValueError(f"preset must be one of {tuple(PRESETS)}, got {preset!r}")
@@ -129,7 +130,13 @@ def main(argv: list[str] | None = None) -> None:
                     help="evaluate N evenly spaced test images (default N=1000)")
     ap.add_argument("--rate-sample", type=_positive, default=200)
     ap.add_argument("--checkpoint", default=None, help="a ResNet-18 state_dict (default: the shipped one)")
+    ap.add_argument("--finetune-steps", type=int, default=200,
+                    help="fine-tune the whole network per ratio for this many steps, early stopping on "
+                         "validation (0: no fine-tuning)")
+    ap.add_argument("--val-subset", type=_positive, default=1000)
     a = ap.parse_args(argv)
+    if a.finetune_steps < 0:
+        ap.error(f"--finetune-steps must be >= 0, got {a.finetune_steps}")
     try:
         _sweep_command(a)
     except ValueError as e:  # bad values that argparse cannot see (e.g. a block larger than the map)
@@ -340,11 +347,24 @@ def _sweep_command(a: argparse.Namespace) -> None:
     model = load_pretrained(a.dataset, a.split_at, a.checkpoint).to(default_device())
     data = load_dataset(a.dataset, "test", subset=a.subset)
     rows = sweep(model, data, [a.mode], [a.block_size], a.ratios, a.bits, a.rate_sample, batch_size=a.batch_size)
+    if a.finetune_steps:  # as the original: fine-tune per ratio; unlike it, early stopping on validation
+        for cfg in [CodecConfig(a.block_size, r, a.mode, b) for r in a.ratios for b in a.bits]:
+            tuned, hist = finetune(load_pretrained(a.dataset, a.split_at, a.checkpoint), cfg, a.dataset,
+                                   steps=a.finetune_steps, eval_every=max(1, a.finetune_steps // 4),
+                                   patience=4, val_subset=a.val_subset)
+            rows.append(result_row(evaluate(tuned, cfg, data, a.rate_sample), cfg, dataset=a.dataset,
+                                   split_at=a.split_at, finetuned=True, train="all",
+                                   val_accuracy=max(h["val_accuracy"] for h in hist)))
     name = f"sweep_{a.mode}_B{a.block_size}"
     path = save_results(rows, vars(a), name)
-    df = pd.DataFrame(rows)
+    df = to_frame(rows)
     write_compression_results(df, results_dir() / f"compression_results_{a.mode}_B{a.block_size}.json")
     ref = accuracy(model, data)
+    layout = original_layout(pd.concat([df, to_frame([dict(method="uncompressed", accuracy=ref)])]),
+                             8 * data.tensors[0].shape[1], tuple(data.tensors[0].shape[-2:]),
+                             datetime.datetime.now().isoformat())
+    (results_dir() / f"compression_results_original_{a.mode}_B{a.block_size}.json").write_text(
+        json.dumps(layout, indent=4))
     figs = save_figure(plot_accuracy_vs_bpp(df, ref), f"accuracy_vs_compression_{a.mode}_B{a.block_size}")
     print(df[["mode", "block_size", "ratio", "bits", "accuracy", "bpp"]].to_string(index=False))
     print(f"uncompressed accuracy {ref:.4f}\nresults: {path}\nfigures: {', '.join(map(str, figs))}")

@@ -21,7 +21,8 @@ VAL_SIZE = 5000  # images carved from the training set for early stopping and se
 _DATASETS = {
     "fashion-mnist": dict(classes=10, mean=(0.2860,), std=(0.3530,)),
     "cifar10": dict(classes=10, mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616)),
-    "cifar100": dict(classes=100, mean=(0.5071, 0.4865, 0.4409), std=(0.2673, 0.2564, 0.2762)),
+    # the original study's constants, which its hub checkpoint (model.HUB_CHECKPOINTS) was trained with
+    "cifar100": dict(classes=100, mean=(0.5071, 0.4867, 0.4408), std=(0.2675, 0.2565, 0.2761)),
 }
 SPLITS = ("train", "val", "test")
 
@@ -72,7 +73,11 @@ def _cifar_arrays(root: Path, name: str, train: bool) -> tuple[np.ndarray, np.nd
     paths = [root / folder / f for f in files]
     if not all(p.exists() for p in paths):
         cls = torchvision.datasets.CIFAR10 if name == "cifar10" else torchvision.datasets.CIFAR100
-        cls(str(root), train=train, download=True)
+        try:
+            cls(str(root), train=train, download=True)
+        except Exception as e:  # offline: say what to fetch and where to put it
+            raise ValueError(f"{name}: no {folder}/ under {root} and torchvision's download failed "
+                             f"({type(e).__name__}); download {cls.url} and unpack it into {root}") from None
     xs, ys = [], []
     for p in paths:
         with open(p, "rb") as f:

@@ -118,6 +118,31 @@ def build_model(dataset: str = "fashion-mnist", split_at: str = "layer1") -> Spl
     return SplitResNet18(info["classes"], len(info["mean"]), split_at)
 
 
+# Pretrained checkpoints fetched from a model hub where the project ships none: the original
+# study's CIFAR-100 ResNet-18 (CIFAR stem: 3x3 conv1, no max-pool; keys as torchvision's,
+# possibly behind a "resnet." or "module." prefix).
+HUB_CHECKPOINTS = {"cifar100": "hub:cascade-ai/cifar100-resnet18/cifar100_resnet18.pth"}
+
+
+def hub_file(spec: str) -> Path:
+    """The local path of ``"hub:<owner>/<repo>/<file>"``, downloaded with ``huggingface_hub``
+    (or found in its cache). Without a network or the package, a ValueError says what to
+    download and where to pass it."""
+    if not isinstance(spec, str) or not spec.startswith("hub:") or spec.count("/") < 2:
+        raise ValueError(f"a hub checkpoint is 'hub:<owner>/<repo>/<file>', got {spec!r}")
+    owner, repo, filename = spec[4:].split("/", 2)
+    how = (f"download {filename} from https://huggingface.co/{owner}/{repo} and pass its path "
+           f"(load_pretrained(..., path=...) or --checkpoint)")
+    try:
+        from huggingface_hub import hf_hub_download
+    except ImportError:
+        raise ValueError(f"{spec}: huggingface_hub is not installed; {how}") from None
+    try:
+        return Path(hf_hub_download(repo_id=f"{owner}/{repo}", filename=filename))
+    except Exception as e:  # offline, unknown repo or file: every failure of the download itself
+        raise ValueError(f"{spec}: could not fetch it ({type(e).__name__}); {how}") from None
+
+
 def checkpoint_path(dataset: str = "fashion-mnist") -> Path:
     """Where the shipped checkpoint (``.pt``) and its model card (``.json``) live."""
     return DATA_DIR / f"resnet18_{dataset}.pt"
@@ -166,10 +191,21 @@ def load_pretrained(dataset: str = "fashion-mnist", split_at: str = "layer1",
         Fine-tuned weights (a full or partial state_dict, e.g. only the trained layers) applied
         on top of the checkpoint, such as the shipped frontier models in ``data/``.
 
-    Where a model card (same name, ``.json``) lies beside a file, its sha256 must match.
+    ``path`` or ``weights`` may name a model-hub file, ``"hub:<owner>/<repo>/<file>"``
+    (``hub_file``): a whole ResNet-18 used as the checkpoint. Where the project ships no
+    checkpoint for ``dataset`` and one is listed in ``HUB_CHECKPOINTS`` (CIFAR-100: the
+    original study's), it is fetched from the hub. Where a model card (same name, ``.json``)
+    lies beside a file, its sha256 must match.
     """
     model = build_model(dataset, split_at)
-    p = Path(path) if path is not None else checkpoint_path(dataset)
+    if isinstance(weights, str) and weights.startswith("hub:"):
+        if path is not None:
+            raise ValueError("give the hub checkpoint as path or as weights, not both")
+        path, weights = weights, None
+    if path is None and not checkpoint_path(dataset).exists() and dataset in HUB_CHECKPOINTS:
+        path = HUB_CHECKPOINTS[dataset]
+    p = hub_file(path) if isinstance(path, str) and path.startswith("hub:") else (
+        Path(path) if path is not None else checkpoint_path(dataset))
     if not p.exists():
         raise ValueError(f"no checkpoint at {p}; train one with "
                          f"`python blocksparse_utils.py pretrain --dataset {dataset}`")

@@ -34,7 +34,9 @@ def _curve_label(row: pd.Series) -> str:
         return f"{row['mode']}{' (fine-tuned)' if row['finetuned'] is True else ''}"
     if row["method"] == "dense":
         return "dense (border zeroed)"
-    return f"{row['method']}{' (estimate)' if row.get('rate_is_estimate') is True else ''}"
+    tuned = row.get("finetuned") is True and row["method"] != "learned-bottleneck"  # a bottleneck is always trained
+    return (f"{row['method']}{' (fine-tuned)' if tuned else ''}"
+            f"{' (estimate)' if row.get('rate_is_estimate') is True else ''}")
 
 
 def plot_accuracy_vs_bpp(df: pd.DataFrame, reference: float | None = None, ax=None, logx: bool = True,

@@ -562,7 +562,7 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     summary = args.summary or results_dir() / "summary.md"
     if not summary.exists():
-        ap.error(f"{summary} does not exist: run notebook 06 (make study) first")
+        ap.error(f"{summary} does not exist: run notebook 07 (make study) first")
     splice_readme(args.readme, summary.read_text())
     print(f"{args.readme}: results section replaced with {summary}")
 

@@ -10,12 +10,27 @@ def test_sweep_command_writes_results_and_figure(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("BSU_RESULTS_DIR", str(tmp_path / "results"))
     monkeypatch.setenv("BSU_FIGURES_DIR", str(tmp_path / "figures"))
     main(["--mode", "global", "--block-size", "4", "--subset", "16", "--ratios", "0.5", "0.05",
-              "--bits", "2", "--rate-sample", "2", "--batch-size", "8"])
+              "--bits", "2", "--rate-sample", "2", "--batch-size", "8", "--finetune-steps", "2", "--val-subset", "8"])
     out = capsys.readouterr().out
     assert "uncompressed accuracy" in out
     rows = json.loads((tmp_path / "results" / "sweep_global_B4.json").read_text())
-    assert rows["config"]["mode"] == "global" and len(rows["rows"]) == 2
+    assert rows["config"]["mode"] == "global" and len(rows["rows"]) == 4  # 2 ratios, without and with fine-tuning
+    assert [r["finetuned"] for r in rows["rows"]] == [False, False, True, True]
     assert all(r["n_images"] == 16 and r["n_rate"] == 2 for r in rows["rows"])
+    # the original's own layout: one entry per ratio, percent accuracies, its compression_ratio = bpp / input bpp
+    orig = json.loads((tmp_path / "results" / "compression_results_original_global_B4.json").read_text())
+    assert set(orig) == {"timestamp", "compression_results"}
+    first, *entries = orig["compression_results"]
+    assert first["ratio"] == 1.0 and first["bpp"] == 8.0 and first["compression_ratio"] == 1.0
+    by_ratio = {(r["ratio"], r["finetuned"]): r for r in rows["rows"]}
+    assert [e["ratio"] for e in entries] == [0.5, 0.05]
+    for e in entries:
+        no_ft, ft = by_ratio[(e["ratio"], False)], by_ratio[(e["ratio"], True)]
+        assert e["accuracy_no_ft"] == round(100 * no_ft["accuracy"], 2) and e["accuracy_ft"] == round(100 * ft["accuracy"], 2)
+        assert e["bpp"] == no_ft["bpp"] and e["compression_ratio"] == pytest.approx(no_ft["bpp"] / 8)
+        st = e["detailed_stats"]
+        assert st["compressed_bits"] == round(no_ft["bpp"] * 28 * 28 * 2) and st["original_bits"] == 8 * 28 * 28 * 2
+        assert st["breakdown"]["values"]["bits"] == pytest.approx(2 * no_ft["values_bits"])
     comp = json.loads((tmp_path / "results" / "compression_results_global_B4.json").read_text())
     assert comp["global"]["block_size=4,bits=2"]["ratios"] == [0.5, 0.05]
     assert (tmp_path / "figures" / "accuracy_vs_compression_global_B4.png").exists()
@@ -23,7 +38,9 @@ def test_sweep_command_writes_results_and_figure(tmp_path, monkeypatch, capsys):
 
 @pytest.mark.parametrize("argv, name", [(["--block-size", "0"], "--block-size"), (["--ratios", "1.5"], "--ratios"),
                                         (["--bits", "x"], "--bits"), (["pretrain", "--epochs", "0"], "--epochs"),
-                                        (["--block-size", "29", "--subset", "2"], "larger than")])
+                                        (["--block-size", "29", "--subset", "2"], "larger than"),
+                                        (["--finetune-steps", "-1"], "--finetune-steps"),
+                                        (["bottleneck", "--rate-weights", "-1"], "--rate-weights")])
 def test_bad_arguments_are_usage_errors(argv, name, capsys, tmp_path, monkeypatch):
     monkeypatch.setenv("BSU_RESULTS_DIR", str(tmp_path))
     with pytest.raises(SystemExit) as e:

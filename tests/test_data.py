@@ -86,3 +86,14 @@ def test_cifar_reads_the_real_on_disk_format(tmp_path, name):
     np.testing.assert_allclose(te.tensors[0][0].numpy(), expect, rtol=1e-5, atol=1e-5)
     assert len(bsu.load_dataset(name, "train", root=tmp_path)) == 5000 - bsu.VAL_SIZE or name == "cifar10"
 
+
+
+def test_cifar_offline_says_what_to_download(tmp_path, monkeypatch):
+    import torchvision
+
+    class Offline(torchvision.datasets.CIFAR100):
+        def __init__(self, *a, **k):
+            raise RuntimeError("no network")
+    monkeypatch.setattr(torchvision.datasets, "CIFAR100", Offline)
+    with pytest.raises(ValueError, match=r"cifar-100-python.tar.gz"):
+        bsu.load_dataset("cifar100", "test", root=tmp_path / "empty")

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import blocksparse_utils as bsu
+from blocksparse.data import mean_std
 from blocksparse.model import load_state
 
 
@@ -113,3 +114,52 @@ def test_weights_apply_on_top_of_the_checkpoint(tmp_path):
         bsu.load_pretrained(weights=p)
     with pytest.raises(ValueError, match="weights"):
         bsu.load_pretrained(weights=tmp_path / "missing.pt")
+
+
+def _hub_format_checkpoint(path):
+    """A CIFAR-100 ResNet-18 saved as the original study's hub file is: torchvision's resnet18 with
+    the CIFAR stem (3x3 conv1, stride 1, no max-pool), keys behind the original's 'resnet.' prefix."""
+    import torchvision
+    torch.manual_seed(0)
+    net = torchvision.models.resnet18(num_classes=100)
+    net.conv1 = torch.nn.Conv2d(3, 64, 3, 1, 1, bias=False)
+    net.maxpool = torch.nn.Identity()
+    for m in net.modules():  # non-trivial batch-norm statistics, so a mix-up of them would show
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.1, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+    torch.save({f"resnet.{k}": v for k, v in net.state_dict().items()}, path)
+    return net.eval()
+
+
+def test_cifar100_hub_checkpoint_loads_into_the_split_model(tmp_path, monkeypatch):
+    import huggingface_hub
+    net = _hub_format_checkpoint(tmp_path / "cifar100_resnet18.pth")
+    calls = []
+
+    def fake_download(repo_id, filename, **kw):  # the hub's cache, offline
+        calls.append((repo_id, filename))
+        return str(tmp_path / filename)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    x = torch.randn(4, 3, 32, 32)
+    for kwargs in (dict(weights="hub:cascade-ai/cifar100-resnet18/cifar100_resnet18.pth"), {}):
+        model = bsu.load_pretrained("cifar100", split_at="layer2", device="cpu", **kwargs)
+        with torch.no_grad():
+            assert torch.allclose(model(x), net(x), atol=1e-5)
+            assert model.head(x).shape == (4, 128, 16, 16)
+    assert calls == [("cascade-ai/cifar100-resnet18", "cifar100_resnet18.pth")] * 2
+    mean, std = mean_std("cifar100")  # the original's normalization constants
+    assert torch.allclose(mean.view(-1), torch.tensor([0.5071, 0.4867, 0.4408]))
+    assert torch.allclose(std.view(-1), torch.tensor([0.2675, 0.2565, 0.2761]))
+
+
+def test_hub_checkpoint_offline_says_what_to_download(monkeypatch):
+    import huggingface_hub
+
+    def offline(**kw):
+        raise ConnectionError("no network")
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", lambda repo_id, filename, **kw: offline())
+    with pytest.raises(ValueError, match=r"https://huggingface.co/cascade-ai/cifar100-resnet18"):
+        bsu.load_pretrained("cifar100")
+    with pytest.raises(ValueError, match="hub:<owner>/<repo>/<file>"):
+        bsu.load_pretrained("cifar100", weights="hub:just-a-name")

@@ -11,8 +11,8 @@ from blocksparse.cli import run_notebooks
 NOTEBOOKS = sorted(bsu.NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
 
 
-def test_six_ordered_notebooks():
-    assert [p.name[:2] for p in NOTEBOOKS] == ["01", "02", "03", "04", "05", "06"]
+def test_seven_ordered_notebooks():
+    assert [p.name[:2] for p in NOTEBOOKS] == ["01", "02", "03", "04", "05", "06", "07"]
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
@@ -45,7 +45,7 @@ def test_notebooks_run_top_to_bottom(tmp_path, monkeypatch):
     monkeypatch.setenv("BSU_RESULTS_DIR", str(tmp_path / "results"))
     monkeypatch.setenv("BSU_FIGURES_DIR", str(tmp_path / "figures"))
     executed = run_notebooks("ci", tmp_path / "executed")
-    assert len(executed) == 6
+    assert len(executed) == 7
     for p in executed:
         counts = [c["execution_count"] for c in json.loads(p.read_text())["cells"] if c["cell_type"] == "code"]
         assert counts == list(range(1, len(counts) + 1)), f"{p.name} ran out of order"

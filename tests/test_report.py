@@ -2,11 +2,9 @@
 import math
 import re
 
-import numpy as np
 import pandas as pd
 import pytest
 
-from blocksparse import report
 from blocksparse.report import (BEGIN, END, bd_rate_table, original_vs_real, positions_share, render_frontier,
                                 render_levers, render_summary, splice_readme, write_summary)
 from blocksparse.results import to_frame
