@@ -28,9 +28,19 @@ checkpoint: env
 	  || { echo "the shipped checkpoint is missing or corrupt: 'git checkout data/' or 'make pretrain'"; exit 1; }
 
 # The default run also copies notebook 07's data/results/summary.md into the README.
+# PRESET=cifar100: the original study's own table (CIFAR-100, its hub ResNet-18, ratios 1.0-0.05,
+# B=4, 2 bits, the three modes, without and with fine-tuning per ratio) with real streams; it
+# needs a network (or the files it names) for the dataset and the checkpoint.
+FINETUNE_STEPS ?= 1000
 study: data checkpoint
+ifeq ($(PRESET),cifar100)
+	for m in channel-wise region-wise global; do \
+	  $(PY) blocksparse_utils.py --dataset cifar100 --mode $$m --block-size 4 --ratios 1.0 0.5 0.3 0.1 0.05 \
+	    --bits 2 --finetune-steps $(FINETUNE_STEPS) || exit 1; done
+else
 	BSU_RECOMPUTE=$(RECOMPUTE) $(PY) blocksparse_utils.py notebooks --preset $(PRESET)
 	@if [ "$(PRESET)" = default ]; then $(PY) -m blocksparse.report README.md && echo "README results section updated"; fi
+endif
 
 test: data
 	$(PY) -m pytest -m "not browser"

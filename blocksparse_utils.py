@@ -49,7 +49,8 @@ from blocksparse.report import (bd_rate_table, original_vs_real, positions_share
                                render_levers, render_summary, splice_readme, write_summary)
 from blocksparse.report_models import load_trained_models
 # plots and widgets
-from blocksparse.plots import plot_accuracy_vs_bpp, plot_accuracy_vs_ratio, plot_feature_maps, save_figure
+from blocksparse.plots import (pick_row, plot_accuracy_vs_bpp, plot_accuracy_vs_ratio, plot_explorer, plot_feature_maps,
+                              save_figure)
 from blocksparse.widgets import controls, interactive_figure
 from blocksparse.runtime import (DATA_DIR, NOTEBOOK_DIR, ROOT, default_device, figures_dir, results_dir,
                                  set_seed)

@@ -29,14 +29,19 @@ def _axes(ax):
     return ax.figure, ax
 
 
+def _true(v) -> bool:
+    """A flag of a results row: True only where it is set and true (missing is not true)."""
+    return v is not None and not pd.isna(v) and bool(v)
+
+
 def _curve_label(row: pd.Series) -> str:
     if row["method"] == "blocksparse":
-        return f"{row['mode']}{' (fine-tuned)' if row['finetuned'] is True else ''}"
+        return f"{row['mode']}{' (fine-tuned)' if _true(row['finetuned']) else ''}"
     if row["method"] == "dense":
         return "dense (border zeroed)"
-    tuned = row.get("finetuned") is True and row["method"] != "learned-bottleneck"  # a bottleneck is always trained
+    tuned = _true(row.get("finetuned")) and row["method"] != "learned-bottleneck"  # a bottleneck is always trained
     return (f"{row['method']}{' (fine-tuned)' if tuned else ''}"
-            f"{' (estimate)' if row.get('rate_is_estimate') is True else ''}")
+            f"{' (estimate)' if _true(row.get('rate_is_estimate')) else ''}")
 
 
 def plot_accuracy_vs_bpp(df: pd.DataFrame, reference: float | None = None, ax=None, logx: bool = True,
@@ -96,3 +101,54 @@ def plot_feature_maps(image: Tensor, maps: dict, channels=(0, 1, 2, 3)):
         a.set_xticks([]), a.set_yticks([])
     return fig
 
+
+
+def pick_row(results: pd.DataFrame, mode: str, block_size: int, ratio: float, bits: int,
+             finetuned: bool = False) -> pd.Series | None:
+    """The block-sparse results row of one configuration (the most accurate where several seeds
+    or splits share it), or None where the results have none."""
+    d = results[(results["method"] == "blocksparse") & (results["mode"] == mode)
+                & (results["block_size"] == block_size) & (results["bits"] == bits)
+                & (results["finetuned"].fillna(False).astype(bool) == bool(finetuned))]
+    d = d[(d["ratio"].astype(float) - float(ratio)).abs() < 1e-12]
+    return None if d.empty else d.loc[d["accuracy"].astype(float).idxmax()]
+
+
+def plot_explorer(results: pd.DataFrame, reference: float | None, row: pd.Series | None,
+                  image: Tensor | None = None, decoded: Tensor | None = None, channels=(0, 1, 2, 3)):
+    """One configuration of the study in context: the accuracy-bpp figure with the configuration
+    highlighted (its 95% interval as an error bar), its stream's bytes by section, and (given
+    one example ``image`` and its ``decoded`` features [C, H, W]) a few decoded channels.
+    ``row`` is a results row (``pick_row``) or None (nothing measured there). Returns the figure."""
+    fig = plt.figure(figsize=(11, 3.6))
+    grid = fig.add_gridspec(2, 6)
+    ax = fig.add_subplot(grid[:, :3])
+    plot_accuracy_vs_bpp(results[results["method"] != "original-accounting"], reference, ax=ax)
+    bars = fig.add_subplot(grid[0, 3:])
+    if row is None:
+        ax.set_title("no result for this combination (see the table above)", fontsize=8)
+        bars.axis("off")
+    else:
+        acc = 100 * float(row["accuracy"])
+        lo, hi = 100 * float(row["accuracy_lo"]), 100 * float(row["accuracy_hi"])
+        ax.errorbar([float(row["bpp"])], [acc], yerr=[[acc - lo], [hi - acc]], fmt="*", ms=14, color="crimson",
+                    ecolor="crimson", zorder=5)
+        ax.set_title(f"{row['mode']} B={row['block_size']} ratio {row['ratio']:g} {row['bits']} bits"
+                     f"{' fine-tuned' if _true(row['finetuned']) else ''}: {acc:.1f}% [{lo:.1f}, {hi:.1f}] "
+                     f"(n={row['n_images']}) at {float(row['bpp']):.3f} bpp", fontsize=8)
+        sections = [s for s in ("header", "tables", "positions", "values", "padding")
+                    if f"{s}_bits" in row and not pd.isna(row[f"{s}_bits"])]
+        bars.barh(sections, [float(row[f"{s}_bits"]) / 8 for s in sections], color="0.4")
+        bars.set_xlabel(f"bytes per image (stream: {float(row['stream_bytes']):.1f} B)", fontsize=8)
+        bars.tick_params(labelsize=7)
+    if image is not None and decoded is not None:
+        cols = [fig.add_subplot(grid[1, 3 + j]) for j in range(3)]
+        cols[0].imshow(image[0] if image.shape[0] == 1 else image.permute(1, 2, 0), cmap="gray")
+        cols[0].set_title("input", fontsize=7)
+        for a, ch in zip(cols[1:], channels):
+            a.imshow(decoded[ch], cmap="viridis")
+            a.set_title(f"decoded channel {ch}", fontsize=7)
+        for a in cols:
+            a.set_xticks([]), a.set_yticks([])
+    fig.tight_layout()
+    return fig

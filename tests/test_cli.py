@@ -48,3 +48,19 @@ def test_bad_arguments_are_usage_errors(argv, name, capsys, tmp_path, monkeypatc
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert name in err and "Traceback" not in err
+
+
+def test_the_original_setup_offline_names_what_to_download(capsys, tmp_path, monkeypatch):
+    """PRESET=cifar100 runs this command per mode; without a network it stops with a usage error
+    that names the hub file to fetch, not a traceback."""
+    import huggingface_hub
+
+    def offline(repo_id, filename, **kw):
+        raise ConnectionError("no network")
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", offline)
+    monkeypatch.setenv("BSU_RESULTS_DIR", str(tmp_path))
+    with pytest.raises(SystemExit) as e:
+        main(["--dataset", "cifar100", "--mode", "global", "--block-size", "4", "--ratios", "0.5", "--bits", "2"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "https://huggingface.co/cascade-ai/cifar100-resnet18" in err and "Traceback" not in err

@@ -1,0 +1,49 @@
+"""Plots: the explorer picks the configuration's row and shows what it measured."""
+import matplotlib
+import pytest
+import torch
+
+import blocksparse_utils as bsu
+
+matplotlib.use("Agg")
+
+
+def _rows():
+    base = dict(method="blocksparse", mode="global", block_size=4, bits=2, n_images=1000, n_rate=10,
+                stream_bytes=60.0, header_bits=16.0, positions_bits=100.0, values_bits=344.0, padding_bits=4.0)
+    return bsu.to_frame([
+        base | dict(ratio=0.005, finetuned=False, accuracy=0.15, accuracy_lo=0.13, accuracy_hi=0.17, bpp=0.61),
+        base | dict(ratio=0.005, finetuned=True, seed=0, accuracy=0.89, accuracy_lo=0.87, accuracy_hi=0.91, bpp=0.62),
+        base | dict(ratio=0.005, finetuned=True, seed=1, accuracy=0.90, accuracy_lo=0.88, accuracy_hi=0.92, bpp=0.63),
+        base | dict(ratio=0.1, finetuned=False, accuracy=0.60, accuracy_lo=0.57, accuracy_hi=0.63, bpp=3.0),
+        dict(method="webp", quality=0, accuracy=0.8, n_images=1000, bpp=1.0),
+    ])
+
+
+def test_pick_row_finds_the_configuration_and_the_best_seed():
+    r = _rows()
+    assert bsu.pick_row(r, "global", 4, 0.1, 2)["accuracy"] == 0.60
+    assert bsu.pick_row(r, "global", 4, 0.005, 2, finetuned=True)["seed"] == 1  # the most accurate seed
+    assert bsu.pick_row(r, "global", 4, 0.005, 2)["accuracy"] == 0.15
+    assert bsu.pick_row(r, "global", 4, 0.005 + 1e-15, 2)["accuracy"] == 0.15  # a float ratio from a slider
+    assert bsu.pick_row(r, "channel-wise", 4, 0.1, 2) is None and bsu.pick_row(r, "global", 4, 0.1, 4) is None
+
+
+def test_plot_explorer_states_the_row_and_its_bytes():
+    r = _rows()
+    fig = bsu.plot_explorer(r, 0.93, bsu.pick_row(r, "global", 4, 0.005, 2, True), torch.zeros(1, 28, 28),
+                            torch.zeros(64, 28, 28))
+    title = fig.axes[0].get_title()
+    assert "90.0% [88.0, 92.0] (n=1000) at 0.630 bpp" in title and "fine-tuned" in title
+    bars = fig.axes[1]
+    assert [t.get_text() for t in bars.get_yticklabels()] == ["header", "positions", "values", "padding"]
+    assert [p.get_width() for p in bars.patches] == pytest.approx([2.0, 12.5, 43.0, 0.5])  # bits / 8
+    empty = bsu.plot_explorer(r, 0.93, None)
+    assert "no result" in empty.axes[0].get_title()
+
+
+def test_curve_labels_read_flags_of_loaded_results():
+    from blocksparse.plots import _curve_label
+    r = _rows()
+    labels = [_curve_label(row) for _, row in r.iterrows()]
+    assert labels == ["global", "global (fine-tuned)", "global (fine-tuned)", "global", "webp"]
