@@ -25,7 +25,7 @@ from .runtime import NOTEBOOK_DIR, ROOT, default_device, figures_dir, results_di
 from .results import load_results, original_layout, save_results, to_frame, write_compression_results
 from .baselines import LOSSLESS_FORMATS, QUALITIES, available_formats, image_codec_baseline
 from .bottleneck import SELECT_ON
-from .study import (PRESETS, candidates_under, select_after_finetuning, sweep, train_bottleneck_model,
+from .study import (PRESETS, candidates_under, select_after_finetuning, split_sweep, sweep, train_bottleneck_model,
                     train_codec_baseline_model, train_frontier_model)
 from .training import accuracy, finetune, pretrain
 
@@ -104,6 +104,8 @@ def main(argv: list[str] | None = None) -> None:
         return _bottleneck_command(argv[1:])
     if argv[:1] == ["codec-finetune"]:
         return _codec_finetune_command(argv[1:])
+    if argv[:1] == ["split-sweep"]:
+        return _split_sweep_command(argv[1:])
     if argv[:1] == ["codec-grid"]:
         return _codec_grid_command(argv[1:])
     if argv[:1] == ["bench"]:
@@ -226,7 +228,8 @@ def _frontier_command(argv: list[str]) -> None:
     for seed in a.seeds:
         rows.append(train_frontier_model(
             cfg, seed, a.out, a.dataset, a.split_at, a.coder, a.fit_images, a.n_test, a.rate_sample, a.state_dir,
-            tag=a.tag, monitor_test=a.monitor_test, ship_weights=a.ship, steps=a.steps, eval_every=a.eval_every, patience=a.patience,
+            tag=a.tag, monitor_test=a.monitor_test, ship_weights=a.ship, steps=a.steps, eval_every=a.eval_every,
+            patience=a.patience,
             lr=a.lr, batch_size=a.batch_size, train=a.train, distill_weight=a.distill_weight,
             group_lasso_weight=a.group_lasso_weight, val_subset=a.val_subset))
     _add_model_rows(rows, a.results, vars(a))
@@ -293,6 +296,32 @@ def _codec_finetune_command(argv: list[str]) -> None:
                                        batch_size=a.batch_size, distill_weight=a.distill_weight)
             for seed in a.seeds for q in a.qualities]
     _add_model_rows(rows, a.results, vars(a))
+
+
+def _split_sweep_command(argv: list[str]) -> None:
+    """The sweep without fine-tuning at one split point (the grid of notebook 03 by default, on the
+    same evenly spaced test images); rows go to ``sweep_<split>.csv``."""
+    ap = argparse.ArgumentParser(prog="blocksparse_utils.py split-sweep")
+    ap.add_argument("--dataset", default="fashion-mnist")
+    ap.add_argument("--split-at", required=True, choices=SPLIT_POINTS)
+    ap.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
+    ap.add_argument("--block-sizes", type=_positive, nargs="+", default=[2, 4])
+    ap.add_argument("--ratios", type=_ratio, nargs="+", default=RATIOS)
+    ap.add_argument("--bits", type=_positive, nargs="+", default=[2, 4])
+    ap.add_argument("--n-test", type=_positive, default=1000, help="evenly spaced test images")
+    ap.add_argument("--rate-sample", type=_positive, default=100)
+    ap.add_argument("--coder", choices=("huffman", "ans"), default="ans")
+    ap.add_argument("--fit-images", type=_positive, default=2000)
+    a = ap.parse_args(argv)
+    model = load_pretrained(a.dataset, a.split_at).to(default_device())
+    test = load_dataset(a.dataset, "test", subset=a.n_test)
+    try:
+        rows = split_sweep(model, test, a.dataset, a.modes, a.block_sizes, a.ratios, a.bits, a.rate_sample,
+                           a.coder, a.fit_images)
+    except ValueError as e:  # e.g. a block larger than this split's map
+        ap.error(str(e))
+    print("wrote", save_results(to_frame(rows), dict(vars(a), checkpoint=checkpoint_card(a.dataset).get("sha256")),
+                                f"sweep_{a.split_at}"))
 
 
 def _codec_grid_command(argv: list[str]) -> None:

@@ -26,7 +26,7 @@ from .original import ORIGINAL_BITS
 from .report_format import (NAMES, _bpp, _count, _interval, _list, _markdown, _missing, _number,
                             _pct, _points, describe)
 from .report_models import (render_ablation, render_bottleneck, render_codec_models, render_models,
-                            render_screening, render_test_stopping)
+                            render_screening, render_split_points, render_test_stopping)
 from .results import to_frame
 from .runtime import results_dir
 
@@ -47,6 +47,7 @@ $bottleneck
 $codec_models
 $ablation
 $test_stopping
+$splits
 BD-rate of each selection mode's Pareto front (no fine-tuning) against ${anchor}'s, at equal accuracy \
 over the accuracy range both curves cover (positive: the mode needs more bits than $anchor):
 
@@ -456,7 +457,8 @@ def render_summary(results: pd.DataFrame, configs: dict, card: dict, reference: 
                    screening_config: dict | None = None, bottleneck: pd.DataFrame | None = None,
                    bottleneck_paired: list[dict] | None = None, codec_models: pd.DataFrame | None = None,
                    codec_paired: list[dict] | None = None, codec_grid: pd.DataFrame | None = None,
-                   ablation: pd.DataFrame | None = None, test_stopping: dict | None = None) -> str:
+                   ablation: pd.DataFrame | None = None, test_stopping: dict | None = None,
+                   splits: dict | None = None) -> str:
     """The README's results section, every number read from ``results`` and ``configs``.
 
     Parameters
@@ -489,9 +491,9 @@ def render_summary(results: pd.DataFrame, configs: dict, card: dict, reference: 
         (``render_models``).
     screening, screening_config : DataFrame and dict, optional
         The selection after fine-tuning behind those models (``render_screening``).
-    bottleneck, bottleneck_paired, codec_models, codec_paired, codec_grid, ablation, test_stopping : optional
+    bottleneck, bottleneck_paired, codec_models, codec_paired, codec_grid, ablation, test_stopping, splits : optional
         The learned bottlenecks, the image codecs with a fine-tuned classifier, the image codecs
-        on the same test images, the ablation frame and the monitored card (``report_models``;
+        on the same test images, the ablation frame, the monitored card and the sweeps per split point (``report_models``;
         ``report_models.load_trained_models`` reads them all).
 
     Returns
@@ -518,7 +520,8 @@ def render_summary(results: pd.DataFrame, configs: dict, card: dict, reference: 
         codec_models=render_codec_models(codec_models, codec_paired or [], codec_grid)
         if codec_models is not None else "",
         ablation=render_ablation(ablation) if ablation is not None else "",
-        test_stopping=render_test_stopping(test_stopping) if test_stopping is not None else "")
+        test_stopping=render_test_stopping(test_stopping) if test_stopping is not None else "",
+        splits=render_split_points(splits, tolerance, max_bpp) if splits else "")
     return text
 
 

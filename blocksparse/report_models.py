@@ -312,6 +312,51 @@ def load_trained_models(results: str | Path | None = None, data: str | Path | No
                     & (shipped["seed"] == base["seed"]) & (shipped["split_at"] == base["split_at"]))
             ablation = pd.concat([ablation, shipped[same.fillna(False)]], ignore_index=True)
         out["ablation"] = ablation_frame(ablation, cards)
+    splits = {}
+    for name in ["sweep", *(f"sweep_{s}" for s in ("layer1", "layer2", "layer3"))]:
+        df = table(name)
+        if df is not None and len(df):
+            splits.setdefault(str(df["split_at"].dropna().iloc[0]), df)
+    out["splits"] = splits if len(splits) > 1 else None
     monitored = [c for c in cards.values() if c.get("history") and "test_accuracy" in c["history"][0]]
     out["test_stopping"] = monitored[0] if monitored else None
     return out
+
+
+SPLITS = Template("""\
+**The split point as a lever** (no fine-tuning; the same $n_images evenly spaced test images and grid at each \
+split, amortized streams, bits per *input* pixel; `python blocksparse_utils.py split-sweep --split-at ...`):
+
+$table
+""")
+
+
+def render_split_points(sweeps: dict[str, pd.DataFrame], tolerance: float = 0.01, max_bpp: float = 1.0) -> str:
+    """The README's table on split points: per split (``sweeps``: split -> its sweep rows, the
+    uncompressed row included), the features' values per input pixel, the lowest bpp within
+    ``tolerance`` of the uncompressed accuracy and its configuration, and the best accuracy at
+    or under ``max_bpp``. Fewer than two splits render as an empty string."""
+    from .analysis import best_under, lowest_within
+    if len(sweeps) < 2:
+        return ""
+    lines, n = [], set()
+    for split, df in sorted(sweeps.items()):
+        df = to_frame(df)
+        ref = df[df["method"] == "uncompressed"]
+        if ref.empty:
+            raise ValueError(f"sweeps[{split!r}] has no uncompressed row")
+        reference = float(ref["accuracy"].iloc[0])
+        n.add(int(ref["n_images"].iloc[0]))
+        bs = df[df["method"] == "blocksparse"]
+        low, best = lowest_within(bs, reference, tolerance), best_under(bs, max_bpp)
+        lines.append(dict(split_at=split, uncompressed=round(100 * reference, 2),
+                          values_per_pixel=round(float(ref["bpp"].iloc[0]) / 32, 3),
+                          lowest_bpp_within=None if low is None else round(float(low["bpp"]), 3),
+                          config_within="none" if low is None else describe(low),
+                          best_at_max_bpp=None if best is None else round(100 * float(best["accuracy"]), 2),
+                          config_at_max_bpp="none" if best is None else describe(best)))
+    if len(n) != 1:
+        raise ValueError(f"sweeps are on different numbers of test images {sorted(n)}: compare on the same images")
+    table = pd.DataFrame(lines).rename(columns={"lowest_bpp_within": f"lowest bpp within {_points(tolerance)}",
+                                                "best_at_max_bpp": f"best accuracy (%) at <= {_number(max_bpp)} bpp"})
+    return SPLITS.substitute(n_images=_count(n.pop()), table=_markdown(table))

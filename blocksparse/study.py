@@ -216,7 +216,8 @@ def train_frontier_model(cfg: CodecConfig, seed: int, out_dir: str | Path, datas
                                                     if isinstance(v, (int, float, str, type(None)))},
                 base_checkpoint=checkpoint_card(dataset).get("sha256"), history=history,
                 val_accuracy=max(h["val_accuracy"] for h in history), test_accuracy=ev["accuracy"],
-                test_images=ev["n_images"], monitor_images=monitor_test, codebook=cb_path.name, codebook_bytes=codebook_bytes(cb),
+                test_images=ev["n_images"], monitor_images=monitor_test, codebook=cb_path.name,
+                codebook_bytes=codebook_bytes(cb),
                 dtype="float16", sha256=hashlib.sha256(weights.read_bytes()).hexdigest())
     card_path = weights.with_suffix(".json")
     card_path.write_text(json.dumps(card | dict(weights_shipped=ship_weights), indent=1))
@@ -378,3 +379,17 @@ def train_codec_baseline_model(fmt: str, quality: int | None, seed: int, out_dir
                val_accuracy=card["val_accuracy"], weights=_in_repo(weights) if ship_weights else None,
                **{k: v for k, v in ev.items() if k != "correct"})
     return row | dict(paired=paired, reference_accuracy=ref["accuracy"], card=_in_repo(card_path))
+
+
+def split_sweep(model: SplitResNet18, test: TensorDataset, dataset: str = "fashion-mnist", modes=MODES,
+                block_sizes=(2, 4), ratios=tuple(RATIOS), bits=(2, 4), rate_sample: int | None = 100,
+                coder: str | None = "ans", fit_images: int = 2000, executor=None) -> list[dict]:
+    """The study's sweep at ``model``'s split point, without fine-tuning: the uncompressed row,
+    then every configuration of the grid with amortized streams whose code tables are fitted on
+    ``fit_images`` evenly spaced training images' features (``coder``; None: self-contained).
+    Every row names its ``split_at``."""
+    columns = dict(dataset=dataset, split_at=model.split_at, finetuned=False)
+    fit = head_features(model, load_dataset(dataset, "train", subset=fit_images)) if coder else None
+    return [result_row(evaluate(model, None, test), **columns)] + sweep(
+        model, test, modes, block_sizes, ratios, bits, rate_sample, coder=coder, fit_features=fit,
+        executor=executor, **columns)

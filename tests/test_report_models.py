@@ -139,3 +139,22 @@ def test_load_trained_models_reads_what_exists(tmp_path, monkeypatch):
     got = report_models.load_trained_models(data=tmp_path)
     assert len(got["ablation"]) == 4 and set(got["ablation"]["train"]) == {"tail", "all"}
     assert got["test_stopping"]["schedule"]["train"] == "all" and got["bottleneck"] is None
+
+
+def test_split_points_table_per_split_on_the_same_images():
+    def sweep(split, rows):
+        ref = dict(method="uncompressed", split_at=split, accuracy=0.94, n_images=1000, bpp={"layer1": 2048.0,
+                   "layer2": 1024.0}[split])
+        return to_frame([ref] + [dict(method="blocksparse", split_at=split, mode="global", block_size=2, ratio=r,
+                                      bits=2, accuracy=a, n_images=1000, bpp=b) for r, a, b in rows])
+    text = report_models.render_split_points({
+        "layer2": sweep("layer2", [(0.5, 0.935, 6.0), (0.05, 0.80, 0.9)]),
+        "layer1": sweep("layer1", [(0.5, 0.925, 20.0), (0.05, 0.50, 1.5)])})
+    assert "same 1,000 evenly spaced test images" in text
+    assert text.index("| layer1 |") < text.index("| layer2 |")
+    assert "| layer2 | 94 | 32 | 6 | global, B=2, ratio 0.5, 2 bits | 80 | global, B=2, ratio 0.05, 2 bits |" in text
+    assert "| layer1 | 94 | 64 | n/a | none | n/a | none |" in text  # 92.5% is not within one point of 94%
+    assert report_models.render_split_points({"layer1": sweep("layer1", [])}) == ""
+    other = sweep("layer2", []).assign(n_images=500)
+    with pytest.raises(ValueError, match="same images"):
+        report_models.render_split_points({"layer1": sweep("layer1", []), "layer2": other})
