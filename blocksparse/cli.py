@@ -106,18 +106,11 @@ def main(argv: list[str] | None = None) -> None:
                         bf16={"auto": None, "on": True, "off": False}[a.bf16], anneal_at=a.anneal_at)
         print(json.dumps(card, indent=2))
         return
-    if argv[:1] == ["select"]:
-        return _select_command(argv[1:])
-    if argv[:1] == ["frontier"]:
-        return _frontier_command(argv[1:])
-    if argv[:1] == ["bottleneck"]:
-        return _bottleneck_command(argv[1:])
-    if argv[:1] == ["codec-finetune"]:
-        return _codec_finetune_command(argv[1:])
-    if argv[:1] == ["split-sweep"]:
-        return _split_sweep_command(argv[1:])
-    if argv[:1] == ["codec-grid"]:
-        return _codec_grid_command(argv[1:])
+    commands = {"select": _select_command, "frontier": _frontier_command, "bottleneck": _bottleneck_command,
+                "codec-finetune": _codec_finetune_command, "split-sweep": _split_sweep_command,
+                "codec-grid": _codec_grid_command}
+    if argv[:1] and argv[0] in commands:
+        return commands[argv[0]](argv[1:])
     if argv[:1] == ["bench"]:
         return benchmark()
     if argv[:1] == ["notebooks"]:
@@ -196,6 +189,20 @@ def _select_command(argv: list[str]) -> None:
     print(rows.sort_values(["round", "val_accuracy"], ascending=[True, False]).to_string(index=False))
 
 
+def _schedule_args(ap: argparse.ArgumentParser, seeds: list[int], steps: int, eval_every: int, patience: int,
+                   distill_weight: float) -> None:
+    """The options every training command shares (its defaults differ per command)."""
+    ap.add_argument("--seeds", type=int, nargs="+", default=seeds)
+    ap.add_argument("--steps", type=_positive, default=steps)
+    ap.add_argument("--eval-every", type=_positive, default=eval_every)
+    ap.add_argument("--patience", type=_positive, default=patience)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--batch-size", type=_positive, default=64)
+    ap.add_argument("--distill-weight", type=float, default=distill_weight)
+    ap.add_argument("--val-subset", type=_positive, default=2000)
+    ap.add_argument("--n-test", type=_positive, default=None, help="evenly spaced test images (default: all)")
+
+
 def _frontier_command(argv: list[str]) -> None:
     """Fine-tune a chosen configuration once per seed, ship the weights and code tables, test once;
     appends the rows to ``frontier_models.csv`` (and the paired tests to ``frontier_models.json``)."""
@@ -206,19 +213,11 @@ def _frontier_command(argv: list[str]) -> None:
     ap.add_argument("--block-size", type=_positive, required=True)
     ap.add_argument("--ratio", type=_ratio, required=True)
     ap.add_argument("--bits", type=_positive, required=True)
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--steps", type=_positive, default=3000)
-    ap.add_argument("--eval-every", type=_positive, default=150)
-    ap.add_argument("--patience", type=_positive, default=5)
-    ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--batch-size", type=_positive, default=64)
+    _schedule_args(ap, [0, 1, 2], 3000, 150, 5, 0.5)
     ap.add_argument("--train", choices=("all", "tail"), default="all")
-    ap.add_argument("--distill-weight", type=float, default=0.5)
     ap.add_argument("--group-lasso-weight", type=float, default=0.0)
-    ap.add_argument("--val-subset", type=_positive, default=2000)
     ap.add_argument("--coder", choices=("huffman", "ans"), default="ans")
     ap.add_argument("--fit-images", type=_positive, default=5000)
-    ap.add_argument("--n-test", type=_positive, default=None, help="evenly spaced test images (default: all)")
     ap.add_argument("--rate-sample", type=_positive, default=1000)
     ap.add_argument("--out", default=str(ROOT / "data" / "frontier"))
     ap.add_argument("--state-dir", default=str(ROOT / "data" / "runs"))
@@ -253,16 +252,8 @@ def _bottleneck_command(argv: list[str]) -> None:
     ap.add_argument("--split-at", default="layer1", choices=SPLIT_POINTS)
     ap.add_argument("--rate-weights", type=float, nargs="+", required=True)
     ap.add_argument("--latent-channels", type=_positive, default=8)
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0])
-    ap.add_argument("--steps", type=_positive, default=1000)
-    ap.add_argument("--eval-every", type=_positive, default=100)
-    ap.add_argument("--patience", type=_positive, default=4)
-    ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--batch-size", type=_positive, default=64)
-    ap.add_argument("--distill-weight", type=float, default=1.0)
+    _schedule_args(ap, [0], 1000, 100, 4, 1.0)
     ap.add_argument("--select-on", choices=SELECT_ON, default="objective")
-    ap.add_argument("--val-subset", type=_positive, default=2000)
-    ap.add_argument("--n-test", type=_positive, default=None, help="evenly spaced test images (default: all)")
     ap.add_argument("--rate-sample", type=_positive, default=1000)
     ap.add_argument("--out", default=str(ROOT / "data" / "frontier"))
     ap.add_argument("--state-dir", default=str(ROOT / "data" / "runs"))
@@ -285,15 +276,7 @@ def _codec_finetune_command(argv: list[str]) -> None:
     ap.add_argument("--dataset", default="fashion-mnist")
     ap.add_argument("--format", default="webp", choices=available_formats())
     ap.add_argument("--qualities", type=int, nargs="+", required=True)
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0])
-    ap.add_argument("--steps", type=_positive, default=1200)
-    ap.add_argument("--eval-every", type=_positive, default=150)
-    ap.add_argument("--patience", type=_positive, default=4)
-    ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--batch-size", type=_positive, default=64)
-    ap.add_argument("--distill-weight", type=float, default=0.5)
-    ap.add_argument("--val-subset", type=_positive, default=2000)
-    ap.add_argument("--n-test", type=_positive, default=None, help="evenly spaced test images (default: all)")
+    _schedule_args(ap, [0], 1200, 150, 4, 0.5)
     ap.add_argument("--out", default=str(ROOT / "data" / "baselines"))
     ap.add_argument("--state-dir", default=str(ROOT / "data" / "runs"))
     ap.add_argument("--no-ship", dest="ship", action="store_false", help="delete the weights after the test")

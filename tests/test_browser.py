@@ -1,5 +1,6 @@
 """Notebook 03's sliders and notebook 07's explorer in JupyterLab, driven in headless Chromium
 (make test-browser)."""
+import contextlib
 import os
 import secrets
 import shutil
@@ -89,44 +90,16 @@ def _figure(page) -> str:
     return img.get_attribute("src")
 
 
-def test_sliders_redraw_and_export(lab, tmp_path):
-    from playwright.sync_api import expect, sync_playwright
-    shot = bsu.ROOT / "build" / "browser-failure.png"
+@contextlib.contextmanager
+def _page(shot_name: str):
+    """A headless Chromium page; a screenshot of it goes to build/ when the test fails."""
+    from playwright.sync_api import sync_playwright
+    shot = bsu.ROOT / "build" / shot_name
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         try:
-            page.goto(f"{lab['url']}/lab/tree/03.ipynb?token={lab['token']}")
-            page.locator(".jp-Notebook").wait_for(timeout=60_000)
-            page.locator("#jp-main-statusbar").get_by_text("Idle").wait_for(timeout=60_000)
-            page.get_by_role("menuitem", name="Run", exact=True).click()
-            page.get_by_text("Run All Cells", exact=True).click()
-            sliders = page.locator(".widget-hslider")
-            expect(sliders).to_have_count(2, timeout=120_000)
-            before = _figure(page)
-            ratio, block = sliders.nth(0), sliders.nth(1)
-            options = {"ratio": [str(r) for r in bsu.PRESETS["ci"]["ratios"]],
-                       "block": [str(b) for b in bsu.PRESETS["ci"]["block_sizes"]]}
-            start = ratio.locator(".widget-readout").inner_text()
-            # move the ratio slider one option towards the other end
-            _drag(page, ratio, 1 if start == options["ratio"][0] else -1, len(options["ratio"]))
-            want = options["ratio"][1] if start == options["ratio"][0] else options["ratio"][0]
-            expect(ratio.locator(".widget-readout")).to_have_text(want, timeout=30_000)
-            page.wait_for_function("b => document.querySelector('.widget-output img') && "
-                                   "document.querySelector('.widget-output img').src !== b", arg=before, timeout=60_000)
-            after_ratio = _figure(page)
-            assert after_ratio != before
-            start = block.locator(".widget-readout").inner_text()
-            _drag(page, block, 1 if start == options["block"][0] else -1, len(options["block"]))
-            want_b = options["block"][1] if start == options["block"][0] else options["block"][0]
-            expect(block.locator(".widget-readout")).to_have_text(want_b, timeout=30_000)
-            page.wait_for_function("b => document.querySelector('.widget-output img').src !== b",
-                                   arg=after_ratio, timeout=60_000)
-            assert _figure(page) not in (before, after_ratio)
-            page.get_by_role("button", name="export figure").click()
-            expect(page.get_by_text("saved ")).to_be_visible(timeout=30_000)
-            for ext in ("png", "pdf"):
-                assert (lab["figures"] / f"03_mode_comparison.{ext}").stat().st_size > 1000
+            yield page
         except BaseException:
             shot.parent.mkdir(exist_ok=True)
             page.screenshot(path=str(shot), full_page=True)
@@ -143,35 +116,57 @@ def _run_all(page, lab, name):
     page.get_by_text("Run All Cells", exact=True).click()
 
 
+def test_sliders_redraw_and_export(lab, tmp_path):
+    from playwright.sync_api import expect
+    with _page("browser-failure.png") as page:
+        _run_all(page, lab, "03.ipynb")
+        sliders = page.locator(".widget-hslider")
+        expect(sliders).to_have_count(2, timeout=120_000)
+        before = _figure(page)
+        ratio, block = sliders.nth(0), sliders.nth(1)
+        options = {"ratio": [str(r) for r in bsu.PRESETS["ci"]["ratios"]],
+                   "block": [str(b) for b in bsu.PRESETS["ci"]["block_sizes"]]}
+        start = ratio.locator(".widget-readout").inner_text()
+        # move the ratio slider one option towards the other end
+        _drag(page, ratio, 1 if start == options["ratio"][0] else -1, len(options["ratio"]))
+        want = options["ratio"][1] if start == options["ratio"][0] else options["ratio"][0]
+        expect(ratio.locator(".widget-readout")).to_have_text(want, timeout=30_000)
+        page.wait_for_function("b => document.querySelector('.widget-output img') && "
+                               "document.querySelector('.widget-output img').src !== b", arg=before, timeout=60_000)
+        after_ratio = _figure(page)
+        assert after_ratio != before
+        start = block.locator(".widget-readout").inner_text()
+        _drag(page, block, 1 if start == options["block"][0] else -1, len(options["block"]))
+        want_b = options["block"][1] if start == options["block"][0] else options["block"][0]
+        expect(block.locator(".widget-readout")).to_have_text(want_b, timeout=30_000)
+        page.wait_for_function("b => document.querySelector('.widget-output img').src !== b",
+                               arg=after_ratio, timeout=60_000)
+        assert _figure(page) not in (before, after_ratio)
+        page.get_by_role("button", name="export figure").click()
+        expect(page.get_by_text("saved ")).to_be_visible(timeout=30_000)
+        for ext in ("png", "pdf"):
+            assert (lab["figures"] / f"03_mode_comparison.{ext}").stat().st_size > 1000
+
+
 def test_explorer_highlights_the_picked_configuration_and_redraws_fast(lab, capsys):
     """Notebook 07's explorer: a slider release redraws from the results table (no recomputation).
     How long the redraw takes is printed (a benchmark figure, not an assertion)."""
-    from playwright.sync_api import expect, sync_playwright
-    shot = bsu.ROOT / "build" / "browser-failure-07.png"
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS, headless=True)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        try:
-            _run_all(page, lab, "07.ipynb")
-            sliders = page.locator(".widget-hslider")
-            expect(sliders).to_have_count(2, timeout=300_000)
-            before = _figure(page)
-            ratio = sliders.nth(0)
-            start = ratio.locator(".widget-readout").inner_text()
-            released = _drag(page, ratio, -1, 8)
-            page.wait_for_function("b => document.querySelector('.widget-output img').src !== b", arg=before,
-                                   timeout=60_000)
-            seconds = time.perf_counter() - released
-            assert ratio.locator(".widget-readout").inner_text() != start
-            page.get_by_role("button", name="export figure").click()
-            expect(page.get_by_text("saved ")).to_be_visible(timeout=30_000)
-            assert (lab["figures"] / "explorer.png").stat().st_size > 1000
-            with capsys.disabled():
-                print(f"\n[benchmark] notebook 07 explorer: slider release to redrawn figure {seconds:.2f} s "
-                      f"(target <= 2 s)")
-        except BaseException:
-            shot.parent.mkdir(exist_ok=True)
-            page.screenshot(path=str(shot), full_page=True)
-            raise
-        finally:
-            browser.close()
+    from playwright.sync_api import expect
+    with _page("browser-failure-07.png") as page:
+        _run_all(page, lab, "07.ipynb")
+        sliders = page.locator(".widget-hslider")
+        expect(sliders).to_have_count(2, timeout=300_000)
+        before = _figure(page)
+        ratio = sliders.nth(0)
+        start = ratio.locator(".widget-readout").inner_text()
+        released = _drag(page, ratio, -1, 8)
+        page.wait_for_function("b => document.querySelector('.widget-output img').src !== b", arg=before,
+                               timeout=60_000)
+        seconds = time.perf_counter() - released
+        assert ratio.locator(".widget-readout").inner_text() != start
+        page.get_by_role("button", name="export figure").click()
+        expect(page.get_by_text("saved ")).to_be_visible(timeout=30_000)
+        assert (lab["figures"] / "explorer.png").stat().st_size > 1000
+        with capsys.disabled():
+            print(f"\n[benchmark] notebook 07 explorer: slider release to redrawn figure {seconds:.2f} s "
+                  f"(target <= 2 s)")
