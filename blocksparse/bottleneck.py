@@ -392,7 +392,8 @@ def train_bottleneck(model: SplitResNet18, bn: Bottleneck, lmbda: float, dataset
                      seed: int = 0, state_path: str | Path | None = None,
                      train_data: TensorDataset | None = None, val_data: TensorDataset | None = None,
                      progress: bool = True, root: str | Path = DATA_DIR,
-                     bf16: bool | None = None, select_on: str = "objective") -> tuple[Bottleneck, list[dict]]:
+                     bf16: bool | None = None, select_on: str = "objective",
+                     prior_lr: float | None = None) -> tuple[Bottleneck, list[dict]]:
     """Train the bottleneck at the split of a FROZEN ResNet; early stopping on validation accuracy.
 
     The ResNet (head and tail, batch-norm statistics included) is not changed: only ``bn``
@@ -420,6 +421,10 @@ def train_bottleneck(model: SplitResNet18, bn: Bottleneck, lmbda: float, dataset
         ``train_data`` / ``val_data`` replace the splits altogether.
     steps, batch_size, lr : int, int, float
         At most ``steps`` Adam steps, cosine-annealed learning rate.
+    prior_lr : float, optional
+        Learning rate of the entropy model's parameters (``loc``, ``raw_scale``; default
+        ``lr``): with Adam each moves about ``prior_lr`` per step, so a prior that must narrow
+        a lot within a short schedule needs a larger one.
     eval_every, patience : int
         Validation on the real rounded path (eval mode, float32) every ``eval_every`` steps;
         training stops after ``patience`` evaluations without improvement and the best weights
@@ -453,6 +458,8 @@ def train_bottleneck(model: SplitResNet18, bn: Bottleneck, lmbda: float, dataset
         raise ValueError(f"lmbda must be a number >= 0, got {lmbda!r}")
     if not 0 <= distill_weight <= 1:
         raise ValueError(f"distill_weight must be in [0, 1], got {distill_weight!r}")
+    if prior_lr is not None and not (isinstance(prior_lr, (int, float)) and prior_lr > 0):
+        raise ValueError(f"prior_lr must be > 0 (or None for lr), got {prior_lr!r}")
     if not temperature > 0 or not feature_weight >= 0 or not lr > 0:
         raise ValueError(f"temperature and lr must be > 0 and feature_weight >= 0, got "
                          f"{temperature!r}, {lr!r}, {feature_weight!r}")
@@ -467,7 +474,9 @@ def train_bottleneck(model: SplitResNet18, bn: Bottleneck, lmbda: float, dataset
     va = val_data or load_dataset(dataset, "val", root, val_subset)
     was_training, flags = model.training, [p.requires_grad for p in model.parameters()]
     model.eval().requires_grad_(False)
-    opt = torch.optim.Adam(bn.parameters(), lr)
+    prior = [bn.loc, bn.raw_scale]
+    rest = [p for n, p in bn.named_parameters() if n not in ("loc", "raw_scale")]
+    opt = torch.optim.Adam([dict(params=rest), dict(params=prior, lr=prior_lr or lr)], lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     x, labels = tr.tensors
     pixels = x.shape[-2] * x.shape[-1]

@@ -254,6 +254,8 @@ def _bottleneck_command(argv: list[str]) -> None:
     ap.add_argument("--latent-channels", type=_positive, default=8)
     _schedule_args(ap, [0], 1000, 100, 4, 1.0)
     ap.add_argument("--select-on", choices=SELECT_ON, default="objective")
+    ap.add_argument("--prior-lr", type=float, default=None, help="learning rate of the entropy model (default: --lr)")
+    ap.add_argument("--tag", default="", help="added to the file names, e.g. _priorlr0.01")
     ap.add_argument("--rate-sample", type=_positive, default=1000)
     ap.add_argument("--out", default=str(ROOT / "data" / "frontier"))
     ap.add_argument("--state-dir", default=str(ROOT / "data" / "runs"))
@@ -262,9 +264,10 @@ def _bottleneck_command(argv: list[str]) -> None:
     if any(not w >= 0 for w in a.rate_weights):
         ap.error(f"--rate-weights must be >= 0, got {a.rate_weights}")
     rows = [train_bottleneck_model(w, seed, a.out, a.dataset, a.split_at, a.latent_channels, a.n_test,
-                                   a.rate_sample, a.state_dir, steps=a.steps, eval_every=a.eval_every,
+                                   a.rate_sample, a.state_dir, a.tag, steps=a.steps, eval_every=a.eval_every,
                                    patience=a.patience, lr=a.lr, batch_size=a.batch_size,
-                                   distill_weight=a.distill_weight, select_on=a.select_on, val_subset=a.val_subset)
+                                   distill_weight=a.distill_weight, select_on=a.select_on, val_subset=a.val_subset,
+                                   **({} if a.prior_lr is None else dict(prior_lr=a.prior_lr)))
             for seed in a.seeds for w in a.rate_weights]
     _add_model_rows(rows, a.results, vars(a))
 

@@ -254,15 +254,15 @@ def remeasure_frontier_models(cards: list[str | Path], n_test: int | None = None
     return rows, paired
 
 
-def bottleneck_name(lmbda: float, latent_channels: int, seed: int, split_at: str = "layer1") -> str:
+def bottleneck_name(lmbda: float, latent_channels: int, seed: int, split_at: str = "layer1", tag: str = "") -> str:
     """A file-name-safe label of a learned bottleneck, e.g. ``bottleneck_layer1_M8_lmbda0.5_seed0``."""
-    return f"bottleneck_{split_at}_M{latent_channels}_lmbda{lmbda:g}_seed{seed}"
+    return f"bottleneck_{split_at}_M{latent_channels}_lmbda{lmbda:g}{tag}_seed{seed}"
 
 
 def train_bottleneck_model(lmbda: float, seed: int, out_dir: str | Path, dataset: str = "fashion-mnist",
                            split_at: str = "layer1", latent_channels: int = 8, n_test: int | None = None,
                            rate_sample: int | None = 1000, state_dir: str | Path | None = None,
-                           **train_kwargs) -> dict:
+                           tag: str = "", **train_kwargs) -> dict:
     """Train one learned bottleneck (``bottleneck.train_bottleneck``, ResNet frozen) at rate weight
     ``lmbda``, ship it and test it once.
 
@@ -275,7 +275,7 @@ def train_bottleneck_model(lmbda: float, seed: int, out_dir: str | Path, dataset
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    name = bottleneck_name(lmbda, latent_channels, seed, split_at)
+    name = bottleneck_name(lmbda, latent_channels, seed, split_at, tag)
     state = None
     if state_dir is not None:
         state = Path(state_dir) / f"{name}.state.pt"
@@ -310,6 +310,8 @@ def remeasure_bottleneck_models(cards: list[str | Path], n_test: int | None = No
     rows, paired, refs = [], [], {}
     for c in map(Path, cards):
         card = json.loads(c.read_text())
+        if "test_accuracy" not in card:  # save_bottleneck's first card, before the model's one test
+            raise ValueError(f"{c} is not a finished model's card (no test_accuracy): is its run still going?")
         key = (card["dataset"], card["split_at"])
         model = load_pretrained(*key)
         test = load_dataset(card["dataset"], "test", subset=n_test)

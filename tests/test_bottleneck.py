@@ -332,6 +332,32 @@ def test_objective_selection_keeps_the_best_trade_off_not_the_most_accurate():
         B.train_bottleneck(model, bn, lmbda=1.0, select_on="rate")
 
 
+def test_prior_lr_moves_the_entropy_model_that_far_per_step():
+    """Adam's first step moves each parameter by its learning rate (times the gradient's sign): the
+    prior's by prior_lr, the rest by lr."""
+    model, data = _frozen_model(), bsu.load_dataset(split="train", subset=8)
+    bsu.set_seed(2)
+    bn = B.Bottleneck(hidden=8, latent_channels=4)
+    before = {k: v.clone() for k, v in bn.state_dict().items()}
+    common = dict(lmbda=1.0, steps=1, batch_size=4, eval_every=1, train_data=data, val_data=data, progress=False,
+                  patience=10, bf16=False, select_on="accuracy")
+    # keep the trained step, not the step-0 weights: patch track_best to always take the new weights
+    import blocksparse.bottleneck as mod
+    real = mod.track_best
+    mod.track_best = lambda acc, best, bad, m: ((acc, B.copy_state(m)), 0)
+    try:
+        bn, _ = B.train_bottleneck(model, bn, prior_lr=0.1, lr=1e-3, **common)
+    finally:
+        mod.track_best = real
+    step = {k: (v - before[k]).abs() for k, v in bn.state_dict().items()}
+    moved = step["raw_scale"][step["raw_scale"] > 0]
+    assert len(moved) and torch.allclose(moved, torch.full_like(moved, 0.1), rtol=1e-3)
+    w = step["encoder.0.weight"]  # at most lr (less where a gradient is tiny against Adam's eps)
+    assert float(w.max()) == pytest.approx(1e-3, rel=1e-3)
+    with pytest.raises(ValueError, match="prior_lr"):
+        B.train_bottleneck(model, bn, prior_lr=-1.0, **common)
+
+
 def test_train_bad_arguments():
     model, bn = _frozen_model(), B.Bottleneck()
     with pytest.raises(ValueError, match="lmbda"):
