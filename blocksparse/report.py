@@ -25,7 +25,7 @@ from .original import METHOD as ORIGINAL_METHOD
 from .original import ORIGINAL_BITS
 from .report_format import (NAMES, _bpp, _count, _interval, _list, _markdown, _missing, _number,
                             _pct, _points, describe)
-from .report_models import (render_ablation, render_bottleneck, render_codec_models, render_models,
+from .report_models import (render_ablation, render_bottleneck, render_codec_models, render_full_answer, render_models,
                             render_screening, render_split_points, render_test_stopping)
 from .results import to_frame
 from .runtime import results_dir
@@ -39,6 +39,7 @@ $setup
 
 ![accuracy vs bpp]($figure)
 
+$full_answer
 $answer
 
 $models
@@ -513,6 +514,8 @@ def render_summary(results: pd.DataFrame, configs: dict, card: dict, reference: 
         answer=_answer(results, reference, tolerance, max_bpp, original_mode), anchor=NAMES.get(anchor, anchor),
         frontier=render_frontier(results, reference, tolerance, max_bpp), original_method=ORIGINAL_METHOD,
         original_bits=ORIGINAL_BITS, levers=render_levers(results, lever_bpp), **_tables(results, anchor),
+        full_answer=render_full_answer(models, paired or [], bottleneck, bottleneck_paired or [], codec_models,
+                                       codec_paired or [], codec_grid, tolerance, max_bpp),
         models=render_models(models, paired or [], tolerance) if models is not None else "",
         screening=render_screening(screening, screening_config) if screening is not None else "",
         bottleneck=render_bottleneck(bottleneck, bottleneck_paired or [], codec_grid, tolerance, anchor)

@@ -360,3 +360,84 @@ def render_split_points(sweeps: dict[str, pd.DataFrame], tolerance: float = 0.01
     table = pd.DataFrame(lines).rename(columns={"lowest_bpp_within": f"lowest bpp within {_points(tolerance)}",
                                                 "best_at_max_bpp": f"best accuracy (%) at <= {_number(max_bpp)} bpp"})
     return SPLITS.substitute(n_images=_count(n.pop()), table=_markdown(table))
+
+
+FULL_ANSWER = Template("""\
+**The answer on all $n_images test images** (the rows it rests on; uncompressed $reference): $sentence
+
+$table
+""")
+FULL_WITHIN = Template("at or under $max_bpp bpp, $names $verb within $tolerance of the uncompressed model by a "
+                       "paired test.")
+FULL_NONE = Template("nothing measured at or under $max_bpp bpp is within $tolerance of the uncompressed model by "
+                     "a paired test; the most accurate there is $best.")
+
+
+def render_full_answer(models: pd.DataFrame | None, paired: list[dict], bottleneck: pd.DataFrame | None,
+                       bottleneck_paired: list[dict], codec_models: pd.DataFrame | None, codec_paired: list[dict],
+                       codec_grid: pd.DataFrame | None, tolerance: float = 0.01, max_bpp: float = 1.0) -> str:
+    """The README's headline paragraph and table, from the rows measured on all test images: the
+    shipped block-sparse models (mean over seeds), the learned bottlenecks, WebP with a fine-tuned
+    classifier, and WebP with the shipped classifier (its lowest rate within ``tolerance`` and
+    its point at or under ``max_bpp``, point estimates: the grid has no paired tests). Empty
+    when no trained model is there."""
+    from .analysis import best_under, lowest_within
+    rows, n = [], set()
+
+    def add(method, setting, g, p):
+        n.add(int(g["n_images"].max()))
+        rows.append(dict(method=method, setting=setting, seeds=len(g), bpp=round(float(g["bpp"].mean()), 3),
+                         accuracy=round(100 * float(g["accuracy"].mean()), 2),
+                         interval="n/a" if g["accuracy_lo"].isna().any() else
+                         f"[{100 * float(g['accuracy_lo'].min()):.2f}, {100 * float(g['accuracy_hi'].max()):.2f}]",
+                         vs_uncompressed=(f"{100 * np.mean([q['difference'] for q in p]):+.2f} "
+                                          f"[{100 * min(q['lo'] for q in p):+.2f}, {100 * max(q['hi'] for q in p):+.2f}]"
+                                          if p else "n/a (no paired test)"),
+                         within=bool(p) and all(q["within"] for q in p), _ref=p[0]["reference_accuracy"] if p else None))
+    if models is not None and len(models):
+        m = to_frame(models)
+        by = {q["weights"]: q for q in paired}
+        for _, g in m.groupby(["split_at", "mode", "block_size", "ratio", "bits"], sort=False):
+            add(f"block-sparse ({g['split_at'].iloc[0]})", describe(g.iloc[0].drop(labels=["finetuned"])), g,
+                [by[w] for w in g["weights"] if w in by])
+    if bottleneck is not None and len(bottleneck):
+        b = to_frame(bottleneck)
+        by = {q["weights"]: q for q in bottleneck_paired}
+        for _, r in b.sort_values("bpp").iterrows():
+            add("learned bottleneck", f"lambda={_number(r['rate_weight'])}", r.to_frame().T,
+                [by[r["weights"]]] if r["weights"] in by else [])
+    if codec_models is not None and len(codec_models):
+        c = to_frame(codec_models)
+        by = {(q.get("method"), q.get("quality"), q.get("seed")): q for q in codec_paired}
+        for _, r in c.sort_values("bpp").iterrows():
+            q = by.get((r["method"], int(r["quality"]), int(r["seed"])))
+            add(f"{r['method']} (fine-tuned classifier)", describe(r), r.to_frame().T, [q] if q else [])
+    if not rows:
+        return ""
+    ref = next((r["_ref"] for r in rows if r["_ref"] is not None), None)
+    if codec_grid is not None and len(codec_grid):
+        g = to_frame(codec_grid)
+        g = g[g["n_images"].isin(n)] if n else g
+        u = g[g["method"] == "uncompressed"]
+        reference = float(u["accuracy"].iloc[0]) if len(u) else ref
+        webp = g[g["method"] == "webp"]
+        for r in (lowest_within(webp, reference, tolerance) if reference is not None else None,
+                  best_under(webp, max_bpp)):
+            if r is not None and not any(x["method"] == "webp" and x["setting"] == describe(r) for x in rows):
+                add("webp", describe(r), r.to_frame().T, [])
+                rows[-1]["vs_uncompressed"] = f"{100 * (float(r['accuracy']) - reference):+.2f} (point estimate)"
+        ref = ref if ref is not None else reference
+    table = pd.DataFrame(rows).drop(columns="_ref").sort_values("bpp").reset_index(drop=True)
+    ok = table[(table["bpp"] <= max_bpp) & table["within"]]
+    if len(ok):
+        names = ", ".join(f"{r.method} {r.setting} ({_bpp(r.bpp)} bpp)" for r in ok.itertuples())
+        sentence = FULL_WITHIN.substitute(max_bpp=_number(max_bpp), names=names, verb="is" if len(ok) == 1 else "are",
+                                          tolerance=_points(tolerance))
+    else:
+        under = table[table["bpp"] <= max_bpp]
+        best = under.loc[under["accuracy"].idxmax()] if len(under) else None
+        sentence = FULL_NONE.substitute(max_bpp=_number(max_bpp), tolerance=_points(tolerance),
+                                        best="nothing" if best is None else
+                                        f"{best['method']} {best['setting']}, {best['accuracy']:.2f}% at {best['bpp']:.2f} bpp")
+    return FULL_ANSWER.substitute(n_images=_count(max(n)), reference=_pct(ref, 2), sentence=sentence,
+                                  table=_markdown(table))

@@ -158,3 +158,26 @@ def test_split_points_table_per_split_on_the_same_images():
     other = sweep("layer2", []).assign(n_images=500)
     with pytest.raises(ValueError, match="same images"):
         report_models.render_split_points({"layer1": sweep("layer1", []), "layer2": other})
+
+
+def test_full_answer_names_what_is_within_on_all_images_and_labels_point_estimates():
+    models = to_frame([dict(method="blocksparse", split_at="layer1", mode="global", block_size=4, ratio=0.005,
+                            bits=2, finetuned=True, seed=s, accuracy=a, accuracy_lo=a - 0.006, accuracy_hi=a + 0.006,
+                            n_images=10000, bpp=b, weights=f"m{s}.pt") for s, a, b in ((0, 0.90, 0.62), (1, 0.89, 0.64))])
+    paired = [dict(weights=f"m{s}.pt", reference_accuracy=0.9322, difference=d, lo=d - 0.005, hi=d + 0.005,
+                   within=False) for s, d in ((0, -0.032), (1, -0.042))]
+    bn = to_frame(_bn_rows())
+    grid = to_frame([dict(method="uncompressed", accuracy=0.9322, n_images=10000, bpp=2048.0)]
+                    + [dict(method="webp", quality=q, accuracy=a, n_images=10000, bpp=b, finetuned=False)
+                       for q, a, b in ((0, 0.78, 0.995), (70, 0.9241, 2.652), (90, 0.9312, 3.98))])
+    text = report_models.render_full_answer(models, paired, bn, _bn_paired([False, True, True]), None, [], grid)
+    assert "**The answer on all 10,000 test images** (the rows it rests on; uncompressed 93.22%)" in text
+    assert ("at or under 1 bpp, learned bottleneck lambda=0.8 (0.60 bpp) is within one point of the uncompressed "
+            "model by a paired test.") in text
+    assert "| block-sparse (layer1) | global, B=4, ratio 0.005, 2 bits | 2 | 0.63 | 89.5 | [88.40, 90.60] | -3.70 [-4.70, -2.70] | False |" in text
+    assert "| webp | q=70 | 1 | 2.652 | 92.41 | n/a | -0.81 (point estimate) | False |" in text  # lowest within
+    assert "| webp | q=0 | 1 | 0.995 | 78 | n/a | -15.22 (point estimate) | False |" in text  # best at <= 1 bpp
+    none = report_models.render_full_answer(models, paired, None, [], None, [], None)
+    assert "nothing measured at or under 1 bpp is within one point" in none
+    assert "block-sparse (layer1) global, B=4, ratio 0.005, 2 bits, 89.50% at 0.63 bpp" in none
+    assert report_models.render_full_answer(None, [], None, [], None, [], grid) == ""
