@@ -307,11 +307,55 @@ def _curve(rate: ArrayLike, acc: ArrayLike, which: str) -> tuple[np.ndarray, np.
     return np.log(r), a
 
 
-def _mean_gap(xa, ya, xb, yb, which: str) -> float:
-    """Mean of fit_b - fit_a over the overlap of the x ranges; fits of degree min(3, distinct x - 1)."""
+BD_METHODS = ("pchip", "cubic")
+_GRID = 20001  # points of the trapezoid rule over the overlap (piecewise cubic: error ~1e-9)
+
+
+def pchip(x: np.ndarray, y: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """Monotone piecewise cubic Hermite interpolation (Fritsch-Carlson, with the three-point
+    end slopes of Fritsch and Butland), evaluated at ``at`` inside [x.min(), x.max()].
+
+    ``x`` need not be sorted; repeated x are merged into their mean y. Between two points the
+    curve never leaves the range of their values, so a few uneven points cannot make it
+    overshoot as a cubic polynomial through them can.
+    """
+    xs, inv = np.unique(x, return_inverse=True)
+    ys = np.bincount(inv, y) / np.bincount(inv)
+    h, delta = np.diff(xs), np.diff(ys) / np.diff(xs)
+    d = np.zeros_like(ys)
+    if len(xs) == 2:
+        d[:] = delta[0]
+    else:
+        w1, w2 = 2 * h[1:] + h[:-1], h[1:] + 2 * h[:-1]
+        same = delta[:-1] * delta[1:] > 0
+        with np.errstate(divide="ignore", invalid="ignore"):
+            d[1:-1] = np.where(same, (w1 + w2) / (w1 / np.where(same, delta[:-1], 1) + w2 / np.where(same, delta[1:], 1)), 0.0)
+        for i, (h0, h1, d0, d1) in ((0, (h[0], h[1], delta[0], delta[1])), (-1, (h[-1], h[-2], delta[-1], delta[-2]))):
+            e = ((2 * h0 + h1) * d0 - h0 * d1) / (h0 + h1)
+            if np.sign(e) != np.sign(d0):
+                e = 0.0
+            elif np.sign(d0) != np.sign(d1) and abs(e) > abs(3 * d0):
+                e = 3 * d0
+            d[i] = e
+    k = np.clip(np.searchsorted(xs, at, side="right") - 1, 0, len(xs) - 2)
+    t = (at - xs[k]) / h[k]
+    return ((2 * t ** 3 - 3 * t ** 2 + 1) * ys[k] + (t ** 3 - 2 * t ** 2 + t) * h[k] * d[k]
+            + (-2 * t ** 3 + 3 * t ** 2) * ys[k + 1] + (t ** 3 - t ** 2) * h[k] * d[k + 1])
+
+
+def _mean_gap(xa, ya, xb, yb, which: str, method: str = "pchip") -> float:
+    """Mean of fit_b - fit_a over the overlap of the x ranges. ``method`` "pchip": monotone
+    piecewise cubic through the points (``pchip``); "cubic": Bjøntegaard's original least-squares
+    polynomial of degree min(3, distinct x - 1)."""
+    if method not in BD_METHODS:
+        raise ValueError(f"method must be one of {BD_METHODS}, got {method!r}")
     lo, hi = max(xa.min(), xb.min()), min(xa.max(), xb.max())
     if not hi > lo:
         raise ValueError(f"the two curves' {which} ranges do not overlap")
+    if method == "pchip":
+        grid = np.linspace(lo, hi, _GRID)
+        gap = pchip(xb, yb, grid) - pchip(xa, ya, grid)
+        return float(np.sum((gap[1:] + gap[:-1]) / 2) * (grid[1] - grid[0]) / (hi - lo))
     integrals = []
     for x, y in ((xa, ya), (xb, yb)):
         order = np.argsort(x, kind="stable")
@@ -320,26 +364,31 @@ def _mean_gap(xa, ya, xb, yb, which: str) -> float:
     return (integrals[1] - integrals[0]) / (hi - lo)
 
 
-def bd_rate(rate_a: ArrayLike, acc_a: ArrayLike, rate_b: ArrayLike, acc_b: ArrayLike) -> float:
+def bd_rate(rate_a: ArrayLike, acc_a: ArrayLike, rate_b: ArrayLike, acc_b: ArrayLike,
+            method: str = "pchip") -> float:
     """Bjøntegaard delta rate: mean rate change (%) of curve B against A at equal accuracy.
 
-    Log-rate is fitted as a polynomial of accuracy (degree ``min(3, n - 1)``, ``n`` distinct
-    accuracies; least squares, so unsorted, non-monotone and repeated points are allowed) per
-    curve, both fits are averaged over the overlapping accuracy range, and the mean log-rate
-    difference ``d`` is returned as ``100 * (exp(d) - 1)``. Negative: B needs fewer bits.
+    Log-rate is interpolated as a function of accuracy per curve, both curves are averaged over
+    the overlapping accuracy range, and the mean log-rate difference ``d`` is returned as
+    ``100 * (exp(d) - 1)``. Negative: B needs fewer bits. ``method``: "pchip" (default) a
+    monotone piecewise cubic through the points (``pchip``; repeated accuracies merged), which
+    cannot overshoot between few, uneven points; "cubic" Bjøntegaard's original least-squares
+    polynomial of degree ``min(3, n - 1)`` (``n`` distinct accuracies), which can (four points
+    with one far from the others gave +19,823% where the curves differ by less than 2x).
     """
     la, aa = _curve(rate_a, acc_a, "a")
     lb, ab = _curve(rate_b, acc_b, "b")
     for a, which in ((aa, "acc_a"), (ab, "acc_b")):
         if len(np.unique(a)) < 2:
             raise ValueError(f"{which} needs at least 2 distinct values")
-    return float(100 * np.expm1(_mean_gap(aa, la, ab, lb, "accuracy")))
+    return float(100 * np.expm1(_mean_gap(aa, la, ab, lb, "accuracy", method)))
 
 
-def bd_accuracy(rate_a: ArrayLike, acc_a: ArrayLike, rate_b: ArrayLike, acc_b: ArrayLike) -> float:
+def bd_accuracy(rate_a: ArrayLike, acc_a: ArrayLike, rate_b: ArrayLike, acc_b: ArrayLike,
+                method: str = "pchip") -> float:
     """Bjøntegaard delta accuracy: mean accuracy change of B against A at equal rate.
 
-    Accuracy is fitted as a polynomial of log-rate (as in ``bd_rate``, roles swapped) and the
+    Accuracy is interpolated as a function of log-rate (as in ``bd_rate``, roles swapped) and the
     fits are averaged over the overlapping log-rate range. In the accuracies' own units
     (fractions in, fractions out); positive: B is more accurate.
     """
@@ -348,4 +397,4 @@ def bd_accuracy(rate_a: ArrayLike, acc_a: ArrayLike, rate_b: ArrayLike, acc_b: A
     for r, which in ((la, "rate_a"), (lb, "rate_b")):
         if len(np.unique(r)) < 2:
             raise ValueError(f"{which} needs at least 2 distinct values")
-    return float(_mean_gap(la, aa, lb, ab, "rate"))
+    return float(_mean_gap(la, aa, lb, ab, "rate", method))

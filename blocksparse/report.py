@@ -50,7 +50,8 @@ $ablation
 $test_stopping
 $splits
 BD-rate of each selection mode's Pareto front (no fine-tuning) against ${anchor}'s, at equal accuracy \
-over the accuracy range both curves cover (positive: the mode needs more bits than $anchor):
+over the accuracy range both curves cover (log-rate interpolated by a monotone piecewise cubic, `analysis.bd_rate`; \
+positive: the mode needs more bits than $anchor):
 
 $bd_table
 

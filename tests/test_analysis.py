@@ -321,10 +321,32 @@ def test_bd_rate_hand_integral():
     # a: ln r = s^3 on s in [0, 1]; b: ln r = s^3 + s on [0.5, 1.5]; over the overlap [0.5, 1]
     # the mean gap is mean(s) = 0.75 -> 100 (e^0.75 - 1); six points per curve, exact cubics
     sa, sb = np.linspace(0, 1, 6), np.linspace(0.5, 1.5, 6)
-    got = bd_rate(np.exp(sa ** 3), sa, np.exp(sb ** 3 + sb), sb)
+    got = bd_rate(np.exp(sa ** 3), sa, np.exp(sb ** 3 + sb), sb, method="cubic")
     assert got == pytest.approx(100 * (math.exp(0.75) - 1), abs=1e-6)
     # a straight line and a 2-point curve: ln r = s vs ln r = 2 s on [0, 1] -> mean gap 1/2
-    assert bd_rate([1, math.e], [0, 1], [1, math.e ** 2], [0, 1]) == pytest.approx(100 * (math.exp(0.5) - 1))
+    for method in ("cubic", "pchip"):
+        assert bd_rate([1, math.e], [0, 1], [1, math.e ** 2], [0, 1], method) == pytest.approx(100 * (math.exp(0.5) - 1))
+
+
+def test_pchip_reproduces_lines_stays_between_points_and_does_not_overshoot():
+    from blocksparse.analysis import pchip
+    x = np.array([0.0, 0.1, 0.15, 0.7, 1.0])  # uneven
+    at = np.linspace(0, 1, 101)
+    assert np.allclose(pchip(x, 3 * x - 1, at), 3 * at - 1)  # lines are reproduced exactly
+    assert np.allclose(pchip(x, x ** 2, x), x ** 2)  # through the points
+    y = np.array([0.0, 0.1, 0.9, 1.0, 1.0])
+    v = pchip(x, y, at)
+    assert (np.diff(v) >= -1e-12).all() and v.min() >= 0 and v.max() <= 1 + 1e-12  # monotone, no overshoot
+    # uneven ln-rate vs accuracy with one point far from the rest (the learned bottleneck's shape):
+    # the cubic polynomial swings wildly, the monotone curve stays between the two curves' rates
+    rate_b, acc_b = [0.889, 0.919, 0.97, 1.182], [0.7534, 0.9045, 0.9173, 0.9208]
+    rate_a, acc_a = [0.995, 1.422, 1.576, 1.793, 1.976, 2.325, 2.652], [0.78, 0.8647, 0.8797, 0.896, 0.9074, 0.9153, 0.9241]
+    got = bd_rate(rate_a, acc_a, rate_b, acc_b)
+    assert -60 < got < -20  # B needs 0.9-1.2 bpp where A needs 1-2.3
+    assert abs(bd_rate(rate_a, acc_a, rate_b, acc_b, method="cubic")) > 1000
+    assert bd_rate(rate_a, acc_a, rate_a, acc_a) == pytest.approx(0.0, abs=1e-9)
+    with pytest.raises(ValueError, match="method"):
+        bd_rate(rate_a, acc_a, rate_b, acc_b, method="spline")
 
 
 def test_bd_accuracy_hand_integral():
