@@ -366,6 +366,8 @@ FULL_ANSWER = Template("""\
 **The answer on all $n_images test images** (the rows it rests on; uncompressed $reference): $sentence
 
 $table
+
+![the rows on all test images](figures/bottleneck_vs_blocksparse.png)
 """)
 FULL_WITHIN = Template("at or under $max_bpp bpp, $names $verb within $tolerance of the uncompressed model by a "
                        "paired test.")
