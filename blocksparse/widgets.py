@@ -46,5 +46,9 @@ def interactive_figure(draw, name: str, **widgets):
         status.value = f"saved {', '.join(p.name for p in paths)} in {paths[0].parent}"
 
     button.on_click(export)
-    return w.VBox([w.HBox(list(widgets.values())), out, w.HBox([button, status])])
+    # sliders on one row, buttons on the next: side by side, toggle buttons squeeze a slider's track to nothing
+    sliders = [v for v in widgets.values() if isinstance(v, (w.SelectionSlider, w.IntSlider, w.FloatSlider))]
+    others = [v for v in widgets.values() if v not in sliders]
+    rows = [w.HBox(sliders)] + ([w.HBox(others)] if others else [])
+    return w.VBox([*rows, out, w.HBox([button, status])])
 

@@ -10,6 +10,7 @@ import sys
 import time
 import urllib.request
 
+import pandas as pd
 import papermill as pm
 import pytest
 
@@ -159,13 +160,14 @@ def test_explorer_highlights_the_picked_configuration_and_redraws_fast(lab, caps
         before = _figure(page)
         ratio = sliders.nth(0)
         start = ratio.locator(".widget-readout").inner_text()
-        released = _drag(page, ratio, -1, 8)
+        n_ratios = pd.read_csv(bsu.ROOT / "data" / "results" / "sweep.csv")["ratio"].nunique()
+        released = _drag(page, ratio, -1, n_ratios)
         page.wait_for_function("b => document.querySelector('.widget-output img').src !== b", arg=before,
                                timeout=60_000)
         seconds = time.perf_counter() - released
         assert ratio.locator(".widget-readout").inner_text() != start
         page.get_by_role("button", name="export figure").click()
-        expect(page.get_by_text("saved ")).to_be_visible(timeout=30_000)
+        expect(page.get_by_text("saved explorer.png")).to_be_visible(timeout=30_000)
         assert (lab["figures"] / "explorer.png").stat().st_size > 1000
         with capsys.disabled():
             print(f"\n[benchmark] notebook 07 explorer: slider release to redrawn figure {seconds:.2f} s "
