@@ -225,3 +225,9 @@ def image_codec_baseline(model: SplitResNet18, data: TensorDataset, dataset: str
     return dict(accuracy=k / n, accuracy_lo=lo, accuracy_hi=hi, n_images=n,
                 bpp=8 * stream_bytes / (x.shape[-2] * x.shape[-1]), stream_bytes=stream_bytes,
                 correct=correct)
+
+
+def codec_row(ev: dict, fmt: str, quality: int | None, **extra) -> dict:
+    """One results row (``results.SCHEMA`` columns) from an ``image_codec_baseline`` result;
+    ``extra`` adds columns (``dataset``, ``finetuned``, ``seed``, ...)."""
+    return dict(method=fmt, quality=quality, **{k: v for k, v in ev.items() if k != "correct"}, **extra)

@@ -385,6 +385,16 @@ def _val_accuracy(model: SplitResNet18, bn: Bottleneck, data: TensorDataset,
 SELECT_ON = ("objective", "accuracy")
 
 
+def _score(h: dict, select_on: str) -> float:
+    """How good one validation is (higher is better): accuracy, or minus the rate-accuracy objective."""
+    return h["val_accuracy"] if select_on == "accuracy" else -h["val_objective"]
+
+
+def best_evaluation(history: list[dict], select_on: str = "objective") -> dict:
+    """The validation whose weights ``train_bottleneck`` kept (the first best by ``select_on``)."""
+    return max(history, key=lambda h: _score(h, select_on))
+
+
 def train_bottleneck(model: SplitResNet18, bn: Bottleneck, lmbda: float, dataset: str = "fashion-mnist",
                      steps: int = 2000, batch_size: int = 64, lr: float = 1e-3, distill_weight: float = 1.0,
                      temperature: float = 2.0, feature_weight: float = 0.0, eval_every: int = 100,
@@ -488,13 +498,11 @@ def train_bottleneck(model: SplitResNet18, bn: Bottleneck, lmbda: float, dataset
         return dict(step=step, loss=loss, rate_bpp=rate, val_accuracy=acc, val_bpp_estimate=bpp,
                     val_cross_entropy=ce, val_objective=ce + lmbda * bpp)
 
-    def score(h: dict) -> float:  # higher is better for track_best
-        return h["val_accuracy"] if select_on == "accuracy" else -h["val_objective"]
     if state is not None and state.exists():
         history, best, bad, start = load_run(state, bn, opt, sched, g, device)
     else:
         history, bad, start = [validation(0, float("nan"), float("nan"))], 0, 0
-        best = (score(history[0]), copy_state(bn))
+        best = (_score(history[0], select_on), copy_state(bn))
     losses, rates = [], []
     bar = tqdm(range(start + 1, steps + 1), initial=start, total=steps, disable=not progress or bad >= patience,
                desc=f"bottleneck M={bn.args['latent_channels']} lmbda={lmbda}")
@@ -530,7 +538,7 @@ def train_bottleneck(model: SplitResNet18, bn: Bottleneck, lmbda: float, dataset
                 bar.set_postfix(val=f"{h['val_accuracy']:.4f}", bpp=f"{h['val_bpp_estimate']:.3f}",
                                 obj=f"{h['val_objective']:.3f}")
                 losses, rates = [], []
-                best, bad = track_best(score(h), best, bad, bn)
+                best, bad = track_best(_score(h, select_on), best, bad, bn)
                 if state is not None:
                     save_run(state, bn, opt, sched, g, history, best, bad, step)
                 if bad >= patience:

@@ -23,7 +23,7 @@ from .model import SPLIT_POINTS, checkpoint_card, load_pretrained
 from .plots import plot_accuracy_vs_bpp, save_figure
 from .runtime import NOTEBOOK_DIR, ROOT, default_device, figures_dir, results_dir, set_seed
 from .results import load_results, original_layout, save_results, to_frame, write_compression_results
-from .baselines import LOSSLESS_FORMATS, QUALITIES, available_formats, image_codec_baseline
+from .baselines import LOSSLESS_FORMATS, QUALITIES, available_formats, codec_row, image_codec_baseline
 from .bottleneck import SELECT_ON
 from .study import (PRESETS, candidates_under, select_after_finetuning, split_sweep, sweep, train_bottleneck_model,
                     train_codec_baseline_model, train_frontier_model)
@@ -337,8 +337,7 @@ def _codec_grid_command(argv: list[str]) -> None:
     for fmt in a.formats:
         for q in [None] if fmt in LOSSLESS_FORMATS else QUALITIES[fmt]:
             ev = image_codec_baseline(model, test, a.dataset, fmt, q)
-            rows.append(dict(method=fmt, quality=q, dataset=a.dataset, finetuned=False,
-                             **{k: v for k, v in ev.items() if k != "correct"}))
+            rows.append(codec_row(ev, fmt, q, dataset=a.dataset, finetuned=False))
             print(f"{fmt} q={q}: {100 * ev['accuracy']:.2f}% at {ev['bpp']:.3f} bpp", flush=True)
     save_results(to_frame(rows), dict(command=vars(a), checkpoint=checkpoint_card(a.dataset).get("sha256")), a.results)
 

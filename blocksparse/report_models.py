@@ -37,13 +37,10 @@ def render_models(models: pd.DataFrame, paired: list[dict], tolerance: float = 0
     models = to_frame(models)
     if models.empty:
         return ""
-    by_weights = {p["weights"]: p for p in paired}
-    missing = sorted(set(models["weights"].dropna()) - set(by_weights))
-    if missing:
-        raise ValueError(f"paired: no paired test for weights {missing}")
+    _paired_for(models, paired)  # every model has its paired test
     lines = []
     for _, g in models.groupby(["split_at", "mode", "block_size", "ratio", "bits"], sort=False):
-        p = [by_weights[w] for w in g["weights"]]
+        p = _paired_for(g, paired)
         diffs = [q["difference"] for q in p]
         lines.append(MODELS_LINE.substitute(
             config=describe(g.iloc[0]), bpp=_bpp(g["bpp"].mean()), coder=g["coder"].iloc[0],
@@ -85,13 +82,24 @@ def render_screening(screening: pd.DataFrame, config: dict) -> str:
         table=_markdown(table[["round", "steps", "mode", "block_size", "ratio", "bits", "val_bpp", "val_accuracy"]]))
 
 
-def _paired_for(rows: pd.DataFrame, paired: list[dict], key: str = "weights") -> list[dict]:
+def _paired_for(rows: pd.DataFrame, paired: list[dict]) -> list[dict]:
+    """The paired test of each row (matched on ``weights``); a row without one is a ValueError."""
     by = {p["weights"]: p for p in paired}
-    ids = [r[key] for _, r in rows.iterrows()]
+    ids = list(rows["weights"])
     missing = sorted(set(ids) - set(by))
     if missing:
         raise ValueError(f"paired: no paired test for {missing}")
     return [by[i] for i in ids]
+
+
+def _intervals(lo: pd.Series, hi: pd.Series) -> list[str]:
+    """Each row's 95% accuracy interval in percent, ``[lo, hi]``."""
+    return [f"[{100 * a:.2f}, {100 * b:.2f}]" for a, b in zip(lo, hi)]
+
+
+def _codec_key(method, quality, seed) -> tuple:
+    """How a fine-tuned image-codec model is matched with its paired test."""
+    return (method, None if quality is None else int(quality), None if seed is None else int(seed))
 
 
 def _diff(p: dict) -> str:
@@ -149,7 +157,7 @@ def render_bottleneck(models: pd.DataFrame, paired: list[dict], codec_grid: pd.D
     table = pd.DataFrame(dict(
         rate_weight=models["rate_weight"], val_accuracy=(100 * models["val_accuracy"].astype(float)).round(2),
         accuracy=(100 * models["accuracy"].astype(float)).round(2),
-        interval=[f"[{100 * a:.2f}, {100 * b:.2f}]" for a, b in zip(models["accuracy_lo"], models["accuracy_hi"])],
+        interval=_intervals(models["accuracy_lo"], models["accuracy_hi"]),
         bpp=models["bpp"].astype(float).round(3), bytes=models["stream_bytes"].astype(float).round(1),
         vs_uncompressed=[_diff(q) for q in p], within=[bool(q["within"]) for q in p]))
     return BOTTLENECK.substitute(n_images=_count(int(models["n_images"].max())), summary=summary,
@@ -176,8 +184,8 @@ def render_codec_models(models: pd.DataFrame, paired: list[dict], codec_grid: pd
     if models.empty:
         return ""
     models = models.sort_values(["method", "bpp"]).reset_index(drop=True)
-    by = {(p.get("method"), p.get("quality"), p.get("seed")): p for p in paired}
-    p = [by.get((r["method"], int(r["quality"]), int(r["seed"]))) for _, r in models.iterrows()]
+    by = {_codec_key(p.get("method"), p.get("quality"), p.get("seed")): p for p in paired}
+    p = [by.get(_codec_key(r["method"], r["quality"], r["seed"])) for _, r in models.iterrows()]
     if any(q is None for q in p):
         raise ValueError("paired: each fine-tuned codec model needs its paired test (method, quality, seed)")
     before = []
@@ -192,7 +200,7 @@ def render_codec_models(models: pd.DataFrame, paired: list[dict], codec_grid: pd
     table = pd.DataFrame(dict(
         method=models["method"], quality=models["quality"], bpp=models["bpp"].astype(float).round(3),
         untuned=[round(100 * b, 2) for b in before], accuracy=(100 * models["accuracy"].astype(float)).round(2),
-        interval=[f"[{100 * a:.2f}, {100 * b:.2f}]" for a, b in zip(models["accuracy_lo"], models["accuracy_hi"])],
+        interval=_intervals(models["accuracy_lo"], models["accuracy_hi"]),
         vs_uncompressed=[_diff(q) for q in p]))
     return CODEC_MODELS.substitute(n_images=_count(int(models["n_images"].max())), summary=" ".join(lines),
                                    table=_markdown(table))
@@ -241,7 +249,7 @@ def render_ablation(frame: pd.DataFrame) -> str:
         train=f["train"], distill_weight=f["distill_weight"], group_lasso_weight=f["group_lasso_weight"],
         val_accuracy=(100 * f["val_accuracy"].astype(float)).round(2),
         accuracy=(100 * f["accuracy"].astype(float)).round(2),
-        interval=[f"[{100 * a:.2f}, {100 * b:.2f}]" for a, b in zip(f["accuracy_lo"], f["accuracy_hi"])],
+        interval=_intervals(f["accuracy_lo"], f["accuracy_hi"]),
         bpp=f["bpp"].astype(float).round(3)))
     r = f.iloc[0]
     return ABLATION.substitute(config=describe(r.drop(labels=["finetuned"])), seed=_number(r["seed"]),
@@ -410,9 +418,9 @@ def render_full_answer(models: pd.DataFrame | None, paired: list[dict], bottlene
                 [by[r["weights"]]] if r["weights"] in by else [])
     if codec_models is not None and len(codec_models):
         c = to_frame(codec_models)
-        by = {(q.get("method"), q.get("quality"), q.get("seed")): q for q in codec_paired}
+        by = {_codec_key(q.get("method"), q.get("quality"), q.get("seed")): q for q in codec_paired}
         for _, r in c.sort_values("bpp").iterrows():
-            q = by.get((r["method"], int(r["quality"]), int(r["seed"])))
+            q = by.get(_codec_key(r["method"], r["quality"], r["seed"]))
             add(f"{r['method']} (fine-tuned classifier)", describe(r), r.to_frame().T, [q] if q else [])
     if not rows:
         return ""

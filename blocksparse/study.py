@@ -16,10 +16,10 @@ from torch.utils.data import TensorDataset
 from tqdm.auto import tqdm
 
 from .bitstream import encode, rate
-from .bottleneck import (Bottleneck, bottleneck_row, evaluate_bottleneck, load_bottleneck, save_bottleneck,
-                         train_bottleneck)
+from .bottleneck import (Bottleneck, best_evaluation, bottleneck_row, evaluate_bottleneck, load_bottleneck,
+                         save_bottleneck, train_bottleneck)
 from .analysis import within
-from .baselines import code_images, image_codec_baseline
+from .baselines import code_images, codec_row, image_codec_baseline
 from .codebook import codebook_bytes, fit_codebook, load_codebook, save_codebook
 from .codec import MODES, RATIOS, CodecConfig
 from .evaluation import evaluate, head_features, result_row
@@ -171,6 +171,32 @@ def config_name(cfg: CodecConfig, split_at: str = "layer1") -> str:
     return f"{split_at}_{cfg.mode}_B{cfg.block_size}_r{cfg.ratio:g}_{cfg.bits}b"
 
 
+def _state_path(state_dir: str | Path | None, name: str) -> Path | None:
+    """Where a training run named ``name`` keeps its resumable state (None: not resumable)."""
+    if state_dir is None:
+        return None
+    state = Path(state_dir) / f"{name}.state.pt"
+    state.parent.mkdir(parents=True, exist_ok=True)
+    return state
+
+
+def _save_fp16(model: torch.nn.Module, path: Path) -> str:
+    """Save ``model``'s weights as shipped (float16) to ``path``; returns the file's sha256."""
+    torch.save({k: (v.half() if v.is_floating_point() else v).cpu() for k, v in model.state_dict().items()}, path)
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _schedule(kwargs: dict) -> dict:
+    """The plain settings among a run's keyword arguments, for its card."""
+    return {k: v for k, v in kwargs.items() if isinstance(v, (int, float, str, type(None)))}
+
+
+def _against_uncompressed(dataset: str, split_at: str, test: TensorDataset, ev: dict) -> dict:
+    """The uncompressed model on the same test images, and the paired test of ``ev`` against it."""
+    ref = evaluate(load_pretrained(dataset, split_at), None, test)
+    return dict(paired=within(ref["correct"].numpy(), ev["correct"].numpy()), reference_accuracy=ref["accuracy"])
+
+
 def train_frontier_model(cfg: CodecConfig, seed: int, out_dir: str | Path, dataset: str = "fashion-mnist",
                          split_at: str = "layer1", coder: str = "ans", fit_images: int = 5000,
                          n_test: int | None = None, rate_sample: int | None = 1000, state_dir: str | Path | None = None,
@@ -194,31 +220,27 @@ def train_frontier_model(cfg: CodecConfig, seed: int, out_dir: str | Path, datas
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     name = f"{config_name(cfg, split_at)}{tag}_seed{seed}"
-    state = Path(state_dir) / f"{name}.state.pt" if state_dir is not None else None
-    if state is not None:
-        state.parent.mkdir(parents=True, exist_ok=True)
+    state = _state_path(state_dir, name)
     model = load_pretrained(dataset, split_at)
     if monitor_test is not None:
         finetune_kwargs["monitor"] = dict(test=load_dataset(dataset, "test", subset=monitor_test))
     tuned, history = finetune(model, cfg, dataset, seed=seed, state_path=state, **finetune_kwargs)
     weights = out / f"{name}.pt"
-    torch.save({k: (v.half() if v.is_floating_point() else v).cpu() for k, v in tuned.state_dict().items()}, weights)
+    sha = _save_fp16(tuned, weights)
     tuned = load_pretrained(dataset, split_at, weights=weights)  # measure the weights as shipped (fp16)
     cb = fit_codebook(head_features(tuned, load_dataset(dataset, "train", subset=fit_images)), cfg, coder)
     cb_path = out / f"{name}.codebook"
     save_codebook(cb, cb_path)
     test = load_dataset(dataset, "test", subset=n_test)
     ev = evaluate(tuned, cfg, test, rate_sample, codebook=cb)  # the one test evaluation of this model
-    ref = evaluate(load_pretrained(dataset, split_at), None, test)
-    paired = within(ref["correct"].numpy(), ev["correct"].numpy())
+    against = _against_uncompressed(dataset, split_at, test, ev)
     card = dict(dataset=dataset, split_at=split_at, mode=cfg.mode, block_size=cfg.block_size, ratio=cfg.ratio,
-                bits=cfg.bits, seed=seed, schedule={k: v for k, v in finetune_kwargs.items()
-                                                    if isinstance(v, (int, float, str, type(None)))},
+                bits=cfg.bits, seed=seed, schedule=_schedule(finetune_kwargs),
                 base_checkpoint=checkpoint_card(dataset).get("sha256"), history=history,
                 val_accuracy=max(h["val_accuracy"] for h in history), test_accuracy=ev["accuracy"],
                 test_images=ev["n_images"], monitor_images=monitor_test, codebook=cb_path.name,
                 codebook_bytes=codebook_bytes(cb),
-                dtype="float16", sha256=hashlib.sha256(weights.read_bytes()).hexdigest())
+                dtype="float16", sha256=sha)
     card_path = weights.with_suffix(".json")
     card_path.write_text(json.dumps(card | dict(weights_shipped=ship_weights), indent=1))
     if not ship_weights:
@@ -226,7 +248,7 @@ def train_frontier_model(cfg: CodecConfig, seed: int, out_dir: str | Path, datas
     row = result_row(ev, cfg, dataset=dataset, split_at=split_at, finetuned=True,
                      train=finetune_kwargs.get("train", "all"), seed=seed, val_accuracy=card["val_accuracy"],
                      weights=_in_repo(weights) if ship_weights else None, codebook=_in_repo(cb_path))
-    return row | dict(paired=paired, reference_accuracy=ref["accuracy"], card=_in_repo(card_path))
+    return row | against | dict(card=_in_repo(card_path))
 
 
 def remeasure_frontier_models(cards: list[str | Path], n_test: int | None = None,
@@ -276,31 +298,25 @@ def train_bottleneck_model(lmbda: float, seed: int, out_dir: str | Path, dataset
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     name = bottleneck_name(lmbda, latent_channels, seed, split_at, tag)
-    state = None
-    if state_dir is not None:
-        state = Path(state_dir) / f"{name}.state.pt"
-        state.parent.mkdir(parents=True, exist_ok=True)
+    state = _state_path(state_dir, name)
     model = load_pretrained(dataset, split_at)
     torch.manual_seed(seed)  # the bottleneck's initial weights
     bn = Bottleneck(in_channels=model.split_channels, latent_channels=latent_channels).to(module_device(model))
     bn, history = train_bottleneck(model, bn, lmbda, dataset, seed=seed, state_path=state, **train_kwargs)
+    best = best_evaluation(history, train_kwargs.get("select_on", "objective"))
     weights = out / f"{name}.pt"
     save_bottleneck(bn, weights, lmbda)  # written first so the shipped (float16) weights are what is tested
     bn = load_bottleneck(weights, module_device(model))
     test = load_dataset(dataset, "test", subset=n_test)
     ev = evaluate_bottleneck(model, bn, test, rate_sample)  # the one test evaluation of this model
-    ref = evaluate(model, None, test)
-    paired = within(ref["correct"].numpy(), ev["correct"].numpy())
-    best = max(history, key=lambda h: -h["val_objective"] if train_kwargs.get("select_on", "objective")
-               == "objective" else h["val_accuracy"])
+    against = _against_uncompressed(dataset, split_at, test, ev)
     save_bottleneck(bn, weights, lmbda, dataset=dataset, split_at=split_at, seed=seed,
-                    base_checkpoint=checkpoint_card(dataset).get("sha256"),
-                    schedule={k: v for k, v in train_kwargs.items() if isinstance(v, (int, float, str, type(None)))},
+                    base_checkpoint=checkpoint_card(dataset).get("sha256"), schedule=_schedule(train_kwargs),
                     history=history, val_accuracy=best["val_accuracy"], test_accuracy=ev["accuracy"],
                     test_images=ev["n_images"], test_bpp=ev["bpp"])
     row = bottleneck_row(ev, lmbda, dataset=dataset, split_at=split_at, finetuned=True, seed=seed,
                          val_accuracy=best["val_accuracy"], weights=_in_repo(weights))
-    return row | dict(paired=paired, reference_accuracy=ref["accuracy"])
+    return row | against
 
 
 def remeasure_bottleneck_models(cards: list[str | Path], n_test: int | None = None,
@@ -347,10 +363,7 @@ def train_codec_baseline_model(fmt: str, quality: int | None, seed: int, out_dir
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     name = f"{fmt}_q{quality}_finetuned_seed{seed}"
-    state = None
-    if state_dir is not None:
-        state = Path(state_dir) / f"{name}.state.pt"
-        state.parent.mkdir(parents=True, exist_ok=True)
+    state = _state_path(state_dir, name)
     train = load_dataset(dataset, "train", subset=train_subset)
     coded_train, train_bytes = code_images(train, dataset, fmt, quality)
     coded_val, _ = code_images(load_dataset(dataset, "val", subset=val_subset), dataset, fmt, quality)
@@ -358,17 +371,14 @@ def train_codec_baseline_model(fmt: str, quality: int | None, seed: int, out_dir
                               train_data=coded_train, val_data=coded_val, teacher_inputs=train.tensors[0],
                               **finetune_kwargs)
     weights = out / f"{name}.pt"
-    torch.save({k: (v.half() if v.is_floating_point() else v).cpu() for k, v in tuned.state_dict().items()}, weights)
-    sha = hashlib.sha256(weights.read_bytes()).hexdigest()
+    sha = _save_fp16(tuned, weights)
     tuned = load_pretrained(dataset, weights=weights)  # measure the weights as they would ship (fp16)
     if not ship_weights:
         weights.unlink()
     test = load_dataset(dataset, "test", subset=n_test)
     ev = image_codec_baseline(tuned, test, dataset, fmt, quality)  # the one test evaluation of this model
-    ref = evaluate(load_pretrained(dataset), None, test)
-    paired = within(ref["correct"].numpy(), ev["correct"].numpy())
-    card = dict(dataset=dataset, format=fmt, quality=quality, seed=seed,
-                schedule={k: v for k, v in finetune_kwargs.items() if isinstance(v, (int, float, str, type(None)))},
+    against = _against_uncompressed(dataset, "layer1", test, ev)  # the split does not change the whole network
+    card = dict(dataset=dataset, format=fmt, quality=quality, seed=seed, schedule=_schedule(finetune_kwargs),
                 train_images=len(train),
                 train_bpp=8 * float(train_bytes.mean()) / (train.tensors[0].shape[-2] * train.tensors[0].shape[-1]),
                 base_checkpoint=checkpoint_card(dataset).get("sha256"), history=history,
@@ -377,10 +387,9 @@ def train_codec_baseline_model(fmt: str, quality: int | None, seed: int, out_dir
                 weights_shipped=ship_weights)
     card_path = weights.with_suffix(".json")
     card_path.write_text(json.dumps(card, indent=1))
-    row = dict(method=fmt, quality=quality, dataset=dataset, finetuned=True, train="all", seed=seed,
-               val_accuracy=card["val_accuracy"], weights=_in_repo(weights) if ship_weights else None,
-               **{k: v for k, v in ev.items() if k != "correct"})
-    return row | dict(paired=paired, reference_accuracy=ref["accuracy"], card=_in_repo(card_path))
+    row = codec_row(ev, fmt, quality, dataset=dataset, finetuned=True, train="all", seed=seed,
+                    val_accuracy=card["val_accuracy"], weights=_in_repo(weights) if ship_weights else None)
+    return row | against | dict(card=_in_repo(card_path))
 
 
 def split_sweep(model: SplitResNet18, test: TensorDataset, dataset: str = "fashion-mnist", modes=MODES,

@@ -318,6 +318,7 @@ def test_objective_selection_keeps_the_best_trade_off_not_the_most_accurate():
     bn, hist = B.train_bottleneck(model, bn, lmbda=lmbda, steps=8, batch_size=4, lr=1e-3, eval_every=2,
                                   patience=10, train_data=data, val_data=data, progress=False, bf16=False)
     best = min(hist, key=lambda h: h["val_objective"])
+    assert B.best_evaluation(hist) is best  # the validation whose weights came back
     x, y = data.tensors
     with torch.no_grad():
         z = model.head(x)
