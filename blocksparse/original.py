@@ -48,6 +48,7 @@ METHOD = "original-accounting"
 ORIGINAL_BITS = 2  # the quantizer depth the original hard-coded for every run
 BASELINE_BPP = 24.0  # the original's bpp at ratio >= 1: an 8-bit RGB image, not a measurement
 METADATA_BITS = 32  # region-wise and global: 16 bits each for two counts
+TABLE_ENTRY_BITS = 21  # an estimated Huffman table entry: a 16-bit symbol and a 5-bit code length
 
 
 def _check_cfg(cfg: CodecConfig) -> None:
@@ -144,18 +145,26 @@ def original_value_bits(values: Tensor, bits: int = ORIGINAL_BITS) -> int:
     v = values.detach().float().cpu().reshape(-1)
     if len(v) == 0:
         return 0
-    lo, span = v.min(), v.max() - v.min()
-    if span == 0:  # the original divided by zero here; every value is one symbol either way
+    if v.max() == v.min():  # the original divided by zero here; every value is one symbol either way
         return 0
-    levels = ((v - lo) * ((2 ** bits - 1) / span)).round().clamp(0, 2 ** bits - 1).to(torch.uint8)
-    _, counts = np.unique(levels.numpy(), return_counts=True)
+    _, counts = np.unique(_levels(v, bits).numpy(), return_counts=True)
     total = int(counts.sum())
     lengths = huffman_lengths(counts) if len(counts) > 1 else np.zeros(1, np.int64)
     # The original went through the mean and back, truncating with int(); kept for fidelity.
     return int(float((lengths * counts).sum()) / total * total)
 
 
-def original_bit_breakdown(features: Tensor, cfg: CodecConfig) -> dict[str, int]:
+def _levels(values: Tensor, bits: int) -> Tensor:
+    """The original's quantizer: one scale for all ``values``, levels 0..2**bits-1 (uint8)."""
+    v = values.detach().float().cpu().reshape(-1)
+    if len(v) == 0 or v.max() == v.min():
+        return torch.zeros_like(v, dtype=torch.uint8)
+    lo, span = v.min(), v.max() - v.min()
+    return ((v - lo) * ((2 ** bits - 1) / span)).round().clamp(0, 2 ** bits - 1).to(torch.uint8)
+
+
+def original_bit_breakdown(features: Tensor, cfg: CodecConfig, *, inside_only: bool = False,
+                           raster_order: bool = False, count_tables: bool = False) -> dict[str, int]:
     """The original's bit count for one batch of features, by part.
 
     Position streams, each Huffman-coded with its own fitted table:
@@ -168,12 +177,23 @@ def original_bit_breakdown(features: Tensor, cfg: CodecConfig) -> dict[str, int]
       restarted at every image over its C*k entries (the k positions repeat per channel);
       plus 32 bits.
 
+    The keyword flags turn one of the original's choices the other way, to measure what each
+    choice does to its number (``original_choices``); all False is the original.
+
     Parameters
     ----------
     features : Tensor
         Split-point features [N, C, H, W] (one batch).
     cfg : CodecConfig
         The codec; ``cfg.bits`` is the quantizer depth (the original used 2).
+    inside_only : bool
+        Count only the values a decoder needs: not the zeroed border, not the padding.
+    raster_order : bool
+        Emit the kept blocks in raster order (image, channel, row, column) instead of top-K order
+        before taking differences.
+    count_tables : bool
+        Add the Huffman tables the original fitted per batch and never counted, at
+        ``TABLE_ENTRY_BITS`` per distinct symbol of each stream (an estimate of a table's size).
 
     Returns
     -------
@@ -182,15 +202,108 @@ def original_bit_breakdown(features: Tensor, cfg: CodecConfig) -> dict[str, int]
     """
     index, values, _ = original_selection(features, cfg)
     n = features.shape[0]
+    if raster_order:
+        order = np.lexsort(index.numpy()[::-1])  # last key (image) is the primary one
+        index, values = index[:, order], values[order]
+    if inside_only:
+        h, w = features.shape[-2:]
+        b = cfg.block_size
+        valid = partition(torch.ones(1, 1, h, w), b, cfg.zero_border)[0, 0] != 0  # [Hb, Wb, B, B]
+        valid = valid[index[2] // b, index[3] // b].reshape(len(values), -1)
+        values = values[valid]
+    streams = []  # (symbols, coded with a fitted table)
     if cfg.mode == "channel-wise":
-        pos = sum(_huffman_total(_deltas(index[i])) for i in range(4))
+        streams += [_deltas(index[i]) for i in range(4)]
+        extra = 0
     else:
-        per_image = [_huffman_total(_deltas(index[i].reshape(n, -1))) for i in (2, 3)]
-        pos = sum(per_image) + METADATA_BITS
+        streams += [_deltas(index[i].reshape(n, -1)) for i in (2, 3)]
         if cfg.mode == "global":
-            pos += _huffman_total(index[1])
+            streams.append(index[1])
+        extra = METADATA_BITS
+    pos = sum(_huffman_total(s) for s in streams) + extra
     vals = original_value_bits(values, cfg.bits)
+    if count_tables:
+        pos += sum(_table_bits(s) for s in streams)
+        vals += _table_bits(_levels(values, cfg.bits))
     return dict(values_bits=vals, positions_bits=pos, total_bits=vals + pos)
+
+
+def _table_bits(symbols: Tensor) -> int:
+    """Estimated size of a Huffman table for ``symbols``: TABLE_ENTRY_BITS per distinct symbol
+    (none for a lone symbol, which costs 0 bits in the original)."""
+    d = len(np.unique(np.asarray(symbols).reshape(-1)))
+    return TABLE_ENTRY_BITS * d if d > 1 else 0
+
+
+CHOICES = {
+    "as computed": {},
+    "border and padding not counted": dict(inside_only=True),
+    "positions in raster order": dict(raster_order=True),
+    "code tables counted": dict(count_tables=True),
+    "all batches, not the first": dict(all_batches=True),
+    "ratio >= 1 measured, not 24 bpp": dict(measure_ratio_one=True),
+}
+"""The original's choices that move its bpp, each named by what it becomes when turned the other way."""
+
+CHOICE_NAMES = {
+    "border and padding not counted": "counting the border and padding values of kept blocks",
+    "positions in raster order": "taking position differences in top-K order",
+    "code tables counted": "leaving out the per-batch code tables",
+    "all batches, not the first": "measuring the first batch only",
+    "ratio >= 1 measured, not 24 bpp": "the hard-coded 24 bpp at ratio 1",
+}
+"""What the original did, per entry of ``CHOICES`` turned the other way (for the README)."""
+
+
+def original_choices(features: Tensor, cfg: CodecConfig, input_hw: tuple[int, int],
+                     batch_size: int = 128) -> list[dict]:
+    """The original's bpp estimate with each of its choices turned the other way, one at a time.
+
+    ``"as computed"`` is ``original_bpp`` of the first batch. Each other entry of ``CHOICES``
+    changes exactly one thing: values counted only where a decoder needs them; positions
+    emitted in raster order instead of top-K order; the per-batch Huffman tables counted
+    (estimated); every batch of ``features`` averaged instead of the first; the formula's own
+    count at ratio >= 1 instead of the hard-coded 24 bpp. The difference to ``"as computed"``
+    is what that choice does to the original's number.
+
+    Parameters
+    ----------
+    features : Tensor
+        Split-point features [N, C, H, W] of the evaluation images, in the loader's order.
+    cfg : CodecConfig
+        The codec (the original: B=4, 2 bits).
+    input_hw : tuple
+        Height and width of the input images.
+    batch_size : int
+        The original's batch size (128).
+
+    Returns
+    -------
+    list of dict
+        One per choice: ``choice``, ``bpp``, ``n_rate`` (images the bpp is measured on),
+        ``rate_is_estimate`` (True).
+    """
+    _check_cfg(cfg)
+    if len(input_hw) != 2 or min(input_hw) < 1:
+        raise ValueError(f"input_hw must be (height, width) of the input images, got {input_hw!r}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+    if features.ndim != 4 or len(features) == 0:
+        raise ValueError(f"features must be a non-empty [N, C, H, W] tensor, got shape {tuple(features.shape)}")
+    z = features.detach().float().cpu()
+    pixels = input_hw[0] * input_hw[1]
+    rows = []
+    for choice, flags in CHOICES.items():
+        flags = dict(flags)
+        all_batches, measure = flags.pop("all_batches", False), flags.pop("measure_ratio_one", False)
+        batches = [z[s:s + batch_size] for s in range(0, len(z), batch_size)] if all_batches else [z[:batch_size]]
+        n = sum(len(b) for b in batches)
+        if cfg.ratio >= 1 and not measure:
+            bpp = BASELINE_BPP
+        else:
+            bpp = sum(original_bit_breakdown(b, cfg, **flags)["total_bits"] for b in batches) / (n * pixels)
+        rows.append(dict(choice=choice, bpp=bpp, n_rate=n, rate_is_estimate=True))
+    return rows
 
 
 def original_bits(features: Tensor, cfg: CodecConfig) -> int:

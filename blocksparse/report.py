@@ -22,7 +22,7 @@ import pandas as pd
 from .analysis import best_under, bd_rate, frontier_table, levers_table, lowest_within, pareto
 from .baselines import IMAGE_FORMATS
 from .original import METHOD as ORIGINAL_METHOD
-from .original import ORIGINAL_BITS
+from .original import CHOICE_NAMES, ORIGINAL_BITS, TABLE_ENTRY_BITS
 from .report_format import (NAMES, _bpp, _count, _interval, _list, _markdown, _missing, _number,
                             _pct, _points, describe)
 from .report_models import (render_ablation, render_bottleneck, render_codec_models, render_full_answer, render_models,
@@ -66,7 +66,7 @@ Huffman estimate from the first batch, without header or code tables) beside the
 streams of the sweep at the same configuration:
 
 $original_table
-
+$original_choices
 Baselines on the same test images and classifier:
 
 $baselines_table
@@ -107,6 +107,12 @@ ORIGINAL_AT = Template("at ratio $ratio it reports $bpp bpp ($bpp_direction than
 ORIGINAL_MISSING = Template("at ratio $ratio it reports $bpp bpp and $accuracy (the sweep has no real stream there)")
 ORIGINAL_COUNT = Template("Over the $n configurations of all modes that the sweep also measured, the estimate "
                           "is below the real rate in $below and its accuracy above the real one in $above.")
+CHOICES_INTRO = Template(
+    "What each of the original's choices does to its bpp, one turned the other way at a time ($block_size, "
+    "$bits bits, the first batch of $batch images; all batches: $n images; code tables estimated at "
+    "$entry_bits bits per distinct symbol; `original.original_choices`). Positive: the choice raises the "
+    "original's number above what the changed accounting gives. $sentences\n\n$table\n")
+CHOICE_EFFECT = Template("$name $effect")
 FRONTIER = Template("uncompressed: $reference on $n_images test images\n\n$table")
 POSITIONS = Template("On the Pareto front ($n configurations), positions take $share of the stream on average; "
                      "delta coding was chosen for $delta of those streams (bitmap for the rest).")
@@ -408,6 +414,53 @@ def _original_sentences(results: pd.DataFrame, original_mode: str | None) -> lis
     return out
 
 
+def render_original_choices(choices: pd.DataFrame | None) -> str:
+    """Markdown: the original's bpp with each of its choices turned the other way, and in words which
+    way each choice moves its number (from the rows of ``original.original_choices``).
+
+    ``choices`` has one row per (``mode``, ``block_size``, ``ratio``, ``bits``, ``choice``) with ``bpp``
+    and ``n_rate``; None or empty gives "".
+    """
+    if choices is None or len(choices) == 0:
+        return ""
+    need = {"mode", "block_size", "ratio", "bits", "choice", "bpp", "n_rate"}
+    if missing := need - set(choices.columns):
+        raise ValueError(f"choices lacks columns {sorted(missing)}")
+    keys = ["mode", "block_size", "ratio", "bits"]
+    wide = choices.pivot_table(index=keys, columns="choice", values="bpp", sort=False)
+    if "as computed" not in wide.columns:
+        raise ValueError("choices must have an 'as computed' row per configuration")
+    others = [c for c in wide.columns if c != "as computed"]
+    effect = {c: 100 * (wide["as computed"] / wide[c] - 1) for c in others}  # % the original's choice adds
+    table = wide.reset_index()[keys].copy()
+    table["as computed"] = [_bpp(v) for v in wide["as computed"]]
+    for c in others:
+        table[c] = [f"{_bpp(v)} ({e:+.1f}%)" for v, e in zip(wide[c], effect[c])]
+    sentences = []
+    for c in others:
+        e = effect[c].to_numpy(float)
+        up, down = int((e > 0.05).sum()), int((e < -0.05).sum())
+        name = CHOICE_NAMES.get(c, c)
+        if up == down == 0:
+            words = f"changes it by less than 0.05% in all {len(e)} configurations"
+        else:
+            parts = []
+            if up:
+                parts.append(f"raises it in {up} of {len(e)} configurations (by up to {e.max():.1f}%)")
+            if down:
+                parts.append(f"lowers it in {down} of {len(e)} (by up to {-e.min():.1f}%)")
+            words = ", ".join(parts)
+        sentences.append(CHOICE_EFFECT.substitute(name=name[0].upper() + name[1:], effect=words) + ".")
+    n_first = int(choices.loc[choices["choice"] == "as computed", "n_rate"].max())
+    n_all = int(choices["n_rate"].max())
+    b = choices["block_size"].unique()
+    bits = choices["bits"].unique()
+    return CHOICES_INTRO.substitute(
+        block_size="B=" + "/".join(_number(v) for v in b), bits="/".join(_number(v) for v in bits),
+        batch=_count(n_first), n=_count(n_all), entry_bits=TABLE_ENTRY_BITS, sentences=" ".join(sentences),
+        table=_markdown(table.rename(columns={"as computed": "as computed (bpp)"}), {"ratio": _number}))
+
+
 def _tables(results: pd.DataFrame, anchor: str) -> dict[str, str]:
     pct = lambda v: "n/a" if _missing(v) else f"{100 * float(v):.1f}"  # noqa: E731
     interval = lambda lo, hi: "n/a" if _missing(lo) or _missing(hi) else f"[{pct(lo)}, {pct(hi)}]"  # noqa: E731
@@ -460,7 +513,7 @@ def render_summary(results: pd.DataFrame, configs: dict, card: dict, reference: 
                    bottleneck_paired: list[dict] | None = None, codec_models: pd.DataFrame | None = None,
                    codec_paired: list[dict] | None = None, codec_grid: pd.DataFrame | None = None,
                    ablation: pd.DataFrame | None = None, test_stopping: dict | None = None,
-                   splits: dict | None = None) -> str:
+                   splits: dict | None = None, original_choices: pd.DataFrame | None = None) -> str:
     """The README's results section, every number read from ``results`` and ``configs``.
 
     Parameters
@@ -497,6 +550,8 @@ def render_summary(results: pd.DataFrame, configs: dict, card: dict, reference: 
         The learned bottlenecks, the image codecs with a fine-tuned classifier, the image codecs
         on the same test images, the ablation frame, the monitored card and the sweeps per split point (``report_models``;
         ``report_models.load_trained_models`` reads them all).
+    original_choices : DataFrame, optional
+        The original's bpp with each of its choices turned the other way (``render_original_choices``).
 
     Returns
     -------
@@ -525,7 +580,8 @@ def render_summary(results: pd.DataFrame, configs: dict, card: dict, reference: 
         if codec_models is not None else "",
         ablation=render_ablation(ablation) if ablation is not None else "",
         test_stopping=render_test_stopping(test_stopping) if test_stopping is not None else "",
-        splits=render_split_points(splits, tolerance, max_bpp) if splits else "")
+        splits=render_split_points(splits, tolerance, max_bpp) if splits else "",
+        original_choices=render_original_choices(original_choices))
     return text
 
 

@@ -242,12 +242,15 @@ def train_frontier_model(cfg: CodecConfig, seed: int, out_dir: str | Path, datas
                 codebook_bytes=codebook_bytes(cb),
                 dtype="float16", sha256=sha)
     card_path = weights.with_suffix(".json")
-    card_path.write_text(json.dumps(card | dict(weights_shipped=ship_weights), indent=1))
-    if not ship_weights:
-        weights.unlink()
     row = result_row(ev, cfg, dataset=dataset, split_at=split_at, finetuned=True,
                      train=finetune_kwargs.get("train", "all"), seed=seed, val_accuracy=card["val_accuracy"],
                      weights=_in_repo(weights) if ship_weights else None, codebook=_in_repo(cb_path))
+    # the one test evaluation, recorded: what notebook 05 reports for weights that are not shipped
+    card |= dict(weights_shipped=ship_weights, test_row=row, test_paired=against["paired"],
+                 reference_accuracy=against["reference_accuracy"])
+    card_path.write_text(json.dumps(card, indent=1, default=float))
+    if not ship_weights:
+        weights.unlink()
     return row | against | dict(card=_in_repo(card_path))
 
 
@@ -257,13 +260,28 @@ def remeasure_frontier_models(cards: list[str | Path], n_test: int | None = None
     retraining them: accuracy on ``n_test`` evenly spaced test images (default all) with its
     interval, rate from real amortized per-image streams with the shipped code tables, and a
     paired test against the uncompressed model on the same images. Returns the results rows
-    (each naming its ``weights`` and ``codebook``) and the paired tests."""
+    (each naming its ``weights`` and ``codebook``) and the paired tests.
+
+    A card whose weights were not shipped (``weights_shipped`` false, e.g. extra seeds kept out of
+    the repository for its size) cannot be re-measured: its row and paired test are the ones
+    recorded at its one test evaluation (``test_row``, ``test_paired``), with ``weights`` empty
+    and the paired test keyed by the card's path."""
     rows, paired, refs = [], [], {}
     for c in map(Path, cards):
         card = json.loads(c.read_text())
         cfg = CodecConfig(card["block_size"], card["ratio"], card["mode"], card["bits"])
         weights, cb_path = c.with_suffix(".pt"), c.with_name(card["codebook"])
         test = load_dataset(card["dataset"], "test", subset=n_test)
+        if not card.get("weights_shipped", True):
+            if "test_row" not in card:
+                raise ValueError(f"cards: {c} has neither shipped weights nor a recorded test_row")
+            if card["test_row"]["n_images"] != len(test):
+                raise ValueError(f"cards: {c} was tested on {card['test_row']['n_images']} images, "
+                                 f"not the {len(test)} of n_test={n_test}")
+            rows.append(card["test_row"])
+            paired.append(dict(weights=_in_repo(c), reference_accuracy=card["reference_accuracy"],
+                               **card["test_paired"]))
+            continue
         key = (card["dataset"], card["split_at"])
         if key not in refs:
             refs[key] = evaluate(load_pretrained(*key), None, test)

@@ -5,8 +5,9 @@ import torch.nn.functional as F
 from torch.utils.data import TensorDataset
 
 from blocksparse.codec import CodecConfig
-from blocksparse.original import (BASELINE_BPP, original_accounting, original_bit_breakdown, original_bits,
-                                  original_bpp, original_reconstruct, original_selection, original_value_bits)
+from blocksparse.original import (BASELINE_BPP, CHOICES, TABLE_ENTRY_BITS, original_accounting,
+                                  original_bit_breakdown, original_bits, original_bpp, original_choices,
+                                  original_reconstruct, original_selection, original_value_bits)
 
 
 def hand_features() -> torch.Tensor:
@@ -70,6 +71,80 @@ def test_region_wise_bits_by_hand():
     # Total 74 + 40 = 114.
     got = original_bit_breakdown(hand_features(), CodecConfig(4, 0.5, "region-wise", 2))
     assert got == dict(values_bits=74, positions_bits=40, total_bits=114)
+
+
+def test_raster_order_by_hand():
+    # The same four blocks as test_channel_wise_bits_by_hand, emitted (image, channel, row, col):
+    #   (0,0,0,0) (0,0,4,4) (0,1,0,4) (0,1,4,0)
+    #   image [0,0,0,0] -> 0 bits; channel [0,0,1,1] -> [0,0,1,0] -> 4 bits
+    #   row [0,4,0,4] -> [0,4,-4,4] {4:2, 0:1, -4:1} -> 6 bits
+    #   col [0,4,4,0] -> [0,4,0,-4] {0:2, 4:1, -4:1} -> 6 bits  -> 16 (top-K order: 14)
+    got = original_bit_breakdown(hand_features(), CodecConfig(4, 0.5, "channel-wise", 2), raster_order=True)
+    assert got == dict(values_bits=91, positions_bits=16, total_bits=107)
+
+
+def test_inside_only_by_hand():
+    # Coded pixels of the kept blocks (border rows/cols 0 and 6 and padding row/col 7 left out):
+    #   ch0 (1,1): rows 4-5 x cols 4-5 = 4 values of 3; ch0 (0,0): rows 1-3 x cols 1-3 = 9 values, one 1
+    #   ch1 (0,1): rows 1-3 x cols 4-5 = 6 values of 2; ch1 (1,0): rows 4-5 x cols 1-3 = 6 values of 1
+    #   25 values: level 3: 4, level 2: 6, level 1: 7, level 0: 8 -> Huffman {8,7,6,4}: 4+6, 7+8, then
+    #   10+15 -> all lengths 2 -> 50 bits. Positions as before: 14.
+    got = original_bit_breakdown(hand_features(), CodecConfig(4, 0.5, "channel-wise", 2), inside_only=True)
+    assert got == dict(values_bits=50, positions_bits=14, total_bits=64)
+
+
+def test_code_tables_by_hand():
+    # Distinct symbols per stream: image 1 (a lone symbol has no table), channel 2, row 3, col 2 -> 7
+    # entries; value levels 4 entries.
+    got = original_bit_breakdown(hand_features(), CodecConfig(4, 0.5, "channel-wise", 2), count_tables=True)
+    assert got == dict(values_bits=91 + 4 * TABLE_ENTRY_BITS, positions_bits=14 + 7 * TABLE_ENTRY_BITS,
+                       total_bits=105 + 11 * TABLE_ENTRY_BITS)
+
+
+def test_choices_turn_one_thing_each():
+    torch.manual_seed(0)
+    z = torch.randn(3, 4, 8, 8).relu()
+    cfg = CodecConfig(4, 0.5, "channel-wise", 2)
+    got = {r["choice"]: r for r in original_choices(z, cfg, (14, 14), batch_size=2)}
+    assert list(got) == list(CHOICES)
+    pixels = 14 * 14
+    assert got["as computed"]["bpp"] == original_bits(z[:2], cfg) / (2 * pixels)
+    assert got["as computed"]["n_rate"] == 2
+    assert got["border and padding not counted"]["bpp"] == \
+        original_bit_breakdown(z[:2], cfg, inside_only=True)["total_bits"] / (2 * pixels)
+    assert got["positions in raster order"]["bpp"] == \
+        original_bit_breakdown(z[:2], cfg, raster_order=True)["total_bits"] / (2 * pixels)
+    assert got["code tables counted"]["bpp"] == \
+        original_bit_breakdown(z[:2], cfg, count_tables=True)["total_bits"] / (2 * pixels)
+    # every batch (of 2, 1), weighted by its images
+    assert got["all batches, not the first"]["bpp"] == pytest.approx(
+        (original_bits(z[:2], cfg) + original_bits(z[2:], cfg)) / (3 * pixels))
+    assert got["all batches, not the first"]["n_rate"] == 3
+    assert got["ratio >= 1 measured, not 24 bpp"]["bpp"] == got["as computed"]["bpp"]  # nothing hard-coded below 1
+    assert all(r["rate_is_estimate"] for r in got.values())
+
+
+def test_choices_at_ratio_one():
+    torch.manual_seed(1)
+    z = torch.randn(2, 4, 8, 8).relu()
+    cfg = CodecConfig(4, 1.0, "global", 2)
+    got = {r["choice"]: r["bpp"] for r in original_choices(z, cfg, (28, 28))}
+    measured = got.pop("ratio >= 1 measured, not 24 bpp")
+    assert set(got.values()) == {BASELINE_BPP}
+    assert measured == original_bits(z, cfg) / (2 * 28 * 28)
+    assert measured != BASELINE_BPP
+
+
+def test_choices_bad_input():
+    z = torch.rand(2, 4, 8, 8)
+    with pytest.raises(ValueError, match="input_hw"):
+        original_choices(z, CodecConfig(), (28,))
+    with pytest.raises(ValueError, match="batch_size"):
+        original_choices(z, CodecConfig(), (28, 28), batch_size=0)
+    with pytest.raises(ValueError, match="features"):
+        original_choices(z[0], CodecConfig(), (28, 28))
+    with pytest.raises(ValueError, match="cfg"):
+        original_choices(z, "global", (28, 28))
 
 
 def test_all_values_of_kept_blocks_are_counted():

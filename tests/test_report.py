@@ -5,7 +5,7 @@ import re
 import pandas as pd
 import pytest
 
-from blocksparse.report import (BEGIN, END, bd_rate_table, original_vs_real, positions_share, render_frontier,
+from blocksparse.report import (BEGIN, END, bd_rate_table, original_vs_real, render_original_choices, positions_share, render_frontier,
                                 render_levers, render_summary, splice_readme, write_summary)
 from blocksparse.results import to_frame
 
@@ -224,3 +224,28 @@ def test_splice_readme_raises_without_markers(tmp_path, text):
     with pytest.raises(ValueError, match="readme_path"):
         splice_readme(p, "x")
     assert p.read_text() == text  # untouched
+
+
+def _choice_rows(mode, ratio, bpps):
+    names = ["as computed", "border and padding not counted", "positions in raster order", "all batches, not the first"]
+    return [dict(mode=mode, block_size=4, ratio=ratio, bits=2, choice=c, bpp=b,
+                 n_rate=1000 if c.startswith("all") else 128) for c, b in zip(names, bpps)]
+
+
+def test_render_original_choices():
+    df = pd.DataFrame(_choice_rows("channel-wise", 0.5, [10.0, 8.0, 10.0, 12.5])
+                      + _choice_rows("global", 0.1, [3.0, 2.5, 4.0, 3.0]))
+    text = render_original_choices(df)
+    # the original's choice vs turned the other way: 10/8 -> +25%, 3/2.5 -> +20%; 3/4 -> -25%; 10/12.5 -> -20%
+    assert "| channel-wise | 4 | 0.5 | 2 | 10.00 | 8.00 (+25.0%) | 10.00 (+0.0%) | 12.50 (-20.0%) |" in text
+    assert "| global | 4 | 0.1 | 2 | 3.00 | 2.50 (+20.0%) | 4.00 (-25.0%) | 3.00 (+0.0%) |" in text
+    assert ("Counting the border and padding values of kept blocks raises it in 2 of 2 configurations "
+            "(by up to 25.0%).") in text
+    assert "Taking position differences in top-K order lowers it in 1 of 2 (by up to 25.0%)." in text
+    assert "Measuring the first batch only lowers it in 1 of 2 (by up to 20.0%)." in text
+    assert "the first batch of 128 images; all batches: 1,000 images" in text
+    assert render_original_choices(None) == "" and render_original_choices(df.iloc[:0]) == ""
+    with pytest.raises(ValueError, match="choices lacks"):
+        render_original_choices(df.drop(columns="n_rate"))
+    with pytest.raises(ValueError, match="as computed"):
+        render_original_choices(df[df["choice"] != "as computed"])

@@ -1,4 +1,6 @@
 """The study's grid and the selection of what to fine-tune (on validation, after fine-tuning)."""
+import json
+
 import pytest
 import torch
 
@@ -120,3 +122,27 @@ def test_a_shipped_model_is_remeasured_exactly_as_trained(tmp_path):
     tuned = bsu.load_pretrained(weights=card.with_suffix(".pt"))
     assert shipped["net.fc.weight"].dtype == torch.float16
     assert torch.equal(tuned.net.fc.weight, shipped["net.fc.weight"].float())
+
+
+def test_weights_not_shipped_report_the_recorded_test(tmp_path):
+    """--no-ship: the card records the one test evaluation; re-measuring returns it (it cannot rerun)."""
+    cfg = bsu.CodecConfig(4, 0.01, "global", 2)
+    row = blocksparse.study.train_frontier_model(
+        cfg, 1, tmp_path / "frontier", fit_images=16, n_test=24, rate_sample=3, steps=2, eval_every=1,
+        batch_size=8, val_subset=16, progress=False, ship_weights=False, tag="_x")
+    card = tmp_path / "frontier" / "layer1_global_B4_r0.01_2b_x_seed1.json"
+    assert not card.with_suffix(".pt").exists()
+    assert row["weights"] is None and row["card"].endswith(card.name)
+    rows, paired = blocksparse.study.remeasure_frontier_models([card], n_test=24, rate_sample=3)
+    for k in ("accuracy", "accuracy_lo", "bpp", "n_images", "seed", "codebook"):
+        assert rows[0][k] == row[k], k
+    assert rows[0]["weights"] is None
+    assert paired[0]["weights"] == row["card"] and paired[0]["difference"] == row["paired"]["difference"]
+    assert paired[0]["reference_accuracy"] == row["reference_accuracy"]
+    with pytest.raises(ValueError, match="cards: .* tested on 24 images"):
+        blocksparse.study.remeasure_frontier_models([card], n_test=30)
+    bare = json.loads(card.read_text())
+    del bare["test_row"]
+    card.write_text(json.dumps(bare))
+    with pytest.raises(ValueError, match="test_row"):
+        blocksparse.study.remeasure_frontier_models([card], n_test=24)
