@@ -358,7 +358,9 @@ def _add_model_rows(rows: list[dict], name: str, command: dict) -> None:
     keys = {p["weights"] for p in paired}
     if (d / f"{name}.csv").exists():
         old = load_results(name)
-        ids = old["weights"].fillna("").astype(str)
+        # a model is its weights, or its card where the weights are not shipped (as in its paired test)
+        cards = old["codebook"].fillna("").astype(str).str.replace(r"\.codebook$", ".json", regex=True)
+        ids = old["weights"].fillna(cards).astype(str)
         new = pd.concat([old[~ids.isin(keys)], new], ignore_index=True)
     save_results(new, dict(command=command), name)
     pj = d / f"{name}_paired.json"

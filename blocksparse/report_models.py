@@ -10,7 +10,7 @@ from string import Template
 import numpy as np
 import pandas as pd
 
-from .report_format import _bpp, _count, _markdown, _number, _pct, _points, describe
+from .report_format import _bpp, _count, _markdown, _missing, _number, _pct, _points, describe
 from .results import to_frame
 
 MODELS = Template("""\
@@ -34,25 +34,27 @@ def render_models(models: pd.DataFrame, paired: list[dict], tolerance: float = 0
     images); ``paired``: ``frontier_models_paired.json`` (``analysis.within`` against the
     uncompressed model per weights file). Empty ``models`` renders as an empty string.
     """
-    models = to_frame(models)
+    models = _with_recipe(models)
     if models.empty:
         return ""
     _paired_for(models, paired)  # every model has its paired test
     lines = []
-    for _, g in models.groupby(["split_at", "mode", "block_size", "ratio", "bits"], sort=False):
+    for _, g in models.groupby(CONFIG + [c for c in RECIPE if c in models.columns], sort=False):
         p = _paired_for(g, paired)
         diffs = [q["difference"] for q in p]
+        recipe = _recipe(g.iloc[0])
         lines.append(MODELS_LINE.substitute(
-            config=describe(g.iloc[0]), bpp=_bpp(g["bpp"].mean()), coder=g["coder"].iloc[0],
+            config=describe(g.iloc[0]) + (f" ({recipe})" if recipe else ""), bpp=_bpp(g["bpp"].mean()), coder=g["coder"].iloc[0],
             bpp_sc=_bpp(g["bpp_self_contained"].mean()), accuracy=_pct(g["accuracy"].mean(), 2),
             n_seeds=len(g), lo_seed=_pct(g["accuracy"].min(), 2), hi_seed=_pct(g["accuracy"].max(), 2),
             reference=_pct(p[0]["reference_accuracy"], 2),
             within=WITHIN.substitute(tolerance=_points(tolerance), n_within=sum(bool(q["within"]) for q in p),
                                      n_seeds=len(p), diff=f"{100 * np.mean(diffs):+.2f} points",
                                      lo=f"{100 * min(q['lo'] for q in p):+.2f}", hi=f"{100 * max(q['hi'] for q in p):+.2f}")))
-    cols = ["mode", "block_size", "ratio", "bits", "seed", "accuracy", "accuracy_lo", "accuracy_hi", "val_accuracy",
-            "bpp", "bpp_self_contained", "weights"]
+    cols = ["mode", "block_size", "ratio", "bits", *[c for c in RECIPE if c in models.columns], "seed", "accuracy",
+            "accuracy_lo", "accuracy_hi", "val_accuracy", "bpp", "bpp_self_contained", "weights"]
     table = models[cols].copy()
+    table["weights"] = table["weights"].fillna("not shipped (recorded in its card)")
     for c in ("accuracy", "accuracy_lo", "accuracy_hi", "val_accuracy"):
         table[c] = (100 * table[c].astype(float)).round(2)
     return MODELS.substitute(n_images=_count(int(models["n_images"].max())), summary=" ".join(lines),
@@ -82,10 +84,42 @@ def render_screening(screening: pd.DataFrame, config: dict) -> str:
         table=_markdown(table[["round", "steps", "mode", "block_size", "ratio", "bits", "val_bpp", "val_accuracy"]]))
 
 
+RECIPE = ["distill_weight", "group_lasso_weight", "steps"]  # from the cards (``ablation_frame``)
+CONFIG = ["split_at", "mode", "block_size", "ratio", "bits"]
+
+
+def _with_recipe(models: pd.DataFrame) -> pd.DataFrame:
+    """``models`` in the results schema, keeping the recipe columns ``ablation_frame`` adds."""
+    extra = [c for c in RECIPE if c in models.columns]
+    out = to_frame(models.drop(columns=extra)).reset_index(drop=True)
+    for c in extra:
+        out[c] = models[c].to_numpy()
+    return out
+
+
+def _recipe(row: pd.Series) -> str:
+    """A model's training recipe in words (``"distillation 0.5, group-lasso 1e-05, 1,800 steps"``);
+    empty without the recipe columns."""
+    if any(c not in row.index for c in RECIPE):
+        return ""
+    kd, gl = float(row["distill_weight"]), float(row["group_lasso_weight"])
+    return ", ".join([f"distillation {kd:g}" if kd > 0 else "no distillation",
+                      *([f"group-lasso {gl:g}"] if gl > 0 else []), f"{int(row['steps']):,} steps"])
+
+
+def _model_key(row: pd.Series) -> str:
+    """What a model's paired test is filed under: its weights, or its card where they are not shipped."""
+    w = row["weights"]
+    if not _missing(w):
+        return str(w)
+    return str(row["codebook"]).removesuffix(".codebook") + ".json"
+
+
 def _paired_for(rows: pd.DataFrame, paired: list[dict]) -> list[dict]:
-    """The paired test of each row (matched on ``weights``); a row without one is a ValueError."""
+    """The paired test of each row (matched on ``weights``, or the card where the weights are not
+    shipped); a row without one is a ValueError."""
     by = {p["weights"]: p for p in paired}
-    ids = list(rows["weights"])
+    ids = [_model_key(r) for _, r in rows.iterrows()]
     missing = sorted(set(ids) - set(by))
     if missing:
         raise ValueError(f"paired: no paired test for {missing}")
@@ -311,15 +345,19 @@ def load_trained_models(results: str | Path | None = None, data: str | Path | No
     out["screening_config"] = json.loads(screens[0].with_suffix(".json").read_text())["config"] if screens else None
     ablation = table("ablation")
     cards = {p.stem: json.loads(p.read_text()) for f in ("frontier", "ablation") for p in (data / f).glob("*.json")}
+    if out["models"] is not None and len(out["models"]):
+        out["models"] = ablation_frame(out["models"], cards)  # each model's recipe from its card
     if ablation is not None and len(ablation):
-        base = ablation.iloc[0]
+        base = ablation_frame(ablation, cards)
         shipped = out["models"]
-        if shipped is not None:  # the shipped model of the same configuration and seed is the "+ distillation" run
-            same = ((shipped["mode"] == base["mode"]) & (shipped["block_size"] == base["block_size"])
-                    & (shipped["ratio"] == base["ratio"]) & (shipped["bits"] == base["bits"])
-                    & (shipped["seed"] == base["seed"]) & (shipped["split_at"] == base["split_at"]))
-            ablation = pd.concat([ablation, shipped[same.fillna(False)]], ignore_index=True)
-        out["ablation"] = ablation_frame(ablation, cards)
+        if shipped is not None:  # the shipped model of the same configuration, seed and budget, distilled, no
+            b = base.iloc[0]     # penalty, is the ablation's "+ distillation" run
+            same = np.ones(len(shipped), bool)
+            for c in [*CONFIG, "seed", "steps"]:
+                same &= (shipped[c] == b[c]).fillna(False).to_numpy(bool)
+            same &= (shipped["distill_weight"] > 0).to_numpy(bool) & (shipped["group_lasso_weight"] == 0).to_numpy(bool)
+            base = pd.concat([base, shipped[same]], ignore_index=True)
+        out["ablation"] = base
     splits = {}
     for name in ["sweep", *(f"sweep_{s}" for s in ("layer1", "layer2", "layer3"))]:
         df = table(name)
@@ -405,11 +443,12 @@ def render_full_answer(models: pd.DataFrame | None, paired: list[dict], bottlene
                                           if p else "n/a (no paired test)"),
                          within=bool(p) and all(q["within"] for q in p), _ref=p[0]["reference_accuracy"] if p else None))
     if models is not None and len(models):
-        m = to_frame(models)
-        by = {q["weights"]: q for q in paired}
-        for _, g in m.groupby(["split_at", "mode", "block_size", "ratio", "bits"], sort=False):
-            add(f"block-sparse ({g['split_at'].iloc[0]})", describe(g.iloc[0].drop(labels=["finetuned"])), g,
-                [by[w] for w in g["weights"] if w in by])
+        m = _with_recipe(models)
+        for _, g in m.groupby(CONFIG + [c for c in RECIPE if c in m.columns], sort=False):
+            recipe = _recipe(g.iloc[0])
+            add(f"block-sparse ({g['split_at'].iloc[0]})",
+                describe(g.iloc[0].drop(labels=["finetuned"])) + (f"; {recipe}" if recipe else ""), g,
+                _paired_for(g, paired))
     if bottleneck is not None and len(bottleneck):
         b = to_frame(bottleneck)
         by = {q["weights"]: q for q in bottleneck_paired}

@@ -64,3 +64,21 @@ def test_the_original_setup_offline_names_what_to_download(capsys, tmp_path, mon
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert "https://huggingface.co/cascade-ai/cifar100-resnet18" in err and "Traceback" not in err
+
+
+def test_model_rows_replace_the_same_model_shipped_or_not(tmp_path, monkeypatch):
+    from blocksparse.cli import _add_model_rows
+    from blocksparse.results import load_results
+    monkeypatch.setenv("BSU_RESULTS_DIR", str(tmp_path))
+
+    def row(seed, accuracy, shipped):
+        stem = f"data/frontier/m_seed{seed}"
+        return dict(method="blocksparse", seed=seed, accuracy=accuracy, bpp=0.6, codebook=f"{stem}.codebook",
+                    weights=f"{stem}.pt" if shipped else None, card=f"{stem}.json", reference_accuracy=0.93,
+                    paired=dict(difference=accuracy - 0.93, lo=-0.05, hi=0.0, within=False))
+    _add_model_rows([row(0, 0.90, True), row(1, 0.89, False)], "models", {})
+    _add_model_rows([row(1, 0.88, False)], "models", {})  # seed 1 again: replaces its row, keeps seed 0
+    got = load_results("models", tmp_path).sort_values("seed")
+    assert list(got["seed"]) == [0, 1] and list(got["accuracy"]) == [0.90, 0.88]
+    paired = json.loads((tmp_path / "models_paired.json").read_text())
+    assert sorted(p["weights"] for p in paired) == ["data/frontier/m_seed0.pt", "data/frontier/m_seed1.json"]

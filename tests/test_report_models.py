@@ -181,3 +181,31 @@ def test_full_answer_names_what_is_within_on_all_images_and_labels_point_estimat
     assert "nothing measured at or under 1 bpp is within one point" in none
     assert "block-sparse (layer1) global, B=4, ratio 0.005, 2 bits, 89.50% at 0.63 bpp" in none
     assert report_models.render_full_answer(None, [], None, [], None, [], grid) == ""
+
+
+def test_models_of_one_configuration_are_kept_apart_by_recipe_and_unshipped_seeds_keep_their_test():
+    base = dict(method="blocksparse", split_at="layer1", mode="global", block_size=4, ratio=0.005, bits=2,
+                coder="ans", finetuned=True, train="all", n_images=10000, val_accuracy=0.9, bpp_self_contained=0.9)
+    runs = [("", 0, 0.0, 1200, 0.90, 0.63), ("", 1, 0.0, 1200, 0.89, 0.63),
+            ("_gl", 0, 1e-5, 1800, 0.91, 0.55), ("_gl", 1, 1e-5, 1800, 0.905, 0.56)]
+    rows, cards, paired = [], {}, []
+    for tag, s, gl, steps, a, b in runs:
+        stem = f"layer1_global_B4_r0.005_2b{tag}_seed{s}"
+        shipped = s == 0
+        rows.append(base | dict(seed=s, accuracy=a, accuracy_lo=a - 0.006, accuracy_hi=a + 0.006, bpp=b,
+                                weights=f"data/frontier/{stem}.pt" if shipped else None,
+                                codebook=f"data/frontier/{stem}.codebook"))
+        cards[stem] = dict(schedule=dict(train="all", distill_weight=0.5, group_lasso_weight=gl, steps=steps))
+        paired.append(dict(weights=f"data/frontier/{stem}.{'pt' if shipped else 'json'}", reference_accuracy=0.9322,
+                           difference=a - 0.9322, lo=a - 0.9422, hi=a - 0.9222, within=False))
+    models = report_models.ablation_frame(to_frame(rows), cards)
+    text = report_models.render_models(models, paired)
+    assert "(distillation 0.5, 1,200 steps) at 0.63 bpp" in text and "89.50% over 2 seed(s)" in text
+    assert "(distillation 0.5, group-lasso 1e-05, 1,800 steps) at 0.56 bpp" in text  # mean of 0.55 and 0.56
+    assert "90.75% over 2 seed(s)" in text
+    assert text.count("not shipped (recorded in its card)") == 2
+    answer = report_models.render_full_answer(models, paired, None, [], None, [], None)
+    assert "global, B=4, ratio 0.005, 2 bits; distillation 0.5, group-lasso 1e-05, 1,800 steps" in answer
+    assert "| -2.47 [-3.72, -1.22] |" in answer  # mean difference of the two seeds, their widest interval
+    with pytest.raises(ValueError, match="paired"):  # an unshipped seed's test is filed under its card
+        report_models.render_models(models, paired[:3])
