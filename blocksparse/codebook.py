@@ -45,7 +45,7 @@ from bitarray import bitarray
 from torch import Tensor
 
 from . import bitstream
-from .codec import MODES, CodecConfig, _analyze, _from_bf16, _reconstruct, _valid_pixels, kept_per_group
+from .codec import MODES, CodecConfig, _analyze, _from_bf16_numpy, _reconstruct, _valid_numpy, kept_per_group
 from .entropy import (POSITION_CODINGS, Reader, canonical_code, crc8, entropy_bits, huffman_lengths, pack_bits,
                       unpack_bits)
 
@@ -228,15 +228,18 @@ def _fields(a: dict, cfg: CodecConfig, coding: str) -> list:
     n, c, h, w = a["shape"]
     cells, kmax = _geometry(cfg, (c, h, w))
     flat = (a["mask"][:, :1] if cfg.mode == "region-wise" else a["mask"]).reshape(n, -1).numpy()
-    values = ("values", np.repeat(a["where"][0].numpy(), a["valid"].sum((1, 2)).numpy()),
-              a["levels"][a["valid"]].to(torch.uint8).numpy().astype(np.int64), None)
+    valid = a["valid"].numpy()
+    values = ("values", np.repeat(a["where"][0].numpy(), valid.sum((1, 2))),
+              a["levels"].numpy()[valid].astype(np.int64), None)
     if coding == "bitmap":
         nib = np.pad(flat, ((0, 0), (0, -cells % 4))).reshape(n, -1, 4) @ np.array([8, 4, 2, 1])
         return [("positions", np.repeat(np.arange(n), nib.shape[1]), nib.ravel(), None), values]
     img, cell = np.nonzero(flat)
     first = np.ones(len(img), bool)
     first[1:] = img[1:] != img[:-1]
-    cls, mant, mbits = _classes(cell - np.where(first, -1, np.roll(cell, 1)) - 1)
+    prev = np.empty_like(cell)
+    prev[1:] = cell[:-1]
+    cls, mant, mbits = _classes(cell - np.where(first, -1, prev) - 1)
     dcls, dmant, dmbits = _classes(kmax - flat.sum(1))
     return [("kept", np.arange(n), dcls, None), (None, np.arange(n), dmant, dmbits),
             ("positions", img, cls, None), (None, img, mant, mbits), values]
@@ -318,16 +321,18 @@ def encode_batch(x: Tensor, cb: Codebook) -> list[bytes]:
     fields = _fields(a, cb.cfg, cb.position_coding)
     top = np.zeros(n, np.int64)
     np.maximum.at(top, fields[-1][1], fields[-1][2])
-    if not _in_range(a["scale"], a["offset"], torch.from_numpy(top)).all():
+    scale, offset = (a[k].numpy() for k in ("scale", "offset"))
+    if not _in_range(scale, offset, top).all():
         raise ValueError("x holds values too large to dequantize in float32")
-    scale, offset = (a[k].numpy().astype(np.int64) for k in ("scale", "offset"))
+    scale, offset = scale.astype(np.int64), offset.astype(np.int64)
     bodies = (_huffman_bodies if cb.coder == "huffman" else _ans_bodies)(fields, n, cb, scale, offset)
     return [bytes([crc8(body, cb.seed)]) + body for body in bodies]
 
 
-def _in_range(scale: Tensor, offset: Tensor, top: Tensor) -> Tensor:
-    """Whether each image's largest level dequantizes to a finite float32."""
-    return torch.isfinite(_from_bf16(offset) + top.float() * _from_bf16(scale))
+def _in_range(scale: np.ndarray, offset: np.ndarray, top: np.ndarray) -> np.ndarray:
+    """Whether each image's largest level dequantizes to a finite float32 (bf16 patterns, levels)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return np.isfinite(_from_bf16_numpy(offset) + top.astype(np.float32) * _from_bf16_numpy(scale))
 
 
 def _huffman_bodies(fields: list, n: int, cb: Codebook, scale: np.ndarray, offset: np.ndarray) -> list[bytes]:
@@ -441,12 +446,15 @@ def _read(src: _HuffmanSource | _AnsSource, cb: Codebook) -> dict:
         flat, mantissa_bits = flat[:cells], 0
     positions_bits = src.used()
     hb, wb = -(-h // b), -(-w // b)
-    mask = torch.from_numpy(flat).view(1, -1, hb, wb).expand(1, c, hb, wb)
-    where = mask.nonzero(as_tuple=True)
-    valid = _valid_pixels(h, w, b, cb.cfg.zero_border)[where[2], where[3]]
+    mask = np.broadcast_to(flat.reshape(1, -1, hb, wb), (1, c, hb, wb))
+    where = np.nonzero(mask)
+    valid = _valid_numpy(h, w, b, cb.cfg.zero_border)[where[2], where[3]]
     levels = src.symbols("values", int(valid.sum()))
-    grid = torch.zeros(valid.shape).masked_scatter_(valid, torch.from_numpy(levels).float())
-    return dict(shape=(1, c, h, w), block_size=b, mask=mask, where=where, valid=valid, levels=grid,
+    grid = np.zeros(valid.shape, np.float32)
+    grid[valid] = levels
+    return dict(shape=(1, c, h, w), block_size=b, mask=torch.from_numpy(mask.copy()),
+                where=tuple(map(torch.from_numpy, where)), valid=torch.from_numpy(valid),
+                levels=torch.from_numpy(grid),
                 symbols=levels, position_symbols=pos_symbols, mantissa_bits=mantissa_bits,
                 positions_bits=positions_bits, values_bits=src.used() - positions_bits)
 
@@ -483,12 +491,13 @@ def _parse(blob: bytes, cb: Codebook) -> dict:
             raise ValueError("corrupted stream: unexpected data after the values")
         scale, offset = int(left[0]) & 0xFFFF, int(left[0]) >> 16
         header, extra, padding = 8 + min(rest, 16), max(rest - 16, 0), 8 * (len(blob) - 1) - src.total
-    p["scale"], p["offset"] = (torch.from_numpy(np.array([v], np.uint16)) for v in (scale, offset))
-    s, o = float(_from_bf16(p["scale"])[0]), float(_from_bf16(p["offset"])[0])
+    sc, off = np.array([scale], np.uint16), np.array([offset], np.uint16)
+    s, o = float(_from_bf16_numpy(sc)[0]), float(_from_bf16_numpy(off)[0])
     if not (np.isfinite(s) and s > 0 and np.isfinite(o) and o <= 0):
         raise ValueError("corrupted stream: invalid scale or offset")
-    if not _in_range(p["scale"], p["offset"], torch.tensor([int(p["symbols"].max(initial=0))])).all():
+    if not _in_range(sc, off, np.array([p["symbols"].max(initial=0)])).all():
         raise ValueError("corrupted stream: scale too large for the levels")
+    p["scale"], p["offset"] = torch.from_numpy(sc), torch.from_numpy(off)
     p["breakdown"] = dict(header=header, tables=0, positions=p["positions_bits"],
                           values=p["values_bits"] + extra, padding=padding)
     return p

@@ -217,12 +217,20 @@ def _bf16_away(v: Tensor) -> Tensor:
     Rounding away from zero only widens the quantizer's range, so every kept value
     stays inside it and the error stays within half a step.
     """
-    u = v.float().contiguous().numpy().view(np.uint32).astype(np.int64)
-    return torch.from_numpy(((u >> 16) + ((u & 0xFFFF) != 0)).astype(np.uint16))
+    return torch.from_numpy(_bf16_away_numpy(v.float().contiguous().numpy()))
+
+
+def _bf16_away_numpy(v: np.ndarray) -> np.ndarray:
+    u = np.ascontiguousarray(v, np.float32).view(np.uint32).astype(np.int64)
+    return ((u >> 16) + ((u & 0xFFFF) != 0)).astype(np.uint16)
 
 
 def _from_bf16(pattern: Tensor) -> Tensor:
-    return torch.from_numpy((pattern.numpy().astype(np.uint32) << 16).view(np.float32))
+    return torch.from_numpy(_from_bf16_numpy(pattern.numpy()))
+
+
+def _from_bf16_numpy(pattern: np.ndarray) -> np.ndarray:
+    return (pattern.astype(np.uint32) << 16).view(np.float32)
 
 
 def quantization_params(blocks: Tensor, valid: Tensor, image: Tensor, n: int,
@@ -259,6 +267,17 @@ def dequantize(levels: Tensor, scale: Tensor, offset: Tensor) -> Tensor:
 def _reconstruct(a: dict) -> Tensor:
     """Shared by ``compress`` and ``decode`` so both return bit-identical tensors."""
     n, c, h, w = a["shape"]
+    if n == 1:  # the batch-1 path, in numpy: the same float32 operations
+        b = a["block_size"]
+        hb, wb = a["mask"].shape[-2:]
+        s, o = _from_bf16_numpy(a["scale"].numpy()), _from_bf16_numpy(a["offset"].numpy())
+        valid = a["valid"].numpy()
+        kept = np.where(valid, o + a["levels"].numpy() * s, np.float32(0))
+        out = np.zeros((1, c, hb * b, wb * b), np.float32)
+        blocks = out.reshape(c, hb, b, wb, b).transpose(0, 1, 3, 2, 4)  # a view of out
+        blocks[a["where"][1].numpy(), a["where"][2].numpy(), a["where"][3].numpy()] = kept
+        out = out if (hb * b, wb * b) == (h, w) else np.ascontiguousarray(out[:, :, :h, :w])
+        return torch.from_numpy(out)
     b = a["block_size"]
     hb, wb = a["mask"].shape[-2:]
     img = a["where"][0]
@@ -270,10 +289,15 @@ def _reconstruct(a: dict) -> Tensor:
 
 
 def _analyze(x: Tensor, cfg: CodecConfig) -> dict:
-    """Everything the encoder decides, without entropy coding."""
+    """Everything the encoder decides, without entropy coding (one image: ``_analyze_one``)."""
     if not isinstance(cfg, CodecConfig):
         raise ValueError(f"cfg must be a CodecConfig, got {type(cfg).__name__}")
     x = _check_features(x, cfg.block_size)
+    return _analyze_one(x, cfg) if len(x) == 1 else _analyze_batch(x, cfg)
+
+
+def _analyze_batch(x: Tensor, cfg: CodecConfig) -> dict:
+    """``_analyze`` in torch, for any number of images (checked, float32, CPU)."""
     n, c, h, w = x.shape
     b = cfg.block_size
     mask = select_blocks(_energy(x, b, cfg.zero_border), cfg.ratio, cfg.mode)
@@ -286,6 +310,67 @@ def _analyze(x: Tensor, cfg: CodecConfig) -> dict:
     s, o = (_from_bf16(t)[where[0]].view(-1, 1, 1) for t in (scale, offset))
     return dict(shape=(n, c, h, w), block_size=b, mask=mask, where=where, valid=valid,
                 levels=quantize(blocks, cfg.bits, s, o), scale=scale, offset=offset)
+
+
+@functools.lru_cache(maxsize=64)
+def _valid_numpy(h: int, w: int, b: int, zero_border: bool) -> np.ndarray:
+    v = _valid_pixels(h, w, b, zero_border).numpy()
+    v.flags.writeable = False  # shared between calls
+    return v
+
+
+def _analyze_one(x: Tensor, cfg: CodecConfig) -> dict:
+    """``_analyze`` of one image [1, C, H, W] (checked, float32, CPU) in numpy: the same decisions,
+    bit for bit (same float32 operations in the same order), at a fraction of the per-call cost of
+    torch's small ops. This is the split-computing case: one image at a time on the device."""
+    _, c, h, w = x.shape
+    b, bits = cfg.block_size, cfg.bits
+    hb, wb = -(-h // b), -(-w // b)
+    xp = x[0].numpy()  # read only
+    if (hb * b, wb * b) != (h, w):
+        xp = np.pad(xp, ((0, 0), (0, hb * b - h), (0, wb * b - w)))
+    sq = xp * xp
+    if cfg.zero_border:
+        sq[:, 0], sq[:, h - 1], sq[:, :, 0], sq[:, :, w - 1] = 0, 0, 0, 0
+    rows = sq.reshape(c, hb, b, wb, b)
+    acc = rows[:, :, 0].copy()
+    for i in range(1, b):  # as _energy: the rows of each block first, then its columns, left to right
+        acc += rows[:, :, i]
+    energy = acc[..., 0].copy()
+    for j in range(1, b):
+        energy += acc[..., j]
+    if cfg.mode == "channel-wise":
+        g = energy.reshape(c, hb * wb)
+    elif cfg.mode == "global":
+        g = energy.reshape(1, c * hb * wb)
+    else:  # summed over channels in channel order, as select_blocks
+        g = np.cumsum(energy.reshape(c, hb * wb), axis=0)[-1:]
+    m = g.shape[1]
+    k = kept_per_group(cfg.ratio, m)
+    thr = np.partition(g, m - k, axis=1)[:, m - k:m - k + 1]  # the k-th largest, as topk's last value
+    keep = g >= thr
+    for r in np.nonzero(keep.sum(1) > k)[0]:  # ties at the threshold: the lowest indices win
+        above, tie = g[r] > thr[r], g[r] == thr[r]
+        keep[r] = above | (tie & (np.cumsum(tie) <= k - above.sum()))
+    keep &= g > 0
+    mask = keep.reshape(1, 1, hb, wb).repeat(c, 1) if cfg.mode == "region-wise" else keep.reshape(1, c, hb, wb)
+    where = np.nonzero(mask)
+    blocks = xp.reshape(c, hb, b, wb, b).transpose(0, 1, 3, 2, 4)[where[1], where[2], where[3]]
+    valid = _valid_numpy(h, w, b, cfg.zero_border)[where[2], where[3]]
+    coded = blocks[valid]
+    zero = np.zeros(1, np.float32)
+    hi = np.maximum(coded.max(initial=0.0), zero)  # as quantization_params: 0 is always in the range
+    lo = np.minimum(coded.min(initial=0.0), zero)
+    offset = _bf16_away_numpy(lo)
+    span = hi - _from_bf16_numpy(offset)
+    scale = _bf16_away_numpy(np.where(span > 0, span / np.float32(2 ** bits - 1), np.float32(1)))
+    s, o = _from_bf16_numpy(scale), _from_bf16_numpy(offset)
+    if not np.isfinite(s).all():
+        raise ValueError("x holds values too large to quantize (above ~3e38)")
+    levels = np.clip(np.round((blocks - o) / s), 0, 2 ** bits - 1)
+    return dict(shape=(1, c, h, w), block_size=b, mask=torch.from_numpy(mask),
+                where=tuple(torch.from_numpy(i) for i in where), valid=torch.from_numpy(valid),
+                levels=torch.from_numpy(levels), scale=torch.from_numpy(scale), offset=torch.from_numpy(offset))
 
 
 def compress(x: Tensor, cfg: CodecConfig) -> Tensor:

@@ -16,6 +16,35 @@ def test_each_image_is_compressed_on_its_own(case):
         assert torch.equal(bsu.decode(bsu.encode(x[i:i + 1], cfg)), whole[i:i + 1])
 
 
+@given(cases(max_n=2, max_c=6, max_hw=20))
+def test_the_one_image_path_decides_exactly_as_the_batch_path(case):
+    """codec._analyze_one (numpy, batch 1) against codec._analyze_batch (torch) on the same image."""
+    from blocksparse.codec import _analyze_batch, _analyze_one, _check_features
+    x, cfg = case
+    for i in range(len(x)):
+        xi = _check_features(x[i:i + 1], cfg.block_size)
+        a, b = _analyze_one(xi, cfg), _analyze_batch(xi, cfg)
+        assert a["shape"] == b["shape"] and a["block_size"] == b["block_size"]
+        assert torch.equal(a["mask"], b["mask"])
+        assert all(torch.equal(p, q) for p, q in zip(a["where"], b["where"]))
+        for k in ("valid", "levels", "scale", "offset"):
+            assert a[k].dtype == b[k].dtype and torch.equal(a[k], b[k]), k
+        # and reconstructs the same tensor: one image (numpy) against a batch of two (torch)
+        assert torch.equal(bsu.compress(xi, cfg), bsu.compress(torch.cat([xi, xi]), cfg)[:1])
+
+
+def test_the_one_image_path_breaks_ties_like_the_batch_path():
+    from blocksparse.codec import _analyze_batch, _analyze_one
+    x = torch.zeros(1, 3, 8, 8)
+    x[0, :, 1:3, 1:3] = 1.0       # the same energy in block (0, 0) of every channel
+    x[0, 1, 5:7, 5:7] = 1.0       # and in block (1, 1) of channel 1
+    for mode in bsu.MODES:
+        for ratio in (0.1, 0.25, 0.5):
+            cfg = bsu.CodecConfig(4, ratio, mode, 2)
+            a, b = _analyze_one(x, cfg), _analyze_batch(x, cfg)
+            assert torch.equal(a["mask"], b["mask"]) and torch.equal(a["levels"], b["levels"]), (mode, ratio)
+
+
 def _groups(t, mode):
     n, c, hb, wb = t.shape
     if mode == "channel-wise":
