@@ -580,7 +580,7 @@ def render_summary(results: pd.DataFrame, configs: dict, card: dict, reference: 
         if codec_models is not None else "",
         ablation=render_ablation(ablation) if ablation is not None else "",
         test_stopping=render_test_stopping(test_stopping) if test_stopping is not None else "",
-        splits=render_split_points(splits, tolerance, max_bpp) if splits else "",
+        splits=render_split_points(splits, tolerance, max_bpp, models) if splits else "",
         original_choices=render_original_choices(original_choices))
     return text
 

@@ -371,17 +371,40 @@ def load_trained_models(results: str | Path | None = None, data: str | Path | No
 
 SPLITS = Template("""\
 **The split point as a lever** (no fine-tuning; the same $n_images evenly spaced test images and grid at each \
-split, amortized streams, bits per *input* pixel; `python blocksparse_utils.py split-sweep --split-at ...`):
+split, amortized streams, bits per *input* pixel; `python blocksparse_utils.py split-sweep --split-at ...`; the \
+last column, where present, is the best fine-tuned model of that split, tested once on the images it names):
 
 $table
 """)
 
 
-def render_split_points(sweeps: dict[str, pd.DataFrame], tolerance: float = 0.01, max_bpp: float = 1.0) -> str:
+def _best_trained(models: pd.DataFrame | None, split: str, max_bpp: float) -> str:
+    """The most accurate fine-tuned model (mean over its seeds) at ``split`` at or under ``max_bpp``."""
+    if models is None or len(models) == 0:
+        return "not trained"
+    m = _with_recipe(models)
+    m = m[(m["split_at"] == split).fillna(False).to_numpy(bool)]
+    best = None
+    for _, g in m.groupby(CONFIG + [c for c in RECIPE if c in m.columns], sort=False):
+        acc, bpp = float(g["accuracy"].mean()), float(g["bpp"].mean())
+        if bpp <= max_bpp + 1e-9 and (best is None or acc > best[0]):
+            best = (acc, bpp, g)
+    if best is None:
+        return "not trained" if m.empty else f"none at <= {_number(max_bpp)} bpp"
+    acc, bpp, g = best
+    recipe = _recipe(g.iloc[0])
+    return (f"{_pct(acc, 2)} at {_bpp(bpp)} bpp ({describe(g.iloc[0].drop(labels=['finetuned']))}"
+            f"{'; ' + recipe if recipe else ''}; {len(g)} seed(s), {_count(int(g['n_images'].max()))} images)")
+
+
+def render_split_points(sweeps: dict[str, pd.DataFrame], tolerance: float = 0.01, max_bpp: float = 1.0,
+                        models: pd.DataFrame | None = None) -> str:
     """The README's table on split points: per split (``sweeps``: split -> its sweep rows, the
     uncompressed row included), the features' values per input pixel, the lowest bpp within
     ``tolerance`` of the uncompressed accuracy and its configuration, and the best accuracy at
-    or under ``max_bpp``. Fewer than two splits render as an empty string."""
+    or under ``max_bpp``; with ``models`` (the fine-tuned models' rows, any split), also the
+    best fine-tuned model at or under ``max_bpp`` per split, on the images it was tested on.
+    Fewer than two splits render as an empty string."""
     from .analysis import best_under, lowest_within
     if len(sweeps) < 2:
         return ""
@@ -400,11 +423,13 @@ def render_split_points(sweeps: dict[str, pd.DataFrame], tolerance: float = 0.01
                           lowest_bpp_within=None if low is None else round(float(low["bpp"]), 3),
                           config_within="none" if low is None else describe(low),
                           best_at_max_bpp=None if best is None else round(100 * float(best["accuracy"]), 2),
-                          config_at_max_bpp="none" if best is None else describe(best)))
+                          config_at_max_bpp="none" if best is None else describe(best),
+                          **({} if models is None else dict(finetuned=_best_trained(models, split, max_bpp)))))
     if len(n) != 1:
         raise ValueError(f"sweeps are on different numbers of test images {sorted(n)}: compare on the same images")
     table = pd.DataFrame(lines).rename(columns={"lowest_bpp_within": f"lowest bpp within {_points(tolerance)}",
-                                                "best_at_max_bpp": f"best accuracy (%) at <= {_number(max_bpp)} bpp"})
+                                                "best_at_max_bpp": f"best accuracy (%) at <= {_number(max_bpp)} bpp",
+                                                "finetuned": f"fine-tuned, best at <= {_number(max_bpp)} bpp"})
     return SPLITS.substitute(n_images=_count(n.pop()), table=_markdown(table))
 
 

@@ -155,6 +155,18 @@ def test_split_points_table_per_split_on_the_same_images():
     assert "| layer2 | 94 | 32 | 6 | global, B=2, ratio 0.5, 2 bits | 80 | global, B=2, ratio 0.05, 2 bits |" in text
     assert "| layer1 | 94 | 64 | n/a | none | n/a | none |" in text  # 92.5% is not within one point of 94%
     assert report_models.render_split_points({"layer1": sweep("layer1", [])}) == ""
+    trained = to_frame([dict(method="blocksparse", split_at="layer2", mode="global", block_size=2, ratio=0.01, bits=2,
+                             finetuned=True, seed=s, accuracy=a, n_images=10000, bpp=b, weights=f"m{s}.pt")
+                        for s, a, b in ((0, 0.90, 0.8), (1, 0.92, 0.9), (2, 0.95, 1.5))])
+    text = report_models.render_split_points({"layer2": sweep("layer2", []), "layer1": sweep("layer1", [])},
+                                             models=trained)
+    # the three seeds are one model: mean 92.33% at 1.07 bpp, over the rate, so the split has none at <= 1 bpp
+    assert "| layer1 | 94 | 64 | n/a | none | n/a | none | not trained |" in text
+    assert "| none at <= 1 bpp |" in text
+    text = report_models.render_split_points({"layer2": sweep("layer2", []), "layer1": sweep("layer1", [])},
+                                             models=trained.iloc[:2])
+    assert "| 91.00% at 0.85 bpp (global, B=2, ratio 0.01, 2 bits; 2 seed(s), 10,000 images) |" in text
+    assert "fine-tuned, best at <= 1 bpp" in text
     other = sweep("layer2", []).assign(n_images=500)
     with pytest.raises(ValueError, match="same images"):
         report_models.render_split_points({"layer1": sweep("layer1", []), "layer2": other})
