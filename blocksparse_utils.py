@@ -36,8 +36,8 @@ from blocksparse.training import accuracy, finetune, predict, pretrain
 from blocksparse.evaluation import evaluate, head_features, result_row
 from blocksparse.baselines import image_codec_baseline
 from blocksparse.original import original_accounting
-from blocksparse.bottleneck import (Bottleneck, bottleneck_row, evaluate_bottleneck, load_bottleneck,
-                                    save_bottleneck, train_bottleneck)
+from blocksparse.bottleneck import Bottleneck, load_bottleneck, save_bottleneck
+from blocksparse.bottleneck_training import bottleneck_row, evaluate_bottleneck, train_bottleneck
 # results, analysis, study
 from blocksparse.results import SCHEMA, load_config, load_results, save_results, to_frame, write_compression_results
 from blocksparse.analysis import best_under, lowest_within, pareto, wilson_interval

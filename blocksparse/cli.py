@@ -24,7 +24,7 @@ from .plots import plot_accuracy_vs_bpp, save_figure
 from .runtime import NOTEBOOK_DIR, ROOT, default_device, figures_dir, results_dir, set_seed
 from .results import load_results, original_layout, save_results, to_frame, write_compression_results
 from .baselines import LOSSLESS_FORMATS, QUALITIES, available_formats, codec_row, image_codec_baseline
-from .bottleneck import SELECT_ON
+from .bottleneck_training import SELECT_ON
 from .study import (PRESETS, candidates_under, select_after_finetuning, split_sweep, sweep, train_bottleneck_model,
                     train_codec_baseline_model, train_frontier_model)
 from .training import accuracy, finetune, pretrain

@@ -16,8 +16,8 @@ from torch.utils.data import TensorDataset
 from tqdm.auto import tqdm
 
 from .bitstream import encode, rate
-from .bottleneck import (Bottleneck, best_evaluation, bottleneck_row, evaluate_bottleneck, load_bottleneck,
-                         save_bottleneck, train_bottleneck)
+from .bottleneck import Bottleneck, load_bottleneck, save_bottleneck
+from .bottleneck_training import best_evaluation, bottleneck_row, evaluate_bottleneck, train_bottleneck
 from .analysis import within
 from .baselines import code_images, codec_row, image_codec_baseline
 from .codebook import codebook_bytes, fit_codebook, load_codebook, save_codebook
@@ -303,7 +303,7 @@ def train_bottleneck_model(lmbda: float, seed: int, out_dir: str | Path, dataset
                            split_at: str = "layer1", latent_channels: int = 8, n_test: int | None = None,
                            rate_sample: int | None = 1000, state_dir: str | Path | None = None,
                            tag: str = "", **train_kwargs) -> dict:
-    """Train one learned bottleneck (``bottleneck.train_bottleneck``, ResNet frozen) at rate weight
+    """Train one learned bottleneck (``bottleneck_training.train_bottleneck``, ResNet frozen) at rate weight
     ``lmbda``, ship it and test it once.
 
     Writes ``<name>.pt`` (the bottleneck's weights only, float16: the ResNet is the shipped
