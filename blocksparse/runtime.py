@@ -63,9 +63,10 @@ def bf16_is_faster(device: str = "cpu") -> bool:
         return True
     if device != "cpu":
         return False
-    conv = torch.nn.Sequential(torch.nn.Conv2d(64, 64, 3, padding=1), torch.nn.ReLU(),
-                               torch.nn.Conv2d(64, 64, 3, padding=1))
-    x = torch.randn(32, 64, 28, 28).contiguous(memory_format=torch.channels_last)
+    with torch.random.fork_rng(devices=[]):  # measuring must not move the global RNG (seeded runs, resume)
+        conv = torch.nn.Sequential(torch.nn.Conv2d(64, 64, 3, padding=1), torch.nn.ReLU(),
+                                   torch.nn.Conv2d(64, 64, 3, padding=1))
+        x = torch.randn(32, 64, 28, 28).contiguous(memory_format=torch.channels_last)
 
     def best(bf16: bool) -> float:
         times = []

@@ -1,0 +1,11 @@
+"""Runtime helpers: measuring the machine must not disturb seeded runs."""
+import torch
+
+from blocksparse import runtime
+
+
+def test_measuring_bf16_leaves_the_global_rng_alone():
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    runtime.bf16_is_faster.__wrapped__("cpu")  # the measurement itself, not the cached answer
+    assert torch.equal(torch.get_rng_state(), before)
