@@ -90,11 +90,7 @@ CONFIG = ["split_at", "mode", "block_size", "ratio", "bits"]
 
 def _with_recipe(models: pd.DataFrame) -> pd.DataFrame:
     """``models`` in the results schema, keeping the recipe columns ``ablation_frame`` adds."""
-    extra = [c for c in RECIPE if c in models.columns]
-    out = to_frame(models.drop(columns=extra)).reset_index(drop=True)
-    for c in extra:
-        out[c] = models[c].to_numpy()
-    return out
+    return _with_columns(models, RECIPE)
 
 
 def _recipe(row: pd.Series) -> str:
@@ -140,6 +136,46 @@ def _diff(p: dict) -> str:
     return f"{100 * p['difference']:+.2f} [{100 * p['lo']:+.2f}, {100 * p['hi']:+.2f}]"
 
 
+def bottleneck_frame(rows: pd.DataFrame, cards: dict[str, dict]) -> pd.DataFrame:
+    """Learned bottlenecks with their recipe from the cards (``cards``: card file stem -> card; a
+    row's stem is its weights'): adds ``prior_lr`` (NaN: the entropy model trained at the main
+    learning rate) and ``steps``."""
+    rows = to_frame(rows).reset_index(drop=True)
+    out = []
+    for _, r in rows.iterrows():
+        stem = str(r["weights"]).rsplit("/", 1)[-1].removesuffix(".pt")
+        if stem not in cards:
+            raise ValueError(f"cards: no card for the bottleneck {stem!r}")
+        sch = cards[stem]["schedule"]
+        out.append(dict(prior_lr=np.nan if sch.get("prior_lr") is None else float(sch["prior_lr"]),
+                        steps=int(sch["steps"])))
+    return pd.concat([rows, pd.DataFrame(out, index=rows.index)], axis=1)
+
+
+BN_RECIPE = ["prior_lr", "steps"]
+
+
+def _bottleneck_groups(models: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+    """One group per rate weight and recipe (its seeds), with a label, in order of rate."""
+    keys = ["rate_weight", *[c for c in BN_RECIPE if c in models.columns]]
+    groups = []
+    for _, g in models.groupby(keys, sort=False, dropna=False):
+        label = f"lambda={_number(g['rate_weight'].iloc[0])}"
+        if "prior_lr" in g.columns and not _missing(g["prior_lr"].iloc[0]):
+            label += f", prior lr {_number(float(g['prior_lr'].iloc[0]))}"
+        groups.append((label, g))
+    return sorted(groups, key=lambda lg: float(lg[1]["bpp"].mean()))
+
+
+def _with_columns(models: pd.DataFrame, extra: list[str]) -> pd.DataFrame:
+    """``models`` in the results schema, keeping the ``extra`` columns where present."""
+    keep = [c for c in extra if c in models.columns]
+    out = to_frame(models.drop(columns=keep)).reset_index(drop=True)
+    for c in keep:
+        out[c] = models[c].to_numpy()
+    return out
+
+
 BOTTLENECK = Template("""\
 **The learned bottleneck (the field's anchor), on all $n_images test images** (`data/frontier/bottleneck_*`, \
 `python blocksparse_utils.py bottleneck`): at the same split, an encoder to a few latent channels at stride 4, a \
@@ -149,11 +185,12 @@ each model tested once; bpp from real per-image ANS streams. $summary
 
 $table
 """)
-BOTTLENECK_WITHIN = Template("The lowest rate within $tolerance by a paired test is $bpp bpp "
-                             "(rate weight $weight, $accuracy against $reference uncompressed).")
+BOTTLENECK_WITHIN = Template("The lowest rate within $tolerance by a paired test (every seed) is $bpp bpp "
+                             "($weight, $accuracy against $reference uncompressed).")
 BOTTLENECK_NONE = Template("None of them is within $tolerance by a paired test; the most accurate reaches "
-                           "$accuracy at $bpp bpp (rate weight $weight) against $reference uncompressed.")
-BOTTLENECK_BD = Template(" BD-rate against WebP on the same images (untuned classifier, qualities $qualities): "
+                           "$accuracy at $bpp bpp ($weight) against $reference uncompressed.")
+BOTTLENECK_BD = Template(" BD-rate of the bottleneck's curve ($points models on its Pareto front, mean over seeds) "
+                         "against WebP on the same images (untuned classifier, qualities $qualities): "
                          "$bd (negative: the bottleneck needs fewer bits for the same accuracy).")
 
 
@@ -161,41 +198,49 @@ def render_bottleneck(models: pd.DataFrame, paired: list[dict], codec_grid: pd.D
                       tolerance: float = 0.01, anchor: str = "webp") -> str:
     """The README's paragraph and table on the learned bottlenecks (``bottleneck_models.csv``,
     its ``_paired.json``; ``codec_grid``: the image codecs on the same test images for a
-    BD-rate). Empty ``models`` renders as an empty string."""
-    from .analysis import bd_rate
-    models = to_frame(models)
+    BD-rate). A rate weight trained with several seeds (and the same recipe, ``bottleneck_frame``)
+    is one model: its mean accuracy and rate, "within" only if every seed is. Empty ``models``
+    renders as an empty string."""
+    from .analysis import bd_rate, pareto
+    models = _with_columns(models, BN_RECIPE)
     if models.empty:
         return ""
-    models = models.sort_values("bpp").reset_index(drop=True)
-    p = _paired_for(models, paired)
-    ok = [i for i, q in enumerate(p) if q["within"]]
-    ref = _pct(p[0]["reference_accuracy"], 2)
+    groups = []
+    for label, g in _bottleneck_groups(models):
+        p = _paired_for(g, paired)
+        groups.append(dict(label=label, g=g, p=p, accuracy=float(g["accuracy"].mean()), bpp=float(g["bpp"].mean()),
+                           within=all(q["within"] for q in p)))
+    ref = _pct(groups[0]["p"][0]["reference_accuracy"], 2)
+    ok = [x for x in groups if x["within"]]
     if ok:
-        r = models.iloc[ok[0]]
-        summary = BOTTLENECK_WITHIN.substitute(tolerance=_points(tolerance), bpp=_bpp(r["bpp"]),
-                                               weight=_number(r["rate_weight"]), accuracy=_pct(r["accuracy"], 2),
-                                               reference=ref)
+        x = ok[0]
+        summary = BOTTLENECK_WITHIN.substitute(tolerance=_points(tolerance), bpp=_bpp(x["bpp"]), weight=x["label"],
+                                               accuracy=_pct(x["accuracy"], 2), reference=ref)
     else:
-        r = models.loc[models["accuracy"].idxmax()]
-        summary = BOTTLENECK_NONE.substitute(tolerance=_points(tolerance), accuracy=_pct(r["accuracy"], 2),
-                                             bpp=_bpp(r["bpp"]), weight=_number(r["rate_weight"]), reference=ref)
-    if codec_grid is not None and len(models) >= 2:
+        x = max(groups, key=lambda y: y["accuracy"])
+        summary = BOTTLENECK_NONE.substitute(tolerance=_points(tolerance), accuracy=_pct(x["accuracy"], 2),
+                                             bpp=_bpp(x["bpp"]), weight=x["label"], reference=ref)
+    curve = pareto(pd.DataFrame(dict(bpp=[x["bpp"] for x in groups], accuracy=[x["accuracy"] for x in groups])))
+    if codec_grid is not None and len(curve) >= 2:
         g = to_frame(codec_grid)
         g = g[(g["method"] == anchor) & (g["n_images"] == models["n_images"].iloc[0])]
         if len(g) >= 2:
             try:
-                bd = f"{bd_rate(g['bpp'], g['accuracy'], models['bpp'], models['accuracy']):+.0f}%"
+                bd = f"{bd_rate(g['bpp'], g['accuracy'], curve['bpp'], curve['accuracy']):+.0f}%"
             except ValueError as e:  # e.g. the accuracy ranges do not overlap
                 bd = f"n/a ({e})"
-            summary += BOTTLENECK_BD.substitute(qualities=", ".join(_number(q) for q in g["quality"]), bd=bd)
-    table = pd.DataFrame(dict(
-        rate_weight=models["rate_weight"], val_accuracy=(100 * models["val_accuracy"].astype(float)).round(2),
-        accuracy=(100 * models["accuracy"].astype(float)).round(2),
-        interval=_intervals(models["accuracy_lo"], models["accuracy_hi"]),
-        bpp=models["bpp"].astype(float).round(3), bytes=models["stream_bytes"].astype(float).round(1),
-        vs_uncompressed=[_diff(q) for q in p], within=[bool(q["within"]) for q in p]))
+            summary += BOTTLENECK_BD.substitute(qualities=", ".join(_number(q) for q in g["quality"]), bd=bd,
+                                                points=len(curve))
+    rows = []
+    for x in groups:
+        for (_, r), q in zip(x["g"].iterrows(), x["p"]):
+            rows.append(dict(model=x["label"], seed=r["seed"], val_accuracy=round(100 * float(r["val_accuracy"]), 2),
+                             accuracy=round(100 * float(r["accuracy"]), 2),
+                             interval=_intervals([r["accuracy_lo"]], [r["accuracy_hi"]])[0],
+                             bpp=round(float(r["bpp"]), 3), bytes=round(float(r["stream_bytes"]), 1),
+                             vs_uncompressed=_diff(q), within=bool(q["within"])))
     return BOTTLENECK.substitute(n_images=_count(int(models["n_images"].max())), summary=summary,
-                                 table=_markdown(table))
+                                 table=_markdown(pd.DataFrame(rows)))
 
 
 CODEC_MODELS = Template("""\
@@ -347,6 +392,8 @@ def load_trained_models(results: str | Path | None = None, data: str | Path | No
     cards = {p.stem: json.loads(p.read_text()) for f in ("frontier", "ablation") for p in (data / f).glob("*.json")}
     if out["models"] is not None and len(out["models"]):
         out["models"] = ablation_frame(out["models"], cards)  # each model's recipe from its card
+    if out["bottleneck"] is not None and len(out["bottleneck"]):
+        out["bottleneck"] = bottleneck_frame(out["bottleneck"], cards)
     if ablation is not None and len(ablation):
         base = ablation_frame(ablation, cards)
         shipped = out["models"]
@@ -475,11 +522,8 @@ def render_full_answer(models: pd.DataFrame | None, paired: list[dict], bottlene
                 describe(g.iloc[0].drop(labels=["finetuned"])) + (f"; {recipe}" if recipe else ""), g,
                 _paired_for(g, paired))
     if bottleneck is not None and len(bottleneck):
-        b = to_frame(bottleneck)
-        by = {q["weights"]: q for q in bottleneck_paired}
-        for _, r in b.sort_values("bpp").iterrows():
-            add("learned bottleneck", f"lambda={_number(r['rate_weight'])}", r.to_frame().T,
-                [by[r["weights"]]] if r["weights"] in by else [])
+        for label, g in _bottleneck_groups(_with_columns(bottleneck, BN_RECIPE)):
+            add("learned bottleneck", label, g, _paired_for(g, bottleneck_paired))
     if codec_models is not None and len(codec_models):
         c = to_frame(codec_models)
         by = {_codec_key(q.get("method"), q.get("quality"), q.get("seed")): q for q in codec_paired}
