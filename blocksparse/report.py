@@ -54,7 +54,7 @@ over the accuracy range both curves cover (log-rate interpolated by a monotone p
 positive: the mode needs more bits than $anchor):
 
 $bd_table
-
+$bd_bottleneck
 $frontier
 
 Fine-tuned configurations (picked on validation accuracy; the test set evaluated once per model):
@@ -107,6 +107,11 @@ ORIGINAL_AT = Template("at ratio $ratio it reports $bpp bpp ($bpp_direction than
 ORIGINAL_MISSING = Template("at ratio $ratio it reports $bpp bpp and $accuracy (the sweep has no real stream there)")
 ORIGINAL_COUNT = Template("Over the $n configurations of all modes that the sweep also measured, the estimate "
                           "is below the real rate in $below and its accuracy above the real one in $above.")
+BOTTLENECK_METHOD = "learned-bottleneck"
+BD_BOTTLENECK = Template(
+    "\nBD-rate of each selection mode's Pareto front (no fine-tuning) against the learned bottleneck's (the "
+    "shipped bottlenecks re-measured on the same $n_images test images, notebook 06), at equal accuracy over the "
+    "range both cover (positive: the mode needs more bits than the bottleneck):\n\n$table\n")
 CHOICES_INTRO = Template(
     "What each of the original's choices does to its bpp, one turned the other way at a time ($block_size, "
     "$bits bits, the first batch of $batch images; all batches: $n images; code tables estimated at "
@@ -501,7 +506,18 @@ def _tables(results: pd.DataFrame, anchor: str) -> dict[str, str]:
                         {"accuracy (%)": pct, "bpp": _bpp, "95% interval": str, "n_images": _count,
                          "quality": lambda v: "" if _missing(v) else _number(v),
                          "bits": lambda v: "" if _missing(v) else _number(v)})
-    return dict(bd_table=bd_md, finetuned_table=ft_md, original_table=orig_md, baselines_table=base_md)
+    bn_md = ""
+    if (results["method"] == BOTTLENECK_METHOD).fillna(False).any():
+        bn = bd_rate_table(results, BOTTLENECK_METHOD)
+        n = int(results.loc[(results["method"] == BOTTLENECK_METHOD).fillna(False).to_numpy(bool), "n_images"].max())
+        bn_md = BD_BOTTLENECK.substitute(n_images=_count(n), table=_markdown(
+            bn.rename(columns=dict(points="points on the front", anchor_points="bottleneck models",
+                                   bd_rate="BD-rate vs the bottleneck (%)", overlap="accuracy overlap")),
+            {"BD-rate vs the bottleneck (%)": lambda v: "n/a" if _missing(v) else f"{float(v):+.1f}",
+             "accuracy overlap": lambda v: "none" if _missing(v) else str(v),
+             "note": lambda v: "" if _missing(v) else str(v).replace(f" ({BOTTLENECK_METHOD})", " (bottleneck)")}))
+    return dict(bd_table=bd_md, finetuned_table=ft_md, original_table=orig_md, baselines_table=base_md,
+                bd_bottleneck=bn_md)
 
 
 def render_summary(results: pd.DataFrame, configs: dict, card: dict, reference: float, *,

@@ -183,6 +183,17 @@ def test_bd_rate_of_a_curve_at_twice_the_rate_is_100_percent():
     assert "| region-wise | 2 | 4 | none | n/a | the two curves' accuracy ranges do not overlap |" in text
 
 
+def test_bd_rate_against_the_learned_bottleneck_when_its_rows_are_there():
+    acc = [0.80, 0.85, 0.90, 0.94]
+    bn = [dict(method="learned-bottleneck", rate_weight=w, accuracy=a, bpp=b, finetuned=True, **COMMON)
+          for w, a, b in zip((3.2, 0.8, 0.2, 0.05), acc, (0.5, 0.75, 1.25, 2.0))]
+    mode = [_bs("global", 4, r, 2, a, 4 * b) for r, a, b in zip((0.01, 0.02, 0.05, 0.1), acc, (0.5, 0.75, 1.25, 2.0))]
+    text = render_summary(to_frame(bn + mode + [_rows()[0]]), CONFIGS, CARD, REFERENCE)
+    assert "against the learned bottleneck's (the shipped bottlenecks re-measured on the same 1,000 test images" in text
+    assert "| global | 4 | 4 | 80.0%-94.0% | +300.0 |  |" in text  # four times the bits
+    assert "against the learned bottleneck" not in _summary()  # no bottleneck rows, no table
+
+
 def test_original_vs_real_matches_configurations():
     t = original_vs_real(to_frame(_rows())).set_index("ratio")
     assert t.loc[1.0, "real_bpp"] == pytest.approx(61.99) and t.loc[0.1, "real_accuracy"] == pytest.approx(0.565)

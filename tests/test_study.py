@@ -139,8 +139,7 @@ def test_weights_not_shipped_report_the_recorded_test(tmp_path):
     assert rows[0]["weights"] is None
     assert paired[0]["weights"] == row["card"] and paired[0]["difference"] == row["paired"]["difference"]
     assert paired[0]["reference_accuracy"] == row["reference_accuracy"]
-    with pytest.raises(ValueError, match="cards: .* tested on 24 images"):
-        blocksparse.study.remeasure_frontier_models([card], n_test=30)
+    assert blocksparse.study.remeasure_frontier_models([card], n_test=30) == ([], [])  # not these images
     bare = json.loads(card.read_text())
     del bare["test_row"]
     card.write_text(json.dumps(bare))
