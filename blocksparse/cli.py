@@ -166,7 +166,11 @@ def _select_command(argv: list[str]) -> None:
     ap.add_argument("--train", choices=("all", "tail"), default="all")
     ap.add_argument("--distill-weight", type=float, default=0.5)
     ap.add_argument("--group-lasso-weight", type=float, default=0.0)
+    ap.add_argument("--lrs", type=float, nargs="+", default=None,
+                    help="learning rates screened with every configuration (default: fine-tuning's 1e-3)")
     a = ap.parse_args(argv)
+    if a.lrs is not None and min(a.lrs) <= 0:
+        ap.error(f"--lrs must be positive, got {a.lrs}")
     set_seed(0)
     device = default_device()
     model = load_pretrained(a.dataset, a.split_at).to(device)
@@ -176,8 +180,9 @@ def _select_command(argv: list[str]) -> None:
     print(f"{len(cands)} of {len(grid)} configurations reach {a.target_bpp} bpp on validation streams", flush=True)
     rates = {c: b for c, b in cands}
     rows = select_after_finetuning(lambda: load_pretrained(a.dataset, a.split_at).to(device), list(rates),
-                                   a.screen_steps, rounds=a.rounds, dataset=a.dataset, val_data=val, train=a.train,
-                                   distill_weight=a.distill_weight, group_lasso_weight=a.group_lasso_weight)
+                                   a.screen_steps, rounds=a.rounds, lrs=a.lrs, dataset=a.dataset, val_data=val,
+                                   train=a.train, distill_weight=a.distill_weight,
+                                   group_lasso_weight=a.group_lasso_weight)
     rows["val_bpp"] = [rates[CodecConfig(int(r.block_size), float(r.ratio), r["mode"], int(r.bits))]
                        for _, r in rows.iterrows()]
     name = f"screening_{a.split_at}_{a.target_bpp:g}bpp"

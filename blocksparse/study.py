@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import inspect
 import itertools
 import json
 import math
@@ -127,34 +128,42 @@ def candidates_under(model: SplitResNet18, configs: list[CodecConfig], data: Ten
     return [(c, b) for c, b in rated if b <= target_bpp]
 
 
+_FINETUNE_LR = inspect.signature(finetune).parameters["lr"].default
+
+
 def select_after_finetuning(load_model: Callable[[], SplitResNet18], candidates: list[CodecConfig],
-                            screen_steps: int, keep: float = 0.5, rounds: int = 2,
+                            screen_steps: int, keep: float = 0.5, rounds: int = 2, lrs: list[float] | None = None,
                             **finetune_kwargs) -> pd.DataFrame:
     """Successive halving on *post*-fine-tuning validation accuracy.
 
-    Round r fine-tunes every surviving candidate from ``load_model()`` for
-    ``screen_steps * 2**r`` steps and keeps the best ``keep`` fraction (at least one) by the
-    best validation accuracy it reached; it stops early when one survivor is left. The test
-    set is not touched. Returns one row per candidate and round: ``mode, block_size, ratio,
-    bits, round, steps, val_accuracy``; the last round's best row is the pick.
+    The arms are the ``candidates``, each with every learning rate of ``lrs`` (default: only
+    ``finetune``'s own, or ``lr`` if given). Round r fine-tunes every surviving arm from
+    ``load_model()`` for ``screen_steps * 2**r`` steps and keeps the best ``keep`` fraction (at
+    least one) by the best validation accuracy it reached; it stops early when one survivor is
+    left. The test set is not touched. Returns one row per arm and round: ``mode, block_size,
+    ratio, bits, lr, round, steps, val_accuracy``; the last round's best row is the pick.
     """
     if not candidates:
         raise ValueError("candidates is empty: no configuration reaches the target rate")
     if not 0 < keep <= 1 or rounds < 1 or screen_steps < 1:
         raise ValueError(f"need 0 < keep <= 1, rounds >= 1, screen_steps >= 1; got {keep}, {rounds}, {screen_steps}")
-    rows, alive = [], list(candidates)
+    if lrs is not None and (not len(lrs) or not all(isinstance(v, (int, float)) and v > 0 for v in lrs)):
+        raise ValueError(f"lrs must be positive learning rates, got {lrs!r}")
+    lrs = list(lrs) if lrs else [finetune_kwargs.pop("lr", _FINETUNE_LR)]
+    finetune_kwargs.pop("lr", None)
+    rows, alive = [], [(cfg, lr) for cfg in candidates for lr in lrs]
     for r in range(rounds):
         steps = screen_steps * 2 ** r
         scored = []
-        for cfg in alive:
+        for cfg, lr in alive:
             _, hist = finetune(load_model(), cfg, steps=steps, eval_every=max(1, steps // 4),
-                               patience=steps, **finetune_kwargs)
+                               patience=steps, lr=lr, **finetune_kwargs)
             acc = max(h["val_accuracy"] for h in hist)
-            scored.append((acc, cfg))
-            rows.append(dict(mode=cfg.mode, block_size=cfg.block_size, ratio=cfg.ratio, bits=cfg.bits,
+            scored.append((acc, (cfg, lr)))
+            rows.append(dict(mode=cfg.mode, block_size=cfg.block_size, ratio=cfg.ratio, bits=cfg.bits, lr=lr,
                              round=r, steps=steps, val_accuracy=acc))
-        scored.sort(key=lambda t: -t[0])  # stable: ties keep the candidates' order
-        alive = [c for _, c in scored[:max(1, math.ceil(keep * len(scored)))]]
+        scored.sort(key=lambda t: -t[0])  # stable: ties keep the arms' order
+        alive = [arm for _, arm in scored[:max(1, math.ceil(keep * len(scored)))]]
         if len(alive) == 1:
             break
     return pd.DataFrame(rows)

@@ -40,7 +40,8 @@ def test_sweep_command_writes_results_and_figure(tmp_path, monkeypatch, capsys):
                                         (["--bits", "x"], "--bits"), (["pretrain", "--epochs", "0"], "--epochs"),
                                         (["--block-size", "29", "--subset", "2"], "larger than"),
                                         (["--finetune-steps", "-1"], "--finetune-steps"),
-                                        (["bottleneck", "--rate-weights", "-1"], "--rate-weights")])
+                                        (["bottleneck", "--rate-weights", "-1"], "--rate-weights"),
+                                        (["select", "--lrs", "1e-3", "0"], "--lrs")])
 def test_bad_arguments_are_usage_errors(argv, name, capsys, tmp_path, monkeypatch):
     monkeypatch.setenv("BSU_RESULTS_DIR", str(tmp_path))
     with pytest.raises(SystemExit) as e:

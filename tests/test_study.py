@@ -25,7 +25,7 @@ def test_successive_halving_picks_on_post_finetuning_validation(monkeypatch):
     score = {0.5: 0.2, 0.3: 0.9, 0.1: 0.5, 0.05: 0.7}
     calls = []
 
-    def fake_finetune(model, cfg, steps, eval_every, patience, **kw):
+    def fake_finetune(model, cfg, steps, eval_every, patience, lr, **kw):
         calls.append((cfg.ratio, steps))
         return model, [dict(step=0, val_accuracy=0.1), dict(step=steps, val_accuracy=score[cfg.ratio])]
     monkeypatch.setattr(blocksparse.study, "finetune", fake_finetune)
@@ -36,6 +36,28 @@ def test_successive_halving_picks_on_post_finetuning_validation(monkeypatch):
     assert last.loc[last["val_accuracy"].idxmax(), "ratio"] == 0.3
     with pytest.raises(ValueError, match="candidates"):
         blocksparse.study.select_after_finetuning(lambda: None, [], screen_steps=10)
+
+
+def test_learning_rates_are_arms_of_the_halving(monkeypatch):
+    """Each candidate with each learning rate is an arm; the pick is a configuration and its lr."""
+    score = {(0.3, 1e-3): 0.80, (0.3, 3e-3): 0.86, (0.1, 1e-3): 0.84, (0.1, 3e-3): 0.60}
+    calls = []
+
+    def fake_finetune(model, cfg, steps, eval_every, patience, lr, **kw):
+        calls.append((cfg.ratio, lr, steps))
+        return model, [dict(step=steps, val_accuracy=score[cfg.ratio, lr])]
+    monkeypatch.setattr(blocksparse.study, "finetune", fake_finetune)
+    cands = [bsu.CodecConfig(4, r, "global", 2) for r in (0.3, 0.1)]
+    rows = blocksparse.study.select_after_finetuning(lambda: None, cands, screen_steps=5, rounds=2, lrs=[1e-3, 3e-3])
+    assert calls[:4] == [(0.3, 1e-3, 5), (0.3, 3e-3, 5), (0.1, 1e-3, 5), (0.1, 3e-3, 5)]
+    assert sorted(calls[4:]) == [(0.1, 1e-3, 10), (0.3, 3e-3, 10)]  # the better half, twice the steps
+    best = rows[rows["round"] == 1].sort_values("val_accuracy").iloc[-1]
+    assert (best["ratio"], best["lr"]) == (0.3, 3e-3)
+    calls.clear()  # without lrs: one arm per candidate at the given (or finetune's default) lr
+    blocksparse.study.select_after_finetuning(lambda: None, cands, screen_steps=5, rounds=1, lr=3e-3)
+    assert calls == [(0.3, 3e-3, 5), (0.1, 3e-3, 5)]
+    with pytest.raises(ValueError, match="lrs"):
+        blocksparse.study.select_after_finetuning(lambda: None, cands, screen_steps=5, lrs=[0.0])
 
 
 def _tiny_sweep_inputs():
