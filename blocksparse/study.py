@@ -19,6 +19,7 @@ from tqdm.auto import tqdm
 from .bitstream import encode, rate
 from .bottleneck import Bottleneck, load_bottleneck, save_bottleneck
 from .bottleneck_training import best_evaluation, bottleneck_row, evaluate_bottleneck, train_bottleneck
+from .cache import cached
 from .analysis import within
 from .baselines import code_images, codec_row, image_codec_baseline
 from .codebook import codebook_bytes, fit_codebook, load_codebook, save_codebook
@@ -26,6 +27,7 @@ from .codec import MODES, RATIOS, CodecConfig
 from .evaluation import evaluate, head_features, result_row
 from .data import load_dataset
 from .model import SplitResNet18, checkpoint_card, load_pretrained
+from .results import to_frame
 from .runtime import ROOT, module_device
 from .training import finetune
 
@@ -303,6 +305,33 @@ def remeasure_frontier_models(cards: list[str | Path], n_test: int | None = None
         paired.append(dict(weights=_in_repo(weights), reference_accuracy=refs[key]["accuracy"],
                            **within(refs[key]["correct"].numpy(), ev["correct"].numpy())))
     return rows, paired
+
+
+def remeasure_cached(cards: list[str | Path], kind: str, recompute: bool = False, **settings) -> pd.DataFrame:
+    """``remeasure_frontier_models`` (``kind="frontier"``) or ``remeasure_bottleneck_models``
+    (``"bottleneck"``) of every card, each card's result cached on its own (``cache.cached``, keyed
+    by the card's name and sha256, ``settings`` and the checkpoint), so a new model is measured
+    without measuring the others again. Returns the rows; their paired tests in ``attrs["paired"]``."""
+    measure = {"frontier": remeasure_frontier_models, "bottleneck": remeasure_bottleneck_models}
+    if kind not in measure:
+        raise ValueError(f"kind must be one of {sorted(measure)}, got {kind!r}")
+    frames, paired = [], []
+    for c in map(Path, cards):
+        card = json.loads(c.read_text())
+
+        def one(c=c):
+            rows, p = measure[kind]([c], **settings)
+            frame = to_frame(rows)
+            frame.attrs["paired"] = p
+            return frame
+        key = dict(card=c.name, sha256=card["sha256"], checkpoint=checkpoint_card(card["dataset"]).get("sha256"),
+                   **settings)
+        f = cached(f"{kind}_model", key, one, recompute)
+        frames.append(f)
+        paired += f.attrs.get("paired", [])
+    out = to_frame(pd.concat(frames, ignore_index=True)) if frames else to_frame([])
+    out.attrs["paired"] = paired
+    return out
 
 
 def bottleneck_name(lmbda: float, latent_channels: int, seed: int, split_at: str = "layer1", tag: str = "") -> str:

@@ -167,3 +167,30 @@ def test_weights_not_shipped_report_the_recorded_test(tmp_path):
     card.write_text(json.dumps(bare))
     with pytest.raises(ValueError, match="test_row"):
         blocksparse.study.remeasure_frontier_models([card], n_test=24)
+
+
+def test_remeasure_cached_measures_only_new_cards(tmp_path, monkeypatch):
+    monkeypatch.setenv("BSU_RESULTS_DIR", str(tmp_path / "results"))
+    calls = []
+
+    def fake(cards, n_test=None, rate_sample=1000):
+        calls.append([c.name for c in cards])
+        seed = json.loads(cards[0].read_text())["seed"]
+        return ([dict(method="blocksparse", seed=seed, accuracy=0.9, n_images=n_test, weights=f"{cards[0].stem}.pt")],
+                [dict(weights=f"{cards[0].stem}.pt", difference=-0.01)])
+    monkeypatch.setattr(blocksparse.study, "remeasure_frontier_models", fake)
+    cards = []
+    for s in (0, 1, 2):
+        cards.append(tmp_path / f"m_seed{s}.json")
+        cards[-1].write_text(json.dumps(dict(dataset="fashion-mnist", seed=s, sha256=f"{s:064x}")))
+    first = blocksparse.study.remeasure_cached(cards[:2], "frontier", n_test=24)
+    again = blocksparse.study.remeasure_cached(cards, "frontier", n_test=24)
+    assert calls == [["m_seed0.json"], ["m_seed1.json"], ["m_seed2.json"]]  # the third card only, the second time
+    assert list(first["seed"]) == [0, 1] and list(again["seed"]) == [0, 1, 2]
+    assert [p["weights"] for p in again.attrs["paired"]] == ["m_seed0.pt", "m_seed1.pt", "m_seed2.pt"]
+    blocksparse.study.remeasure_cached(cards[:1], "frontier", n_test=32)  # other settings: measured again
+    cards[0].write_text(json.dumps(dict(dataset="fashion-mnist", seed=0, sha256="f" * 64)))  # other weights: again
+    blocksparse.study.remeasure_cached(cards[:1], "frontier", n_test=24)
+    assert calls[3:] == [["m_seed0.json"], ["m_seed0.json"]]
+    with pytest.raises(ValueError, match="kind"):
+        blocksparse.study.remeasure_cached(cards, "ablation")
