@@ -80,7 +80,7 @@ def _check_features(x: Tensor, block_size: int) -> Tensor:
     if x.numel() == 0:
         raise ValueError(f"x is empty, shape {tuple(x.shape)}")
     lo, hi = torch.aminmax(x.detach())  # NaN and Inf show up in the extremes
-    if not (torch.isfinite(lo) and torch.isfinite(hi)):
+    if not (math.isfinite(lo.item()) and math.isfinite(hi.item())):
         raise ValueError("x holds NaN or Inf")
     _check_block_size(block_size)
     if block_size > min(x.shape[-2:]):
@@ -358,14 +358,13 @@ def _analyze_one(x: Tensor, cfg: CodecConfig) -> dict:
     blocks = xp.reshape(c, hb, b, wb, b).transpose(0, 1, 3, 2, 4)[where[1], where[2], where[3]]
     valid = _valid_numpy(h, w, b, cfg.zero_border)[where[2], where[3]]
     coded = blocks[valid]
-    zero = np.zeros(1, np.float32)
-    hi = np.maximum(coded.max(initial=0.0), zero)  # as quantization_params: 0 is always in the range
-    lo = np.minimum(coded.min(initial=0.0), zero)
-    offset = _bf16_away_numpy(lo)
-    span = hi - _from_bf16_numpy(offset)
-    scale = _bf16_away_numpy(np.where(span > 0, span / np.float32(2 ** bits - 1), np.float32(1)))
-    s, o = _from_bf16_numpy(scale), _from_bf16_numpy(offset)
-    if not np.isfinite(s).all():
+    hi = max(coded.max(initial=0.0), np.float32(0))  # as quantization_params: 0 is always in the range
+    lo = min(coded.min(initial=0.0), np.float32(0))  # float32 scalars: float32 arithmetic below
+    offset = _bf16_away_numpy(np.array([lo], np.float32))
+    span = hi - _from_bf16_numpy(offset)[0]
+    scale = _bf16_away_numpy(np.array([span / np.float32(2 ** bits - 1) if span > 0 else 1], np.float32))
+    s, o = _from_bf16_numpy(scale)[0], _from_bf16_numpy(offset)[0]
+    if not math.isfinite(s):
         raise ValueError("x holds values too large to quantize (above ~3e38)")
     levels = np.clip(np.round((blocks - o) / s), 0, 2 ** bits - 1)
     return dict(shape=(1, c, h, w), block_size=b, mask=torch.from_numpy(mask),
