@@ -329,16 +329,17 @@ def _analyze_one(x: Tensor, cfg: CodecConfig) -> dict:
     xp = x[0].numpy()  # read only
     if (hb * b, wb * b) != (h, w):
         xp = np.pad(xp, ((0, 0), (0, hb * b - h), (0, wb * b - w)))
-    sq = xp * xp
-    if cfg.zero_border:
-        sq[:, 0], sq[:, h - 1], sq[:, :, 0], sq[:, :, w - 1] = 0, 0, 0, 0
-    rows = sq.reshape(c, hb, b, wb, b)
-    acc = rows[:, :, 0].copy()
-    for i in range(1, b):  # as _energy: the rows of each block first, then its columns, left to right
-        acc += rows[:, :, i]
-    energy = acc[..., 0].copy()
-    for j in range(1, b):
-        energy += acc[..., j]
+    with np.errstate(over="ignore"):  # energies above float32's range are inf, as in torch
+        sq = xp * xp
+        if cfg.zero_border:
+            sq[:, 0], sq[:, h - 1], sq[:, :, 0], sq[:, :, w - 1] = 0, 0, 0, 0
+        rows = sq.reshape(c, hb, b, wb, b)
+        acc = rows[:, :, 0].copy()
+        for i in range(1, b):  # as _energy: the rows of each block first, then its columns, left to right
+            acc += rows[:, :, i]
+        energy = acc[..., 0].copy()
+        for j in range(1, b):
+            energy += acc[..., j]
     if cfg.mode == "channel-wise":
         g = energy.reshape(c, hb * wb)
     elif cfg.mode == "global":

@@ -45,6 +45,14 @@ def test_the_one_image_path_breaks_ties_like_the_batch_path():
             assert torch.equal(a["mask"], b["mask"]) and torch.equal(a["levels"], b["levels"]), (mode, ratio)
 
 
+@pytest.mark.parametrize("n", [1, 2])  # the one-image (numpy) path and the batch (torch) path
+def test_values_too_large_to_quantize_are_a_value_error(n):
+    x = torch.full((n, 2, 8, 8), 3.4e38)  # the 1-bit step, rounded up to a bfloat16, overflows
+    with pytest.raises(ValueError, match="too large"):
+        bsu.compress(x, bsu.CodecConfig(4, 0.5, "global", 1))
+    assert torch.isfinite(bsu.compress(x / 4, bsu.CodecConfig(4, 0.5, "global", 1))).all()
+
+
 def _groups(t, mode):
     n, c, hb, wb = t.shape
     if mode == "channel-wise":
