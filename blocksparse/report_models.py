@@ -136,20 +136,26 @@ def _diff(p: dict) -> str:
     return f"{100 * p['difference']:+.2f} [{100 * p['lo']:+.2f}, {100 * p['hi']:+.2f}]"
 
 
+def _join_schedules(rows: pd.DataFrame, cards: dict[str, dict], column: str, suffix: str, fields) -> pd.DataFrame:
+    """``rows`` (results schema) with columns from their cards' schedules: a row's card is the one
+    whose file stem is the file name in ``column`` without ``suffix``; ``fields(schedule)`` gives
+    the columns to add. A row without its card is a ValueError."""
+    rows = to_frame(rows).reset_index(drop=True)
+    out = []
+    for _, r in rows.iterrows():
+        stem = str(r[column]).rsplit("/", 1)[-1].removesuffix(suffix)
+        if stem not in cards:
+            raise ValueError(f"cards: no card for the run {stem!r}")
+        out.append(fields(cards[stem]["schedule"]))
+    return pd.concat([rows, pd.DataFrame(out, index=rows.index)], axis=1)
+
+
 def bottleneck_frame(rows: pd.DataFrame, cards: dict[str, dict]) -> pd.DataFrame:
     """Learned bottlenecks with their recipe from the cards (``cards``: card file stem -> card; a
     row's stem is its weights'): adds ``prior_lr`` (NaN: the entropy model trained at the main
     learning rate) and ``steps``."""
-    rows = to_frame(rows).reset_index(drop=True)
-    out = []
-    for _, r in rows.iterrows():
-        stem = str(r["weights"]).rsplit("/", 1)[-1].removesuffix(".pt")
-        if stem not in cards:
-            raise ValueError(f"cards: no card for the bottleneck {stem!r}")
-        sch = cards[stem]["schedule"]
-        out.append(dict(prior_lr=np.nan if sch.get("prior_lr") is None else float(sch["prior_lr"]),
-                        steps=int(sch["steps"])))
-    return pd.concat([rows, pd.DataFrame(out, index=rows.index)], axis=1)
+    return _join_schedules(rows, cards, "weights", ".pt", lambda sch: dict(
+        prior_lr=np.nan if sch.get("prior_lr") is None else float(sch["prior_lr"]), steps=int(sch["steps"])))
 
 
 BN_RECIPE = ["prior_lr", "steps"]
@@ -289,16 +295,9 @@ def ablation_frame(rows: pd.DataFrame, cards: dict[str, dict]) -> pd.DataFrame:
     """Fine-tuning runs of one configuration with their loss settings, one row per run: the results
     rows joined with their cards (``cards``: card file stem -> card; a row's stem is its code
     table's). Adds ``distill_weight``, ``group_lasso_weight``, ``steps`` from the cards."""
-    rows = to_frame(rows).reset_index(drop=True)
-    out = []
-    for _, r in rows.iterrows():
-        stem = str(r["codebook"]).rsplit("/", 1)[-1].removesuffix(".codebook")
-        if stem not in cards:
-            raise ValueError(f"cards: no card for the run {stem!r}")
-        sch = cards[stem]["schedule"]
-        out.append(dict(distill_weight=float(sch.get("distill_weight", 0.5)),
-                        group_lasso_weight=float(sch.get("group_lasso_weight", 0.0)), steps=int(sch["steps"])))
-    return pd.concat([rows, pd.DataFrame(out, index=rows.index)], axis=1)
+    return _join_schedules(rows, cards, "codebook", ".codebook", lambda sch: dict(
+        distill_weight=float(sch.get("distill_weight", 0.5)),
+        group_lasso_weight=float(sch.get("group_lasso_weight", 0.0)), steps=int(sch["steps"])))
 
 
 ABLATION = Template("""\
