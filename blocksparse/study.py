@@ -98,7 +98,7 @@ PRESETS = {
                     qualities={"jpeg": [1, 5, 10, 20, 30, 50, 70, 90, 95], "webp": [0, 5, 10, 20, 30, 50, 70, 90, 95],
                                "avif": [0, 30, 60, 90]},
                     candidate_ratios=RATIOS, target_bpp=[1.0], val_rate_sample=50, screen_steps=10, rounds=2,
-                    seeds=[0], fit_images=2000, bottleneck_rate_sample=1000, demo_steps=40, recompute=False,
+                    seeds=[0], fit_images=2000, bottleneck_rate_sample=1000, demo_steps=24, recompute=False,
                     original_mode="channel-wise", original_block_size=4,
                     original_modes=["channel-wise", "region-wise", "global"], original_ratios=[1.0, 0.5, 0.3, 0.1, 0.05]),
     # PRESET=full: the whole grid, converged fine-tuning, 3 seeds, all test images (hours on 2 cores)
