@@ -22,7 +22,7 @@ from .evaluation import evaluate, result_row
 from .model import SPLIT_POINTS, checkpoint_card, load_pretrained
 from .plots import plot_accuracy_vs_bpp, save_figure
 from .runtime import NOTEBOOK_DIR, ROOT, default_device, figures_dir, results_dir, set_seed
-from .results import load_results, original_layout, save_results, to_frame, write_compression_results
+from .results import load_results, model_key, original_layout, save_results, to_frame, write_compression_results
 from .baselines import LOSSLESS_FORMATS, QUALITIES, available_formats, codec_row, image_codec_baseline
 from .bottleneck_training import SELECT_ON
 from .study import (PRESETS, candidates_under, select_after_finetuning, split_sweep, sweep, train_bottleneck_model,
@@ -363,9 +363,7 @@ def _add_model_rows(rows: list[dict], name: str, command: dict) -> None:
     keys = {p["weights"] for p in paired}
     if (d / f"{name}.csv").exists():
         old = load_results(name)
-        # a model is its weights, or its card where the weights are not shipped (as in its paired test)
-        cards = old["codebook"].fillna("").astype(str).str.replace(r"\.codebook$", ".json", regex=True)
-        ids = old["weights"].fillna(cards).astype(str)
+        ids = pd.Series([model_key(w, c) for w, c in zip(old["weights"], old["codebook"])], index=old.index)
         new = pd.concat([old[~ids.isin(keys)], new], ignore_index=True)
     save_results(new, dict(command=command), name)
     pj = d / f"{name}_paired.json"

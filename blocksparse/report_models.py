@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from .report_format import _bpp, _count, _markdown, _missing, _number, _pct, _points, describe
-from .results import to_frame
+from .results import model_key, to_frame
 
 MODELS = Template("""\
 **Shipped fine-tuned models, on all $n_images test images** (`data/frontier/`; each picked on \
@@ -103,19 +103,11 @@ def _recipe(row: pd.Series) -> str:
                       *([f"group-lasso {gl:g}"] if gl > 0 else []), f"{int(row['steps']):,} steps"])
 
 
-def _model_key(row: pd.Series) -> str:
-    """What a model's paired test is filed under: its weights, or its card where they are not shipped."""
-    w = row["weights"]
-    if not _missing(w):
-        return str(w)
-    return str(row["codebook"]).removesuffix(".codebook") + ".json"
-
-
 def _paired_for(rows: pd.DataFrame, paired: list[dict]) -> list[dict]:
     """The paired test of each row (matched on ``weights``, or the card where the weights are not
     shipped); a row without one is a ValueError."""
     by = {p["weights"]: p for p in paired}
-    ids = [_model_key(r) for _, r in rows.iterrows()]
+    ids = [model_key(w, c) for w, c in zip(rows["weights"], rows["codebook"])]
     missing = sorted(set(ids) - set(by))
     if missing:
         raise ValueError(f"paired: no paired test for {missing}")

@@ -53,6 +53,16 @@ SCHEMA: dict[str, tuple[str, str]] = {
 COLUMNS = list(SCHEMA)
 
 
+def model_key(weights, codebook) -> str:
+    """What a trained model's paired test is filed under: its shipped ``weights``, or where they are
+    not shipped its card (the ``codebook`` path with ``.json`` for ``.codebook``); "" without either."""
+    def given(v):
+        return v is not None and v is not pd.NA and not (isinstance(v, float) and math.isnan(v)) and str(v) != ""
+    if given(weights):
+        return str(weights)
+    return str(codebook).removesuffix(".codebook") + ".json" if given(codebook) else ""
+
+
 def to_frame(rows: list[dict] | pd.DataFrame) -> pd.DataFrame:
     """Rows (dicts or a frame) as a frame with exactly the schema's columns and dtypes.
 

@@ -248,3 +248,11 @@ def test_models_of_one_configuration_are_kept_apart_by_recipe_and_unshipped_seed
     assert "| -2.47 [-3.72, -1.22] |" in answer  # mean difference of the two seeds, their widest interval
     with pytest.raises(ValueError, match="paired"):  # an unshipped seed's test is filed under its card
         report_models.render_models(models, paired[:3])
+
+
+def test_model_key_is_the_weights_or_else_the_card():
+    from blocksparse.results import model_key
+    assert model_key("data/frontier/m_seed0.pt", "data/frontier/m_seed0.codebook") == "data/frontier/m_seed0.pt"
+    assert model_key(None, "data/frontier/m_seed1.codebook") == "data/frontier/m_seed1.json"
+    assert model_key(pd.NA, "data/frontier/m_seed1.codebook") == "data/frontier/m_seed1.json"
+    assert model_key(float("nan"), None) == "" and model_key(pd.NA, pd.NA) == ""
