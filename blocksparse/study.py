@@ -151,8 +151,8 @@ def select_after_finetuning(load_model: Callable[[], SplitResNet18], candidates:
         raise ValueError(f"need 0 < keep <= 1, rounds >= 1, screen_steps >= 1; got {keep}, {rounds}, {screen_steps}")
     if lrs is not None and (not len(lrs) or not all(isinstance(v, (int, float)) and v > 0 for v in lrs)):
         raise ValueError(f"lrs must be positive learning rates, got {lrs!r}")
-    lrs = list(lrs) if lrs else [finetune_kwargs.pop("lr", _FINETUNE_LR)]
-    finetune_kwargs.pop("lr", None)
+    lr = finetune_kwargs.pop("lr", _FINETUNE_LR)  # the one arm's rate when lrs is not given
+    lrs = list(lrs) if lrs else [lr]
     rows, alive = [], [(cfg, lr) for cfg in candidates for lr in lrs]
     for r in range(rounds):
         steps = screen_steps * 2 ** r
