@@ -466,18 +466,27 @@ def render_original_choices(choices: pd.DataFrame | None) -> str:
         table=_markdown(table.rename(columns={"as computed": "as computed (bpp)"}), {"ratio": _number}))
 
 
+def _bd_markdown(results: pd.DataFrame, anchor: str, name: str, points_label: str,
+                 note_name: str | None = None) -> str:
+    """``bd_rate_table(results, anchor)`` as a pipe table, the anchor called ``name`` in its header
+    (and ``note_name`` in its notes, when given)."""
+    bd = bd_rate_table(results, anchor)
+    col = f"BD-rate vs {name} (%)"
+    rename_note = (lambda v: v.replace(f" ({anchor})", f" ({note_name})")) if note_name else (lambda v: v)
+    return _markdown(bd.rename(columns=dict(points="points on the front", anchor_points=points_label, bd_rate=col,
+                                            overlap="accuracy overlap")),
+                     {col: lambda v: "n/a" if _missing(v) else f"{float(v):+.1f}",
+                      "accuracy overlap": lambda v: "none" if _missing(v) else str(v),
+                      "note": lambda v: "" if _missing(v) else rename_note(str(v))})
+
+
 def _tables(results: pd.DataFrame, anchor: str) -> dict[str, str]:
     pct = lambda v: "n/a" if _missing(v) else f"{100 * float(v):.1f}"  # noqa: E731
     interval = lambda lo, hi: "n/a" if _missing(lo) or _missing(hi) else f"[{pct(lo)}, {pct(hi)}]"  # noqa: E731
     bpp3 = lambda v: "n/a" if _missing(v) else f"{float(v):.3f}"  # noqa: E731
 
     name = NAMES.get(anchor, anchor)
-    bd = bd_rate_table(results, anchor)
-    bd_md = _markdown(bd.rename(columns=dict(points="points on the front", anchor_points=f"{name} points",
-                                             bd_rate=f"BD-rate vs {name} (%)", overlap="accuracy overlap")),
-                      {f"BD-rate vs {name} (%)": lambda v: "n/a" if _missing(v) else f"{float(v):+.1f}",
-                       "accuracy overlap": lambda v: "none" if _missing(v) else str(v),
-                       "note": lambda v: "" if _missing(v) else str(v)})
+    bd_md = _bd_markdown(results, anchor, name, f"{name} points")
 
     ft_rows = [dict(mode=a["mode"], block_size=a["block_size"], ratio=a["ratio"], bits=a["bits"], seed=a["seed"],
                     bpp=a["bpp"], before=a["before"], after=a["accuracy"],
@@ -508,14 +517,9 @@ def _tables(results: pd.DataFrame, anchor: str) -> dict[str, str]:
                          "bits": lambda v: "" if _missing(v) else _number(v)})
     bn_md = ""
     if (results["method"] == BOTTLENECK_METHOD).fillna(False).any():
-        bn = bd_rate_table(results, BOTTLENECK_METHOD)
         n = int(results.loc[(results["method"] == BOTTLENECK_METHOD).fillna(False).to_numpy(bool), "n_images"].max())
-        bn_md = BD_BOTTLENECK.substitute(n_images=_count(n), table=_markdown(
-            bn.rename(columns=dict(points="points on the front", anchor_points="bottleneck models",
-                                   bd_rate="BD-rate vs the bottleneck (%)", overlap="accuracy overlap")),
-            {"BD-rate vs the bottleneck (%)": lambda v: "n/a" if _missing(v) else f"{float(v):+.1f}",
-             "accuracy overlap": lambda v: "none" if _missing(v) else str(v),
-             "note": lambda v: "" if _missing(v) else str(v).replace(f" ({BOTTLENECK_METHOD})", " (bottleneck)")}))
+        bn_md = BD_BOTTLENECK.substitute(n_images=_count(n), table=_bd_markdown(
+            results, BOTTLENECK_METHOD, "the bottleneck", "bottleneck models", note_name="bottleneck"))
     return dict(bd_table=bd_md, finetuned_table=ft_md, original_table=orig_md, baselines_table=base_md,
                 bd_bottleneck=bn_md)
 
