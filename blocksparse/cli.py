@@ -163,6 +163,10 @@ def _select_command(argv: list[str]) -> None:
     ap.add_argument("--rounds", type=_positive, default=2)
     ap.add_argument("--val-subset", type=_positive, default=1000)
     ap.add_argument("--val-rate-sample", type=_positive, default=100)
+    ap.add_argument("--rate", choices=("self-contained", "amortized"), default="self-contained",
+                    help="which streams' rate must reach the target (amortized: ANS codebooks fitted on "
+                         "--fit-images training images, the headline's accounting)")
+    ap.add_argument("--fit-images", type=_positive, default=2000)
     ap.add_argument("--train", choices=("all", "tail"), default="all")
     ap.add_argument("--distill-weight", type=float, default=0.5)
     ap.add_argument("--group-lasso-weight", type=float, default=0.0)
@@ -176,8 +180,11 @@ def _select_command(argv: list[str]) -> None:
     model = load_pretrained(a.dataset, a.split_at).to(device)
     val = load_dataset(a.dataset, "val", subset=a.val_subset)
     grid = [CodecConfig(b, r, m, q) for m in a.modes for b in a.block_sizes for r in a.ratios for q in a.bits]
-    cands = candidates_under(model, grid, load_dataset(a.dataset, "val", subset=a.val_rate_sample), a.target_bpp)
-    print(f"{len(cands)} of {len(grid)} configurations reach {a.target_bpp} bpp on validation streams", flush=True)
+    fit = load_dataset(a.dataset, "train", subset=a.fit_images) if a.rate == "amortized" else None
+    cands = candidates_under(model, grid, load_dataset(a.dataset, "val", subset=a.val_rate_sample), a.target_bpp,
+                             fit_data=fit)
+    print(f"{len(cands)} of {len(grid)} configurations reach {a.target_bpp} bpp on {a.rate} validation streams",
+          flush=True)
     rates = {c: b for c, b in cands}
     rows = select_after_finetuning(lambda: load_pretrained(a.dataset, a.split_at).to(device), list(rates),
                                    a.screen_steps, rounds=a.rounds, lrs=a.lrs, dataset=a.dataset, val_data=val,
@@ -185,7 +192,7 @@ def _select_command(argv: list[str]) -> None:
                                    group_lasso_weight=a.group_lasso_weight)
     rows["val_bpp"] = [rates[CodecConfig(int(r.block_size), float(r.ratio), r["mode"], int(r.bits))]
                        for _, r in rows.iterrows()]
-    name = f"screening_{a.split_at}_{a.target_bpp:g}bpp"
+    name = f"screening_{a.split_at}_{a.target_bpp:g}bpp" + ("_amortized" if a.rate == "amortized" else "")
     d = results_dir()
     d.mkdir(parents=True, exist_ok=True)
     rows.to_csv(d / f"{name}.csv", index=False)

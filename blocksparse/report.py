@@ -26,7 +26,7 @@ from .original import CHOICE_NAMES, ORIGINAL_BITS, TABLE_ENTRY_BITS
 from .report_format import (NAMES, _bpp, _count, _interval, _list, _markdown, _missing, _number,
                             _pct, _points, describe)
 from .report_models import (render_ablation, render_bottleneck, render_codec_models, render_full_answer, render_models,
-                            render_screening, render_split_points, render_test_stopping)
+                            render_screenings, render_split_points, render_test_stopping)
 from .results import to_frame
 from .runtime import results_dir
 
@@ -528,8 +528,8 @@ def render_summary(results: pd.DataFrame, configs: dict, card: dict, reference: 
                    tolerance: float = 0.01, max_bpp: float = 1.0, lever_bpp=(1.0, 2.0, 4.0, 8.0),
                    original_mode: str | None = "channel-wise", anchor: str = "webp",
                    figure: str = "figures/accuracy_vs_compression.png", models: pd.DataFrame | None = None,
-                   paired: list[dict] | None = None, screening: pd.DataFrame | None = None,
-                   screening_config: dict | None = None, bottleneck: pd.DataFrame | None = None,
+                   paired: list[dict] | None = None,
+                   screenings: list[tuple[pd.DataFrame, dict]] | None = None, bottleneck: pd.DataFrame | None = None,
                    bottleneck_paired: list[dict] | None = None, codec_models: pd.DataFrame | None = None,
                    codec_paired: list[dict] | None = None, codec_grid: pd.DataFrame | None = None,
                    ablation: pd.DataFrame | None = None, test_stopping: dict | None = None,
@@ -564,8 +564,8 @@ def render_summary(results: pd.DataFrame, configs: dict, card: dict, reference: 
     models, paired : DataFrame and list of dict, optional
         The shipped fine-tuned models re-measured on the test set and their paired tests
         (``render_models``).
-    screening, screening_config : DataFrame and dict, optional
-        The selection after fine-tuning behind those models (``render_screening``).
+    screenings : list of (DataFrame, dict), optional
+        The selections after fine-tuning behind those models, each with its config (``render_screenings``).
     bottleneck, bottleneck_paired, codec_models, codec_paired, codec_grid, ablation, test_stopping, splits : optional
         The learned bottlenecks, the image codecs with a fine-tuned classifier, the image codecs
         on the same test images, the ablation frame, the monitored card and the sweeps per split point (``report_models``;
@@ -593,7 +593,7 @@ def render_summary(results: pd.DataFrame, configs: dict, card: dict, reference: 
         full_answer=render_full_answer(models, paired or [], bottleneck, bottleneck_paired or [], codec_models,
                                        codec_paired or [], codec_grid, tolerance, max_bpp),
         models=render_models(models, paired or [], tolerance) if models is not None else "",
-        screening=render_screening(screening, screening_config) if screening is not None else "",
+        screening=render_screenings(screenings or []),
         bottleneck=render_bottleneck(bottleneck, bottleneck_paired or [], codec_grid, tolerance, anchor)
         if bottleneck is not None else "",
         codec_models=render_codec_models(codec_models, codec_paired or [], codec_grid)

@@ -10,6 +10,7 @@ from string import Template
 import numpy as np
 import pandas as pd
 
+from .codec import MODES, RATIOS
 from .report_format import _bpp, _count, _markdown, _missing, _number, _pct, _points, describe
 from .results import model_key, to_frame
 
@@ -61,27 +62,56 @@ def render_models(models: pd.DataFrame, paired: list[dict], tolerance: float = 0
                              table=_markdown(table))
 
 
-SCREENING = Template("""**Selection after fine-tuning** (validation only; `$command`): every configuration whose self-contained rate on $n_rate validation streams is at or under $target bpp was fine-tuned (whole network, distillation) for $steps0 steps, the better half again for $steps1, and the pick is the best on validation accuracy after that fine-tuning:
+SCREENING = Template("""**Selection after fine-tuning after $split, at most $target bpp** (validation only; `$command`): every configuration whose $rate rate on $n_rate validation streams is at or under $target bpp was fine-tuned (whole network, $recipe) for $steps0 steps$lrs, the better half again for $steps1, and the pick is the best on validation accuracy after that fine-tuning:
 
 $table
 """)
+_GRID_DEFAULTS = dict(modes=list(MODES), block_sizes=[2, 4], ratios=list(RATIOS), bits=[2, 4])  # select's
+_RATE_WORDS = {"self-contained": "self-contained", "amortized": "amortized (ANS codebooks fitted on training images)"}
 
 
 def render_screening(screening: pd.DataFrame, config: dict) -> str:
-    """The README's paragraph and table on the selection after fine-tuning (``screening_*.csv``
+    """The README's paragraph and table on one selection after fine-tuning (a ``screening_*.csv``
     with the ``config`` stored beside it by ``blocksparse_utils.py select``)."""
     need = {"round", "steps", "val_accuracy", "mode", "block_size", "ratio", "bits", "val_bpp"}
     if not need <= set(screening.columns):
         raise ValueError(f"screening lacks columns {sorted(need - set(screening.columns))}")
+    rate = config.get("rate", "self-contained")  # selections before --rate existed were self-contained
+    if rate not in _RATE_WORDS:
+        raise ValueError(f"config's rate must be one of {sorted(_RATE_WORDS)}, got {rate!r}")
     steps = screening.groupby("round")["steps"].first()
     table = screening.sort_values(["round", "val_accuracy"], ascending=[True, False]).assign(
         val_accuracy=lambda d: (100 * d["val_accuracy"]).round(1), val_bpp=lambda d: d["val_bpp"].round(3))
+    columns = ["round", "steps", "mode", "block_size", "ratio", "bits", "val_bpp", "val_accuracy"]
+    lrs = config.get("lrs")
+    if lrs:
+        columns.insert(6, "lr")
+    split = config.get("split_at", "layer1")
+    command = (f"python blocksparse_utils.py select --split-at {split} --target-bpp {config['target_bpp']:g} "
+               f"--screen-steps {config['screen_steps']} --rounds {config['rounds']}")
+    for key, default in _GRID_DEFAULTS.items():  # the grid, where it was not the command's default
+        if config.get(key, default) != default:
+            command += f" --{key.replace('_', '-')} " + " ".join(f"{v:g}" if isinstance(v, float) else str(v)
+                                                                 for v in config[key])
+    if rate != "self-contained":
+        command += f" --rate {rate} --fit-images {config['fit_images']}"
+    if lrs:
+        command += " --lrs " + " ".join(f"{v:g}" for v in lrs)
+    if config.get("group_lasso_weight"):
+        command += f" --group-lasso-weight {config['group_lasso_weight']:g}"
+    recipe = "distillation" + (f", group-lasso {config['group_lasso_weight']:g}"
+                               if config.get("group_lasso_weight") else "")
     return SCREENING.substitute(
-        command=f"python blocksparse_utils.py select --target-bpp {config['target_bpp']:g} "
-                f"--screen-steps {config['screen_steps']} --rounds {config['rounds']}",
-        n_rate=_count(config["val_rate_sample"]), target=_number(config["target_bpp"]),
+        split=split, rate=_RATE_WORDS[rate], command=command,
+        n_rate=_count(config["val_rate_sample"]), target=_number(config["target_bpp"]), recipe=recipe,
+        lrs=f" at each learning rate of {', '.join(f'{v:g}' for v in lrs)}" if lrs else "",
         steps0=_count(steps.iloc[0]), steps1=_count(steps.iloc[-1]) if len(steps) > 1 else "none",
-        table=_markdown(table[["round", "steps", "mode", "block_size", "ratio", "bits", "val_bpp", "val_accuracy"]]))
+        table=_markdown(table[columns]))
+
+
+def render_screenings(screenings: list[tuple[pd.DataFrame, dict]]) -> str:
+    """Every selection after fine-tuning (``load_trained_models``' ``screenings``), one paragraph each."""
+    return "\n".join(render_screening(df, config) for df, config in screenings)
 
 
 RECIPE = ["distill_weight", "group_lasso_weight", "steps"]  # from the cards (``ablation_frame``)
@@ -376,9 +406,8 @@ def load_trained_models(results: str | Path | None = None, data: str | Path | No
                bottleneck=table("bottleneck_models"), bottleneck_paired=paired("bottleneck_models"),
                codec_models=table("codec_models"), codec_paired=paired("codec_models"),
                codec_grid=table("codec_grid"))
-    screens = sorted(d.glob(f"screening_{split_at}_*bpp.csv"))
-    out["screening"] = pd.read_csv(screens[0]) if screens else None
-    out["screening_config"] = json.loads(screens[0].with_suffix(".json").read_text())["config"] if screens else None
+    out["screenings"] = [(pd.read_csv(f), json.loads(f.with_suffix(".json").read_text())["config"])
+                         for f in sorted(d.glob("screening_layer*bpp*.csv"))]  # every split's and target's
     ablation = table("ablation")
     cards = {p.stem: json.loads(p.read_text()) for f in ("frontier", "ablation") for p in (data / f).glob("*.json")}
     if out["models"] is not None and len(out["models"]):

@@ -22,7 +22,7 @@ from .bottleneck_training import best_evaluation, bottleneck_row, evaluate_bottl
 from .cache import cached
 from .analysis import within
 from .baselines import code_images, codec_row, image_codec_baseline
-from .codebook import codebook_bytes, fit_codebook, load_codebook, save_codebook
+from .codebook import Codebook, codebook_bytes, encode_batch, fit_codebook, load_codebook, save_codebook
 from .codec import MODES, RATIOS, CodecConfig
 from .evaluation import evaluate, head_features, result_row
 from .data import load_dataset
@@ -115,18 +115,30 @@ PRESETS = {
 }
 
 
-def measured_bpp(features: Tensor, cfg: CodecConfig, input_hw: tuple[int, int]) -> float:
-    """Mean bpp of the real per-image self-contained streams of ``features`` (e.g. validation images)."""
-    return float(np.mean([rate(encode(features[i:i + 1], cfg), input_hw)["bpp"] for i in range(len(features))]))
+def measured_bpp(features: Tensor, cfg: CodecConfig, input_hw: tuple[int, int],
+                 codebook: Codebook | None = None) -> float:
+    """Mean bpp of the real per-image streams of ``features`` (e.g. validation images):
+    self-contained ones, or with ``codebook`` the amortized ones."""
+    if codebook is None:
+        return float(np.mean([rate(encode(features[i:i + 1], cfg), input_hw)["bpp"] for i in range(len(features))]))
+    return float(np.mean([8 * len(b) / (input_hw[0] * input_hw[1]) for b in encode_batch(features, codebook)]))
 
 
 def candidates_under(model: SplitResNet18, configs: list[CodecConfig], data: TensorDataset,
-                     target_bpp: float) -> list[tuple[CodecConfig, float]]:
+                     target_bpp: float, fit_data: TensorDataset | None = None,
+                     coder: str = "ans") -> list[tuple[CodecConfig, float]]:
     """The configurations whose rate, measured on the real streams of ``data`` (validation
-    images), is at or under ``target_bpp``; with their measured bpp."""
+    images), is at or under ``target_bpp``; with their measured bpp.
+
+    Without ``fit_data`` the rate is the self-contained streams'; with it (training images),
+    each configuration's codebook is fitted (``coder``) on their features and the rate is the
+    amortized streams' (the headline's accounting; the codebook ships once and is not counted).
+    """
     z = head_features(model, data)
+    fit = head_features(model, fit_data) if fit_data is not None else None
     hw = tuple(data.tensors[0].shape[-2:])
-    rated = [(c, measured_bpp(z, c, hw)) for c in tqdm(configs, desc=f"rates (<= {target_bpp} bpp?)")]
+    rated = [(c, measured_bpp(z, c, hw, None if fit is None else fit_codebook(fit, c, coder)))
+             for c in tqdm(configs, desc=f"rates (<= {target_bpp} bpp?)")]
     return [(c, b) for c, b in rated if b <= target_bpp]
 
 

@@ -83,3 +83,28 @@ def test_model_rows_replace_the_same_model_shipped_or_not(tmp_path, monkeypatch)
     assert list(got["seed"]) == [0, 1] and list(got["accuracy"]) == [0.90, 0.88]
     paired = json.loads((tmp_path / "models_paired.json").read_text())
     assert sorted(p["weights"] for p in paired) == ["data/frontier/m_seed0.pt", "data/frontier/m_seed1.json"]
+
+
+def test_select_on_the_amortized_rate_writes_its_own_screening_file(tmp_path, monkeypatch, capsys):
+    """`select --rate amortized` gates on codebook streams and files its screening apart from the
+    self-contained one; every configuration is an arm with each learning rate (stand-in fine-tuning)."""
+    import pandas as pd
+
+    import blocksparse.study
+    calls = []
+
+    def fake_finetune(model, cfg, steps, eval_every, patience, lr, **kw):
+        calls.append((cfg.ratio, lr, kw["group_lasso_weight"]))
+        return model, [dict(step=steps, val_accuracy=0.5 + lr + cfg.ratio)]
+    monkeypatch.setattr(blocksparse.study, "finetune", fake_finetune)
+    monkeypatch.setenv("BSU_RESULTS_DIR", str(tmp_path))
+    main(["select", "--target-bpp", "50", "--rate", "amortized", "--fit-images", "8", "--val-rate-sample", "2",
+          "--val-subset", "4", "--modes", "global", "--block-sizes", "4", "--bits", "2", "--ratios", "0.05", "0.002",
+          "--lrs", "1e-3", "3e-4", "--group-lasso-weight", "1e-5", "--screen-steps", "2", "--rounds", "1"])
+    assert "2 of 2 configurations reach 50.0 bpp on amortized validation streams" in capsys.readouterr().out
+    assert not (tmp_path / "screening_layer1_50bpp.csv").exists()
+    rows = pd.read_csv(tmp_path / "screening_layer1_50bpp_amortized.csv")
+    config = json.loads((tmp_path / "screening_layer1_50bpp_amortized.json").read_text())["config"]
+    assert config["rate"] == "amortized" and config["fit_images"] == 8
+    assert sorted(zip(rows["ratio"], rows["lr"])) == [(0.002, 3e-4), (0.002, 1e-3), (0.05, 3e-4), (0.05, 1e-3)]
+    assert sorted(calls) == sorted((r, lr, 1e-5) for r in (0.05, 0.002) for lr in (1e-3, 3e-4))

@@ -35,10 +35,32 @@ def test_render_screening_orders_rounds_and_names_the_command():
                        dict(mode="global", block_size=4, ratio=0.005, bits=2, round=1, steps=120, val_accuracy=0.873,
                             val_bpp=0.8968)])
     text = report_models.render_screening(df, dict(target_bpp=1.0, screen_steps=60, rounds=2, val_rate_sample=100))
-    assert "--target-bpp 1 --screen-steps 60 --rounds 2" in text and "for 60 steps, the better half again for 120" in text
+    assert "--target-bpp 1 --screen-steps 60 --rounds 2`" in text and "for 60 steps, the better half again for 120" in text
+    assert "after layer1, at most 1 bpp" in text and "whose self-contained rate on 100" in text  # an older config
     assert text.index("84.9") < text.index("82.4") < text.index("87.3")  # by round, best first
+    assert "| lr |" not in text
     with pytest.raises(ValueError, match="val_bpp"):
         report_models.render_screening(df.drop(columns="val_bpp"), {})
+    with pytest.raises(ValueError, match="rate"):
+        report_models.render_screening(df, dict(target_bpp=1.0, screen_steps=60, rounds=2, val_rate_sample=100,
+                                                rate="estimated"))
+
+
+def test_render_screenings_says_each_selection_s_rate_split_and_learning_rates():
+    df = pd.DataFrame([dict(mode="global", block_size=4, ratio=r, bits=2, lr=lr, round=0, steps=60, val_accuracy=a,
+                            val_bpp=b) for r, lr, a, b in ((0.01, 3e-3, 0.88, 0.93), (0.01, 1e-3, 0.9, 0.93))])
+    amortized = dict(split_at="layer2", target_bpp=0.5, screen_steps=60, rounds=1, val_rate_sample=100,
+                     ratios=[0.05, 0.01], bits=[2, 4], rate="amortized", fit_images=2000, lrs=[1e-3, 3e-3], group_lasso_weight=1e-5)
+    old = dict(target_bpp=1.0, screen_steps=60, rounds=1, val_rate_sample=100)
+    text = report_models.render_screenings([(df, old), (df, amortized)])
+    first, second = text.split("**Selection after fine-tuning")[1:]
+    assert "after layer1, at most 1 bpp" in first and "| lr |" not in first
+    assert "after layer2, at most 0.5 bpp" in second and "whose amortized (ANS codebooks" in second
+    assert ("`python blocksparse_utils.py select --split-at layer2 --target-bpp 0.5 --screen-steps 60 --rounds 1 "
+            "--ratios 0.05 0.01 --rate amortized --fit-images 2000 --lrs 0.001 0.003 --group-lasso-weight 1e-05`") in second
+    assert "at each learning rate of 0.001, 0.003" in second and "group-lasso 1e-05" in second
+    assert "| lr |" in second and second.index("90") < second.index("88")
+    assert report_models.render_screenings([]) == ""
 
 
 def _bn_rows():

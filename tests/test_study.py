@@ -19,6 +19,21 @@ def test_candidates_under_measure_real_streams():
     assert got[0][1] == pytest.approx(8 * sum(sizes) / 3 / 784)
 
 
+def test_candidates_under_amortized_rate_uses_codebooks_fitted_on_the_training_images():
+    model = bsu.load_pretrained()
+    val, fit = bsu.load_dataset(split="val", subset=3), bsu.load_dataset(split="train", subset=20)
+    cfg = bsu.CodecConfig(4, 0.05, "global", 2)
+    z, zfit = bsu.head_features(model, val), bsu.head_features(model, fit)
+    cb = bsu.fit_codebook(zfit, cfg, "ans")
+    amortized = 8 * sum(len(bsu.encode(z[i:i + 1], cb)) for i in range(3)) / 3 / 784
+    self_contained = 8 * sum(len(bsu.encode(z[i:i + 1], cfg)) for i in range(3)) / 3 / 784
+    assert amortized < self_contained  # the tables are paid once, not per stream
+    budget = (amortized + self_contained) / 2  # only the amortized streams fit under it
+    assert blocksparse.study.candidates_under(model, [cfg], val, budget) == []
+    got = blocksparse.study.candidates_under(model, [cfg], val, budget, fit_data=fit)
+    assert [c for c, _ in got] == [cfg] and got[0][1] == pytest.approx(amortized)
+
+
 def test_successive_halving_picks_on_post_finetuning_validation(monkeypatch):
     """With a stand-in fine-tuning whose validation accuracy is known per configuration, the
     halving keeps the best half each round and doubles the budget."""
