@@ -45,8 +45,9 @@ from blocksparse.study import (PRESETS, candidates_under, remeasure_bottleneck_m
                                remeasure_frontier_models, select_after_finetuning, split_sweep, sweep,
                                train_bottleneck_model, train_codec_baseline_model, train_frontier_model)
 from blocksparse.cache import cached
-from blocksparse.report import (bd_rate_table, original_vs_real, positions_share, render_frontier,
-                               render_levers, render_summary, splice_readme, write_summary)
+from blocksparse.report import (bd_rate_table, positions_share, render_frontier, render_levers, render_summary,
+                               splice_readme, write_summary)
+from blocksparse.report_original import original_vs_real
 from blocksparse.report_models import load_trained_models
 # plots and widgets
 from blocksparse.plots import (pick_row, plot_accuracy_vs_bpp, plot_accuracy_vs_ratio, plot_explorer, plot_feature_maps,

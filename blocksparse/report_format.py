@@ -91,3 +91,14 @@ def describe(row: pd.Series) -> str:
     if not _missing(row.get("finetuned")) and bool(row["finetuned"]):
         parts.append("fine-tuned")
     return ", ".join(parts)
+
+
+def _flag(df: pd.DataFrame, col: str) -> np.ndarray:
+    return df[col].fillna(False).astype(bool).to_numpy()
+
+
+def _blocksparse(results: pd.DataFrame, finetuned: bool | None = None) -> pd.DataFrame:
+    d = results[(results["method"] == "blocksparse").fillna(False).to_numpy(bool)]
+    if finetuned is None:
+        return d
+    return d[_flag(d, "finetuned") == finetuned]

@@ -5,8 +5,9 @@ import re
 import pandas as pd
 import pytest
 
-from blocksparse.report import (BEGIN, END, bd_rate_table, original_vs_real, render_original_choices, positions_share, render_frontier,
+from blocksparse.report import (BEGIN, END, bd_rate_table, positions_share, render_frontier,
                                 render_levers, render_summary, splice_readme, write_summary)
+from blocksparse.report_original import original_vs_real, render_original_choices
 from blocksparse.results import to_frame
 
 REFERENCE = 0.949
