@@ -69,7 +69,8 @@ _ANS = constriction.stream.stack.AnsCoder
 _MARKER = 0x100  # the initial state's top bit: the state is never zero, the top byte never either
 
 
-def _check_int(name: str, v, low: int = 1) -> int:
+def check_int(name: str, v, low: int = 1) -> int:
+    """``v`` as an int, or a ValueError naming ``name`` when it is not an integer >= ``low``."""
     if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < low:
         raise ValueError(f"{name} must be an integer >= {low}, got {v!r}")
     return int(v)
@@ -101,7 +102,7 @@ class Bottleneck(nn.Module):
     def __init__(self, in_channels: int = 64, latent_channels: int = 8, hidden: int = 64, stride: int = 4):
         super().__init__()
         in_channels, latent_channels, hidden, stride = (
-            _check_int(n, v) for n, v in (("in_channels", in_channels), ("latent_channels", latent_channels),
+            check_int(n, v) for n, v in (("in_channels", in_channels), ("latent_channels", latent_channels),
                                           ("hidden", hidden), ("stride", stride)))
         if stride < 2 or stride & (stride - 1):
             raise ValueError(f"stride must be a power of two >= 2, got {stride}")
@@ -208,7 +209,7 @@ class Bottleneck(nn.Module):
         ``decode(bn, encode(bn, z[i:i+1]), z.shape[1:])`` (a batched convolution may round
         differently from a single image's in the last bits).
         """
-        return _coded(self, z)[1]
+        return coded_latents(self, z)[1]
 
 
 # ---------------------------------------------------------------------------
@@ -248,7 +249,7 @@ def _models(bn: Bottleneck) -> list:
 
 
 @torch.no_grad()
-def _coded(bn: Bottleneck, z: Tensor, decode: bool = True) -> tuple[Tensor, Tensor | None, int]:
+def coded_latents(bn: Bottleneck, z: Tensor, decode: bool = True) -> tuple[Tensor, Tensor | None, int]:
     """(coded latents, decoder output, latents clamped) of features ``z``, float32 on ``bn``'s
     device, one image at a time so that neither depends on the batch an image came in."""
     bn._check_features(z)
@@ -273,16 +274,16 @@ def _decode_each(bn: Bottleneck, y_hat: Tensor, size: tuple[int, int]) -> Tensor
 def latent_symbols(bn: Bottleneck, z: Tensor) -> Tensor:
     """The coded latents of features ``z`` [N, C, H, W] (rounded, clamped; float32 on the CPU)."""
     with torch.no_grad():
-        return _coded(bn, z, decode=False)[0].cpu()
+        return coded_latents(bn, z, decode=False)[0].cpu()
 
 
 def encode_batch(bn: Bottleneck, z: Tensor) -> list[bytes]:
     """One stream per image of features ``z`` [N, C, H, W] (layout in the module docstring);
     stream i is ``encode(bn, z[i:i+1])``."""
-    return _streams(bn, latent_symbols(bn, z))
+    return latent_streams(bn, latent_symbols(bn, z))
 
 
-def _streams(bn: Bottleneck, y_hat: Tensor) -> list[bytes]:
+def latent_streams(bn: Bottleneck, y_hat: Tensor) -> list[bytes]:
     """The streams of coded latents ``y_hat`` [N, M, h, w]."""
     y_hat = y_hat.cpu()
     n, m, h, w = y_hat.shape

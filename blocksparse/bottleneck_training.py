@@ -16,7 +16,7 @@ from torch.utils.data import TensorDataset
 from tqdm.auto import tqdm
 
 from .analysis import wilson_interval
-from .bottleneck import Bottleneck, _check_int, _coded, _streams, decode
+from .bottleneck import Bottleneck, check_int, coded_latents, latent_streams, decode
 from .data import evenly_spaced, load_dataset
 from .model import SplitResNet18
 from .runtime import DATA_DIR, autocast, module_device, set_seed
@@ -30,13 +30,13 @@ from .training import copy_state, distillation_loss, load_run, save_run, track_b
 def _val_accuracy(model: SplitResNet18, bn: Bottleneck, data: TensorDataset,
                   batch_size: int = 256) -> tuple[float, float, float]:
     """(accuracy, model-estimated bpp, mean cross-entropy) on ``data`` through the real coded
-    path (``_coded``), float32."""
+    path (``coded_latents``), float32."""
     bn.eval()
     device = module_device(model)
     x, y = data.tensors
     correct, bits, ce = 0, 0.0, 0.0
     for s in range(0, len(x), batch_size):
-        y_hat, z_hat, _ = _coded(bn, model.head(x[s:s + batch_size].to(device)).float())
+        y_hat, z_hat, _ = coded_latents(bn, model.head(x[s:s + batch_size].to(device)).float())
         bits += float(-torch.log2(bn.likelihoods(y_hat)).sum())
         logits = model.tail(z_hat).float()
         ce += float(F.cross_entropy(logits, y[s:s + batch_size].to(device), reduction="sum"))
@@ -137,7 +137,7 @@ def train_bottleneck(model: SplitResNet18, bn: Bottleneck, lmbda: float, dataset
                          f"{temperature!r}, {lr!r}, {feature_weight!r}")
     for name, v in (("steps", steps), ("batch_size", batch_size), ("eval_every", eval_every),
                     ("patience", patience)):
-        _check_int(name, v)
+        check_int(name, v)
     device = module_device(model)
     if module_device(bn) != device:
         raise ValueError(f"bn is on {module_device(bn)}, the model on {device}: move bn with bn.to(...)")
@@ -260,13 +260,13 @@ def evaluate_bottleneck(model: SplitResNet18, bn: Bottleneck, data: TensorDatase
     correct, sizes, bits, clamped, latents = [], [], 0.0, 0, 0
     for s in range(0, len(x), batch_size):
         z = model.head(x[s:s + batch_size].to(device)).float()
-        y_hat, z_hat, n_clamped = _coded(bn, z)  # the tail consumes exactly what decoding each stream returns
+        y_hat, z_hat, n_clamped = coded_latents(bn, z)  # the tail consumes exactly what decoding each stream returns
         clamped += n_clamped
         latents += y_hat.numel()
         bits += float(-torch.log2(bn.likelihoods(y_hat)).sum())
         correct.append(model.tail(z_hat).argmax(1).cpu() == y[s:s + batch_size])
         sel = in_rate[s:s + len(z)].nonzero().view(-1).tolist()
-        blobs = _streams(bn, y_hat[sel]) if sel else []
+        blobs = latent_streams(bn, y_hat[sel]) if sel else []
         sizes += [len(b) for b in blobs]
         for b, i in zip(blobs, sel) if exact else ():
             if not torch.equal(decode(bn, b, z.shape[1:]), z_hat[i:i + 1]):
