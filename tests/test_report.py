@@ -261,3 +261,15 @@ def test_render_original_choices():
         render_original_choices(df.drop(columns="n_rate"))
     with pytest.raises(ValueError, match="as computed"):
         render_original_choices(df[df["choice"] != "as computed"])
+
+
+def test_the_quick_sweep_is_labelled_when_the_answer_on_all_images_is_there():
+    assert "This run's own sweep" not in _summary()  # no trained models: the sweep is the answer
+    models = to_frame([dict(method="blocksparse", split_at="layer1", mode="global", block_size=4, ratio=0.005,
+                            bits=2, finetuned=True, seed=0, accuracy=0.9, accuracy_lo=0.894, accuracy_hi=0.906,
+                            n_images=10000, bpp=0.6, weights="m0.pt")])
+    paired = [dict(weights="m0.pt", reference_accuracy=0.9322, difference=-0.03, lo=-0.035, hi=-0.025, within=False)]
+    text = _summary(models=models, paired=paired)
+    full, quick = text.index("**The answer on all 10,000 test images**"), text.index("**On this split")
+    lead = text.index("*This run's own sweep and quick fine-tuning, on 1,000 test images")
+    assert full < lead < quick and text[lead:quick].count("\n") == 0  # one paragraph, the label first
