@@ -45,14 +45,15 @@ def render_models(models: pd.DataFrame, paired: list[dict], tolerance: float = 0
         diffs = [q["difference"] for q in p]
         recipe = _recipe(g.iloc[0])
         lines.append(MODELS_LINE.substitute(
-            config=describe(g.iloc[0]) + (f" ({recipe})" if recipe else ""), bpp=_bpp(g["bpp"].mean()), coder=g["coder"].iloc[0],
+            config=f"after {g['split_at'].iloc[0]}: " + describe(g.iloc[0]) + (f" ({recipe})" if recipe else ""),
+            bpp=_bpp(g["bpp"].mean()), coder=g["coder"].iloc[0],
             bpp_sc=_bpp(g["bpp_self_contained"].mean()), accuracy=_pct(g["accuracy"].mean(), 2),
             n_seeds=len(g), lo_seed=_pct(g["accuracy"].min(), 2), hi_seed=_pct(g["accuracy"].max(), 2),
             reference=_pct(p[0]["reference_accuracy"], 2),
             within=WITHIN.substitute(tolerance=_points(tolerance), n_within=sum(bool(q["within"]) for q in p),
                                      n_seeds=len(p), diff=f"{100 * np.mean(diffs):+.2f} points",
                                      lo=f"{100 * min(q['lo'] for q in p):+.2f}", hi=f"{100 * max(q['hi'] for q in p):+.2f}")))
-    cols = ["mode", "block_size", "ratio", "bits", *[c for c in RECIPE if c in models.columns], "seed", "accuracy",
+    cols = ["split_at", "mode", "block_size", "ratio", "bits", *[c for c in RECIPE if c in models.columns], "seed", "accuracy",
             "accuracy_lo", "accuracy_hi", "val_accuracy", "bpp", "bpp_self_contained", "weights"]
     table = models[cols].copy()
     table["weights"] = table["weights"].fillna("not shipped (recorded in its card)")
@@ -511,16 +512,22 @@ FULL_WITHIN = Template("at or under $max_bpp bpp, $names $verb within $tolerance
                        "paired test.")
 FULL_NONE = Template("nothing measured at or under $max_bpp bpp is within $tolerance of the uncompressed model by "
                      "a paired test; the most accurate there is $best.")
+FULL_LOWEST = Template(" The lowest rate within $tolerance by a paired test: $row.")
+FULL_LOWEST_NONE = Template(" No row at any rate is within $tolerance by a paired test.")
+FULL_STRETCH = Template(" At or under $bpp bpp the most accurate is $row; $within.")
+FULL_STRETCH_NONE = Template(" Nothing measured is at or under $bpp bpp.")
 
 
 def render_full_answer(models: pd.DataFrame | None, paired: list[dict], bottleneck: pd.DataFrame | None,
                        bottleneck_paired: list[dict], codec_models: pd.DataFrame | None, codec_paired: list[dict],
-                       codec_grid: pd.DataFrame | None, tolerance: float = 0.01, max_bpp: float = 1.0) -> str:
+                       codec_grid: pd.DataFrame | None, tolerance: float = 0.01, max_bpp: float = 1.0,
+                       stretch_bpp: float | None = 0.5) -> str:
     """The README's headline paragraph and table, from the rows measured on all test images: the
     shipped block-sparse models (mean over seeds), the learned bottlenecks, WebP with a fine-tuned
     classifier, and WebP with the shipped classifier (its lowest rate within ``tolerance`` and
-    its point at or under ``max_bpp``, point estimates: the grid has no paired tests). Empty
-    when no trained model is there."""
+    its point at or under ``max_bpp``, point estimates: the grid has no paired tests). The text
+    names what is within ``tolerance`` at or under ``max_bpp``, the lowest rate within it, and
+    the most accurate row at or under ``stretch_bpp``. Empty when no trained model is there."""
     from .analysis import best_under, lowest_within
     rows, n = [], set()
 
@@ -577,5 +584,17 @@ def render_full_answer(models: pd.DataFrame | None, paired: list[dict], bottlene
         sentence = FULL_NONE.substitute(max_bpp=_number(max_bpp), tolerance=_points(tolerance),
                                         best="nothing" if best is None else
                                         f"{best['method']} {best['setting']}, {best['accuracy']:.2f}% at {best['bpp']:.2f} bpp")
+    def words(r: pd.Series) -> str:
+        return (f"{r['method']} {r['setting']}, {r['accuracy']:.2f}% {r['interval']} at {_bpp(r['bpp'])} bpp "
+                f"(difference {r['vs_uncompressed']} points)")
+    within = table[table["within"]]
+    sentence += (FULL_LOWEST.substitute(tolerance=_points(tolerance), row=words(within.iloc[0])) if len(within)
+                 else FULL_LOWEST_NONE.substitute(tolerance=_points(tolerance)))
+    if stretch_bpp is not None:
+        stretch = table[table["bpp"] <= stretch_bpp]
+        best = stretch.loc[stretch["accuracy"].idxmax()] if len(stretch) else None
+        sentence += (FULL_STRETCH_NONE.substitute(bpp=_number(stretch_bpp)) if best is None else FULL_STRETCH.substitute(
+            bpp=_number(stretch_bpp), row=words(best),
+            within=f"{'within' if best['within'] else 'not within'} {_points(tolerance)} by a paired test"))
     return FULL_ANSWER.substitute(n_images=_count(max(n)), reference=_pct(ref, 2), sentence=sentence,
                                   table=_markdown(table))

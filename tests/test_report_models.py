@@ -22,6 +22,8 @@ def test_render_models_states_seeds_and_the_paired_test():
     assert "all 10,000 test images" in text
     assert "91.75% over 2 seed(s) (range 91.50% to 92.00%)" in text
     assert "0.68 bpp" in text and "93.22% uncompressed" in text
+    assert "after layer1: global, B=4, ratio 0.005, 2 bits, fine-tuned at 0.68 bpp" in text
+    assert "| split_at | mode |" in text and "| layer1 | global | 4 |" in text
     assert "within one point by a paired test for 0 of 2 seed(s) (difference -1.47 points, 95% interval [-2.10, -0.80])" in text
     with pytest.raises(ValueError, match="paired"):
         report_models.render_models(to_frame(rows), paired[:1])
@@ -238,9 +240,17 @@ def test_full_answer_names_what_is_within_on_all_images_and_labels_point_estimat
     assert "| block-sparse (layer1) | global, B=4, ratio 0.005, 2 bits | 2 | 0.63 | 89.5 | [88.40, 90.60] | -3.70 [-4.70, -2.70] | False |" in text
     assert "| webp | q=70 | 1 | 2.652 | 92.41 | n/a | -0.81 (point estimate) | False |" in text  # lowest within
     assert "| webp | q=0 | 1 | 0.995 | 78 | n/a | -15.22 (point estimate) | False |" in text  # best at <= 1 bpp
+    # lambda=0.2 is within too, at a higher rate; webp q=70 has no paired test
+    assert ("The lowest rate within one point by a paired test: learned bottleneck lambda=0.8, 92.00% [91.50, 92.50] "
+            "at 0.60 bpp (difference -1.20 [-1.60, -0.80] points).") in text
+    assert ("At or under 0.5 bpp the most accurate is learned bottleneck lambda=3.2, 90.00% [89.50, 90.50] at "
+            "0.30 bpp (difference -3.20 [-3.60, -2.80] points); not within one point by a paired test.") in text
     none = report_models.render_full_answer(models, paired, None, [], None, [], None)
     assert "nothing measured at or under 1 bpp is within one point" in none
     assert "block-sparse (layer1) global, B=4, ratio 0.005, 2 bits, 89.50% at 0.63 bpp" in none
+    assert "No row at any rate is within one point by a paired test. Nothing measured is at or under 0.5 bpp." in none
+    assert "at or under 0.7 bpp the most accurate is block-sparse" in report_models.render_full_answer(
+        models, paired, None, [], None, [], None, stretch_bpp=0.7).replace("At or", "at or")
     assert report_models.render_full_answer(None, [], None, [], None, [], grid) == ""
 
 
