@@ -35,8 +35,10 @@ def _true(v) -> bool:
 
 
 def _curve_label(row: pd.Series) -> str:
-    if row["method"] == "blocksparse":
-        return f"{row['mode']}{' (fine-tuned)' if _true(row['finetuned']) else ''}"
+    if row["method"] == "blocksparse":  # a split other than the original's (layer1) is named
+        split = row.get("split_at")
+        after = f" after {split}" if isinstance(split, str) and split != "layer1" else ""
+        return f"{row['mode']}{after}{' (fine-tuned)' if _true(row['finetuned']) else ''}"
     if row["method"] == "dense":
         return "dense (border zeroed)"
     tuned = _true(row.get("finetuned")) and row["method"] != "learned-bottleneck"  # a bottleneck is always trained

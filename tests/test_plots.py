@@ -47,3 +47,6 @@ def test_curve_labels_read_flags_of_loaded_results():
     r = _rows()
     labels = [_curve_label(row) for _, row in r.iterrows()]
     assert labels == ["global", "global (fine-tuned)", "global (fine-tuned)", "global", "webp"]
+    layer2 = r.iloc[1].copy()
+    layer2["split_at"] = "layer2"
+    assert _curve_label(layer2) == "global after layer2 (fine-tuned)"
