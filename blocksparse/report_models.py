@@ -332,6 +332,10 @@ $table
 """)
 ABLATION_LINE = Template("Training only the tail reaches $tail; the whole network $all; with distillation "
                          "$kd; adding the group-lasso penalty $gl.")
+ABLATION_LARGEST = Template(" The largest step is $name ($gain points of test accuracy).")
+ABLATION_LADDER = [("tail", False, False), ("all", False, False), ("all", True, False), ("all", True, True)]
+ABLATION_STEPS = ["training the whole network instead of the tail", "adding distillation",
+                  "adding the group-lasso penalty"]  # the steps between consecutive runs of the ladder
 
 
 def render_ablation(frame: pd.DataFrame) -> str:
@@ -341,11 +345,21 @@ def render_ablation(frame: pd.DataFrame) -> str:
     f = frame.sort_values(["train", "distill_weight", "group_lasso_weight"], ascending=[False, True, True])
     f = f.reset_index(drop=True)
 
-    def pick(train, kd, gl):
+    def run(train, kd, gl):
         m = f[(f["train"] == train) & ((f["distill_weight"] > 0) == kd) & ((f["group_lasso_weight"] > 0) == gl)]
-        return "n/a" if m.empty else f"{_pct(m['accuracy'].iloc[0], 2)} at {_bpp(m['bpp'].iloc[0])} bpp"
+        return None if m.empty else m.iloc[0]
+
+    def pick(*key):
+        r = run(*key)
+        return "n/a" if r is None else f"{_pct(r['accuracy'], 2)} at {_bpp(r['bpp'])} bpp"
     summary = ABLATION_LINE.substitute(tail=pick("tail", False, False), all=pick("all", False, False),
                                        kd=pick("all", True, False), gl=pick("all", True, True))
+    ladder = [run(*key) for key in ABLATION_LADDER]
+    moves = [(100 * (float(b["accuracy"]) - float(a["accuracy"])), name)
+             for a, b, name in zip(ladder, ladder[1:], ABLATION_STEPS) if a is not None and b is not None]
+    if moves:
+        gain, name = max(moves)
+        summary += ABLATION_LARGEST.substitute(name=name, gain=f"{gain:+.2f}")
     table = pd.DataFrame(dict(
         train=f["train"], distill_weight=f["distill_weight"], group_lasso_weight=f["group_lasso_weight"],
         val_accuracy=(100 * f["val_accuracy"].astype(float)).round(2),

@@ -159,6 +159,10 @@ def test_ablation_joins_cards_and_says_what_each_step_gives():
     assert ("Training only the tail reaches 80.00% at 0.60 bpp; the whole network 88.00% at 0.60 bpp; with "
             "distillation 90.00% at 0.60 bpp; adding the group-lasso penalty 89.50% at 0.70 bpp.") in text
     assert "global, B=4, ratio 0.005, 2 bits, seed 0" in text and "1,200 Adam steps" in text
+    # steps: +8 (whole network), +2 (distillation), -0.5 (group-lasso)
+    assert "The largest step is training the whole network instead of the tail (+8.00 points" in text
+    without_tail = report_models.render_ablation(frame[frame["train"] == "all"])
+    assert "The largest step is adding distillation (+2.00 points" in without_tail
     with pytest.raises(ValueError, match="cards"):
         report_models.ablation_frame(to_frame(rows), {})
 
