@@ -529,6 +529,8 @@ FULL_NONE = Template("nothing measured at or under $max_bpp bpp is within $toler
 FULL_LOWEST = Template(" The lowest rate within $tolerance by a paired test: $row.")
 FULL_LOWEST_NONE = Template(" No row at any rate is within $tolerance by a paired test.")
 FULL_STRETCH = Template(" At or under $bpp bpp the most accurate is $row; $within.")
+FULL_PARTIAL = Template(" $row is within $tolerance for $k of its $n seeds by a paired test (a row counts as "
+                        "within only when every seed is).")
 FULL_STRETCH_NONE = Template(" Nothing measured is at or under $bpp bpp.")
 
 
@@ -554,7 +556,8 @@ def render_full_answer(models: pd.DataFrame | None, paired: list[dict], bottlene
                          vs_uncompressed=(f"{100 * np.mean([q['difference'] for q in p]):+.2f} "
                                           f"[{100 * min(q['lo'] for q in p):+.2f}, {100 * max(q['hi'] for q in p):+.2f}]"
                                           if p else "n/a (no paired test)"),
-                         within=bool(p) and all(q["within"] for q in p), _ref=p[0]["reference_accuracy"] if p else None))
+                         within=bool(p) and all(q["within"] for q in p), _ref=p[0]["reference_accuracy"] if p else None,
+                         _n_within=sum(bool(q["within"]) for q in p)))
     if models is not None and len(models):
         m = _with_recipe(models)
         for _, g in m.groupby(CONFIG + [c for c in RECIPE if c in m.columns], sort=False):
@@ -587,6 +590,8 @@ def render_full_answer(models: pd.DataFrame | None, paired: list[dict], bottlene
                 rows[-1]["vs_uncompressed"] = f"{100 * (float(r['accuracy']) - reference):+.2f} (point estimate)"
         ref = ref if ref is not None else reference
     table = pd.DataFrame(rows).drop(columns="_ref").sort_values("bpp").reset_index(drop=True)
+    partial = table[(table["_n_within"] > 0) & ~table["within"]]  # some seeds within, not all
+    table = table.drop(columns="_n_within")
     ok = table[(table["bpp"] <= max_bpp) & table["within"]]
     if len(ok):
         names = ", ".join(f"{r.method} {r.setting} ({_bpp(r.bpp)} bpp)" for r in ok.itertuples())
@@ -610,5 +615,8 @@ def render_full_answer(models: pd.DataFrame | None, paired: list[dict], bottlene
         sentence += (FULL_STRETCH_NONE.substitute(bpp=_number(stretch_bpp)) if best is None else FULL_STRETCH.substitute(
             bpp=_number(stretch_bpp), row=words(best),
             within=f"{'within' if best['within'] else 'not within'} {_points(tolerance)} by a paired test"))
+    for _, r in partial.iterrows():
+        sentence += FULL_PARTIAL.substitute(row=f"{r['method']} {r['setting']}", k=r["_n_within"], n=r["seeds"],
+                                            tolerance=_points(tolerance))
     return FULL_ANSWER.substitute(n_images=_count(max(n)), reference=_pct(ref, 2), sentence=sentence,
                                   table=_markdown(table))

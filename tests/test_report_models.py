@@ -253,6 +253,11 @@ def test_full_answer_names_what_is_within_on_all_images_and_labels_point_estimat
     assert "nothing measured at or under 1 bpp is within one point" in none
     assert "block-sparse (layer1) global, B=4, ratio 0.005, 2 bits, 89.50% at 0.63 bpp" in none
     assert "No row at any rate is within one point by a paired test. Nothing measured is at or under 0.5 bpp." in none
+    assert "within one point for" not in text  # no model has some seeds within and others not
+    half = [paired[0] | dict(within=True), paired[1]]
+    assert ("block-sparse (layer1) global, B=4, ratio 0.005, 2 bits is within one point for 1 of its 2 seeds by a "
+            "paired test (a row counts as within only when every seed is).") in report_models.render_full_answer(
+        models, half, None, [], None, [], None)
     assert "at or under 0.7 bpp the most accurate is block-sparse" in report_models.render_full_answer(
         models, paired, None, [], None, [], None, stretch_bpp=0.7).replace("At or", "at or")
     assert report_models.render_full_answer(None, [], None, [], None, [], grid) == ""
