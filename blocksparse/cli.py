@@ -354,6 +354,12 @@ def _codec_grid_command(argv: list[str]) -> None:
     save_results(to_frame(rows), dict(command=vars(a), checkpoint=checkpoint_card(a.dataset).get("sha256")), a.results)
 
 
+def _model_stem(path: str) -> str:
+    """A trained model's files without their suffix: its weights (.pt), card (.json) and code tables
+    (.codebook) share it, so a model is the same whether a row names its weights or its card."""
+    return str(path).rsplit(".", 1)[0] if "." in Path(str(path)).name else str(path)
+
+
 def _add_model_rows(rows: list[dict], name: str, command: dict) -> None:
     """Add trained models' rows to results ``name`` (a model's earlier row is replaced) and their
     paired tests against the uncompressed model to ``<name>_paired.json``."""
@@ -367,14 +373,15 @@ def _add_model_rows(rows: list[dict], name: str, command: dict) -> None:
     d = results_dir()
     d.mkdir(parents=True, exist_ok=True)
     new = to_frame(rows)
-    keys = {p["weights"] for p in paired}
+    keys = {_model_stem(p["weights"]) for p in paired}  # one model, whether its row names weights or card
     if (d / f"{name}.csv").exists():
         old = load_results(name)
-        ids = pd.Series([model_key(w, c) for w, c in zip(old["weights"], old["codebook"])], index=old.index)
+        ids = pd.Series([_model_stem(model_key(w, c)) for w, c in zip(old["weights"], old["codebook"])],
+                        index=old.index)
         new = pd.concat([old[~ids.isin(keys)], new], ignore_index=True)
     save_results(new, dict(command=command), name)
     pj = d / f"{name}_paired.json"
-    prev = [p for p in (json.loads(pj.read_text()) if pj.exists() else []) if p["weights"] not in keys]
+    prev = [p for p in (json.loads(pj.read_text()) if pj.exists() else []) if _model_stem(p["weights"]) not in keys]
     pj.write_text(json.dumps(prev + paired, indent=1, default=float))
 
 

@@ -83,6 +83,11 @@ def test_model_rows_replace_the_same_model_shipped_or_not(tmp_path, monkeypatch)
     assert list(got["seed"]) == [0, 1] and list(got["accuracy"]) == [0.90, 0.88]
     paired = json.loads((tmp_path / "models_paired.json").read_text())
     assert sorted(p["weights"] for p in paired) == ["data/frontier/m_seed0.pt", "data/frontier/m_seed1.json"]
+    _add_model_rows([row(1, 0.88, True)], "models", {})  # seed 1 shipped after all: one row, naming its weights
+    got = load_results("models", tmp_path).sort_values("seed")
+    assert list(got["seed"]) == [0, 1] and list(got["weights"]) == ["data/frontier/m_seed0.pt", "data/frontier/m_seed1.pt"]
+    paired = json.loads((tmp_path / "models_paired.json").read_text())
+    assert sorted(p["weights"] for p in paired) == ["data/frontier/m_seed0.pt", "data/frontier/m_seed1.pt"]
 
 
 def test_select_on_the_amortized_rate_writes_its_own_screening_file(tmp_path, monkeypatch, capsys):
