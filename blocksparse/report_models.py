@@ -115,7 +115,8 @@ def render_screenings(screenings: list[tuple[pd.DataFrame, dict]]) -> str:
     return "\n".join(render_screening(df, config) for df, config in screenings)
 
 
-RECIPE = ["distill_weight", "group_lasso_weight", "steps"]  # from the cards (``ablation_frame``)
+RECIPE = ["distill_weight", "group_lasso_weight", "steps", "lr"]  # from the cards (``ablation_frame``)
+DEFAULT_LR = 1e-3  # fine-tuning's; a recipe names its learning rate only when it is another
 CONFIG = ["split_at", "mode", "block_size", "ratio", "bits"]
 
 
@@ -129,9 +130,10 @@ def _recipe(row: pd.Series) -> str:
     empty without the recipe columns."""
     if any(c not in row.index for c in RECIPE):
         return ""
-    kd, gl = float(row["distill_weight"]), float(row["group_lasso_weight"])
+    kd, gl, lr = float(row["distill_weight"]), float(row["group_lasso_weight"]), float(row["lr"])
     return ", ".join([f"distillation {kd:g}" if kd > 0 else "no distillation",
-                      *([f"group-lasso {gl:g}"] if gl > 0 else []), f"{int(row['steps']):,} steps"])
+                      *([f"group-lasso {gl:g}"] if gl > 0 else []), f"{int(row['steps']):,} steps",
+                      *([f"lr {lr:g}"] if lr != DEFAULT_LR else [])])
 
 
 def _paired_for(rows: pd.DataFrame, paired: list[dict]) -> list[dict]:
@@ -317,10 +319,11 @@ def render_codec_models(models: pd.DataFrame, paired: list[dict], codec_grid: pd
 def ablation_frame(rows: pd.DataFrame, cards: dict[str, dict]) -> pd.DataFrame:
     """Fine-tuning runs of one configuration with their loss settings, one row per run: the results
     rows joined with their cards (``cards``: card file stem -> card; a row's stem is its code
-    table's). Adds ``distill_weight``, ``group_lasso_weight``, ``steps`` from the cards."""
+    table's). Adds ``distill_weight``, ``group_lasso_weight``, ``steps``, ``lr`` from the cards."""
     return _join_schedules(rows, cards, "codebook", ".codebook", lambda sch: dict(
         distill_weight=float(sch.get("distill_weight", 0.5)),
-        group_lasso_weight=float(sch.get("group_lasso_weight", 0.0)), steps=int(sch["steps"])))
+        group_lasso_weight=float(sch.get("group_lasso_weight", 0.0)), steps=int(sch["steps"]),
+        lr=float(sch.get("lr", DEFAULT_LR))))
 
 
 ABLATION = Template("""\

@@ -287,6 +287,11 @@ def test_models_of_one_configuration_are_kept_apart_by_recipe_and_unshipped_seed
     answer = report_models.render_full_answer(models, paired, None, [], None, [], None)
     assert "global, B=4, ratio 0.005, 2 bits; distillation 0.5, group-lasso 1e-05, 1,800 steps" in answer
     assert "| -2.47 [-3.72, -1.22] |" in answer  # mean difference of the two seeds, their widest interval
+    assert "steps, lr" not in text and "| lr |" in text  # the default learning rate goes unsaid (its column stays)
+    cards["layer1_global_B4_r0.005_2b_gl_seed1"]["schedule"]["lr"] = 3e-4  # another recipe: its own group
+    other = report_models.render_models(report_models.ablation_frame(to_frame(rows), cards), paired)
+    assert "(distillation 0.5, group-lasso 1e-05, 1,800 steps, lr 0.0003) at 0.56 bpp" in other
+    assert "(distillation 0.5, group-lasso 1e-05, 1,800 steps) at 0.55 bpp" in other
     with pytest.raises(ValueError, match="paired"):  # an unshipped seed's test is filed under its card
         report_models.render_models(models, paired[:3])
 
