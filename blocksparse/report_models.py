@@ -351,13 +351,9 @@ def render_ablation(frame: pd.DataFrame) -> str:
     def run(train, kd, gl):
         m = f[(f["train"] == train) & ((f["distill_weight"] > 0) == kd) & ((f["group_lasso_weight"] > 0) == gl)]
         return None if m.empty else m.iloc[0]
-
-    def pick(*key):
-        r = run(*key)
-        return "n/a" if r is None else f"{_pct(r['accuracy'], 2)} at {_bpp(r['bpp'])} bpp"
-    summary = ABLATION_LINE.substitute(tail=pick("tail", False, False), all=pick("all", False, False),
-                                       kd=pick("all", True, False), gl=pick("all", True, True))
-    ladder = [run(*key) for key in ABLATION_LADDER]
+    ladder = [run(*key) for key in ABLATION_LADDER]  # tail, whole network, + distillation, + group-lasso
+    tail, whole, kd, gl = ("n/a" if r is None else f"{_pct(r['accuracy'], 2)} at {_bpp(r['bpp'])} bpp" for r in ladder)
+    summary = ABLATION_LINE.substitute(tail=tail, all=whole, kd=kd, gl=gl)
     moves = [(100 * (float(b["accuracy"]) - float(a["accuracy"])), name)
              for a, b, name in zip(ladder, ladder[1:], ABLATION_STEPS) if a is not None and b is not None]
     if moves:
