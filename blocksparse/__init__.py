@@ -5,7 +5,8 @@ Modules, each importing only those above it in this list:
 quantization) - ``entropy`` (Huffman, bit packing) - ``bitstream`` (self-contained streams) -
 ``codebook`` (amortized streams, Huffman or ANS) - ``data`` - ``model`` - ``training`` -
 ``evaluation`` - ``baselines`` (image codecs), ``original`` (the original's accounting),
-``bottleneck`` (learned anchor) - ``results`` (schema), ``analysis``, ``report``, ``cache`` -
+``bottleneck`` (learned anchor) - ``results`` (schema), ``analysis``, ``report`` (its parts: ``report_format``,
+``report_original``, ``report_models``, ``report_answer``), ``cache`` -
 ``study`` (grid, selection, frontier models) - ``plots``, ``widgets`` - ``cli``.
 
 One name per concept, the same in code, results columns, notebooks and plot axes:

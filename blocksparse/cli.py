@@ -16,7 +16,7 @@ import zstandard
 
 from . import codebook as cbk
 from .bitstream import decode, encode
-from .codec import MODES, RATIOS, CodecConfig, compress
+from .codec import MODES, RATIOS, SELECTION_GRID, CodecConfig, compress
 from .data import load_dataset
 from .evaluation import evaluate, result_row
 from .model import SPLIT_POINTS, checkpoint_card, load_pretrained
@@ -148,6 +148,15 @@ def main(argv: list[str] | None = None) -> None:
         ap.error(str(e))
 
 
+def _add_grid_arguments(ap: argparse.ArgumentParser) -> None:
+    """``--modes --block-sizes --ratios --bits``, defaulting to ``SELECTION_GRID``."""
+    g = SELECTION_GRID
+    ap.add_argument("--modes", nargs="+", default=list(g["modes"]), choices=MODES)
+    ap.add_argument("--block-sizes", type=_positive, nargs="+", default=list(g["block_sizes"]))
+    ap.add_argument("--ratios", type=_ratio, nargs="+", default=list(g["ratios"]))
+    ap.add_argument("--bits", type=_positive, nargs="+", default=list(g["bits"]))
+
+
 def _select_command(argv: list[str]) -> None:
     """Screen every configuration under a target rate by brief fine-tuning (successive halving on
     validation accuracy after fine-tuning); writes ``screening_<split>_<target>bpp.csv/json``."""
@@ -155,10 +164,7 @@ def _select_command(argv: list[str]) -> None:
     ap.add_argument("--dataset", default="fashion-mnist")
     ap.add_argument("--split-at", default="layer1", choices=SPLIT_POINTS)
     ap.add_argument("--target-bpp", type=float, default=1.0)
-    ap.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
-    ap.add_argument("--block-sizes", type=_positive, nargs="+", default=[2, 4])
-    ap.add_argument("--ratios", type=_ratio, nargs="+", default=RATIOS)
-    ap.add_argument("--bits", type=_positive, nargs="+", default=[2, 4])
+    _add_grid_arguments(ap)
     ap.add_argument("--screen-steps", type=_positive, default=50)
     ap.add_argument("--rounds", type=_positive, default=2)
     ap.add_argument("--val-subset", type=_positive, default=1000)
@@ -312,10 +318,7 @@ def _split_sweep_command(argv: list[str]) -> None:
     ap = argparse.ArgumentParser(prog="blocksparse_utils.py split-sweep")
     ap.add_argument("--dataset", default="fashion-mnist")
     ap.add_argument("--split-at", required=True, choices=SPLIT_POINTS)
-    ap.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
-    ap.add_argument("--block-sizes", type=_positive, nargs="+", default=[2, 4])
-    ap.add_argument("--ratios", type=_ratio, nargs="+", default=RATIOS)
-    ap.add_argument("--bits", type=_positive, nargs="+", default=[2, 4])
+    _add_grid_arguments(ap)
     ap.add_argument("--n-test", type=_positive, default=1000, help="evenly spaced test images")
     ap.add_argument("--rate-sample", type=_positive, default=100)
     ap.add_argument("--coder", choices=("huffman", "ans"), default="ans")

@@ -26,8 +26,9 @@ from .original import ORIGINAL_BITS
 from .report_format import (NAMES, _blocksparse, _bpp, _count, _interval, _list, _markdown, _missing, _number,
                             _pct, _points, describe)
 from .report_original import original_sentences, original_vs_real, render_original_choices
-from .report_models import (render_ablation, render_bottleneck, render_codec_models, render_full_answer, render_models,
-                            render_screenings, render_split_points, render_test_stopping)
+from .report_answer import render_full_answer, render_split_points
+from .report_models import (render_ablation, render_bottleneck, render_codec_models, render_models, render_screenings,
+                            render_test_stopping)
 from .results import to_frame
 from .runtime import results_dir
 

@@ -10,7 +10,7 @@ from string import Template
 import numpy as np
 import pandas as pd
 
-from .codec import MODES, RATIOS
+from .codec import SELECTION_GRID
 from .report_format import _bpp, _count, _markdown, _missing, _number, _pct, _points, describe
 from .results import model_key, to_frame
 
@@ -35,15 +35,15 @@ def render_models(models: pd.DataFrame, paired: list[dict], tolerance: float = 0
     images); ``paired``: ``frontier_models_paired.json`` (``analysis.within`` against the
     uncompressed model per weights file). Empty ``models`` renders as an empty string.
     """
-    models = _with_recipe(models)
+    models = with_recipe(models)
     if models.empty:
         return ""
-    _paired_for(models, paired)  # every model has its paired test
+    paired_for(models, paired)  # every model has its paired test
     lines = []
     for _, g in models.groupby(CONFIG + [c for c in RECIPE if c in models.columns], sort=False):
-        p = _paired_for(g, paired)
+        p = paired_for(g, paired)
         diffs = [q["difference"] for q in p]
-        recipe = _recipe(g.iloc[0])
+        recipe = recipe_words(g.iloc[0])
         lines.append(MODELS_LINE.substitute(
             config=f"after {g['split_at'].iloc[0]}: " + describe(g.iloc[0]) + (f" ({recipe})" if recipe else ""),
             bpp=_bpp(g["bpp"].mean()), coder=g["coder"].iloc[0],
@@ -67,7 +67,6 @@ SCREENING = Template("""**Selection after fine-tuning after $split, at most $tar
 
 $table
 """)
-_GRID_DEFAULTS = dict(modes=list(MODES), block_sizes=[2, 4], ratios=list(RATIOS), bits=[2, 4])  # select's
 _RATE_WORDS = {"self-contained": "self-contained", "amortized": "amortized (ANS codebooks fitted on training images)"}
 
 
@@ -90,8 +89,8 @@ def render_screening(screening: pd.DataFrame, config: dict) -> str:
     split = config.get("split_at", "layer1")
     command = (f"python blocksparse_utils.py select --split-at {split} --target-bpp {config['target_bpp']:g} "
                f"--screen-steps {config['screen_steps']} --rounds {config['rounds']}")
-    for key, default in _GRID_DEFAULTS.items():  # the grid, where it was not the command's default
-        if config.get(key, default) != default:
+    for key, default in SELECTION_GRID.items():  # the grid, where it was not the command's default
+        if list(config.get(key, default)) != list(default):
             command += f" --{key.replace('_', '-')} " + " ".join(f"{v:g}" if isinstance(v, float) else str(v)
                                                                  for v in config[key])
     if rate != "self-contained":
@@ -120,12 +119,12 @@ DEFAULT_LR = 1e-3  # fine-tuning's; a recipe names its learning rate only when i
 CONFIG = ["split_at", "mode", "block_size", "ratio", "bits"]
 
 
-def _with_recipe(models: pd.DataFrame) -> pd.DataFrame:
+def with_recipe(models: pd.DataFrame) -> pd.DataFrame:
     """``models`` in the results schema, keeping the recipe columns ``ablation_frame`` adds."""
-    return _with_columns(models, RECIPE)
+    return with_columns(models, RECIPE)
 
 
-def _recipe(row: pd.Series) -> str:
+def recipe_words(row: pd.Series) -> str:
     """A model's training recipe in words (``"distillation 0.5, group-lasso 1e-05, 1,800 steps"``);
     empty without the recipe columns."""
     if any(c not in row.index for c in RECIPE):
@@ -136,7 +135,7 @@ def _recipe(row: pd.Series) -> str:
                       *([f"lr {lr:g}"] if lr != DEFAULT_LR else [])])
 
 
-def _paired_for(rows: pd.DataFrame, paired: list[dict]) -> list[dict]:
+def paired_for(rows: pd.DataFrame, paired: list[dict]) -> list[dict]:
     """The paired test of each row (matched on ``weights``, or the card where the weights are not
     shipped); a row without one is a ValueError."""
     by = {p["weights"]: p for p in paired}
@@ -152,7 +151,7 @@ def _intervals(lo: pd.Series, hi: pd.Series) -> list[str]:
     return [f"[{100 * a:.2f}, {100 * b:.2f}]" for a, b in zip(lo, hi)]
 
 
-def _codec_key(method, quality, seed) -> tuple:
+def codec_key(method, quality, seed) -> tuple:
     """How a fine-tuned image-codec model is matched with its paired test."""
     return (method, None if quality is None else int(quality), None if seed is None else int(seed))
 
@@ -186,7 +185,7 @@ def bottleneck_frame(rows: pd.DataFrame, cards: dict[str, dict]) -> pd.DataFrame
 BN_RECIPE = ["prior_lr", "steps"]
 
 
-def _bottleneck_groups(models: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+def bottleneck_groups(models: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     """One group per rate weight and recipe (its seeds), with a label, in order of rate."""
     keys = ["rate_weight", *[c for c in BN_RECIPE if c in models.columns]]
     groups = []
@@ -198,7 +197,7 @@ def _bottleneck_groups(models: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
     return sorted(groups, key=lambda lg: float(lg[1]["bpp"].mean()))
 
 
-def _with_columns(models: pd.DataFrame, extra: list[str]) -> pd.DataFrame:
+def with_columns(models: pd.DataFrame, extra: list[str]) -> pd.DataFrame:
     """``models`` in the results schema, keeping the ``extra`` columns where present."""
     keep = [c for c in extra if c in models.columns]
     out = to_frame(models.drop(columns=keep)).reset_index(drop=True)
@@ -233,12 +232,12 @@ def render_bottleneck(models: pd.DataFrame, paired: list[dict], codec_grid: pd.D
     is one model: its mean accuracy and rate, "within" only if every seed is. Empty ``models``
     renders as an empty string."""
     from .analysis import bd_rate, pareto
-    models = _with_columns(models, BN_RECIPE)
+    models = with_columns(models, BN_RECIPE)
     if models.empty:
         return ""
     groups = []
-    for label, g in _bottleneck_groups(models):
-        p = _paired_for(g, paired)
+    for label, g in bottleneck_groups(models):
+        p = paired_for(g, paired)
         groups.append(dict(label=label, g=g, p=p, accuracy=float(g["accuracy"].mean()), bpp=float(g["bpp"].mean()),
                            within=all(q["within"] for q in p)))
     ref = _pct(groups[0]["p"][0]["reference_accuracy"], 2)
@@ -294,8 +293,8 @@ def render_codec_models(models: pd.DataFrame, paired: list[dict], codec_grid: pd
     if models.empty:
         return ""
     models = models.sort_values(["method", "bpp"]).reset_index(drop=True)
-    by = {_codec_key(p.get("method"), p.get("quality"), p.get("seed")): p for p in paired}
-    p = [by.get(_codec_key(r["method"], r["quality"], r["seed"])) for _, r in models.iterrows()]
+    by = {codec_key(p.get("method"), p.get("quality"), p.get("seed")): p for p in paired}
+    p = [by.get(codec_key(r["method"], r["quality"], r["seed"])) for _, r in models.iterrows()]
     if any(q is None for q in p):
         raise ValueError("paired: each fine-tuned codec model needs its paired test (method, quality, seed)")
     before = []
@@ -448,174 +447,3 @@ def load_trained_models(results: str | Path | None = None, data: str | Path | No
     monitored = [c for c in cards.values() if c.get("history") and "test_accuracy" in c["history"][0]]
     out["test_stopping"] = monitored[0] if monitored else None
     return out
-
-
-SPLITS = Template("""\
-**The split point as a lever** (no fine-tuning; the same $n_images evenly spaced test images and grid at each \
-split, amortized streams, bits per *input* pixel; `python blocksparse_utils.py split-sweep --split-at ...`; the \
-last column, where present, is the best fine-tuned model of that split, tested once on the images it names):
-
-$table
-""")
-
-
-def _best_trained(models: pd.DataFrame | None, split: str, max_bpp: float) -> str:
-    """The most accurate fine-tuned model (mean over its seeds) at ``split`` at or under ``max_bpp``."""
-    if models is None or len(models) == 0:
-        return "not trained"
-    m = _with_recipe(models)
-    m = m[(m["split_at"] == split).fillna(False).to_numpy(bool)]
-    best = None
-    for _, g in m.groupby(CONFIG + [c for c in RECIPE if c in m.columns], sort=False):
-        acc, bpp = float(g["accuracy"].mean()), float(g["bpp"].mean())
-        if bpp <= max_bpp + 1e-9 and (best is None or acc > best[0]):
-            best = (acc, bpp, g)
-    if best is None:
-        return "not trained" if m.empty else f"none at <= {_number(max_bpp)} bpp"
-    acc, bpp, g = best
-    recipe = _recipe(g.iloc[0])
-    return (f"{_pct(acc, 2)} at {_bpp(bpp)} bpp ({describe(g.iloc[0].drop(labels=['finetuned']))}"
-            f"{'; ' + recipe if recipe else ''}; {len(g)} seed(s), {_count(int(g['n_images'].max()))} images)")
-
-
-def render_split_points(sweeps: dict[str, pd.DataFrame], tolerance: float = 0.01, max_bpp: float = 1.0,
-                        models: pd.DataFrame | None = None) -> str:
-    """The README's table on split points: per split (``sweeps``: split -> its sweep rows, the
-    uncompressed row included), the features' values per input pixel, the lowest bpp within
-    ``tolerance`` of the uncompressed accuracy and its configuration, and the best accuracy at
-    or under ``max_bpp``; with ``models`` (the fine-tuned models' rows, any split), also the
-    best fine-tuned model at or under ``max_bpp`` per split, on the images it was tested on.
-    Fewer than two splits render as an empty string."""
-    from .analysis import best_under, lowest_within
-    if len(sweeps) < 2:
-        return ""
-    lines, n = [], set()
-    for split, df in sorted(sweeps.items()):
-        df = to_frame(df)
-        ref = df[df["method"] == "uncompressed"]
-        if ref.empty:
-            raise ValueError(f"sweeps[{split!r}] has no uncompressed row")
-        reference = float(ref["accuracy"].iloc[0])
-        n.add(int(ref["n_images"].iloc[0]))
-        bs = df[df["method"] == "blocksparse"]
-        low, best = lowest_within(bs, reference, tolerance), best_under(bs, max_bpp)
-        lines.append(dict(split_at=split, uncompressed=round(100 * reference, 2),
-                          values_per_pixel=round(float(ref["bpp"].iloc[0]) / 32, 3),
-                          lowest_bpp_within=None if low is None else round(float(low["bpp"]), 3),
-                          config_within="none" if low is None else describe(low),
-                          best_at_max_bpp=None if best is None else round(100 * float(best["accuracy"]), 2),
-                          config_at_max_bpp="none" if best is None else describe(best),
-                          **({} if models is None else dict(finetuned=_best_trained(models, split, max_bpp)))))
-    if len(n) != 1:
-        raise ValueError(f"sweeps are on different numbers of test images {sorted(n)}: compare on the same images")
-    table = pd.DataFrame(lines).rename(columns={"lowest_bpp_within": f"lowest bpp within {_points(tolerance)}",
-                                                "best_at_max_bpp": f"best accuracy (%) at <= {_number(max_bpp)} bpp",
-                                                "finetuned": f"fine-tuned, best at <= {_number(max_bpp)} bpp"})
-    return SPLITS.substitute(n_images=_count(n.pop()), table=_markdown(table))
-
-
-FULL_ANSWER = Template("""\
-**The answer on all $n_images test images** (the rows it rests on; uncompressed $reference): $sentence
-
-$table
-
-![the rows on all test images](figures/bottleneck_vs_blocksparse.png)
-""")
-FULL_WITHIN = Template("at or under $max_bpp bpp, $names $verb within $tolerance of the uncompressed model by a "
-                       "paired test.")
-FULL_NONE = Template("nothing measured at or under $max_bpp bpp is within $tolerance of the uncompressed model by "
-                     "a paired test; the most accurate there is $best.")
-FULL_LOWEST = Template(" The lowest rate within $tolerance by a paired test: $row.")
-FULL_LOWEST_NONE = Template(" No row at any rate is within $tolerance by a paired test.")
-FULL_STRETCH = Template(" At or under $bpp bpp the most accurate is $row; $within.")
-FULL_PARTIAL = Template(" $row is within $tolerance for $k of its $n seeds by a paired test (a row counts as "
-                        "within only when every seed is).")
-FULL_STRETCH_NONE = Template(" Nothing measured is at or under $bpp bpp.")
-
-
-def render_full_answer(models: pd.DataFrame | None, paired: list[dict], bottleneck: pd.DataFrame | None,
-                       bottleneck_paired: list[dict], codec_models: pd.DataFrame | None, codec_paired: list[dict],
-                       codec_grid: pd.DataFrame | None, tolerance: float = 0.01, max_bpp: float = 1.0,
-                       stretch_bpp: float | None = 0.5) -> str:
-    """The README's headline paragraph and table, from the rows measured on all test images: the
-    shipped block-sparse models (mean over seeds), the learned bottlenecks, WebP with a fine-tuned
-    classifier, and WebP with the shipped classifier (its lowest rate within ``tolerance`` and
-    its point at or under ``max_bpp``, point estimates: the grid has no paired tests). The text
-    names what is within ``tolerance`` at or under ``max_bpp``, the lowest rate within it, and
-    the most accurate row at or under ``stretch_bpp``. Empty when no trained model is there."""
-    from .analysis import best_under, lowest_within
-    rows, n = [], set()
-
-    def add(method, setting, g, p):
-        n.add(int(g["n_images"].max()))
-        rows.append(dict(method=method, setting=setting, seeds=len(g), bpp=round(float(g["bpp"].mean()), 3),
-                         accuracy=round(100 * float(g["accuracy"].mean()), 2),
-                         interval="n/a" if g["accuracy_lo"].isna().any() else
-                         f"[{100 * float(g['accuracy_lo'].min()):.2f}, {100 * float(g['accuracy_hi'].max()):.2f}]",
-                         vs_uncompressed=(f"{100 * np.mean([q['difference'] for q in p]):+.2f} "
-                                          f"[{100 * min(q['lo'] for q in p):+.2f}, {100 * max(q['hi'] for q in p):+.2f}]"
-                                          if p else "n/a (no paired test)"),
-                         within=bool(p) and all(q["within"] for q in p), _ref=p[0]["reference_accuracy"] if p else None,
-                         _n_within=sum(bool(q["within"]) for q in p)))
-    if models is not None and len(models):
-        m = _with_recipe(models)
-        for _, g in m.groupby(CONFIG + [c for c in RECIPE if c in m.columns], sort=False):
-            recipe = _recipe(g.iloc[0])
-            add(f"block-sparse ({g['split_at'].iloc[0]})",
-                describe(g.iloc[0].drop(labels=["finetuned"])) + (f"; {recipe}" if recipe else ""), g,
-                _paired_for(g, paired))
-    if bottleneck is not None and len(bottleneck):
-        for label, g in _bottleneck_groups(_with_columns(bottleneck, BN_RECIPE)):
-            add("learned bottleneck", label, g, _paired_for(g, bottleneck_paired))
-    if codec_models is not None and len(codec_models):
-        c = to_frame(codec_models)
-        by = {_codec_key(q.get("method"), q.get("quality"), q.get("seed")): q for q in codec_paired}
-        for _, r in c.sort_values("bpp").iterrows():
-            q = by.get(_codec_key(r["method"], r["quality"], r["seed"]))
-            add(f"{r['method']} (fine-tuned classifier)", describe(r), r.to_frame().T, [q] if q else [])
-    if not rows:
-        return ""
-    ref = next((r["_ref"] for r in rows if r["_ref"] is not None), None)
-    if codec_grid is not None and len(codec_grid):
-        g = to_frame(codec_grid)
-        g = g[g["n_images"].isin(n)] if n else g
-        u = g[g["method"] == "uncompressed"]
-        reference = float(u["accuracy"].iloc[0]) if len(u) else ref
-        webp = g[g["method"] == "webp"]
-        for r in (lowest_within(webp, reference, tolerance) if reference is not None else None,
-                  best_under(webp, max_bpp)):
-            if r is not None and not any(x["method"] == "webp" and x["setting"] == describe(r) for x in rows):
-                add("webp", describe(r), r.to_frame().T, [])
-                rows[-1]["vs_uncompressed"] = f"{100 * (float(r['accuracy']) - reference):+.2f} (point estimate)"
-        ref = ref if ref is not None else reference
-    table = pd.DataFrame(rows).drop(columns="_ref").sort_values("bpp").reset_index(drop=True)
-    partial = table[(table["_n_within"] > 0) & ~table["within"]]  # some seeds within, not all
-    table = table.drop(columns="_n_within")
-    ok = table[(table["bpp"] <= max_bpp) & table["within"]]
-    if len(ok):
-        names = ", ".join(f"{r.method} {r.setting} ({_bpp(r.bpp)} bpp)" for r in ok.itertuples())
-        sentence = FULL_WITHIN.substitute(max_bpp=_number(max_bpp), names=names, verb="is" if len(ok) == 1 else "are",
-                                          tolerance=_points(tolerance))
-    else:
-        under = table[table["bpp"] <= max_bpp]
-        best = under.loc[under["accuracy"].idxmax()] if len(under) else None
-        sentence = FULL_NONE.substitute(max_bpp=_number(max_bpp), tolerance=_points(tolerance),
-                                        best="nothing" if best is None else
-                                        f"{best['method']} {best['setting']}, {best['accuracy']:.2f}% at {best['bpp']:.2f} bpp")
-    def words(r: pd.Series) -> str:
-        return (f"{r['method']} {r['setting']}, {r['accuracy']:.2f}% {r['interval']} at {_bpp(r['bpp'])} bpp "
-                f"(difference {r['vs_uncompressed']} points)")
-    within = table[table["within"]]
-    sentence += (FULL_LOWEST.substitute(tolerance=_points(tolerance), row=words(within.iloc[0])) if len(within)
-                 else FULL_LOWEST_NONE.substitute(tolerance=_points(tolerance)))
-    if stretch_bpp is not None:
-        stretch = table[table["bpp"] <= stretch_bpp]
-        best = stretch.loc[stretch["accuracy"].idxmax()] if len(stretch) else None
-        sentence += (FULL_STRETCH_NONE.substitute(bpp=_number(stretch_bpp)) if best is None else FULL_STRETCH.substitute(
-            bpp=_number(stretch_bpp), row=words(best),
-            within=f"{'within' if best['within'] else 'not within'} {_points(tolerance)} by a paired test"))
-    for _, r in partial.iterrows():
-        sentence += FULL_PARTIAL.substitute(row=f"{r['method']} {r['setting']}", k=r["_n_within"], n=r["seeds"],
-                                            tolerance=_points(tolerance))
-    return FULL_ANSWER.substitute(n_images=_count(max(n)), reference=_pct(ref, 2), sentence=sentence,
-                                  table=_markdown(table))

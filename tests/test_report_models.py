@@ -5,7 +5,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from blocksparse import report_models
+from blocksparse import report_answer, report_models
 from blocksparse.results import save_results, to_frame
 
 
@@ -114,7 +114,7 @@ def test_bottleneck_seeds_are_one_model_and_a_recipe_another():
     # lambda=0.8 over two seeds: one not within, so the model is not; lambda=0.2 is the lowest within
     assert "is 1.20 bpp (lambda=0.2, 92.50%" in text
     assert text.count("| lambda=0.8 |") == 2 and "| lambda=0.8, prior lr 0.01 |" in text
-    answer = report_models.render_full_answer(None, [], frame, paired, None, [], None)
+    answer = report_answer.render_full_answer(None, [], frame, paired, None, [], None)
     assert "| learned bottleneck | lambda=0.8 | 2 | 0.61 | 91.5 |" in answer  # mean of the two seeds
     assert "| learned bottleneck | lambda=0.8, prior lr 0.01 | 1 | 0.4 | 88 |" in answer
     with pytest.raises(ValueError, match="cards"):
@@ -202,29 +202,29 @@ def test_split_points_table_per_split_on_the_same_images():
                    "layer2": 1024.0}[split])
         return to_frame([ref] + [dict(method="blocksparse", split_at=split, mode="global", block_size=2, ratio=r,
                                       bits=2, accuracy=a, n_images=1000, bpp=b) for r, a, b in rows])
-    text = report_models.render_split_points({
+    text = report_answer.render_split_points({
         "layer2": sweep("layer2", [(0.5, 0.935, 6.0), (0.05, 0.80, 0.9)]),
         "layer1": sweep("layer1", [(0.5, 0.925, 20.0), (0.05, 0.50, 1.5)])})
     assert "same 1,000 evenly spaced test images" in text
     assert text.index("| layer1 |") < text.index("| layer2 |")
     assert "| layer2 | 94 | 32 | 6 | global, B=2, ratio 0.5, 2 bits | 80 | global, B=2, ratio 0.05, 2 bits |" in text
     assert "| layer1 | 94 | 64 | n/a | none | n/a | none |" in text  # 92.5% is not within one point of 94%
-    assert report_models.render_split_points({"layer1": sweep("layer1", [])}) == ""
+    assert report_answer.render_split_points({"layer1": sweep("layer1", [])}) == ""
     trained = to_frame([dict(method="blocksparse", split_at="layer2", mode="global", block_size=2, ratio=0.01, bits=2,
                              finetuned=True, seed=s, accuracy=a, n_images=10000, bpp=b, weights=f"m{s}.pt")
                         for s, a, b in ((0, 0.90, 0.8), (1, 0.92, 0.9), (2, 0.95, 1.5))])
-    text = report_models.render_split_points({"layer2": sweep("layer2", []), "layer1": sweep("layer1", [])},
+    text = report_answer.render_split_points({"layer2": sweep("layer2", []), "layer1": sweep("layer1", [])},
                                              models=trained)
     # the three seeds are one model: mean 92.33% at 1.07 bpp, over the rate, so the split has none at <= 1 bpp
     assert "| layer1 | 94 | 64 | n/a | none | n/a | none | not trained |" in text
     assert "| none at <= 1 bpp |" in text
-    text = report_models.render_split_points({"layer2": sweep("layer2", []), "layer1": sweep("layer1", [])},
+    text = report_answer.render_split_points({"layer2": sweep("layer2", []), "layer1": sweep("layer1", [])},
                                              models=trained.iloc[:2])
     assert "| 91.00% at 0.85 bpp (global, B=2, ratio 0.01, 2 bits; 2 seed(s), 10,000 images) |" in text
     assert "fine-tuned, best at <= 1 bpp" in text
     other = sweep("layer2", []).assign(n_images=500)
     with pytest.raises(ValueError, match="same images"):
-        report_models.render_split_points({"layer1": sweep("layer1", []), "layer2": other})
+        report_answer.render_split_points({"layer1": sweep("layer1", []), "layer2": other})
 
 
 def test_full_answer_names_what_is_within_on_all_images_and_labels_point_estimates():
@@ -237,7 +237,7 @@ def test_full_answer_names_what_is_within_on_all_images_and_labels_point_estimat
     grid = to_frame([dict(method="uncompressed", accuracy=0.9322, n_images=10000, bpp=2048.0)]
                     + [dict(method="webp", quality=q, accuracy=a, n_images=10000, bpp=b, finetuned=False)
                        for q, a, b in ((0, 0.78, 0.995), (70, 0.9241, 2.652), (90, 0.9312, 3.98))])
-    text = report_models.render_full_answer(models, paired, bn, _bn_paired([False, True, True]), None, [], grid)
+    text = report_answer.render_full_answer(models, paired, bn, _bn_paired([False, True, True]), None, [], grid)
     assert "**The answer on all 10,000 test images** (the rows it rests on; uncompressed 93.22%)" in text
     assert ("at or under 1 bpp, learned bottleneck lambda=0.8 (0.60 bpp) is within one point of the uncompressed "
             "model by a paired test.") in text
@@ -249,18 +249,18 @@ def test_full_answer_names_what_is_within_on_all_images_and_labels_point_estimat
             "at 0.60 bpp (difference -1.20 [-1.60, -0.80] points).") in text
     assert ("At or under 0.5 bpp the most accurate is learned bottleneck lambda=3.2, 90.00% [89.50, 90.50] at "
             "0.30 bpp (difference -3.20 [-3.60, -2.80] points); not within one point by a paired test.") in text
-    none = report_models.render_full_answer(models, paired, None, [], None, [], None)
+    none = report_answer.render_full_answer(models, paired, None, [], None, [], None)
     assert "nothing measured at or under 1 bpp is within one point" in none
     assert "block-sparse (layer1) global, B=4, ratio 0.005, 2 bits, 89.50% at 0.63 bpp" in none
     assert "No row at any rate is within one point by a paired test. Nothing measured is at or under 0.5 bpp." in none
     assert "within one point for" not in text  # no model has some seeds within and others not
     half = [paired[0] | dict(within=True), paired[1]]
     assert ("block-sparse (layer1) global, B=4, ratio 0.005, 2 bits is within one point for 1 of its 2 seeds by a "
-            "paired test (a row counts as within only when every seed is).") in report_models.render_full_answer(
+            "paired test (a row counts as within only when every seed is).") in report_answer.render_full_answer(
         models, half, None, [], None, [], None)
-    assert "at or under 0.7 bpp the most accurate is block-sparse" in report_models.render_full_answer(
+    assert "at or under 0.7 bpp the most accurate is block-sparse" in report_answer.render_full_answer(
         models, paired, None, [], None, [], None, stretch_bpp=0.7).replace("At or", "at or")
-    assert report_models.render_full_answer(None, [], None, [], None, [], grid) == ""
+    assert report_answer.render_full_answer(None, [], None, [], None, [], grid) == ""
 
 
 def test_models_of_one_configuration_are_kept_apart_by_recipe_and_unshipped_seeds_keep_their_test():
@@ -284,7 +284,7 @@ def test_models_of_one_configuration_are_kept_apart_by_recipe_and_unshipped_seed
     assert "(distillation 0.5, group-lasso 1e-05, 1,800 steps) at 0.56 bpp" in text  # mean of 0.55 and 0.56
     assert "90.75% over 2 seed(s)" in text
     assert text.count("not shipped (recorded in its card)") == 2
-    answer = report_models.render_full_answer(models, paired, None, [], None, [], None)
+    answer = report_answer.render_full_answer(models, paired, None, [], None, [], None)
     assert "global, B=4, ratio 0.005, 2 bits; distillation 0.5, group-lasso 1e-05, 1,800 steps" in answer
     assert "| -2.47 [-3.72, -1.22] |" in answer  # mean difference of the two seeds, their widest interval
     assert "steps, lr" not in text and "| lr |" in text  # the default learning rate goes unsaid (its column stays)

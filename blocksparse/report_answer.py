@@ -1,0 +1,184 @@
+"""The README's answer, rendered from every trained model's results: the headline on all test
+images (block-sparse models, learned bottlenecks, image codecs given the same help; paired tests)
+and the split point as a lever (sweeps without fine-tuning beside each split's best fine-tuned model)."""
+from __future__ import annotations
+
+from string import Template
+
+import numpy as np
+import pandas as pd
+
+from .analysis import best_under, lowest_within
+from .report_format import _bpp, _count, _markdown, _number, _pct, _points, describe
+from .report_models import (BN_RECIPE, CONFIG, RECIPE, bottleneck_groups, codec_key, paired_for, recipe_words,
+                            with_columns, with_recipe)
+from .results import to_frame
+
+
+SPLITS = Template("""\
+**The split point as a lever** (no fine-tuning; the same $n_images evenly spaced test images and grid at each \
+split, amortized streams, bits per *input* pixel; `python blocksparse_utils.py split-sweep --split-at ...`; the \
+last column, where present, is the best fine-tuned model of that split, tested once on the images it names):
+
+$table
+""")
+
+
+def _best_trained(models: pd.DataFrame | None, split: str, max_bpp: float) -> str:
+    """The most accurate fine-tuned model (mean over its seeds) at ``split`` at or under ``max_bpp``."""
+    if models is None or len(models) == 0:
+        return "not trained"
+    m = with_recipe(models)
+    m = m[(m["split_at"] == split).fillna(False).to_numpy(bool)]
+    best = None
+    for _, g in m.groupby(CONFIG + [c for c in RECIPE if c in m.columns], sort=False):
+        acc, bpp = float(g["accuracy"].mean()), float(g["bpp"].mean())
+        if bpp <= max_bpp + 1e-9 and (best is None or acc > best[0]):
+            best = (acc, bpp, g)
+    if best is None:
+        return "not trained" if m.empty else f"none at <= {_number(max_bpp)} bpp"
+    acc, bpp, g = best
+    recipe = recipe_words(g.iloc[0])
+    return (f"{_pct(acc, 2)} at {_bpp(bpp)} bpp ({describe(g.iloc[0].drop(labels=['finetuned']))}"
+            f"{'; ' + recipe if recipe else ''}; {len(g)} seed(s), {_count(int(g['n_images'].max()))} images)")
+
+
+def render_split_points(sweeps: dict[str, pd.DataFrame], tolerance: float = 0.01, max_bpp: float = 1.0,
+                        models: pd.DataFrame | None = None) -> str:
+    """The README's table on split points: per split (``sweeps``: split -> its sweep rows, the
+    uncompressed row included), the features' values per input pixel, the lowest bpp within
+    ``tolerance`` of the uncompressed accuracy and its configuration, and the best accuracy at
+    or under ``max_bpp``; with ``models`` (the fine-tuned models' rows, any split), also the
+    best fine-tuned model at or under ``max_bpp`` per split, on the images it was tested on.
+    Fewer than two splits render as an empty string."""
+    if len(sweeps) < 2:
+        return ""
+    lines, n = [], set()
+    for split, df in sorted(sweeps.items()):
+        df = to_frame(df)
+        ref = df[df["method"] == "uncompressed"]
+        if ref.empty:
+            raise ValueError(f"sweeps[{split!r}] has no uncompressed row")
+        reference = float(ref["accuracy"].iloc[0])
+        n.add(int(ref["n_images"].iloc[0]))
+        bs = df[df["method"] == "blocksparse"]
+        low, best = lowest_within(bs, reference, tolerance), best_under(bs, max_bpp)
+        lines.append(dict(split_at=split, uncompressed=round(100 * reference, 2),
+                          values_per_pixel=round(float(ref["bpp"].iloc[0]) / 32, 3),
+                          lowest_bpp_within=None if low is None else round(float(low["bpp"]), 3),
+                          config_within="none" if low is None else describe(low),
+                          best_at_max_bpp=None if best is None else round(100 * float(best["accuracy"]), 2),
+                          config_at_max_bpp="none" if best is None else describe(best),
+                          **({} if models is None else dict(finetuned=_best_trained(models, split, max_bpp)))))
+    if len(n) != 1:
+        raise ValueError(f"sweeps are on different numbers of test images {sorted(n)}: compare on the same images")
+    table = pd.DataFrame(lines).rename(columns={"lowest_bpp_within": f"lowest bpp within {_points(tolerance)}",
+                                                "best_at_max_bpp": f"best accuracy (%) at <= {_number(max_bpp)} bpp",
+                                                "finetuned": f"fine-tuned, best at <= {_number(max_bpp)} bpp"})
+    return SPLITS.substitute(n_images=_count(n.pop()), table=_markdown(table))
+
+
+FULL_ANSWER = Template("""\
+**The answer on all $n_images test images** (the rows it rests on; uncompressed $reference): $sentence
+
+$table
+
+![the rows on all test images](figures/bottleneck_vs_blocksparse.png)
+""")
+FULL_WITHIN = Template("at or under $max_bpp bpp, $names $verb within $tolerance of the uncompressed model by a "
+                       "paired test.")
+FULL_NONE = Template("nothing measured at or under $max_bpp bpp is within $tolerance of the uncompressed model by "
+                     "a paired test; the most accurate there is $best.")
+FULL_LOWEST = Template(" The lowest rate within $tolerance by a paired test: $row.")
+FULL_LOWEST_NONE = Template(" No row at any rate is within $tolerance by a paired test.")
+FULL_STRETCH = Template(" At or under $bpp bpp the most accurate is $row; $within.")
+FULL_PARTIAL = Template(" $row is within $tolerance for $k of its $n seeds by a paired test (a row counts as "
+                        "within only when every seed is).")
+FULL_STRETCH_NONE = Template(" Nothing measured is at or under $bpp bpp.")
+
+
+def render_full_answer(models: pd.DataFrame | None, paired: list[dict], bottleneck: pd.DataFrame | None,
+                       bottleneck_paired: list[dict], codec_models: pd.DataFrame | None, codec_paired: list[dict],
+                       codec_grid: pd.DataFrame | None, tolerance: float = 0.01, max_bpp: float = 1.0,
+                       stretch_bpp: float | None = 0.5) -> str:
+    """The README's headline paragraph and table, from the rows measured on all test images: the
+    shipped block-sparse models (mean over seeds), the learned bottlenecks, WebP with a fine-tuned
+    classifier, and WebP with the shipped classifier (its lowest rate within ``tolerance`` and
+    its point at or under ``max_bpp``, point estimates: the grid has no paired tests). The text
+    names what is within ``tolerance`` at or under ``max_bpp``, the lowest rate within it, and
+    the most accurate row at or under ``stretch_bpp``. Empty when no trained model is there."""
+    rows, n = [], set()
+
+    def add(method, setting, g, p):
+        n.add(int(g["n_images"].max()))
+        rows.append(dict(method=method, setting=setting, seeds=len(g), bpp=round(float(g["bpp"].mean()), 3),
+                         accuracy=round(100 * float(g["accuracy"].mean()), 2),
+                         interval="n/a" if g["accuracy_lo"].isna().any() else
+                         f"[{100 * float(g['accuracy_lo'].min()):.2f}, {100 * float(g['accuracy_hi'].max()):.2f}]",
+                         vs_uncompressed=(f"{100 * np.mean([q['difference'] for q in p]):+.2f} "
+                                          f"[{100 * min(q['lo'] for q in p):+.2f}, {100 * max(q['hi'] for q in p):+.2f}]"
+                                          if p else "n/a (no paired test)"),
+                         within=bool(p) and all(q["within"] for q in p), _ref=p[0]["reference_accuracy"] if p else None,
+                         _n_within=sum(bool(q["within"]) for q in p)))
+    if models is not None and len(models):
+        m = with_recipe(models)
+        for _, g in m.groupby(CONFIG + [c for c in RECIPE if c in m.columns], sort=False):
+            recipe = recipe_words(g.iloc[0])
+            add(f"block-sparse ({g['split_at'].iloc[0]})",
+                describe(g.iloc[0].drop(labels=["finetuned"])) + (f"; {recipe}" if recipe else ""), g,
+                paired_for(g, paired))
+    if bottleneck is not None and len(bottleneck):
+        for label, g in bottleneck_groups(with_columns(bottleneck, BN_RECIPE)):
+            add("learned bottleneck", label, g, paired_for(g, bottleneck_paired))
+    if codec_models is not None and len(codec_models):
+        c = to_frame(codec_models)
+        by = {codec_key(q.get("method"), q.get("quality"), q.get("seed")): q for q in codec_paired}
+        for _, r in c.sort_values("bpp").iterrows():
+            q = by.get(codec_key(r["method"], r["quality"], r["seed"]))
+            add(f"{r['method']} (fine-tuned classifier)", describe(r), r.to_frame().T, [q] if q else [])
+    if not rows:
+        return ""
+    ref = next((r["_ref"] for r in rows if r["_ref"] is not None), None)
+    if codec_grid is not None and len(codec_grid):
+        g = to_frame(codec_grid)
+        g = g[g["n_images"].isin(n)] if n else g
+        u = g[g["method"] == "uncompressed"]
+        reference = float(u["accuracy"].iloc[0]) if len(u) else ref
+        webp = g[g["method"] == "webp"]
+        for r in (lowest_within(webp, reference, tolerance) if reference is not None else None,
+                  best_under(webp, max_bpp)):
+            if r is not None and not any(x["method"] == "webp" and x["setting"] == describe(r) for x in rows):
+                add("webp", describe(r), r.to_frame().T, [])
+                rows[-1]["vs_uncompressed"] = f"{100 * (float(r['accuracy']) - reference):+.2f} (point estimate)"
+        ref = ref if ref is not None else reference
+    table = pd.DataFrame(rows).drop(columns="_ref").sort_values("bpp").reset_index(drop=True)
+    partial = table[(table["_n_within"] > 0) & ~table["within"]]  # some seeds within, not all
+    table = table.drop(columns="_n_within")
+    ok = table[(table["bpp"] <= max_bpp) & table["within"]]
+    if len(ok):
+        names = ", ".join(f"{r.method} {r.setting} ({_bpp(r.bpp)} bpp)" for r in ok.itertuples())
+        sentence = FULL_WITHIN.substitute(max_bpp=_number(max_bpp), names=names, verb="is" if len(ok) == 1 else "are",
+                                          tolerance=_points(tolerance))
+    else:
+        under = table[table["bpp"] <= max_bpp]
+        best = under.loc[under["accuracy"].idxmax()] if len(under) else None
+        sentence = FULL_NONE.substitute(max_bpp=_number(max_bpp), tolerance=_points(tolerance),
+                                        best="nothing" if best is None else
+                                        f"{best['method']} {best['setting']}, {best['accuracy']:.2f}% at {best['bpp']:.2f} bpp")
+    def words(r: pd.Series) -> str:
+        return (f"{r['method']} {r['setting']}, {r['accuracy']:.2f}% {r['interval']} at {_bpp(r['bpp'])} bpp "
+                f"(difference {r['vs_uncompressed']} points)")
+    within = table[table["within"]]
+    sentence += (FULL_LOWEST.substitute(tolerance=_points(tolerance), row=words(within.iloc[0])) if len(within)
+                 else FULL_LOWEST_NONE.substitute(tolerance=_points(tolerance)))
+    if stretch_bpp is not None:
+        stretch = table[table["bpp"] <= stretch_bpp]
+        best = stretch.loc[stretch["accuracy"].idxmax()] if len(stretch) else None
+        sentence += (FULL_STRETCH_NONE.substitute(bpp=_number(stretch_bpp)) if best is None else FULL_STRETCH.substitute(
+            bpp=_number(stretch_bpp), row=words(best),
+            within=f"{'within' if best['within'] else 'not within'} {_points(tolerance)} by a paired test"))
+    for _, r in partial.iterrows():
+        sentence += FULL_PARTIAL.substitute(row=f"{r['method']} {r['setting']}", k=r["_n_within"], n=r["seeds"],
+                                            tolerance=_points(tolerance))
+    return FULL_ANSWER.substitute(n_images=_count(max(n)), reference=_pct(ref, 2), sentence=sentence,
+                                  table=_markdown(table))
