@@ -51,7 +51,7 @@ from blocksparse.report_original import original_vs_real
 from blocksparse.report_models import load_trained_models
 # plots and widgets
 from blocksparse.plots import (pick_row, plot_accuracy_vs_bpp, plot_accuracy_vs_ratio, plot_explorer, plot_feature_maps,
-                              save_figure)
+                              plot_split_points, save_figure)
 from blocksparse.widgets import controls, interactive_figure
 from blocksparse.runtime import (DATA_DIR, NOTEBOOK_DIR, ROOT, default_device, figures_dir, results_dir,
                                  set_seed)

@@ -76,6 +76,47 @@ def plot_accuracy_vs_bpp(df: pd.DataFrame, reference: float | None = None, ax=No
     return fig
 
 
+def plot_split_points(sweeps: dict[str, pd.DataFrame], models: pd.DataFrame | None = None,
+                      models_reference: float | None = None, ax=None):
+    """The split point as a lever, on one pair of axes (bits per *input* pixel): per split (one
+    colour each), the Pareto front of its block-sparse sweep without fine-tuning (``sweeps``:
+    split -> sweep rows, the uncompressed row included) and, from ``models`` (the fine-tuned
+    models' rows, any split), one star per configuration and recipe at the mean of its seeds,
+    its error bar spanning the seeds' 95% intervals. The legend names each curve's test images;
+    the uncompressed accuracy is drawn per distinct number of images (``models_reference``: the
+    uncompressed model's on the fine-tuned models' test images). Returns the figure."""
+    from .report_models import CONFIG, RECIPE, with_recipe
+    fig, ax = _axes(ax)
+    colours = dict(zip(sorted(sweeps), sns.color_palette(n_colors=max(len(sweeps), 1))))
+    references = {}
+    for split in sorted(sweeps):
+        df = sweeps[split]
+        u = df[df["method"] == "uncompressed"]
+        if len(u):
+            references[int(u["n_images"].iloc[0])] = float(u["accuracy"].iloc[0])
+        front = pareto(df[df["method"] == "blocksparse"])
+        n = int(front["n_images"].max()) if len(front) else 0
+        ax.plot(front["bpp"].astype(float), 100 * front["accuracy"].astype(float), "-o", ms=3, lw=1,
+                color=colours[split], label=f"after {split}, no fine-tuning ({n:,} images)")
+    if models is not None and len(models):
+        m = with_recipe(models)
+        keys = CONFIG + [c for c in RECIPE if c in m.columns]
+        for split, ms in m.groupby("split_at", sort=True):
+            pts = [(float(g["bpp"].mean()), 100 * float(g["accuracy"].mean()), 100 * float(g["accuracy_lo"].min()),
+                    100 * float(g["accuracy_hi"].max())) for _, g in ms.groupby(keys, sort=False, dropna=False)]
+            x, y, lo, hi = (list(v) for v in zip(*pts))
+            ax.errorbar(x, y, yerr=[[a - b for a, b in zip(y, lo)], [b - a for a, b in zip(y, hi)]], fmt="*", ms=11,
+                        color=colours.get(split, "k"), ecolor="0.3", elinewidth=0.8,
+                        label=f"after {split}, fine-tuned ({int(ms['n_images'].max()):,} images)")
+        if models_reference is not None:
+            references[int(m["n_images"].max())] = float(models_reference)
+    for (n, acc), ls in zip(sorted(references.items()), ["-", "--", "-."]):
+        ax.axhline(100 * acc, color="k", lw=0.8, ls=ls, label=f"uncompressed ({n:,} images)")
+    ax.set(xscale="log", xlabel="bits per input pixel (real per-image streams)", ylabel="top-1 accuracy (%)")
+    ax.legend(fontsize=7)
+    return fig
+
+
 def plot_accuracy_vs_ratio(df: "pd.DataFrame", ax=None):
     """Accuracy against kept ratio, one line per mode and block size (best bits). Returns the figure."""
     fig, ax = _axes(ax)

@@ -21,6 +21,8 @@ split, amortized streams, bits per *input* pixel; `python blocksparse_utils.py s
 last column, where present, is the best fine-tuned model of that split, tested once on the images it names):
 
 $table
+
+![the split points on one pair of axes](figures/split_points.png)
 """)
 
 

@@ -50,3 +50,31 @@ def test_curve_labels_read_flags_of_loaded_results():
     layer2 = r.iloc[1].copy()
     layer2["split_at"] = "layer2"
     assert _curve_label(layer2) == "global after layer2 (fine-tuned)"
+
+
+def test_plot_split_points_draws_each_front_and_the_mean_of_each_models_seeds():
+    def sweep(split, points):
+        u = dict(method="uncompressed", accuracy=0.94, n_images=1000, bpp=32.0 * 64, split_at=split)
+        return bsu.to_frame([u] + [dict(method="blocksparse", mode="global", block_size=2, ratio=r, bits=2,
+                                        accuracy=a, n_images=1000, bpp=b, split_at=split) for r, a, b in points])
+    # layer1: (0.5, 0.2) is dominated by (0.4, 0.3); layer2's front keeps all three
+    sweeps = {"layer2": sweep("layer2", [(0.01, 0.2, 0.3), (0.02, 0.5, 0.6), (0.05, 0.9, 2.0)]),
+              "layer1": sweep("layer1", [(0.01, 0.3, 0.4), (0.02, 0.2, 0.5), (0.05, 0.8, 3.0)])}
+    model = dict(method="blocksparse", mode="global", block_size=2, bits=2, finetuned=True, n_images=10000,
+                 split_at="layer2")
+    models = bsu.to_frame([model | dict(ratio=0.005, seed=0, accuracy=0.92, accuracy_lo=0.91, accuracy_hi=0.93, bpp=0.5),
+                           model | dict(ratio=0.005, seed=1, accuracy=0.90, accuracy_lo=0.89, accuracy_hi=0.91, bpp=0.7),
+                           model | dict(ratio=0.002, seed=0, accuracy=0.80, accuracy_lo=0.79, accuracy_hi=0.81, bpp=0.3)])
+    fig = bsu.plot_split_points(sweeps, models, models_reference=0.93)
+    handles = dict(zip(*reversed(fig.axes[0].get_legend_handles_labels())))
+    line = handles["after layer1, no fine-tuning (1,000 images)"]
+    assert list(line.get_xdata()) == [0.4, 3.0] and list(line.get_ydata()) == pytest.approx([30, 80])
+    assert list(handles["after layer2, no fine-tuning (1,000 images)"].get_xdata()) == [0.3, 0.6, 2.0]
+    stars = handles["after layer2, fine-tuned (10,000 images)"]
+    assert list(stars[0].get_xdata()) == pytest.approx([0.6, 0.3])     # mean rate of each configuration's seeds
+    assert list(stars[0].get_ydata()) == pytest.approx([91.0, 80.0])
+    bars = stars[2][0].get_segments()                                   # the seeds' intervals, outermost ends
+    assert [tuple(s[:, 1]) for s in bars] == [pytest.approx((89.0, 93.0)), pytest.approx((79.0, 81.0))]
+    refs = {h: l.get_ydata()[0] for h, l in handles.items() if h.startswith("uncompressed")}
+    assert refs == {"uncompressed (1,000 images)": pytest.approx(94.0), "uncompressed (10,000 images)": pytest.approx(93.0)}
+    assert "after layer1, fine-tuned" not in " ".join(handles)
