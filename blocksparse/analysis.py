@@ -197,6 +197,27 @@ def lowest_within(df: pd.DataFrame, reference: float, tolerance: float = 0.01, x
     return d.sort_values([x, y], ascending=[True, False]).iloc[0] if len(d) else None
 
 
+def codec_rate_within(grid: pd.DataFrame, method: str, tolerance: float = 0.01) -> pd.Series:
+    """The row of image codec ``method`` at the lowest rate within ``tolerance`` of the
+    uncompressed row of the same ``grid`` (a ``codec-grid`` results table: one set of test
+    images, point estimates; the grid has no paired tests). A grid without an uncompressed row
+    or a row of ``method``, or with none within, is a ValueError."""
+    if "method" not in grid.columns:
+        raise ValueError("grid has no method column")
+    ref = grid[grid["method"] == "uncompressed"]
+    if ref.empty:
+        raise ValueError("grid has no uncompressed row to compare with")
+    rows = grid[grid["method"] == method]
+    if rows.empty:
+        raise ValueError(f"method {method!r} has no rows in the grid (it has {sorted(set(grid['method']))})")
+    if rows["n_images"].nunique() != 1 or int(rows["n_images"].iloc[0]) != int(ref["n_images"].iloc[0]):
+        raise ValueError(f"grid: {method} and the uncompressed row are on different numbers of test images")
+    low = lowest_within(rows, float(ref["accuracy"].iloc[0]), tolerance)
+    if low is None:
+        raise ValueError(f"no {method} row of the grid is within {tolerance} of the uncompressed accuracy")
+    return low
+
+
 def best_under(df: pd.DataFrame, max_x: float, x: str = "bpp", y: str = "accuracy") -> pd.Series | None:
     """The most accurate row with ``x <= max_x``, or None.
 

@@ -23,8 +23,9 @@ from .model import SPLIT_POINTS, checkpoint_card, load_pretrained
 from .plots import plot_accuracy_vs_bpp, save_figure
 from .runtime import NOTEBOOK_DIR, ROOT, default_device, figures_dir, results_dir, set_seed
 from .results import load_results, model_key, original_layout, save_results, to_frame, write_compression_results
-from .baselines import LOSSLESS_FORMATS, QUALITIES, available_formats, codec_row, image_codec_baseline
+from .baselines import LOSSLESS_FORMATS, LOSSY_FORMATS, QUALITIES, available_formats, codec_row, image_codec_baseline
 from .bottleneck_training import SELECT_ON
+from .analysis import codec_rate_within
 from .study import (PRESETS, candidates_under, select_after_finetuning, split_sweep, sweep, train_bottleneck_model,
                     train_codec_baseline_model, train_frontier_model)
 from .training import accuracy, finetune, pretrain
@@ -37,6 +38,19 @@ def _positive(s: str) -> int:
         raise argparse.ArgumentTypeError(f"{s!r} is not an integer") from None
     if v < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {v}")
+    return v
+
+
+def _target(s: str) -> float | str:
+    """argparse type: a rate in bpp (> 0), or a lossy image format (its rate within one point)."""
+    if s in LOSSY_FORMATS:
+        return s
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{s!r} is neither a number nor one of {LOSSY_FORMATS}") from None
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {v}")
     return v
 
 
@@ -163,7 +177,10 @@ def _select_command(argv: list[str]) -> None:
     ap = argparse.ArgumentParser(prog="blocksparse_utils.py select")
     ap.add_argument("--dataset", default="fashion-mnist")
     ap.add_argument("--split-at", default="layer1", choices=SPLIT_POINTS)
-    ap.add_argument("--target-bpp", type=float, default=1.0)
+    ap.add_argument("--target-bpp", type=_target, default=1.0,
+                    help="the rate to screen under: bpp, or an image format (webp) for the lowest rate at which "
+                         "it is within --tolerance of the uncompressed model in codec_grid.csv (point estimate)")
+    ap.add_argument("--tolerance", type=float, default=0.01, help="with a format as --target-bpp")
     _add_grid_arguments(ap)
     ap.add_argument("--screen-steps", type=_positive, default=50)
     ap.add_argument("--rounds", type=_positive, default=2)
@@ -181,6 +198,19 @@ def _select_command(argv: list[str]) -> None:
     a = ap.parse_args(argv)
     if a.lrs is not None and min(a.lrs) <= 0:
         ap.error(f"--lrs must be positive, got {a.lrs}")
+    if isinstance(a.target_bpp, str):  # the image codec's rate within --tolerance, from its grid
+        if not (results_dir() / "codec_grid.csv").exists():
+            ap.error(f"--target-bpp {a.target_bpp} reads codec_grid.csv: run `python blocksparse_utils.py "
+                     "codec-grid` first")
+        try:
+            row = codec_rate_within(load_results("codec_grid"), a.target_bpp, a.tolerance)
+        except ValueError as e:
+            ap.error(f"--target-bpp {a.target_bpp}: {e}")
+        a.target_from = dict(method=a.target_bpp, quality=int(row["quality"]), bpp=float(row["bpp"]),
+                             accuracy=float(row["accuracy"]), n_images=int(row["n_images"]), tolerance=a.tolerance)
+        a.target_bpp = round(float(row["bpp"]), 3)
+        print(f"target: {a.target_from['method']} q={a.target_from['quality']} is within {a.tolerance} at "
+              f"{a.target_bpp} bpp ({a.target_from['n_images']} test images)", flush=True)
     set_seed(0)
     device = default_device()
     model = load_pretrained(a.dataset, a.split_at).to(device)

@@ -63,7 +63,7 @@ def render_models(models: pd.DataFrame, paired: list[dict], tolerance: float = 0
                              table=_markdown(table))
 
 
-SCREENING = Template("""**Selection after fine-tuning after $split, at most $target bpp** (validation only; `$command`): every configuration whose $rate rate on $n_rate validation streams is at or under $target bpp was fine-tuned (whole network, $recipe) for $steps0 steps$lrs, the better half again for $steps1, and the pick is the best on validation accuracy after that fine-tuning:
+SCREENING = Template("""**Selection after fine-tuning after $split, at most $target bpp$target_note** (validation only; `$command`): every configuration whose $rate rate on $n_rate validation streams is at or under $target bpp was fine-tuned (whole network, $recipe) for $steps0 steps$lrs, the better half again for $steps1, and the pick is the best on validation accuracy after that fine-tuning:
 
 $table
 """)
@@ -87,12 +87,16 @@ def render_screening(screening: pd.DataFrame, config: dict) -> str:
     if lrs:
         columns.insert(6, "lr")
     split = config.get("split_at", "layer1")
-    command = (f"python blocksparse_utils.py select --split-at {split} --target-bpp {config['target_bpp']:g} "
+    source = config.get("target_from")  # a target named by an image codec (its rate within one point)
+    target = source["method"] if source else f"{config['target_bpp']:g}"
+    command = (f"python blocksparse_utils.py select --split-at {split} --target-bpp {target} "
                f"--screen-steps {config['screen_steps']} --rounds {config['rounds']}")
     for key, default in SELECTION_GRID.items():  # the grid, where it was not the command's default
         if list(config.get(key, default)) != list(default):
             command += f" --{key.replace('_', '-')} " + " ".join(f"{v:g}" if isinstance(v, float) else str(v)
                                                                  for v in config[key])
+    if source and source["tolerance"] != 0.01:
+        command += f" --tolerance {source['tolerance']:g}"
     if rate != "self-contained":
         command += f" --rate {rate} --fit-images {config['fit_images']}"
     if lrs:
@@ -103,6 +107,10 @@ def render_screening(screening: pd.DataFrame, config: dict) -> str:
                                if config.get("group_lasso_weight") else "")
     return SCREENING.substitute(
         split=split, rate=_RATE_WORDS[rate], command=command,
+        target_note="" if not source else (f", the lowest rate at which {source['method']} is within "
+                                           f"{_points(source['tolerance'])} of the uncompressed model ({source['method']} "
+                                           f"q={source['quality']}, {_count(source['n_images'])} test images, point "
+                                           f"estimate)"),
         n_rate=_count(config["val_rate_sample"]), target=_number(config["target_bpp"]), recipe=recipe,
         lrs=f" at each learning rate of {', '.join(f'{v:g}' for v in lrs)}" if lrs else "",
         steps0=_count(steps.iloc[0]), steps1=_count(steps.iloc[-1]) if len(steps) > 1 else "none",

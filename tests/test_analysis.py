@@ -390,3 +390,23 @@ def test_bd_bad_input(args, name):
         bd_rate([1.0, 2.0], [0.5, 0.6], [1.0, 2.0], [0.55, 0.55])
     with pytest.raises(ValueError, match="rate_a"):
         bd_accuracy([2.0, 2.0], [0.5, 0.6], [1.0, 2.0], [0.5, 0.6])
+
+
+def test_codec_rate_within_is_the_cheapest_codec_row_within_the_grid_s_own_uncompressed_accuracy():
+    from blocksparse.analysis import codec_rate_within
+    grid = pd.DataFrame([dict(method="uncompressed", accuracy=0.93, n_images=100, bpp=2048.0),
+                         dict(method="webp", quality=30, accuracy=0.925, n_images=100, bpp=3.0),
+                         dict(method="webp", quality=20, accuracy=0.92, n_images=100, bpp=2.0),  # exactly one point
+                         dict(method="webp", quality=10, accuracy=0.9199, n_images=100, bpp=1.0),
+                         dict(method="jpeg", quality=5, accuracy=0.93, n_images=100, bpp=0.5)])
+    assert codec_rate_within(grid, "webp")["quality"] == 20
+    assert codec_rate_within(grid, "webp", tolerance=0.02)["quality"] == 10
+    assert codec_rate_within(grid, "jpeg")["bpp"] == 0.5
+    with pytest.raises(ValueError, match="within"):
+        codec_rate_within(grid, "webp", tolerance=0.001)
+    with pytest.raises(ValueError, match="'avif' has no rows"):
+        codec_rate_within(grid, "avif")
+    with pytest.raises(ValueError, match="no uncompressed row"):
+        codec_rate_within(grid[grid["method"] != "uncompressed"], "webp")
+    with pytest.raises(ValueError, match="different numbers of test images"):
+        codec_rate_within(grid.assign(n_images=[100, 100, 100, 100, 50]).replace({"jpeg": "webp"}), "webp")

@@ -41,7 +41,10 @@ def test_sweep_command_writes_results_and_figure(tmp_path, monkeypatch, capsys):
                                         (["--block-size", "29", "--subset", "2"], "larger than"),
                                         (["--finetune-steps", "-1"], "--finetune-steps"),
                                         (["bottleneck", "--rate-weights", "-1"], "--rate-weights"),
-                                        (["select", "--lrs", "1e-3", "0"], "--lrs")])
+                                        (["select", "--lrs", "1e-3", "0"], "--lrs"),
+                                        (["select", "--target-bpp", "png"], "--target-bpp"),
+                                        (["select", "--target-bpp", "0"], "--target-bpp"),
+                                        (["select", "--target-bpp", "webp"], "codec-grid")])
 def test_bad_arguments_are_usage_errors(argv, name, capsys, tmp_path, monkeypatch):
     monkeypatch.setenv("BSU_RESULTS_DIR", str(tmp_path))
     with pytest.raises(SystemExit) as e:
@@ -113,3 +116,31 @@ def test_select_on_the_amortized_rate_writes_its_own_screening_file(tmp_path, mo
     assert config["rate"] == "amortized" and config["fit_images"] == 8
     assert sorted(zip(rows["ratio"], rows["lr"])) == [(0.002, 3e-4), (0.002, 1e-3), (0.05, 3e-4), (0.05, 1e-3)]
     assert sorted(calls) == sorted((r, lr, 1e-5) for r in (0.05, 0.002) for lr in (1e-3, 3e-4))
+
+
+def test_select_under_webp_s_rate_within_one_point_reads_it_from_the_codec_grid(tmp_path, monkeypatch, capsys):
+    """`--target-bpp webp`: the target is the lowest rate of codec_grid.csv at which WebP is within
+    --tolerance of the grid's uncompressed accuracy; the screening file and config say so."""
+    import pandas as pd
+
+    import blocksparse.study
+    from blocksparse.results import save_results
+
+    def fake_finetune(model, cfg, steps, eval_every, patience, lr, **kw):
+        return model, [dict(step=steps, val_accuracy=0.5)]
+    monkeypatch.setattr(blocksparse.study, "finetune", fake_finetune)
+    monkeypatch.setenv("BSU_RESULTS_DIR", str(tmp_path))
+    u = dict(method="uncompressed", accuracy=0.93, n_images=10000, bpp=2048.0)
+    webp = [dict(method="webp", quality=q, accuracy=a, n_images=10000, bpp=b)
+            for q, a, b in ((0, 0.78, 0.99), (50, 0.915, 2.2), (70, 0.9201, 57.23456), (90, 0.929, 70.0))]
+    save_results([u, *webp], {}, "codec_grid")
+    main(["select", "--target-bpp", "webp", "--val-rate-sample", "2", "--val-subset", "4", "--modes", "global",
+          "--block-sizes", "4", "--bits", "2", "--ratios", "0.05", "0.002", "--screen-steps", "2", "--rounds", "1"])
+    out = capsys.readouterr().out
+    assert "webp q=70 is within 0.01 at 57.235 bpp" in out  # 0.9201 >= 0.93 - 0.01; q=50 is not
+    config = json.loads((tmp_path / "screening_layer1_57.235bpp.json").read_text())["config"]
+    assert config["target_bpp"] == 57.235 and config["target_from"]["quality"] == 70
+    assert len(pd.read_csv(tmp_path / "screening_layer1_57.235bpp.csv")) >= 1
+    with pytest.raises(SystemExit):  # nothing within a tolerance of 0: a usage error naming the reason
+        main(["select", "--target-bpp", "webp", "--tolerance", "0"])
+    assert "no webp row of the grid is within 0.0" in capsys.readouterr().err

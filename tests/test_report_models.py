@@ -63,6 +63,13 @@ def test_render_screenings_says_each_selection_s_rate_split_and_learning_rates()
     assert "at each learning rate of 0.001, 0.003" in second and "group-lasso 1e-05" in second
     assert "| lr |" in second and second.index("90") < second.index("88")
     assert report_models.render_screenings([]) == ""
+    webp = dict(target_bpp=2.652, target_from=dict(method="webp", quality=70, bpp=2.6519, accuracy=0.9241,
+                                                    n_images=10000, tolerance=0.01), screen_steps=40, rounds=2,
+                val_rate_sample=100, rate="amortized", fit_images=2000, lrs=[3e-4])
+    text = report_models.render_screening(df, webp)
+    assert ("at most 2.652 bpp, the lowest rate at which webp is within one point of the uncompressed model "
+            "(webp q=70, 10,000 test images, point estimate)**") in text
+    assert "select --split-at layer1 --target-bpp webp --screen-steps 40 --rounds 2 --rate amortized" in text
 
 
 def _bn_rows():
