@@ -21,15 +21,16 @@ split, amortized streams, bits per *input* pixel; `python blocksparse_utils.py s
 last column, where present, is the best fine-tuned model of that split, tested once on the images it names):
 
 $table
-
+$lever
 ![the split points on one pair of axes](figures/split_points.png)
 """)
 
 
-def _best_trained(models: pd.DataFrame | None, split: str, max_bpp: float) -> str:
-    """The most accurate fine-tuned model (mean over its seeds) at ``split`` at or under ``max_bpp``."""
+def _best_group(models: pd.DataFrame | None, split: str, max_bpp: float) -> tuple[float, float, pd.DataFrame] | None:
+    """The most accurate fine-tuned model at ``split`` at or under ``max_bpp``, as (mean accuracy,
+    mean bpp, its seeds' rows), or None."""
     if models is None or len(models) == 0:
-        return "not trained"
+        return None
     m = with_recipe(models)
     m = m[(m["split_at"] == split).fillna(False).to_numpy(bool)]
     best = None
@@ -37,12 +38,41 @@ def _best_trained(models: pd.DataFrame | None, split: str, max_bpp: float) -> st
         acc, bpp = float(g["accuracy"].mean()), float(g["bpp"].mean())
         if bpp <= max_bpp + 1e-9 and (best is None or acc > best[0]):
             best = (acc, bpp, g)
+    return best
+
+
+def _best_trained(models: pd.DataFrame | None, split: str, max_bpp: float) -> str:
+    """The most accurate fine-tuned model (mean over its seeds) at ``split`` at or under ``max_bpp``, in words."""
+    best = _best_group(models, split, max_bpp)
     if best is None:
-        return "not trained" if m.empty else f"none at <= {_number(max_bpp)} bpp"
+        trained = models is not None and len(models) and (models["split_at"] == split).fillna(False).any()
+        return f"none at <= {_number(max_bpp)} bpp" if trained else "not trained"
     acc, bpp, g = best
     recipe = recipe_words(g.iloc[0])
     return (f"{_pct(acc, 2)} at {_bpp(bpp)} bpp ({describe(g.iloc[0].drop(labels=['finetuned']))}"
             f"{'; ' + recipe if recipe else ''}; {len(g)} seed(s), {_count(int(g['n_images'].max()))} images)")
+
+
+SPLIT_LEVER = Template("Fine-tuned, the split moves the best accuracy at or under $max_bpp bpp from $first ($acc0, "
+                       "$seeds0 seed(s)) to $best ($acc1, $seeds1 seed(s)): $gain points, on $n_images test images.")
+
+
+def _split_lever(models: pd.DataFrame | None, splits: list[str], max_bpp: float) -> str:
+    """One sentence: the best fine-tuned model at or under ``max_bpp`` at the first split of
+    ``splits`` against the best of all the later ones (empty unless both have one, on the
+    same number of test images)."""
+    best = {s: b for s in splits if (b := _best_group(models, s, max_bpp)) is not None}
+    if not splits or splits[0] not in best or len(best) < 2:
+        return ""
+    first = splits[0]
+    top = max((s for s in best if s != first), key=lambda s: best[s][0])
+    (a0, _, g0), (a1, _, g1) = best[first], best[top]
+    n = {int(g0["n_images"].max()), int(g1["n_images"].max())}
+    if len(n) != 1:
+        return ""
+    return SPLIT_LEVER.substitute(max_bpp=_number(max_bpp), first=first, acc0=_pct(a0, 2), seeds0=len(g0), best=top,
+                                  acc1=_pct(a1, 2), seeds1=len(g1), gain=f"{100 * (a1 - a0):+.2f}",
+                                  n_images=_count(n.pop()))
 
 
 def render_split_points(sweeps: dict[str, pd.DataFrame], tolerance: float = 0.01, max_bpp: float = 1.0,
@@ -77,7 +107,9 @@ def render_split_points(sweeps: dict[str, pd.DataFrame], tolerance: float = 0.01
     table = pd.DataFrame(lines).rename(columns={"lowest_bpp_within": f"lowest bpp within {_points(tolerance)}",
                                                 "best_at_max_bpp": f"best accuracy (%) at <= {_number(max_bpp)} bpp",
                                                 "finetuned": f"fine-tuned, best at <= {_number(max_bpp)} bpp"})
-    return SPLITS.substitute(n_images=_count(n.pop()), table=_markdown(table))
+    trained = set() if models is None or len(models) == 0 else set(models["split_at"].dropna().astype(str))
+    lever = _split_lever(models, sorted(set(sweeps) | trained), max_bpp)
+    return SPLITS.substitute(n_images=_count(n.pop()), table=_markdown(table), lever=f"\n{lever}\n" if lever else "")
 
 
 FULL_ANSWER = Template("""\

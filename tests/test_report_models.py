@@ -228,7 +228,14 @@ def test_split_points_table_per_split_on_the_same_images():
     text = report_answer.render_split_points({"layer2": sweep("layer2", []), "layer1": sweep("layer1", [])},
                                              models=trained.iloc[:2])
     assert "| 91.00% at 0.85 bpp (global, B=2, ratio 0.01, 2 bits; 2 seed(s), 10,000 images) |" in text
-    assert "fine-tuned, best at <= 1 bpp" in text
+    assert "fine-tuned, best at <= 1 bpp" in text and "Fine-tuned, the split moves" not in text  # layer1 untrained
+    at1 = trained.iloc[:1].assign(split_at="layer1", accuracy=0.885, seed=0)
+    at3 = trained.iloc[:1].assign(split_at="layer3", accuracy=0.93, bpp=0.6)
+    text = report_answer.render_split_points({"layer2": sweep("layer2", []), "layer1": sweep("layer1", [])},
+                                             models=pd.concat([at1, trained.iloc[:2], at3], ignore_index=True))
+    # the best of the later splits (layer3, 93%) against layer1 (88.5%), whatever the sweeps cover
+    assert ("Fine-tuned, the split moves the best accuracy at or under 1 bpp from layer1 (88.50%, 1 seed(s)) to "
+            "layer3 (93.00%, 1 seed(s)): +4.50 points, on 10,000 test images.") in text
     other = sweep("layer2", []).assign(n_images=500)
     with pytest.raises(ValueError, match="same images"):
         report_answer.render_split_points({"layer1": sweep("layer1", []), "layer2": other})
