@@ -197,13 +197,22 @@ def lowest_within(df: pd.DataFrame, reference: float, tolerance: float = 0.01, x
     return d.sort_values([x, y], ascending=[True, False]).iloc[0] if len(d) else None
 
 
-def codec_rate_within(grid: pd.DataFrame, method: str, tolerance: float = 0.01) -> pd.Series:
+ONE_POINT = 0.01  # the study's tolerance: "within one point" of the uncompressed accuracy
+
+
+def codec_rate_within(grid: pd.DataFrame, method: str, tolerance: float = ONE_POINT,
+                      dataset: str | None = None) -> pd.Series:
     """The row of image codec ``method`` at the lowest rate within ``tolerance`` of the
     uncompressed row of the same ``grid`` (a ``codec-grid`` results table: one set of test
-    images, point estimates; the grid has no paired tests). A grid without an uncompressed row
-    or a row of ``method``, or with none within, is a ValueError."""
+    images, point estimates; the grid has no paired tests), on ``dataset``'s rows where given.
+    A grid without an uncompressed row or a row of ``method``, or with none within, is a
+    ValueError."""
     if "method" not in grid.columns:
         raise ValueError("grid has no method column")
+    if dataset is not None:
+        if "dataset" not in grid.columns or not (grid["dataset"] == dataset).any():
+            raise ValueError(f"grid has no rows of dataset {dataset!r}")
+        grid = grid[grid["dataset"] == dataset]
     ref = grid[grid["method"] == "uncompressed"]
     if ref.empty:
         raise ValueError("grid has no uncompressed row to compare with")

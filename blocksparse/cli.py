@@ -25,7 +25,8 @@ from .runtime import NOTEBOOK_DIR, ROOT, default_device, figures_dir, results_di
 from .results import load_results, model_key, original_layout, save_results, to_frame, write_compression_results
 from .baselines import LOSSLESS_FORMATS, LOSSY_FORMATS, QUALITIES, available_formats, codec_row, image_codec_baseline
 from .bottleneck_training import SELECT_ON
-from .analysis import codec_rate_within
+from .analysis import ONE_POINT, codec_rate_within
+from .report_format import _points
 from .study import (PRESETS, candidates_under, select_after_finetuning, split_sweep, sweep, train_bottleneck_model,
                     train_codec_baseline_model, train_frontier_model)
 from .training import accuracy, finetune, pretrain
@@ -180,7 +181,7 @@ def _select_command(argv: list[str]) -> None:
     ap.add_argument("--target-bpp", type=_target, default=1.0,
                     help="the rate to screen under: bpp, or an image format (webp) for the lowest rate at which "
                          "it is within --tolerance of the uncompressed model in codec_grid.csv (point estimate)")
-    ap.add_argument("--tolerance", type=float, default=0.01, help="with a format as --target-bpp")
+    ap.add_argument("--tolerance", type=float, default=ONE_POINT, help="with a format as --target-bpp")
     _add_grid_arguments(ap)
     ap.add_argument("--screen-steps", type=_positive, default=50)
     ap.add_argument("--rounds", type=_positive, default=2)
@@ -203,14 +204,14 @@ def _select_command(argv: list[str]) -> None:
             ap.error(f"--target-bpp {a.target_bpp} reads codec_grid.csv: run `python blocksparse_utils.py "
                      "codec-grid` first")
         try:
-            row = codec_rate_within(load_results("codec_grid"), a.target_bpp, a.tolerance)
+            row = codec_rate_within(load_results("codec_grid"), a.target_bpp, a.tolerance, dataset=a.dataset)
         except ValueError as e:
             ap.error(f"--target-bpp {a.target_bpp}: {e}")
         a.target_from = dict(method=a.target_bpp, quality=int(row["quality"]), bpp=float(row["bpp"]),
                              accuracy=float(row["accuracy"]), n_images=int(row["n_images"]), tolerance=a.tolerance)
-        a.target_bpp = round(float(row["bpp"]), 3)
-        print(f"target: {a.target_from['method']} q={a.target_from['quality']} is within {a.tolerance} at "
-              f"{a.target_bpp} bpp ({a.target_from['n_images']} test images)", flush=True)
+        a.target_bpp = float(row["bpp"])  # the codec's own rate (rounded only in the file name)
+        print(f"target: {a.target_from['method']} q={a.target_from['quality']} is within {_points(a.tolerance)} at "
+              f"{a.target_bpp:.3f} bpp ({a.target_from['n_images']:,} test images)", flush=True)
     set_seed(0)
     device = default_device()
     model = load_pretrained(a.dataset, a.split_at).to(device)
@@ -228,7 +229,7 @@ def _select_command(argv: list[str]) -> None:
                                    group_lasso_weight=a.group_lasso_weight)
     rows["val_bpp"] = [rates[CodecConfig(int(r.block_size), float(r.ratio), r["mode"], int(r.bits))]
                        for _, r in rows.iterrows()]
-    name = f"screening_{a.split_at}_{a.target_bpp:g}bpp" + ("_amortized" if a.rate == "amortized" else "")
+    name = f"screening_{a.split_at}_{round(a.target_bpp, 3):g}bpp" + ("_amortized" if a.rate == "amortized" else "")
     d = results_dir()
     d.mkdir(parents=True, exist_ok=True)
     rows.to_csv(d / f"{name}.csv", index=False)

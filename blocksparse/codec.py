@@ -18,7 +18,7 @@ from torch.nn import functional as F
 MODES = ("channel-wise", "region-wise", "global")
 RATIOS = [1.0, 0.5, 0.3, 0.1, 0.05, 0.02, 0.01, 0.005, 0.002]  # the study's default grid
 # the grid ``select`` and ``split-sweep`` search by default (the README names only what differs from it)
-SELECTION_GRID = dict(modes=list(MODES), block_sizes=[2, 4], ratios=RATIOS, bits=[2, 4])
+SELECTION_GRID = dict(modes=MODES, block_sizes=(2, 4), ratios=tuple(RATIOS), bits=(2, 4))
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """Plots: each takes data (and an optional ``ax``) and returns the figure; ``save_figure`` writes it."""
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -87,7 +88,9 @@ def plot_split_points(sweeps: dict[str, pd.DataFrame], models: pd.DataFrame | No
     uncompressed model's on the fine-tuned models' test images). Returns the figure."""
     from .report_models import CONFIG, RECIPE, with_recipe
     fig, ax = _axes(ax)
-    colours = dict(zip(sorted(sweeps), sns.color_palette(n_colors=max(len(sweeps), 1))))
+    trained = set() if models is None or len(models) == 0 else set(models["split_at"].dropna().astype(str))
+    splits = sorted(set(sweeps) | trained)
+    colours = dict(zip(splits, sns.color_palette(n_colors=max(len(splits), 1))))
     references = {}
     for split in sorted(sweeps):
         df = sweeps[split]
@@ -95,7 +98,9 @@ def plot_split_points(sweeps: dict[str, pd.DataFrame], models: pd.DataFrame | No
         if len(u):
             references[int(u["n_images"].iloc[0])] = float(u["accuracy"].iloc[0])
         front = pareto(df[df["method"] == "blocksparse"])
-        n = int(front["n_images"].max()) if len(front) else 0
+        if front.empty:
+            continue
+        n = int(front["n_images"].max())
         ax.plot(front["bpp"].astype(float), 100 * front["accuracy"].astype(float), "-o", ms=3, lw=1,
                 color=colours[split], label=f"after {split}, no fine-tuning ({n:,} images)")
     if models is not None and len(models):
@@ -106,11 +111,11 @@ def plot_split_points(sweeps: dict[str, pd.DataFrame], models: pd.DataFrame | No
                     100 * float(g["accuracy_hi"].max())) for _, g in ms.groupby(keys, sort=False, dropna=False)]
             x, y, lo, hi = (list(v) for v in zip(*pts))
             ax.errorbar(x, y, yerr=[[a - b for a, b in zip(y, lo)], [b - a for a, b in zip(y, hi)]], fmt="*", ms=11,
-                        color=colours.get(split, "k"), ecolor="0.3", elinewidth=0.8,
+                        color=colours[split], ecolor="0.3", elinewidth=0.8,
                         label=f"after {split}, fine-tuned ({int(ms['n_images'].max()):,} images)")
         if models_reference is not None:
-            references[int(m["n_images"].max())] = float(models_reference)
-    for (n, acc), ls in zip(sorted(references.items()), ["-", "--", "-."]):
+            references.setdefault(int(m["n_images"].max()), float(models_reference))
+    for (n, acc), ls in zip(sorted(references.items()), itertools.cycle(["-", "--", "-.", ":"])):
         ax.axhline(100 * acc, color="k", lw=0.8, ls=ls, label=f"uncompressed ({n:,} images)")
     ax.set(xscale="log", xlabel="bits per input pixel (real per-image streams)", ylabel="top-1 accuracy (%)")
     ax.legend(fontsize=7)

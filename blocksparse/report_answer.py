@@ -1,6 +1,7 @@
 """The README's answer, rendered from every trained model's results: the headline on all test
 images (block-sparse models, learned bottlenecks, image codecs given the same help; paired tests)
-and the split point as a lever (sweeps without fine-tuning beside each split's best fine-tuned model)."""
+and the split point as a lever (sweeps without fine-tuning beside each split's fine-tuned model
+picked on validation)."""
 from __future__ import annotations
 
 from string import Template
@@ -18,7 +19,8 @@ from .results import to_frame
 SPLITS = Template("""\
 **The split point as a lever** (no fine-tuning; the same $n_images evenly spaced test images and grid at each \
 split, amortized streams, bits per *input* pixel; `python blocksparse_utils.py split-sweep --split-at ...`; the \
-last column, where present, is the best fine-tuned model of that split, tested once on the images it names):
+last column, where present, is the fine-tuned model of that split with the best validation accuracy at or under the \
+rate, tested once on the images it names):
 
 $table
 $lever
@@ -26,23 +28,30 @@ $lever
 """)
 
 
+def _validation(g: pd.DataFrame) -> float:
+    """A model's mean validation accuracy over its seeds (test accuracy where a row has none)."""
+    return float(g["val_accuracy"].mean() if g["val_accuracy"].notna().all() else g["accuracy"].mean())
+
+
 def _best_group(models: pd.DataFrame | None, split: str, max_bpp: float) -> tuple[float, float, pd.DataFrame] | None:
-    """The most accurate fine-tuned model at ``split`` at or under ``max_bpp``, as (mean accuracy,
-    mean bpp, its seeds' rows), or None."""
+    """The fine-tuned model at ``split`` at or under ``max_bpp`` with the best mean validation
+    accuracy over its seeds (``_validation``), as (mean test accuracy, mean bpp, its seeds'
+    rows), or None."""
     if models is None or len(models) == 0:
         return None
     m = with_recipe(models)
     m = m[(m["split_at"] == split).fillna(False).to_numpy(bool)]
-    best = None
-    for _, g in m.groupby(CONFIG + [c for c in RECIPE if c in m.columns], sort=False):
-        acc, bpp = float(g["accuracy"].mean()), float(g["bpp"].mean())
-        if bpp <= max_bpp + 1e-9 and (best is None or acc > best[0]):
-            best = (acc, bpp, g)
-    return best
+    groups = [g for _, g in m.groupby(CONFIG + [c for c in RECIPE if c in m.columns], sort=False)
+              if float(g["bpp"].mean()) <= max_bpp + 1e-9]
+    if not groups:
+        return None
+    g = max(groups, key=_validation)  # the first of equals
+    return float(g["accuracy"].mean()), float(g["bpp"].mean()), g
 
 
 def _best_trained(models: pd.DataFrame | None, split: str, max_bpp: float) -> str:
-    """The most accurate fine-tuned model (mean over its seeds) at ``split`` at or under ``max_bpp``, in words."""
+    """The fine-tuned model at ``split`` at or under ``max_bpp`` picked on validation (``_best_group``),
+    its test accuracy and rate (means over its seeds) in words."""
     best = _best_group(models, split, max_bpp)
     if best is None:
         trained = models is not None and len(models) and (models["split_at"] == split).fillna(False).any()
@@ -53,26 +62,28 @@ def _best_trained(models: pd.DataFrame | None, split: str, max_bpp: float) -> st
             f"{'; ' + recipe if recipe else ''}; {len(g)} seed(s), {_count(int(g['n_images'].max()))} images)")
 
 
-SPLIT_LEVER = Template("Fine-tuned, the split moves the best accuracy at or under $max_bpp bpp from $first ($acc0, "
-                       "$seeds0 seed(s)) to $best ($acc1, $seeds1 seed(s)): $gain points, on $n_images test images.")
+SPLIT_LEVER = Template("Fine-tuned, the model picked on validation at or under $max_bpp bpp reaches $acc0 at $bpp0 "
+                       "bpp after $first ($seeds0 seed(s)) and $acc1 at $bpp1 bpp after $best ($seeds1 seed(s)), the "
+                       "later split with the best validation accuracy: $gain points (means over seeds, on the same "
+                       "$n_images test images; no paired test between the two).")
 
 
 def _split_lever(models: pd.DataFrame | None, splits: list[str], max_bpp: float) -> str:
-    """One sentence: the best fine-tuned model at or under ``max_bpp`` at the first split of
-    ``splits`` against the best of all the later ones (empty unless both have one, on the
-    same number of test images)."""
+    """One sentence: the model picked on validation at or under ``max_bpp`` at the first split of
+    ``splits`` against the one of the later splits with the best validation accuracy (empty
+    unless both exist, on the same number of test images)."""
     best = {s: b for s in splits if (b := _best_group(models, s, max_bpp)) is not None}
     if not splits or splits[0] not in best or len(best) < 2:
         return ""
     first = splits[0]
-    top = max((s for s in best if s != first), key=lambda s: best[s][0])
-    (a0, _, g0), (a1, _, g1) = best[first], best[top]
+    top = max((s for s in best if s != first), key=lambda s: _validation(best[s][2]))
+    (a0, b0, g0), (a1, b1, g1) = best[first], best[top]
     n = {int(g0["n_images"].max()), int(g1["n_images"].max())}
     if len(n) != 1:
         return ""
-    return SPLIT_LEVER.substitute(max_bpp=_number(max_bpp), first=first, acc0=_pct(a0, 2), seeds0=len(g0), best=top,
-                                  acc1=_pct(a1, 2), seeds1=len(g1), gain=f"{100 * (a1 - a0):+.2f}",
-                                  n_images=_count(n.pop()))
+    return SPLIT_LEVER.substitute(max_bpp=_number(max_bpp), first=first, acc0=_pct(a0, 2), bpp0=_bpp(b0),
+                                  seeds0=len(g0), best=top, acc1=_pct(a1, 2), bpp1=_bpp(b1), seeds1=len(g1),
+                                  gain=f"{100 * (a1 - a0):+.2f}", n_images=_count(n.pop()))
 
 
 def render_split_points(sweeps: dict[str, pd.DataFrame], tolerance: float = 0.01, max_bpp: float = 1.0,
@@ -81,8 +92,9 @@ def render_split_points(sweeps: dict[str, pd.DataFrame], tolerance: float = 0.01
     uncompressed row included), the features' values per input pixel, the lowest bpp within
     ``tolerance`` of the uncompressed accuracy and its configuration, and the best accuracy at
     or under ``max_bpp``; with ``models`` (the fine-tuned models' rows, any split), also the
-    best fine-tuned model at or under ``max_bpp`` per split, on the images it was tested on.
-    Fewer than two splits render as an empty string."""
+    fine-tuned model at or under ``max_bpp`` per split picked on validation, on the images it
+    was tested on, and a sentence on how far the split moves it. Fewer than two splits render
+    as an empty string."""
     if len(sweeps) < 2:
         return ""
     lines, n = [], set()
@@ -106,7 +118,7 @@ def render_split_points(sweeps: dict[str, pd.DataFrame], tolerance: float = 0.01
         raise ValueError(f"sweeps are on different numbers of test images {sorted(n)}: compare on the same images")
     table = pd.DataFrame(lines).rename(columns={"lowest_bpp_within": f"lowest bpp within {_points(tolerance)}",
                                                 "best_at_max_bpp": f"best accuracy (%) at <= {_number(max_bpp)} bpp",
-                                                "finetuned": f"fine-tuned, best at <= {_number(max_bpp)} bpp"})
+                                                "finetuned": f"fine-tuned, picked on validation at <= {_number(max_bpp)} bpp"})
     trained = set() if models is None or len(models) == 0 else set(models["split_at"].dropna().astype(str))
     lever = _split_lever(models, sorted(set(sweeps) | trained), max_bpp)
     return SPLITS.substitute(n_images=_count(n.pop()), table=_markdown(table), lever=f"\n{lever}\n" if lever else "")

@@ -10,6 +10,7 @@ from string import Template
 import numpy as np
 import pandas as pd
 
+from .analysis import ONE_POINT
 from .codec import SELECTION_GRID
 from .report_format import _bpp, _count, _markdown, _missing, _number, _pct, _points, describe
 from .results import model_key, to_frame
@@ -63,7 +64,7 @@ def render_models(models: pd.DataFrame, paired: list[dict], tolerance: float = 0
                              table=_markdown(table))
 
 
-SCREENING = Template("""**Selection after fine-tuning after $split, at most $target bpp$target_note** (validation only; `$command`): every configuration whose $rate rate on $n_rate validation streams is at or under $target bpp was fine-tuned (whole network, $recipe) for $steps0 steps$lrs, the better half again for $steps1, and the pick is the best on validation accuracy after that fine-tuning:
+SCREENING = Template("""**Selection after fine-tuning after $split, at most $target bpp$target_note** (validation only$target_test; `$command`): every configuration whose $rate rate on $n_rate validation streams is at or under $target bpp was fine-tuned (whole network, $recipe) for $steps0 steps$lrs, the better half again for $steps1, and the pick is the best on validation accuracy after that fine-tuning:
 
 $table
 """)
@@ -95,7 +96,7 @@ def render_screening(screening: pd.DataFrame, config: dict) -> str:
         if list(config.get(key, default)) != list(default):
             command += f" --{key.replace('_', '-')} " + " ".join(f"{v:g}" if isinstance(v, float) else str(v)
                                                                  for v in config[key])
-    if source and source["tolerance"] != 0.01:
+    if source and source["tolerance"] != ONE_POINT:
         command += f" --tolerance {source['tolerance']:g}"
     if rate != "self-contained":
         command += f" --rate {rate} --fit-images {config['fit_images']}"
@@ -107,11 +108,12 @@ def render_screening(screening: pd.DataFrame, config: dict) -> str:
                                if config.get("group_lasso_weight") else "")
     return SCREENING.substitute(
         split=split, rate=_RATE_WORDS[rate], command=command,
+        target_test="" if not source else ", but the target rate is the codec's on the test images",
         target_note="" if not source else (f", the lowest rate at which {source['method']} is within "
                                            f"{_points(source['tolerance'])} of the uncompressed model ({source['method']} "
                                            f"q={source['quality']}, {_count(source['n_images'])} test images, point "
                                            f"estimate)"),
-        n_rate=_count(config["val_rate_sample"]), target=_number(config["target_bpp"]), recipe=recipe,
+        n_rate=_count(config["val_rate_sample"]), target=_number(round(float(config["target_bpp"]), 3)), recipe=recipe,
         lrs=f" at each learning rate of {', '.join(f'{v:g}' for v in lrs)}" if lrs else "",
         steps0=_count(steps.iloc[0]), steps1=_count(steps.iloc[-1]) if len(steps) > 1 else "none",
         table=_markdown(table[columns]))

@@ -410,3 +410,10 @@ def test_codec_rate_within_is_the_cheapest_codec_row_within_the_grid_s_own_uncom
         codec_rate_within(grid[grid["method"] != "uncompressed"], "webp")
     with pytest.raises(ValueError, match="different numbers of test images"):
         codec_rate_within(grid.assign(n_images=[100, 100, 100, 100, 50]).replace({"jpeg": "webp"}), "webp")
+    two = pd.concat([grid.assign(dataset="a"), grid.assign(dataset="b", accuracy=grid["accuracy"] - 0.5)])
+    two.loc[(two["dataset"] == "b") & (two["method"] == "uncompressed"), "accuracy"] = 0.9
+    assert codec_rate_within(two, "webp", dataset="a")["quality"] == 20  # b's rows are not a's
+    with pytest.raises(ValueError, match="within"):  # b's webp is far below its own uncompressed accuracy
+        codec_rate_within(two, "webp", dataset="b")
+    with pytest.raises(ValueError, match="no rows of dataset 'c'"):
+        codec_rate_within(two, "webp", dataset="c")

@@ -130,17 +130,20 @@ def test_select_under_webp_s_rate_within_one_point_reads_it_from_the_codec_grid(
         return model, [dict(step=steps, val_accuracy=0.5)]
     monkeypatch.setattr(blocksparse.study, "finetune", fake_finetune)
     monkeypatch.setenv("BSU_RESULTS_DIR", str(tmp_path))
-    u = dict(method="uncompressed", accuracy=0.93, n_images=10000, bpp=2048.0)
-    webp = [dict(method="webp", quality=q, accuracy=a, n_images=10000, bpp=b)
+    u = dict(method="uncompressed", dataset="fashion-mnist", accuracy=0.93, n_images=10000, bpp=2048.0)
+    webp = [dict(method="webp", dataset="fashion-mnist", quality=q, accuracy=a, n_images=10000, bpp=b)
             for q, a, b in ((0, 0.78, 0.99), (50, 0.915, 2.2), (70, 0.9201, 57.23456), (90, 0.929, 70.0))]
     save_results([u, *webp], {}, "codec_grid")
     main(["select", "--target-bpp", "webp", "--val-rate-sample", "2", "--val-subset", "4", "--modes", "global",
           "--block-sizes", "4", "--bits", "2", "--ratios", "0.05", "0.002", "--screen-steps", "2", "--rounds", "1"])
     out = capsys.readouterr().out
-    assert "webp q=70 is within 0.01 at 57.235 bpp" in out  # 0.9201 >= 0.93 - 0.01; q=50 is not
+    assert "webp q=70 is within one point at 57.235 bpp (10,000 test images)" in out  # 0.9201 >= 0.92; q=50 is not
     config = json.loads((tmp_path / "screening_layer1_57.235bpp.json").read_text())["config"]
-    assert config["target_bpp"] == 57.235 and config["target_from"]["quality"] == 70
+    assert config["target_bpp"] == 57.23456 and config["target_from"]["quality"] == 70  # the codec's own rate
     assert len(pd.read_csv(tmp_path / "screening_layer1_57.235bpp.csv")) >= 1
     with pytest.raises(SystemExit):  # nothing within a tolerance of 0: a usage error naming the reason
         main(["select", "--target-bpp", "webp", "--tolerance", "0"])
     assert "no webp row of the grid is within 0.0" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # the grid of another dataset is not this one's target
+        main(["select", "--dataset", "cifar10", "--target-bpp", "webp"])
+    assert "no rows of dataset 'cifar10'" in capsys.readouterr().err

@@ -63,13 +63,16 @@ def test_render_screenings_says_each_selection_s_rate_split_and_learning_rates()
     assert "at each learning rate of 0.001, 0.003" in second and "group-lasso 1e-05" in second
     assert "| lr |" in second and second.index("90") < second.index("88")
     assert report_models.render_screenings([]) == ""
-    webp = dict(target_bpp=2.652, target_from=dict(method="webp", quality=70, bpp=2.6519, accuracy=0.9241,
+    webp = dict(target_bpp=2.65192, target_from=dict(method="webp", quality=70, bpp=2.6519, accuracy=0.9241,
                                                     n_images=10000, tolerance=0.01), screen_steps=40, rounds=2,
                 val_rate_sample=100, rate="amortized", fit_images=2000, lrs=[3e-4])
     text = report_models.render_screening(df, webp)
     assert ("at most 2.652 bpp, the lowest rate at which webp is within one point of the uncompressed model "
             "(webp q=70, 10,000 test images, point estimate)**") in text
     assert "select --split-at layer1 --target-bpp webp --screen-steps 40 --rounds 2 --rate amortized" in text
+    assert "(validation only, but the target rate is the codec's on the test images;" in text
+    text = report_models.render_screening(df, webp | dict(target_from=webp["target_from"] | dict(tolerance=0.02)))
+    assert "within 2 points of" in text and "--target-bpp webp --screen-steps 40 --rounds 2 --tolerance 0.02 " in text
 
 
 def _bn_rows():
@@ -228,14 +231,20 @@ def test_split_points_table_per_split_on_the_same_images():
     text = report_answer.render_split_points({"layer2": sweep("layer2", []), "layer1": sweep("layer1", [])},
                                              models=trained.iloc[:2])
     assert "| 91.00% at 0.85 bpp (global, B=2, ratio 0.01, 2 bits; 2 seed(s), 10,000 images) |" in text
-    assert "fine-tuned, best at <= 1 bpp" in text and "Fine-tuned, the split moves" not in text  # layer1 untrained
-    at1 = trained.iloc[:1].assign(split_at="layer1", accuracy=0.885, seed=0)
-    at3 = trained.iloc[:1].assign(split_at="layer3", accuracy=0.93, bpp=0.6)
+    assert "fine-tuned, picked on validation at <= 1 bpp" in text and "Fine-tuned, the model" not in text  # no layer1
+    # picked on validation, not on test: at layer1 the 4-bit model is more accurate on test, the 2-bit one on
+    # validation; of the later splits layer3 has the best validation accuracy, layer2 the best test accuracy
+    at1 = to_frame([dict(method="blocksparse", split_at="layer1", mode="global", block_size=2, ratio=0.01, bits=b,
+                         finetuned=True, seed=0, accuracy=a, val_accuracy=v, n_images=10000, bpp=0.7)
+                    for b, a, v in ((2, 0.885, 0.90), (4, 0.89, 0.88))])
+    later = trained.iloc[:2].assign(val_accuracy=0.91, accuracy=0.95)
+    at3 = trained.iloc[:1].assign(split_at="layer3", accuracy=0.93, val_accuracy=0.93, bpp=0.6)
     text = report_answer.render_split_points({"layer2": sweep("layer2", []), "layer1": sweep("layer1", [])},
-                                             models=pd.concat([at1, trained.iloc[:2], at3], ignore_index=True))
-    # the best of the later splits (layer3, 93%) against layer1 (88.5%), whatever the sweeps cover
-    assert ("Fine-tuned, the split moves the best accuracy at or under 1 bpp from layer1 (88.50%, 1 seed(s)) to "
-            "layer3 (93.00%, 1 seed(s)): +4.50 points, on 10,000 test images.") in text
+                                             models=pd.concat([at1, later, at3], ignore_index=True))
+    assert "| 88.50% at 0.70 bpp (global, B=2, ratio 0.01, 2 bits; 1 seed(s), 10,000 images) |" in text
+    assert ("Fine-tuned, the model picked on validation at or under 1 bpp reaches 88.50% at 0.70 bpp after layer1 (1 "
+            "seed(s)) and 93.00% at 0.60 bpp after layer3 (1 seed(s)), the later split with the best validation "
+            "accuracy: +4.50 points (means over seeds, on the same 10,000 test images;") in text
     other = sweep("layer2", []).assign(n_images=500)
     with pytest.raises(ValueError, match="same images"):
         report_answer.render_split_points({"layer1": sweep("layer1", []), "layer2": other})
