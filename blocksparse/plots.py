@@ -86,7 +86,7 @@ def plot_split_points(sweeps: dict[str, pd.DataFrame], models: pd.DataFrame | No
     its error bar spanning the seeds' 95% intervals. The legend names each curve's test images;
     the uncompressed accuracy is drawn per distinct number of images (``models_reference``: the
     uncompressed model's on the fine-tuned models' test images). Returns the figure."""
-    from .report_models import CONFIG, RECIPE, with_recipe
+    from .report_models import model_groups, with_recipe
     fig, ax = _axes(ax)
     trained = set() if models is None or len(models) == 0 else set(models["split_at"].dropna().astype(str))
     splits = sorted(set(sweeps) | trained)
@@ -105,10 +105,9 @@ def plot_split_points(sweeps: dict[str, pd.DataFrame], models: pd.DataFrame | No
                 color=colours[split], label=f"after {split}, no fine-tuning ({n:,} images)")
     if models is not None and len(models):
         m = with_recipe(models)
-        keys = CONFIG + [c for c in RECIPE if c in m.columns]
         for split, ms in m.groupby("split_at", sort=True):
             pts = [(float(g["bpp"].mean()), 100 * float(g["accuracy"].mean()), 100 * float(g["accuracy_lo"].min()),
-                    100 * float(g["accuracy_hi"].max())) for _, g in ms.groupby(keys, sort=False, dropna=False)]
+                    100 * float(g["accuracy_hi"].max())) for g in model_groups(ms)]
             x, y, lo, hi = (list(v) for v in zip(*pts))
             ax.errorbar(x, y, yerr=[[a - b for a, b in zip(y, lo)], [b - a for a, b in zip(y, hi)]], fmt="*", ms=11,
                         color=colours[split], ecolor="0.3", elinewidth=0.8,

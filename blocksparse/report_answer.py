@@ -11,7 +11,7 @@ import pandas as pd
 
 from .analysis import best_under, lowest_within
 from .report_format import _bpp, _count, _markdown, _number, _pct, _points, describe
-from .report_models import (BN_RECIPE, CONFIG, RECIPE, bottleneck_groups, codec_key, paired_for, recipe_words,
+from .report_models import (BN_RECIPE, bottleneck_groups, codec_key, model_groups, paired_for, recipe_words,
                             with_columns, with_recipe)
 from .results import to_frame
 
@@ -41,8 +41,7 @@ def _best_group(models: pd.DataFrame | None, split: str, max_bpp: float) -> tupl
         return None
     m = with_recipe(models)
     m = m[(m["split_at"] == split).fillna(False).to_numpy(bool)]
-    groups = [g for _, g in m.groupby(CONFIG + [c for c in RECIPE if c in m.columns], sort=False)
-              if float(g["bpp"].mean()) <= max_bpp + 1e-9]
+    groups = [g for g in model_groups(m) if float(g["bpp"].mean()) <= max_bpp + 1e-9]
     if not groups:
         return None
     g = max(groups, key=_validation)  # the first of equals
@@ -168,7 +167,7 @@ def render_full_answer(models: pd.DataFrame | None, paired: list[dict], bottlene
                          _n_within=sum(bool(q["within"]) for q in p)))
     if models is not None and len(models):
         m = with_recipe(models)
-        for _, g in m.groupby(CONFIG + [c for c in RECIPE if c in m.columns], sort=False):
+        for g in model_groups(m):
             recipe = recipe_words(g.iloc[0])
             add(f"block-sparse ({g['split_at'].iloc[0]})",
                 describe(g.iloc[0].drop(labels=["finetuned"])) + (f"; {recipe}" if recipe else ""), g,

@@ -41,7 +41,7 @@ def render_models(models: pd.DataFrame, paired: list[dict], tolerance: float = 0
         return ""
     paired_for(models, paired)  # every model has its paired test
     lines = []
-    for _, g in models.groupby(CONFIG + [c for c in RECIPE if c in models.columns], sort=False):
+    for g in model_groups(models):
         p = paired_for(g, paired)
         diffs = [q["difference"] for q in p]
         recipe = recipe_words(g.iloc[0])
@@ -132,6 +132,13 @@ CONFIG = ["split_at", "mode", "block_size", "ratio", "bits"]
 def with_recipe(models: pd.DataFrame) -> pd.DataFrame:
     """``models`` in the results schema, keeping the recipe columns ``ablation_frame`` adds."""
     return with_columns(models, RECIPE)
+
+
+def model_groups(models: pd.DataFrame) -> list[pd.DataFrame]:
+    """``models``' rows grouped into models: one group per configuration and recipe (its seeds'
+    rows), in order of first appearance; a missing recipe value is a value, never a dropped row."""
+    keys = CONFIG + [c for c in RECIPE if c in models.columns]
+    return [g for _, g in models.groupby(keys, sort=False, dropna=False)]
 
 
 def recipe_words(row: pd.Series) -> str:

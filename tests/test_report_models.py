@@ -325,3 +325,13 @@ def test_model_key_is_the_weights_or_else_the_card():
     assert model_key(None, "data/frontier/m_seed1.codebook") == "data/frontier/m_seed1.json"
     assert model_key(pd.NA, "data/frontier/m_seed1.codebook") == "data/frontier/m_seed1.json"
     assert model_key(float("nan"), None) == "" and model_key(pd.NA, pd.NA) == ""
+
+
+def test_model_groups_keep_rows_with_a_missing_recipe_value():
+    base = dict(split_at="layer1", mode="global", block_size=4, ratio=0.005, bits=2, distill_weight=0.5,
+                group_lasso_weight=0.0, steps=1200)
+    models = pd.DataFrame([base | dict(seed=0, lr=1e-3), base | dict(seed=1, lr=1e-3), base | dict(seed=0, lr=None),
+                           base | dict(seed=0, lr=3e-4, bits=4)])
+    groups = report_models.model_groups(models)
+    assert [list(g["seed"]) for g in groups] == [[0, 1], [0], [0]]  # the card without an lr is its own model
+    assert sum(len(g) for g in groups) == len(models)
