@@ -16,9 +16,9 @@ from .report_format import _bpp, _count, _markdown, _missing, _number, _pct, _po
 from .results import model_key, to_frame
 
 MODELS = Template("""\
-**Shipped fine-tuned models, on all $n_images test images** (`data/frontier/`; each picked on \
-validation after fine-tuning, trained once per seed, tested once; `make study` re-measures them): \
-$summary
+**Fine-tuned block-sparse models, on all $n_images test images** (`data/frontier/`: every model's card, \
+its weights where the table names a file; each picked on validation after fine-tuning, trained once per seed, \
+tested once; `make study` re-measures the shipped weights): $summary
 
 $table
 """)
