@@ -86,10 +86,9 @@ def plot_split_points(sweeps: dict[str, pd.DataFrame], models: pd.DataFrame | No
     its error bar spanning the seeds' 95% intervals. The legend names each curve's test images;
     the uncompressed accuracy is drawn per distinct number of images (``models_reference``: the
     uncompressed model's on the fine-tuned models' test images). Returns the figure."""
-    from .report_models import model_groups, with_recipe
+    from .report_models import model_groups, model_splits, with_recipe
     fig, ax = _axes(ax)
-    trained = set() if models is None or len(models) == 0 else set(models["split_at"].dropna().astype(str))
-    splits = sorted(set(sweeps) | trained)
+    splits = sorted(set(sweeps) | model_splits(models))
     colours = dict(zip(splits, sns.color_palette(n_colors=max(len(splits), 1))))
     references = {}
     for split in sorted(sweeps):

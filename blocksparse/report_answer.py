@@ -11,8 +11,8 @@ import pandas as pd
 
 from .analysis import best_under, lowest_within
 from .report_format import _bpp, _count, _markdown, _number, _pct, _points, describe
-from .report_models import (BN_RECIPE, bottleneck_groups, codec_key, model_groups, paired_for, recipe_words,
-                            with_columns, with_recipe)
+from .report_models import (BN_RECIPE, bottleneck_groups, codec_key, model_groups, model_splits, paired_for,
+                            recipe_words, with_columns, with_recipe)
 from .results import to_frame
 
 
@@ -33,14 +33,11 @@ def _validation(g: pd.DataFrame) -> float:
     return float(g["val_accuracy"].mean() if g["val_accuracy"].notna().all() else g["accuracy"].mean())
 
 
-def _best_group(models: pd.DataFrame | None, split: str, max_bpp: float) -> tuple[float, float, pd.DataFrame] | None:
-    """The fine-tuned model at ``split`` at or under ``max_bpp`` with the best mean validation
-    accuracy over its seeds (``_validation``), as (mean test accuracy, mean bpp, its seeds'
-    rows), or None."""
-    if models is None or len(models) == 0:
-        return None
-    m = with_recipe(models)
-    m = m[(m["split_at"] == split).fillna(False).to_numpy(bool)]
+def _pick(models: pd.DataFrame, split: str, max_bpp: float) -> tuple[float, float, pd.DataFrame] | None:
+    """The fine-tuned model at ``split`` at or under ``max_bpp`` (``models``: ``with_recipe``'s
+    frame) with the best mean validation accuracy over its seeds (``_validation``), as (mean
+    test accuracy, mean bpp, its seeds' rows), or None."""
+    m = models[(models["split_at"] == split).fillna(False).to_numpy(bool)]
     groups = [g for g in model_groups(m) if float(g["bpp"].mean()) <= max_bpp + 1e-9]
     if not groups:
         return None
@@ -48,14 +45,12 @@ def _best_group(models: pd.DataFrame | None, split: str, max_bpp: float) -> tupl
     return float(g["accuracy"].mean()), float(g["bpp"].mean()), g
 
 
-def _best_trained(models: pd.DataFrame | None, split: str, max_bpp: float) -> str:
-    """The fine-tuned model at ``split`` at or under ``max_bpp`` picked on validation (``_best_group``),
-    its test accuracy and rate (means over its seeds) in words."""
-    best = _best_group(models, split, max_bpp)
-    if best is None:
-        trained = models is not None and len(models) and (models["split_at"] == split).fillna(False).any()
+def _pick_words(pick: tuple[float, float, pd.DataFrame] | None, trained: bool, max_bpp: float) -> str:
+    """A split's ``_pick``, its test accuracy and rate (means over its seeds) in words; ``trained``:
+    whether the split has fine-tuned models at any rate."""
+    if pick is None:
         return f"none at <= {_number(max_bpp)} bpp" if trained else "not trained"
-    acc, bpp, g = best
+    acc, bpp, g = pick
     recipe = recipe_words(g.iloc[0])
     return (f"{_pct(acc, 2)} at {_bpp(bpp)} bpp ({describe(g.iloc[0].drop(labels=['finetuned']))}"
             f"{'; ' + recipe if recipe else ''}; {len(g)} seed(s), {_count(int(g['n_images'].max()))} images)")
@@ -67,11 +62,12 @@ SPLIT_LEVER = Template("Fine-tuned, the model picked on validation at or under $
                        "$n_images test images; no paired test between the two).")
 
 
-def _split_lever(models: pd.DataFrame | None, splits: list[str], max_bpp: float) -> str:
-    """One sentence: the model picked on validation at or under ``max_bpp`` at the first split of
-    ``splits`` against the one of the later splits with the best validation accuracy (empty
-    unless both exist, on the same number of test images)."""
-    best = {s: b for s in splits if (b := _best_group(models, s, max_bpp)) is not None}
+def _split_lever(picks: dict[str, tuple[float, float, pd.DataFrame] | None], max_bpp: float) -> str:
+    """One sentence: the ``_pick`` of the first split of ``picks`` (split -> pick, in split order)
+    against the later split's pick with the best validation accuracy (empty unless both exist, on
+    the same number of test images)."""
+    splits = list(picks)
+    best = {s: b for s, b in picks.items() if b is not None}
     if not splits or splits[0] not in best or len(best) < 2:
         return ""
     first = splits[0]
@@ -96,6 +92,9 @@ def render_split_points(sweeps: dict[str, pd.DataFrame], tolerance: float = 0.01
     as an empty string."""
     if len(sweeps) < 2:
         return ""
+    trained = model_splits(models)
+    m = with_recipe(models) if trained else None
+    picks = {s: _pick(m, s, max_bpp) if s in trained else None for s in sorted(set(sweeps) | trained)}
     lines, n = [], set()
     for split, df in sorted(sweeps.items()):
         df = to_frame(df)
@@ -112,14 +111,14 @@ def render_split_points(sweeps: dict[str, pd.DataFrame], tolerance: float = 0.01
                           config_within="none" if low is None else describe(low),
                           best_at_max_bpp=None if best is None else round(100 * float(best["accuracy"]), 2),
                           config_at_max_bpp="none" if best is None else describe(best),
-                          **({} if models is None else dict(finetuned=_best_trained(models, split, max_bpp)))))
+                          **({} if models is None else dict(finetuned=_pick_words(picks[split], split in trained,
+                                                                                   max_bpp)))))
     if len(n) != 1:
         raise ValueError(f"sweeps are on different numbers of test images {sorted(n)}: compare on the same images")
     table = pd.DataFrame(lines).rename(columns={"lowest_bpp_within": f"lowest bpp within {_points(tolerance)}",
                                                 "best_at_max_bpp": f"best accuracy (%) at <= {_number(max_bpp)} bpp",
                                                 "finetuned": f"fine-tuned, picked on validation at <= {_number(max_bpp)} bpp"})
-    trained = set() if models is None or len(models) == 0 else set(models["split_at"].dropna().astype(str))
-    lever = _split_lever(models, sorted(set(sweeps) | trained), max_bpp)
+    lever = _split_lever(picks, max_bpp)
     return SPLITS.substitute(n_images=_count(n.pop()), table=_markdown(table), lever=f"\n{lever}\n" if lever else "")
 
 

@@ -141,6 +141,11 @@ def model_groups(models: pd.DataFrame) -> list[pd.DataFrame]:
     return [g for _, g in models.groupby(keys, sort=False, dropna=False)]
 
 
+def model_splits(models: pd.DataFrame | None) -> set[str]:
+    """The splits ``models`` (fine-tuned models' rows; None or empty: none) has models at."""
+    return set() if models is None or len(models) == 0 else set(models["split_at"].dropna().astype(str))
+
+
 def recipe_words(row: pd.Series) -> str:
     """A model's training recipe in words (``"distillation 0.5, group-lasso 1e-05, 1,800 steps"``);
     empty without the recipe columns."""
