@@ -7,10 +7,12 @@ are in the column names (``*_bits`` per image, ``*_bytes`` per image, ``bpp`` pe
 """
 from __future__ import annotations
 
+import base64
 import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from .runtime import results_dir
@@ -61,6 +63,27 @@ def model_key(weights, codebook) -> str:
     if given(weights):
         return str(weights)
     return str(codebook).removesuffix(".codebook") + ".json" if given(codebook) else ""
+
+
+def pack_correct(correct) -> str:
+    """A per-image correctness vector as text for a card: ``"<n>:<base64 of the packed bits>"``
+    (first image in the highest bit), so a model tested once can be paired later with any model
+    tested on the same images, without its weights."""
+    c = np.asarray(correct)
+    if c.ndim != 1 or c.dtype != bool:
+        raise ValueError(f"correct must be a 1-D bool array, got dtype {c.dtype} and shape {c.shape}")
+    return f"{len(c)}:{base64.b64encode(np.packbits(c)).decode()}"
+
+
+def unpack_correct(text: str) -> np.ndarray:
+    """The bool vector ``pack_correct`` wrote."""
+    n, sep, data = str(text).partition(":")
+    if not sep or not n.isdigit():
+        raise ValueError(f"test_correct must be '<n>:<base64>', got {str(text)[:40]!r}")
+    bits = np.unpackbits(np.frombuffer(base64.b64decode(data), np.uint8))
+    if len(bits) < int(n) or len(bits) >= int(n) + 8:
+        raise ValueError(f"test_correct holds {len(bits)} bits, not the {n} images it names")
+    return bits[:int(n)].astype(bool)
 
 
 def to_frame(rows: list[dict] | pd.DataFrame) -> pd.DataFrame:

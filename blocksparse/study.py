@@ -27,7 +27,7 @@ from .codec import MODES, RATIOS, CodecConfig
 from .evaluation import evaluate, head_features, result_row
 from .data import load_dataset
 from .model import SplitResNet18, checkpoint_card, load_pretrained
-from .results import to_frame
+from .results import pack_correct, to_frame, unpack_correct
 from .runtime import ROOT, module_device
 from .training import finetune
 
@@ -270,11 +270,126 @@ def train_frontier_model(cfg: CodecConfig, seed: int, out_dir: str | Path, datas
                      weights=_in_repo(weights) if ship_weights else None, codebook=_in_repo(cb_path))
     # the one test evaluation, recorded: what notebook 05 reports for weights that are not shipped
     card |= dict(weights_shipped=ship_weights, test_row=row, test_paired=against["paired"],
-                 reference_accuracy=against["reference_accuracy"])
+                 reference_accuracy=against["reference_accuracy"], test_correct=pack_correct(ev["correct"].numpy()))
     card_path.write_text(json.dumps(card, indent=1, default=float))
     if not ship_weights:
         weights.unlink()
     return row | against | dict(card=_in_repo(card_path))
+
+
+REFERENCE_NAME = "uncompressed_finetuned"
+
+
+def train_reference_model(seed: int, out_dir: str | Path, dataset: str = "fashion-mnist", n_test: int | None = None,
+                          state_dir: str | Path | None = None, ship_weights: bool = False, tag: str = "",
+                          **finetune_kwargs) -> dict:
+    """The second reference: the uncompressed model fine-tuned with the budget the frontier models
+    get (``finetune_kwargs``: steps, learning rate, distillation from the shipped model...), with no
+    codec, so that "within one point" can be asked of extra training as well as of the shipped model.
+
+    The whole network sees the original images (the split does not matter without a codec; no
+    group-lasso: there are no blocks to select). Tested once on ``n_test`` evenly spaced test
+    images (default all), with a paired test against the shipped model on the same images. Writes
+    the card ``uncompressed_finetuned<tag>_seed<k>.json`` to ``out_dir`` (schedule, validation
+    history, test accuracy, sha256 of the fp16 weights, the per-image correctness ``test_correct``
+    that later pairings read) and the weights beside it when ``ship_weights``. Returns the results
+    row (method ``uncompressed``, ``finetuned`` true) plus ``paired``, ``reference_accuracy`` and ``card``.
+    """
+    if finetune_kwargs.get("group_lasso_weight"):
+        raise ValueError("group_lasso_weight: the reference has no codec, hence no blocks to penalize")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    name = f"{REFERENCE_NAME}{tag}_seed{seed}"
+    tuned, history = finetune(load_pretrained(dataset), None, dataset, seed=seed,
+                              state_path=_state_path(state_dir, name), **finetune_kwargs)
+    weights = out / f"{name}.pt"
+    sha = _save_fp16(tuned, weights)
+    tuned = load_pretrained(dataset, weights=weights)  # measure the weights as they would ship (fp16)
+    if not ship_weights:
+        weights.unlink()
+    test = load_dataset(dataset, "test", subset=n_test)
+    ev = evaluate(tuned, None, test)  # the one test evaluation of this model
+    against = _against_uncompressed(dataset, "layer1", test, ev)
+    row = result_row(ev, None, dataset=dataset, finetuned=True, train=finetune_kwargs.get("train", "all"), seed=seed,
+                     val_accuracy=max(h["val_accuracy"] for h in history),
+                     weights=_in_repo(weights) if ship_weights else None)
+    card = dict(dataset=dataset, method="uncompressed", seed=seed, schedule=_schedule(finetune_kwargs),
+                base_checkpoint=checkpoint_card(dataset).get("sha256"), history=history,
+                val_accuracy=row["val_accuracy"], test_accuracy=ev["accuracy"], test_images=ev["n_images"],
+                dtype="float16", sha256=sha, weights_shipped=ship_weights, test_row=row,
+                test_paired=against["paired"], reference_accuracy=against["reference_accuracy"],
+                test_correct=pack_correct(ev["correct"].numpy()))
+    card_path = weights.with_suffix(".json")
+    card_path.write_text(json.dumps(card, indent=1, default=float))
+    return row | against | dict(card=_in_repo(card_path))
+
+
+def weights_from_state(state_path: str | Path, card_path: str | Path, out_dir: str | Path) -> Path:
+    """Write the fp16 weights a finished run's resumable state holds (its best, as ``finetune``
+    restores them) to ``out_dir/<card's name>.pt`` (torch's archive names its records after the
+    file, so the name is part of the bytes), and check they are the weights the card describes
+    (its sha256): how a model whose weights were not shipped is measured again on the machine
+    that trained it. ValueError (and no file) when they are not."""
+    st = torch.load(state_path, weights_only=False, map_location="cpu")
+    card_path = Path(card_path)
+    card = json.loads(card_path.read_text())
+    model = load_pretrained(card["dataset"], card.get("split_at", "layer1"))
+    model.load_state_dict(st["best"])
+    out = Path(out_dir) / f"{card_path.stem}.pt"
+    if out.resolve() == card_path.with_suffix(".pt").resolve():
+        raise ValueError(f"out_dir: {out_dir} holds the card; write the rebuilt weights elsewhere")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if _save_fp16(model, out) != card["sha256"]:
+        out.unlink()
+        raise ValueError(f"state_path: {state_path} does not hold the weights of {card_path} (sha256 differs)")
+    return out
+
+
+def record_test_correct(card_path: str | Path, weights: str | Path | None = None) -> np.ndarray:
+    """Add ``test_correct`` (the per-image correctness of the card's one test) to a block-sparse
+    model's card that predates it: the model (``weights``, default the shipped ``.pt`` beside the
+    card) is evaluated again on the same test images, and its accuracy must equal the card's
+    ``test_accuracy`` exactly (the same weights give the same predictions), else ValueError and
+    the card is left unchanged. Returns the vector."""
+    card_path = Path(card_path)
+    card = json.loads(card_path.read_text())
+    weights = Path(weights) if weights is not None else card_path.with_suffix(".pt")
+    if hashlib.sha256(weights.read_bytes()).hexdigest() != card["sha256"]:
+        raise ValueError(f"weights: {weights} are not the weights of {card_path} (sha256 differs)")
+    cfg = CodecConfig(card["block_size"], card["ratio"], card["mode"], card["bits"])
+    test = load_dataset(card["dataset"], "test", subset=card["test_images"])  # all of them: the whole split
+    ev = evaluate(load_pretrained(card["dataset"], card["split_at"], weights=weights), cfg, test, rate_sample=1)
+    if ev["accuracy"] != card["test_accuracy"]:
+        raise ValueError(f"card_path: {card_path} records test accuracy {card['test_accuracy']}, these weights give "
+                         f"{ev['accuracy']} on the same images")
+    card["test_correct"] = pack_correct(ev["correct"].numpy())
+    card_path.write_text(json.dumps(card, indent=1, default=float))
+    return ev["correct"].numpy()
+
+
+def pair_with_reference(cards: list[str | Path], reference_cards: list[str | Path],
+                        tolerance: float = 0.01) -> list[dict]:
+    """Paired tests of trained models against the fine-tuned reference (``train_reference_model``),
+    from the per-image correctness their cards recorded at their one test (no model is evaluated
+    again). Each model is paired with the reference run of its own seed, on the same test images;
+    a model without ``test_correct``, or without a reference of its seed and image count, is left
+    out. Returns one ``analysis.within`` result per pair, keyed like the other paired tests
+    (``weights``: the model's card), with ``reference`` (the reference's card) and its accuracy."""
+    refs = {}
+    for r in map(Path, reference_cards):
+        rc = json.loads(r.read_text())
+        refs[(rc["dataset"], rc["seed"], rc["test_images"])] = (r, rc)
+    out = []
+    for c in map(Path, cards):
+        card = json.loads(c.read_text())
+        key = (card["dataset"], card["seed"], card["test_images"])
+        if "test_correct" not in card or key not in refs:
+            continue
+        r, rc = refs[key]
+        ref = unpack_correct(rc["test_correct"])
+        out.append(dict(weights=_in_repo(c), reference=_in_repo(r), reference_accuracy=float(ref.mean()),
+                        seed=card["seed"], **within(ref, unpack_correct(card["test_correct"]), tolerance)))
+    return out
 
 
 def remeasure_frontier_models(cards: list[str | Path], n_test: int | None = None,

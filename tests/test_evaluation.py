@@ -53,3 +53,20 @@ def test_amortized_rate_with_a_codebook(shipped):
     assert ev["bpp"] == pytest.approx(np.mean([8 * len(bsu.encode(z[i:i + 1], cb)) / 784 for i in idx]))
     assert ev["bpp_self_contained"] == pytest.approx(np.mean([8 * len(bsu.encode(z[i:i + 1], cfg)) / 784 for i in idx]))
     assert ev["bpp"] < ev["bpp_self_contained"] and ev["coder"] == "ans"
+
+
+def test_pack_correct_round_trips_against_a_hand_packed_vector():
+    from blocksparse.results import pack_correct, unpack_correct
+    # bits 1 0 1 then five zero pads: 0b10100000 = 0xA0, base64 "oA=="
+    assert pack_correct(np.array([True, False, True])) == "3:oA=="
+    assert unpack_correct("3:oA==").tolist() == [True, False, True]
+    rng = np.random.default_rng(0)
+    for n in (1, 8, 9, 10000):
+        v = rng.random(n) < 0.9
+        assert np.array_equal(unpack_correct(pack_correct(v)), v)
+    with pytest.raises(ValueError, match="bool"):
+        pack_correct(np.array([1, 0, 1]))
+    with pytest.raises(ValueError, match="test_correct"):
+        unpack_correct("oA==")
+    with pytest.raises(ValueError, match="not the 12 images"):
+        unpack_correct("12:oA==")

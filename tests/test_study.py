@@ -1,6 +1,7 @@
 """The study's grid and the selection of what to fine-tune (on validation, after fine-tuning)."""
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -209,3 +210,82 @@ def test_remeasure_cached_measures_only_new_cards(tmp_path, monkeypatch):
     assert calls[3:] == [["m_seed0.json"], ["m_seed0.json"]]
     with pytest.raises(ValueError, match="kind"):
         blocksparse.study.remeasure_cached(cards, "ablation")
+
+
+def test_the_reference_is_the_uncompressed_model_fine_tuned_and_records_its_test_per_image(tmp_path):
+    from blocksparse.results import unpack_correct
+    row = blocksparse.study.train_reference_model(
+        0, tmp_path / "reference", n_test=24, state_dir=tmp_path / "runs", ship_weights=True, steps=2, eval_every=1,
+        batch_size=8, val_subset=16, progress=False)
+    card_path = tmp_path / "reference" / "uncompressed_finetuned_seed0.json"
+    card = json.loads(card_path.read_text())
+    assert row["method"] == "uncompressed" and row["finetuned"] and row["n_images"] == 24 and row["seed"] == 0
+    assert (tmp_path / "runs" / "uncompressed_finetuned_seed0.state.pt").exists()
+    # independently: the shipped fp16 weights' predictions on the same 24 evenly spaced test images
+    test = bsu.load_dataset(split="test", subset=24)
+    tuned = bsu.load_pretrained(weights=card_path.with_suffix(".pt"))
+    with torch.no_grad():
+        expected = (tuned(test.tensors[0]).argmax(1) == test.tensors[1]).numpy()
+    assert np.array_equal(unpack_correct(card["test_correct"]), expected)
+    assert card["test_accuracy"] == row["accuracy"] == expected.mean()
+    assert card["schedule"]["steps"] == 2 and card["sha256"]
+    with pytest.raises(ValueError, match="group_lasso_weight"):
+        blocksparse.study.train_reference_model(0, tmp_path / "r2", group_lasso_weight=1e-5)
+
+
+def _card(path, seed, correct, n=None, **extra):
+    from blocksparse.results import pack_correct
+    c = dict(dataset="fashion-mnist", seed=seed, test_images=len(correct) if n is None else n, **extra)
+    if correct is not None:
+        c["test_correct"] = pack_correct(np.array(correct, bool))
+    path.write_text(json.dumps(c))
+    return path
+
+
+def test_models_are_paired_with_the_reference_run_of_their_seed(tmp_path):
+    refs = [_card(tmp_path / "uncompressed_finetuned_seed0.json", 0, [1, 1, 1, 1, 0, 0, 1, 1]),
+            _card(tmp_path / "uncompressed_finetuned_seed1.json", 1, [1, 1, 1, 1, 1, 1, 1, 1])]
+    models = [_card(tmp_path / "layer1_a_seed0.json", 0, [1, 1, 0, 1, 1, 0, 1, 1]),
+              _card(tmp_path / "layer1_a_seed1.json", 1, [1, 0, 1, 1, 1, 1, 1, 1]),
+              _card(tmp_path / "layer1_a_seed2.json", 2, [1] * 8),           # no reference of seed 2
+              _card(tmp_path / "layer1_b_seed0.json", 0, None, n=8),         # predates test_correct
+              _card(tmp_path / "layer1_c_seed0.json", 0, [1] * 9)]           # other images
+    pairs = blocksparse.study.pair_with_reference(models, refs)
+    assert [p["weights"].rsplit("/", 1)[-1] for p in pairs] == ["layer1_a_seed0.json", "layer1_a_seed1.json"]
+    assert [p["reference"].rsplit("/", 1)[-1] for p in pairs] == [r.name for r in refs]
+    assert pairs[0]["difference"] == 0 and pairs[0]["b_only"] == 1 and pairs[0]["a_only"] == 1
+    assert pairs[1]["difference"] == -1 / 8 and pairs[1]["reference_accuracy"] == 1.0
+    assert not pairs[1]["within"]  # one image in eight lost: far outside one point
+
+
+def test_a_card_is_given_its_per_image_test_again_only_by_its_own_weights(tmp_path):
+    from blocksparse.results import unpack_correct
+    cfg = bsu.CodecConfig(4, 0.01, "global", 2)
+    blocksparse.study.train_frontier_model(
+        cfg, 0, tmp_path / "frontier", fit_images=16, n_test=24, rate_sample=3, state_dir=tmp_path / "runs",
+        steps=2, eval_every=1, batch_size=8, val_subset=16, progress=False)
+    card_path = tmp_path / "frontier" / "layer1_global_B4_r0.01_2b_seed0.json"
+    card = json.loads(card_path.read_text())
+    recorded = unpack_correct(card.pop("test_correct"))
+    assert len(recorded) == 24 and recorded.mean() == card["test_accuracy"]
+    card_path.write_text(json.dumps(card))
+    # the weights rebuilt from the run's state are the shipped ones, byte for byte
+    rebuilt = blocksparse.study.weights_from_state(tmp_path / "runs" / "layer1_global_B4_r0.01_2b_seed0.state.pt",
+                                                   card_path, tmp_path / "rebuilt")
+    assert rebuilt.read_bytes() == card_path.with_suffix(".pt").read_bytes()
+    got = blocksparse.study.record_test_correct(card_path, rebuilt)
+    assert np.array_equal(got, recorded)
+    assert np.array_equal(unpack_correct(json.loads(card_path.read_text())["test_correct"]), recorded)
+    with pytest.raises(ValueError, match="sha256"):
+        blocksparse.study.record_test_correct(card_path, bsu.checkpoint_path("fashion-mnist"))
+    card["test_accuracy"] += 1 / 24
+    card_path.write_text(json.dumps(card))
+    with pytest.raises(ValueError, match="test accuracy"):
+        blocksparse.study.record_test_correct(card_path)
+    assert "test_correct" not in json.loads(card_path.read_text())  # left unchanged
+    card["sha256"] = "0" * 64
+    card_path.write_text(json.dumps(card))
+    with pytest.raises(ValueError, match="state_path"):
+        blocksparse.study.weights_from_state(tmp_path / "runs" / "layer1_global_B4_r0.01_2b_seed0.state.pt",
+                                             card_path, tmp_path / "other")
+    assert not (tmp_path / "other" / card_path.with_suffix(".pt").name).exists()
