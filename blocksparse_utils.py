@@ -43,7 +43,8 @@ from blocksparse.results import SCHEMA, load_config, load_results, save_results,
 from blocksparse.analysis import best_under, lowest_within, pareto, wilson_interval
 from blocksparse.study import (PRESETS, candidates_under, remeasure_bottleneck_models, remeasure_cached,
                                remeasure_frontier_models, select_after_finetuning, split_sweep, sweep,
-                               train_bottleneck_model, train_codec_baseline_model, train_frontier_model)
+                               train_bottleneck_model, train_codec_baseline_model, train_frontier_model,
+                               train_reference_model, write_reference_pairs)
 from blocksparse.cache import cached
 from blocksparse.report import (bd_rate_table, positions_share, render_frontier, render_levers, render_summary,
                                splice_readme, write_summary)

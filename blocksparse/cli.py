@@ -27,9 +27,9 @@ from .baselines import LOSSLESS_FORMATS, LOSSY_FORMATS, QUALITIES, available_for
 from .bottleneck_training import SELECT_ON
 from .analysis import ONE_POINT, codec_rate_within
 from .report_format import _points
-from .study import (PRESETS, REFERENCE_NAME, candidates_under, pair_with_reference, select_after_finetuning,
+from .study import (PRESETS, candidates_under, select_after_finetuning,
                     split_sweep, sweep, train_bottleneck_model, train_codec_baseline_model, train_frontier_model,
-                    train_reference_model)
+                    train_reference_model, write_reference_pairs)
 from .training import accuracy, finetune, pretrain
 
 def _positive(s: str) -> int:
@@ -297,7 +297,7 @@ def _frontier_command(argv: list[str]) -> None:
 def _reference_command(argv: list[str]) -> None:
     """Fine-tune the uncompressed model with the frontier models' budget (no codec), test once;
     rows go to ``reference_models.csv``, and every frontier model is paired with the run of its
-    seed in ``reference_paired.json``."""
+    seed in ``frontier_vs_reference.json``."""
     ap = argparse.ArgumentParser(prog="blocksparse_utils.py reference")
     ap.add_argument("--dataset", default="fashion-mnist")
     _schedule_args(ap, [0, 1, 2], 3000, 150, 5, 0.5)
@@ -307,26 +307,20 @@ def _reference_command(argv: list[str]) -> None:
     ap.add_argument("--state-dir", default=str(ROOT / "data" / "runs"))
     ap.add_argument("--ship", action="store_true", help="keep the weights (default: the card only)")
     ap.add_argument("--results", default="reference_models")
+    ap.add_argument("--pair-only", action="store_true",
+                    help="train nothing: pair the models' cards with the reference cards already written")
     a = ap.parse_args(argv)
+    if a.pair_only:
+        for p in json.loads(write_reference_pairs(Path(a.models), Path(a.out)).read_text()):
+            print(f"{p['weights']} vs {p['reference']}: {100 * p['difference']:+.2f} [{100 * p['lo']:+.2f}, "
+                  f"{100 * p['hi']:+.2f}] within={p['within']}", flush=True)
+        return
     rows = [train_reference_model(seed, a.out, a.dataset, a.n_test, a.state_dir, a.ship, steps=a.steps,
                                   eval_every=a.eval_every, patience=a.patience, lr=a.lr, batch_size=a.batch_size,
                                   train=a.train, distill_weight=a.distill_weight, val_subset=a.val_subset)
             for seed in a.seeds]
     _add_model_rows(rows, a.results, vars(a))
-    write_reference_pairs(Path(a.models), Path(a.out))
-
-
-def write_reference_pairs(models: Path, references: Path) -> Path:
-    """Pair every block-sparse model's card in ``models`` with the fine-tuned reference of its seed
-    in ``references`` (``study.pair_with_reference``); writes ``reference_paired.json``."""
-    pairs = pair_with_reference(sorted(models.glob("layer*.json")), sorted(references.glob(f"{REFERENCE_NAME}*.json")))
-    d = results_dir()
-    d.mkdir(parents=True, exist_ok=True)
-    (d / "reference_paired.json").write_text(json.dumps(pairs, indent=1, default=float))
-    for p in pairs:
-        print(f"{p['weights']} vs {p['reference']}: {100 * p['difference']:+.2f} [{100 * p['lo']:+.2f}, "
-              f"{100 * p['hi']:+.2f}] within={p['within']}", flush=True)
-    return d / "reference_paired.json"
+    print("wrote", write_reference_pairs(Path(a.models), Path(a.out)))
 
 
 def _bottleneck_command(argv: list[str]) -> None:

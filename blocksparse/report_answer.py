@@ -13,7 +13,7 @@ from .analysis import best_under, lowest_within
 from .report_format import _bpp, _count, _markdown, _number, _pct, _points, describe
 from .report_models import (BN_RECIPE, bottleneck_groups, codec_key, model_groups, model_splits, paired_for,
                             recipe_words, with_columns, with_recipe)
-from .results import to_frame
+from .results import model_key, to_frame
 
 
 SPLITS = Template("""\
@@ -139,21 +139,66 @@ FULL_STRETCH = Template(" At or under $bpp bpp the most accurate is $row; $withi
 FULL_PARTIAL = Template(" $row is within $tolerance for $k of its $n seeds by a paired test (a row counts as "
                         "within only when every seed is).")
 FULL_STRETCH_NONE = Template(" Nothing measured is at or under $bpp bpp.")
+FULL_REFERENCE = Template(" A second reference, the uncompressed model fine-tuned with the block-sparse models' "
+                          "budget (the whole network, distillation from the shipped model, no codec; $seeds seed(s)), "
+                          "reaches $acc on average, $diff points from the shipped model by a paired test; against "
+                          "it, each model paired with the reference run of its own seed (column `vs fine-tuned "
+                          "reference`), $verdict.")
+
+
+def _stem(path) -> str:
+    """A trained model's files without their suffix (its weights, card and code tables share it)."""
+    return str(path).rsplit(".", 1)[0]
+
+
+def _vs_reference_words(p: list[dict], seeds: int) -> str:
+    """A model's paired tests against the fine-tuned reference (one per seed that has one), in words."""
+    if not p:
+        return "n/a"
+    differs = sorted({k for q in p for k in q.get("budget_differs", [])})
+    return (f"{100 * np.mean([q['difference'] for q in p]):+.2f} [{100 * min(q['lo'] for q in p):+.2f}, "
+            f"{100 * max(q['hi'] for q in p):+.2f}], {sum(bool(q['within']) for q in p)}/{seeds} within"
+            + (f" ({', '.join(differs)} differ)" if differs else ""))
+
+
+def _reference_sentence(table: pd.DataFrame, references_paired: list[dict], max_bpp: float, tolerance: float) -> str:
+    """FULL_REFERENCE: the fine-tuned reference against the shipped model, and which rows at or
+    under ``max_bpp`` are within ``tolerance`` of it for every seed on the same budget."""
+    ref = [q for q in references_paired if q.get("method", "uncompressed") == "uncompressed"]
+    if not ref or "_vs_ref" not in table:
+        return ""
+    ok = [r for _, r in table.iterrows() if r["bpp"] <= max_bpp and r["_vs_ref"] and len(r["_vs_ref"]) == r["seeds"]
+          and all(q["within"] and not q.get("budget_differs") for q in r["_vs_ref"])]
+    verdict = (f"{', '.join(f'{r.method} {r.setting} ({_bpp(r.bpp)} bpp)' for r in ok)} "
+               f"{'is' if len(ok) == 1 else 'are'} within {_points(tolerance)} for every seed" if ok else
+               f"nothing at or under {_number(max_bpp)} bpp is within {_points(tolerance)} of it for every seed "
+               f"on the same budget")
+    acc = np.mean([q["reference_accuracy"] + q["difference"] for q in ref])
+    diff = (f"{100 * np.mean([q['difference'] for q in ref]):+.2f} [{100 * min(q['lo'] for q in ref):+.2f}, "
+            f"{100 * max(q['hi'] for q in ref):+.2f}]")
+    return FULL_REFERENCE.substitute(seeds=len(ref), acc=_pct(acc, 2), diff=diff, verdict=verdict)
 
 
 def render_full_answer(models: pd.DataFrame | None, paired: list[dict], bottleneck: pd.DataFrame | None,
                        bottleneck_paired: list[dict], codec_models: pd.DataFrame | None, codec_paired: list[dict],
                        codec_grid: pd.DataFrame | None, tolerance: float = 0.01, max_bpp: float = 1.0,
-                       stretch_bpp: float | None = 0.5) -> str:
+                       stretch_bpp: float | None = 0.5, references_paired: list[dict] = (),
+                       vs_reference: list[dict] = ()) -> str:
     """The README's headline paragraph and table, from the rows measured on all test images: the
     shipped block-sparse models (mean over seeds), the learned bottlenecks, WebP with a fine-tuned
     classifier, and WebP with the shipped classifier (its lowest rate within ``tolerance`` and
     its point at or under ``max_bpp``, point estimates: the grid has no paired tests). The text
     names what is within ``tolerance`` at or under ``max_bpp``, the lowest rate within it, and
-    the most accurate row at or under ``stretch_bpp``. Empty when no trained model is there."""
-    rows, n = [], set()
+    the most accurate row at or under ``stretch_bpp``. Empty when no trained model is there.
 
-    def add(method, setting, g, p):
+    With ``vs_reference`` (``study.pair_with_reference``: block-sparse models against the
+    uncompressed model fine-tuned with their budget, ``frontier_vs_reference.json``) and
+    ``references_paired`` (that reference against the shipped model, ``reference_models_paired.json``),
+    the table gains a column of those paired tests and the text a sentence on them."""
+    rows, n = [], set()
+    vs = {_stem(q["weights"]): q for q in vs_reference}
+
+    def add(method, setting, g, p, vs_ref=()):
         n.add(int(g["n_images"].max()))
         rows.append(dict(method=method, setting=setting, seeds=len(g), bpp=round(float(g["bpp"].mean()), 3),
                          accuracy=round(100 * float(g["accuracy"].mean()), 2),
@@ -163,14 +208,15 @@ def render_full_answer(models: pd.DataFrame | None, paired: list[dict], bottlene
                                           f"[{100 * min(q['lo'] for q in p):+.2f}, {100 * max(q['hi'] for q in p):+.2f}]"
                                           if p else "n/a (no paired test)"),
                          within=bool(p) and all(q["within"] for q in p), _ref=p[0]["reference_accuracy"] if p else None,
-                         _n_within=sum(bool(q["within"]) for q in p)))
+                         _n_within=sum(bool(q["within"]) for q in p), _vs_ref=list(vs_ref)))
     if models is not None and len(models):
         m = with_recipe(models)
         for g in model_groups(m):
             recipe = recipe_words(g.iloc[0])
+            keys = [_stem(model_key(w, c)) for w, c in zip(g["weights"], g["codebook"])]
             add(f"block-sparse ({g['split_at'].iloc[0]})",
                 describe(g.iloc[0].drop(labels=["finetuned"])) + (f"; {recipe}" if recipe else ""), g,
-                paired_for(g, paired))
+                paired_for(g, paired), [vs[k] for k in keys if k in vs])
     if bottleneck is not None and len(bottleneck):
         for label, g in bottleneck_groups(with_columns(bottleneck, BN_RECIPE)):
             add("learned bottleneck", label, g, paired_for(g, bottleneck_paired))
@@ -197,7 +243,11 @@ def render_full_answer(models: pd.DataFrame | None, paired: list[dict], bottlene
         ref = ref if ref is not None else reference
     table = pd.DataFrame(rows).drop(columns="_ref").sort_values("bpp").reset_index(drop=True)
     partial = table[(table["_n_within"] > 0) & ~table["within"]]  # some seeds within, not all
-    table = table.drop(columns="_n_within")
+    if vs:
+        table.insert(table.columns.get_loc("within") + 1, "vs fine-tuned reference",
+                     [_vs_reference_words(v, k) for v, k in zip(table["_vs_ref"], table["seeds"])])
+    reference_sentence = _reference_sentence(table, list(references_paired), max_bpp, tolerance) if vs else ""
+    table = table.drop(columns=["_n_within", "_vs_ref"])
     ok = table[(table["bpp"] <= max_bpp) & table["within"]]
     if len(ok):
         names = ", ".join(f"{r.method} {r.setting} ({_bpp(r.bpp)} bpp)" for r in ok.itertuples())
@@ -224,5 +274,5 @@ def render_full_answer(models: pd.DataFrame | None, paired: list[dict], bottlene
     for _, r in partial.iterrows():
         sentence += FULL_PARTIAL.substitute(row=f"{r['method']} {r['setting']}", k=r["_n_within"], n=r["seeds"],
                                             tolerance=_points(tolerance))
-    return FULL_ANSWER.substitute(n_images=_count(max(n)), reference=_pct(ref, 2), sentence=sentence,
+    return FULL_ANSWER.substitute(n_images=_count(max(n)), reference=_pct(ref, 2), sentence=sentence + reference_sentence,
                                   table=_markdown(table))

@@ -440,7 +440,9 @@ def load_trained_models(results: str | Path | None = None, data: str | Path | No
     out = dict(models=table("frontier_models"), paired=paired("frontier_models"),
                bottleneck=table("bottleneck_models"), bottleneck_paired=paired("bottleneck_models"),
                codec_models=table("codec_models"), codec_paired=paired("codec_models"),
-               codec_grid=table("codec_grid"))
+               codec_grid=table("codec_grid"), references_paired=paired("reference_models"))
+    vs = d / "frontier_vs_reference.json"
+    out["vs_reference"] = json.loads(vs.read_text()) if vs.exists() else []
     out["screenings"] = [(pd.read_csv(f), json.loads(f.with_suffix(".json").read_text())["config"])
                          for f in sorted(d.glob("screening_layer*bpp*.csv"))]  # every split's and target's
     ablation = table("ablation")

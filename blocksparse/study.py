@@ -28,7 +28,7 @@ from .evaluation import evaluate, head_features, result_row
 from .data import load_dataset
 from .model import SplitResNet18, checkpoint_card, load_pretrained
 from .results import pack_correct, to_frame, unpack_correct
-from .runtime import ROOT, module_device
+from .runtime import ROOT, module_device, results_dir
 from .training import finetune
 
 
@@ -278,6 +278,9 @@ def train_frontier_model(cfg: CodecConfig, seed: int, out_dir: str | Path, datas
 
 
 REFERENCE_NAME = "uncompressed_finetuned"
+# what makes two fine-tuning runs the same budget (group-lasso is left out: the reference has no blocks)
+BUDGET = ("steps", "batch_size", "lr", "optimizer", "train", "distill_weight", "temperature", "eval_every", "patience",
+          "val_subset", "train_subset")
 
 
 def train_reference_model(seed: int, out_dir: str | Path, dataset: str = "fashion-mnist", n_test: int | None = None,
@@ -374,7 +377,8 @@ def pair_with_reference(cards: list[str | Path], reference_cards: list[str | Pat
     again). Each model is paired with the reference run of its own seed, on the same test images;
     a model without ``test_correct``, or without a reference of its seed and image count, is left
     out. Returns one ``analysis.within`` result per pair, keyed like the other paired tests
-    (``weights``: the model's card), with ``reference`` (the reference's card) and its accuracy."""
+    (``weights``: the model's card), with ``reference`` (the reference's card), its accuracy and
+    ``budget_differs``: the ``BUDGET`` settings in which the two runs' schedules differ."""
     refs = {}
     for r in map(Path, reference_cards):
         rc = json.loads(r.read_text())
@@ -387,9 +391,23 @@ def pair_with_reference(cards: list[str | Path], reference_cards: list[str | Pat
             continue
         r, rc = refs[key]
         ref = unpack_correct(rc["test_correct"])
+        ms, rs = card.get("schedule", {}), rc.get("schedule", {})
         out.append(dict(weights=_in_repo(c), reference=_in_repo(r), reference_accuracy=float(ref.mean()),
-                        seed=card["seed"], **within(ref, unpack_correct(card["test_correct"]), tolerance)))
+                        seed=card["seed"], budget_differs=[k for k in BUDGET if ms.get(k) != rs.get(k)],
+                        **within(ref, unpack_correct(card["test_correct"]), tolerance)))
     return out
+
+
+def write_reference_pairs(models: str | Path, references: str | Path) -> Path:
+    """Pair every block-sparse model's card in the folder ``models`` with the fine-tuned reference
+    of its seed among the cards in ``references`` (``pair_with_reference``); writes and returns
+    ``frontier_vs_reference.json`` in the results folder (an empty list when there is no reference yet)."""
+    pairs = pair_with_reference(sorted(Path(models).glob("layer*.json")),
+                                sorted(Path(references).glob(f"{REFERENCE_NAME}*.json")))
+    d = results_dir()
+    d.mkdir(parents=True, exist_ok=True)
+    (d / "frontier_vs_reference.json").write_text(json.dumps(pairs, indent=1, default=float))
+    return d / "frontier_vs_reference.json"
 
 
 def remeasure_frontier_models(cards: list[str | Path], n_test: int | None = None,

@@ -147,3 +147,22 @@ def test_select_under_webp_s_rate_within_one_point_reads_it_from_the_codec_grid(
     with pytest.raises(SystemExit):  # the grid of another dataset is not this one's target
         main(["select", "--dataset", "cifar10", "--target-bpp", "webp"])
     assert "no rows of dataset 'cifar10'" in capsys.readouterr().err
+
+
+def test_reference_pair_only_pairs_the_cards_without_training(tmp_path, monkeypatch, capsys):
+    import numpy as np
+    from blocksparse.results import pack_correct
+    monkeypatch.setenv("BSU_RESULTS_DIR", str(tmp_path / "results"))
+    (tmp_path / "frontier").mkdir(), (tmp_path / "reference").mkdir()
+
+    def card(path, correct, **schedule):
+        path.write_text(json.dumps(dict(dataset="fashion-mnist", seed=0, test_images=len(correct), schedule=schedule,
+                                        test_correct=pack_correct(np.array(correct, bool)))))
+    card(tmp_path / "reference" / "uncompressed_finetuned_seed0.json", [1, 1, 1, 0], steps=1800)
+    card(tmp_path / "frontier" / "layer3_x_seed0.json", [1, 1, 0, 0], steps=1800)
+    card(tmp_path / "frontier" / "bottleneck_layer1_x_seed0.json", [1, 1, 1, 1], steps=1800)  # not block-sparse
+    main(["reference", "--pair-only", "--models", str(tmp_path / "frontier"), "--out", str(tmp_path / "reference")])
+    pairs = json.loads((tmp_path / "results" / "frontier_vs_reference.json").read_text())
+    assert len(pairs) == 1 and pairs[0]["weights"].endswith("layer3_x_seed0.json")
+    assert pairs[0]["difference"] == -0.25 and pairs[0]["budget_differs"] == []
+    assert "-25.00" in capsys.readouterr().out

@@ -335,3 +335,39 @@ def test_model_groups_keep_rows_with_a_missing_recipe_value():
     groups = report_models.model_groups(models)
     assert [list(g["seed"]) for g in groups] == [[0, 1], [0], [0]]  # the card without an lr is its own model
     assert sum(len(g) for g in groups) == len(models)
+
+
+def test_full_answer_pairs_models_with_the_fine_tuned_reference_of_their_seed():
+    models = to_frame([dict(method="blocksparse", split_at="layer3", mode="global", block_size=2, ratio=0.01,
+                            bits=2, finetuned=True, seed=s, accuracy=a, accuracy_lo=a - 0.005, accuracy_hi=a + 0.005,
+                            n_images=10000, bpp=b, weights=w, codebook=f"data/frontier/m{s}.codebook")
+                       for s, a, b, w in ((0, 0.932, 0.67, "data/frontier/m0.pt"), (1, 0.935, 0.66, None))])
+    paired = [dict(weights=w, reference_accuracy=0.9322, difference=d, lo=d - 0.003, hi=d + 0.003, within=True)
+              for w, d in (("data/frontier/m0.pt", -0.0002), ("data/frontier/m1.json", 0.0028))]
+    refs = [dict(weights=f"data/reference/uncompressed_finetuned_seed{s}.json", method="uncompressed",
+                 reference_accuracy=0.9322, difference=d, lo=d - 0.003, hi=d + 0.003, within=True)
+            for s, d in ((0, 0.0040), (1, 0.0060))]
+    # the model's pairs are keyed by its card whether or not its weights ship
+    vs = [dict(weights="data/frontier/m0.json", seed=0, difference=-0.0042, lo=-0.0080, hi=-0.0004, within=True,
+               budget_differs=[]),
+          dict(weights="data/frontier/m1.json", seed=1, difference=-0.0032, lo=-0.0110, hi=0.0010, within=False,
+               budget_differs=[])]
+    text = report_answer.render_full_answer(models, paired, None, [], None, [], None, references_paired=refs,
+                                            vs_reference=vs)
+    assert "| within | vs fine-tuned reference |" in text
+    assert "| True | -0.37 [-1.10, +0.10], 1/2 within |" in text
+    assert ("A second reference, the uncompressed model fine-tuned with the block-sparse models' budget (the whole "
+            "network, distillation from the shipped model, no codec; 2 seed(s)), reaches 93.72% on average, +0.50 "
+            "[+0.10, +0.90] points from the shipped model by a paired test; against it, each model paired with the "
+            "reference run of its own seed (column `vs fine-tuned reference`), nothing at or under 1 bpp is within "
+            "one point of it for every seed on the same budget.") in text
+    both = [vs[0], vs[1] | dict(within=True)]
+    assert ("block-sparse (layer3) global, B=2, ratio 0.01, 2 bits (0.67 bpp) is within one point for every seed."
+            in report_answer.render_full_answer(models, paired, None, [], None, [], None, references_paired=refs,
+                                                vs_reference=both))
+    other = [vs[0], vs[1] | dict(within=True, budget_differs=["lr"])]
+    text = report_answer.render_full_answer(models, paired, None, [], None, [], None, references_paired=refs,
+                                            vs_reference=other)
+    assert "2/2 within (lr differ)" in text and "nothing at or under 1 bpp is within" in text
+    plain = report_answer.render_full_answer(models, paired, None, [], None, [], None)
+    assert "fine-tuned reference" not in plain and "second reference" not in plain

@@ -235,7 +235,8 @@ def test_the_reference_is_the_uncompressed_model_fine_tuned_and_records_its_test
 
 def _card(path, seed, correct, n=None, **extra):
     from blocksparse.results import pack_correct
-    c = dict(dataset="fashion-mnist", seed=seed, test_images=len(correct) if n is None else n, **extra)
+    c = dict(dataset="fashion-mnist", seed=seed, test_images=len(correct) if n is None else n,
+             schedule=dict(steps=1800, lr=1e-3, distill_weight=0.5)) | extra
     if correct is not None:
         c["test_correct"] = pack_correct(np.array(correct, bool))
     path.write_text(json.dumps(c))
@@ -245,7 +246,8 @@ def _card(path, seed, correct, n=None, **extra):
 def test_models_are_paired_with_the_reference_run_of_their_seed(tmp_path):
     refs = [_card(tmp_path / "uncompressed_finetuned_seed0.json", 0, [1, 1, 1, 1, 0, 0, 1, 1]),
             _card(tmp_path / "uncompressed_finetuned_seed1.json", 1, [1, 1, 1, 1, 1, 1, 1, 1])]
-    models = [_card(tmp_path / "layer1_a_seed0.json", 0, [1, 1, 0, 1, 1, 0, 1, 1]),
+    models = [_card(tmp_path / "layer1_a_seed0.json", 0, [1, 1, 0, 1, 1, 0, 1, 1],
+                    schedule=dict(steps=1800, lr=1e-3, distill_weight=0.5, group_lasso_weight=1e-5)),
               _card(tmp_path / "layer1_a_seed1.json", 1, [1, 0, 1, 1, 1, 1, 1, 1]),
               _card(tmp_path / "layer1_a_seed2.json", 2, [1] * 8),           # no reference of seed 2
               _card(tmp_path / "layer1_b_seed0.json", 0, None, n=8),         # predates test_correct
@@ -256,6 +258,9 @@ def test_models_are_paired_with_the_reference_run_of_their_seed(tmp_path):
     assert pairs[0]["difference"] == 0 and pairs[0]["b_only"] == 1 and pairs[0]["a_only"] == 1
     assert pairs[1]["difference"] == -1 / 8 and pairs[1]["reference_accuracy"] == 1.0
     assert not pairs[1]["within"]  # one image in eight lost: far outside one point
+    assert pairs[0]["budget_differs"] == []
+    other = _card(tmp_path / "layer1_d_seed0.json", 0, [1] * 8, schedule=dict(steps=1800, lr=3e-4, distill_weight=0.5))
+    assert blocksparse.study.pair_with_reference([other], refs)[0]["budget_differs"] == ["lr"]
 
 
 def test_a_card_is_given_its_per_image_test_again_only_by_its_own_weights(tmp_path):
