@@ -27,7 +27,7 @@ from .baselines import LOSSLESS_FORMATS, LOSSY_FORMATS, QUALITIES, available_for
 from .bottleneck_training import SELECT_ON
 from .analysis import ONE_POINT, codec_rate_within
 from .report_format import _points
-from .study import (PRESETS, candidates_under, select_after_finetuning,
+from .study import (BOTTLENECK_STRIDE, PRESETS, candidates_under, select_after_finetuning,
                     split_sweep, sweep, train_bottleneck_model, train_codec_baseline_model, train_frontier_model,
                     train_reference_model, write_reference_pairs)
 from .training import accuracy, finetune, pretrain
@@ -331,6 +331,8 @@ def _bottleneck_command(argv: list[str]) -> None:
     ap.add_argument("--split-at", default="layer1", choices=SPLIT_POINTS)
     ap.add_argument("--rate-weights", type=float, nargs="+", required=True)
     ap.add_argument("--latent-channels", type=_positive, default=8)
+    ap.add_argument("--stride", type=_positive, default=BOTTLENECK_STRIDE,
+                    help="encoder downsampling, a power of two >= 2 (7x7 features after layer3: 2 gives 4x4 latents)")
     _schedule_args(ap, [0], 1000, 100, 4, 1.0)
     ap.add_argument("--select-on", choices=SELECT_ON, default="objective")
     ap.add_argument("--prior-lr", type=float, default=None, help="learning rate of the entropy model (default: --lr)")
@@ -342,8 +344,10 @@ def _bottleneck_command(argv: list[str]) -> None:
     a = ap.parse_args(argv)
     if any(not w >= 0 for w in a.rate_weights):
         ap.error(f"--rate-weights must be >= 0, got {a.rate_weights}")
+    if a.stride < 2 or a.stride & (a.stride - 1):
+        ap.error(f"--stride must be a power of two >= 2, got {a.stride}")
     rows = [train_bottleneck_model(w, seed, a.out, a.dataset, a.split_at, a.latent_channels, a.n_test,
-                                   a.rate_sample, a.state_dir, a.tag, steps=a.steps, eval_every=a.eval_every,
+                                   a.rate_sample, a.state_dir, a.tag, a.stride, steps=a.steps, eval_every=a.eval_every,
                                    patience=a.patience, lr=a.lr, batch_size=a.batch_size,
                                    distill_weight=a.distill_weight, select_on=a.select_on, val_subset=a.val_subset,
                                    **({} if a.prior_lr is None else dict(prior_lr=a.prior_lr)))

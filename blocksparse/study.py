@@ -479,15 +479,21 @@ def remeasure_cached(cards: list[str | Path], kind: str, recompute: bool = False
     return out
 
 
-def bottleneck_name(lmbda: float, latent_channels: int, seed: int, split_at: str = "layer1", tag: str = "") -> str:
-    """A file-name-safe label of a learned bottleneck, e.g. ``bottleneck_layer1_M8_lmbda0.5_seed0``."""
-    return f"bottleneck_{split_at}_M{latent_channels}_lmbda{lmbda:g}{tag}_seed{seed}"
+BOTTLENECK_STRIDE = inspect.signature(Bottleneck).parameters["stride"].default
+
+
+def bottleneck_name(lmbda: float, latent_channels: int, seed: int, split_at: str = "layer1", tag: str = "",
+                    stride: int = BOTTLENECK_STRIDE) -> str:
+    """A file-name-safe label of a learned bottleneck, e.g. ``bottleneck_layer1_M8_lmbda0.5_seed0``
+    (``_S2`` after the channels for a stride other than the default)."""
+    s = "" if stride == BOTTLENECK_STRIDE else f"_S{stride}"
+    return f"bottleneck_{split_at}_M{latent_channels}{s}_lmbda{lmbda:g}{tag}_seed{seed}"
 
 
 def train_bottleneck_model(lmbda: float, seed: int, out_dir: str | Path, dataset: str = "fashion-mnist",
                            split_at: str = "layer1", latent_channels: int = 8, n_test: int | None = None,
                            rate_sample: int | None = 1000, state_dir: str | Path | None = None,
-                           tag: str = "", **train_kwargs) -> dict:
+                           tag: str = "", stride: int = BOTTLENECK_STRIDE, **train_kwargs) -> dict:
     """Train one learned bottleneck (``bottleneck_training.train_bottleneck``, ResNet frozen) at rate weight
     ``lmbda``, ship it and test it once.
 
@@ -496,15 +502,17 @@ def train_bottleneck_model(lmbda: float, seed: int, out_dir: str | Path, dataset
     accuracy, sha256) to ``out_dir``. The test set (``n_test`` evenly spaced images, default all)
     is evaluated once, the rate from real per-image ANS streams of ``rate_sample`` of them, with
     the uncompressed model on the same images for a paired comparison. Returns the results row
-    plus ``paired`` and ``reference_accuracy``.
+    plus ``paired`` and ``reference_accuracy``. ``stride``: the encoder's downsampling (a smaller
+    one for the smaller maps of later splits: 7x7 after layer3 gives 2x2 latents at stride 4).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    name = bottleneck_name(lmbda, latent_channels, seed, split_at, tag)
+    name = bottleneck_name(lmbda, latent_channels, seed, split_at, tag, stride)
     state = _state_path(state_dir, name)
     model = load_pretrained(dataset, split_at)
     torch.manual_seed(seed)  # the bottleneck's initial weights
-    bn = Bottleneck(in_channels=model.split_channels, latent_channels=latent_channels).to(module_device(model))
+    bn = Bottleneck(in_channels=model.split_channels, latent_channels=latent_channels,
+                    stride=stride).to(module_device(model))
     bn, history = train_bottleneck(model, bn, lmbda, dataset, seed=seed, state_path=state, **train_kwargs)
     best = best_evaluation(history, train_kwargs.get("select_on", "objective"))
     weights = out / f"{name}.pt"

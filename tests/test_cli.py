@@ -41,6 +41,7 @@ def test_sweep_command_writes_results_and_figure(tmp_path, monkeypatch, capsys):
                                         (["--block-size", "29", "--subset", "2"], "larger than"),
                                         (["--finetune-steps", "-1"], "--finetune-steps"),
                                         (["bottleneck", "--rate-weights", "-1"], "--rate-weights"),
+                                        (["bottleneck", "--rate-weights", "1", "--stride", "3"], "--stride"),
                                         (["select", "--lrs", "1e-3", "0"], "--lrs"),
                                         (["select", "--target-bpp", "png"], "--target-bpp"),
                                         (["select", "--target-bpp", "0"], "--target-bpp"),

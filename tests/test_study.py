@@ -294,3 +294,18 @@ def test_a_card_is_given_its_per_image_test_again_only_by_its_own_weights(tmp_pa
         blocksparse.study.weights_from_state(tmp_path / "runs" / "layer1_global_B4_r0.01_2b_seed0.state.pt",
                                              card_path, tmp_path / "other")
     assert not (tmp_path / "other" / card_path.with_suffix(".pt").name).exists()
+
+
+def test_a_bottleneck_after_layer3_codes_its_7x7_map_at_the_stride_asked(tmp_path):
+    row = blocksparse.study.train_bottleneck_model(
+        0.2, 0, tmp_path, split_at="layer3", stride=2, n_test=12, rate_sample=2, steps=2, eval_every=1,
+        batch_size=4, val_subset=8, progress=False)
+    card = tmp_path / "bottleneck_layer3_M8_S2_lmbda0.2_seed0.json"
+    arch = json.loads(card.read_text())["architecture"]
+    assert arch["stride"] == 2 and arch["in_channels"] == 256  # layer3's channels
+    assert row["split_at"] == "layer3" and row["n_images"] == 12
+    bn = bsu.load_bottleneck(card.with_suffix(".pt"))
+    assert bn.latent_hw(7, 7) == (4, 4)
+    rows, _ = blocksparse.study.remeasure_bottleneck_models([card], n_test=12, rate_sample=2)
+    assert rows[0]["accuracy"] == row["accuracy"] and rows[0]["bpp"] == row["bpp"]
+    assert blocksparse.study.bottleneck_name(0.2, 8, 0) == "bottleneck_layer1_M8_lmbda0.2_seed0"  # default: as before
