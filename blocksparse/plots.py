@@ -36,14 +36,15 @@ def _true(v) -> bool:
 
 
 def _curve_label(row: pd.Series) -> str:
-    if row["method"] == "blocksparse":  # a split other than the original's (layer1) is named
-        split = row.get("split_at")
-        after = f" after {split}" if isinstance(split, str) and split != "layer1" else ""
+    split = row.get("split_at")  # a split other than the original's (layer1) is named
+    after = f" after {split}" if isinstance(split, str) and split != "layer1" else ""
+    if row["method"] == "blocksparse":
         return f"{row['mode']}{after}{' (fine-tuned)' if _true(row['finetuned']) else ''}"
     if row["method"] == "dense":
         return "dense (border zeroed)"
-    tuned = _true(row.get("finetuned")) and row["method"] != "learned-bottleneck"  # a bottleneck is always trained
-    return (f"{row['method']}{' (fine-tuned)' if tuned else ''}"
+    if row["method"] == "learned-bottleneck":  # always trained: no "(fine-tuned)"
+        return f"learned-bottleneck{after}"
+    return (f"{row['method']}{' (fine-tuned)' if _true(row.get('finetuned')) else ''}"
             f"{' (estimate)' if _true(row.get('rate_is_estimate')) else ''}")
 
 

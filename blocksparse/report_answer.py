@@ -219,7 +219,9 @@ def render_full_answer(models: pd.DataFrame | None, paired: list[dict], bottlene
                 paired_for(g, paired), [vs[k] for k in keys if k in vs])
     if bottleneck is not None and len(bottleneck):
         for label, g in bottleneck_groups(with_columns(bottleneck, BN_RECIPE)):
-            add("learned bottleneck", label, g, paired_for(g, bottleneck_paired))
+            split = g["split_at"].iloc[0]
+            add(f"learned bottleneck ({split})" if isinstance(split, str) else "learned bottleneck", label, g,
+                paired_for(g, bottleneck_paired))
     if codec_models is not None and len(codec_models):
         c = to_frame(codec_models)
         by = {codec_key(q.get("method"), q.get("quality"), q.get("seed")): q for q in codec_paired}

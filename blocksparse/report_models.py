@@ -183,38 +183,45 @@ def _diff(p: dict) -> str:
 
 
 def _join_schedules(rows: pd.DataFrame, cards: dict[str, dict], column: str, suffix: str, fields) -> pd.DataFrame:
-    """``rows`` (results schema) with columns from their cards' schedules: a row's card is the one
-    whose file stem is the file name in ``column`` without ``suffix``; ``fields(schedule)`` gives
-    the columns to add. A row without its card is a ValueError."""
+    """``rows`` (results schema) with columns from their cards: a row's card is the one whose file
+    stem is the file name in ``column`` without ``suffix``; ``fields(card)`` gives the columns to
+    add. A row without its card is a ValueError."""
     rows = to_frame(rows).reset_index(drop=True)
     out = []
     for _, r in rows.iterrows():
         stem = str(r[column]).rsplit("/", 1)[-1].removesuffix(suffix)
         if stem not in cards:
             raise ValueError(f"cards: no card for the run {stem!r}")
-        out.append(fields(cards[stem]["schedule"]))
+        out.append(fields(cards[stem]))
     return pd.concat([rows, pd.DataFrame(out, index=rows.index)], axis=1)
 
 
 def bottleneck_frame(rows: pd.DataFrame, cards: dict[str, dict]) -> pd.DataFrame:
     """Learned bottlenecks with their recipe from the cards (``cards``: card file stem -> card; a
     row's stem is its weights'): adds ``prior_lr`` (NaN: the entropy model trained at the main
-    learning rate) and ``steps``."""
-    return _join_schedules(rows, cards, "weights", ".pt", lambda sch: dict(
-        prior_lr=np.nan if sch.get("prior_lr") is None else float(sch["prior_lr"]), steps=int(sch["steps"])))
+    learning rate), ``steps`` and the encoder's ``stride``."""
+    return _join_schedules(rows, cards, "weights", ".pt", lambda card: dict(
+        prior_lr=np.nan if card["schedule"].get("prior_lr") is None else float(card["schedule"]["prior_lr"]),
+        steps=int(card["schedule"]["steps"]), stride=int(card["architecture"]["stride"])))
 
 
-BN_RECIPE = ["prior_lr", "steps"]
+BN_RECIPE = ["prior_lr", "steps", "stride"]
 
 
 def bottleneck_groups(models: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
-    """One group per rate weight and recipe (its seeds), with a label, in order of rate."""
-    keys = ["rate_weight", *[c for c in BN_RECIPE if c in models.columns]]
+    """One group per split, rate weight and recipe (its seeds), with a label, in order of rate. The
+    label names the split and the stride only where the frame holds more than one of them."""
+    keys = ["split_at", "rate_weight", *[c for c in BN_RECIPE if c in models.columns]]
+    several = {c: models[c].nunique(dropna=False) > 1 for c in ("split_at", "stride") if c in models.columns}
     groups = []
     for _, g in models.groupby(keys, sort=False, dropna=False):
-        label = f"lambda={_number(g['rate_weight'].iloc[0])}"
-        if "prior_lr" in g.columns and not _missing(g["prior_lr"].iloc[0]):
-            label += f", prior lr {_number(float(g['prior_lr'].iloc[0]))}"
+        r = g.iloc[0]
+        label = f"{r['split_at']}, " if several.get("split_at") else ""
+        label += f"lambda={_number(r['rate_weight'])}"
+        if several.get("stride"):
+            label += f", stride {int(r['stride'])}"
+        if "prior_lr" in g.columns and not _missing(r["prior_lr"]):
+            label += f", prior lr {_number(float(r['prior_lr']))}"
         groups.append((label, g))
     return sorted(groups, key=lambda lg: float(lg[1]["bpp"].mean()))
 
@@ -230,7 +237,7 @@ def with_columns(models: pd.DataFrame, extra: list[str]) -> pd.DataFrame:
 
 BOTTLENECK = Template("""\
 **The learned bottleneck (the field's anchor), on all $n_images test images** (`data/frontier/bottleneck_*`, \
-`python blocksparse_utils.py bottleneck`): at the same split, an encoder to a few latent channels at stride 4, a \
+`python blocksparse_utils.py bottleneck`): $where, an encoder to a few latent channels$stride, a \
 factorized logistic entropy model and a decoder back to the tail's input, trained with the ResNet frozen \
 (distillation + rate) once per rate weight, the weights chosen on validation by the rate-accuracy objective, \
 each model tested once; bpp from real per-image ANS streams. $summary
@@ -241,18 +248,31 @@ BOTTLENECK_WITHIN = Template("The lowest rate within $tolerance by a paired test
                              "($weight, $accuracy against $reference uncompressed).")
 BOTTLENECK_NONE = Template("None of them is within $tolerance by a paired test; the most accurate reaches "
                            "$accuracy at $bpp bpp ($weight) against $reference uncompressed.")
-BOTTLENECK_BD = Template(" BD-rate of the bottleneck's curve ($points models on its Pareto front, mean over seeds) "
+BOTTLENECK_BD = Template(" BD-rate of the bottleneck's curve$after ($points models on its Pareto front, mean over seeds) "
                          "against WebP on the same images (untuned classifier, qualities $qualities): "
                          "$bd (negative: the bottleneck needs fewer bits for the same accuracy).")
+
+
+def _splits_words(models: pd.DataFrame) -> tuple[str, str]:
+    """Where the bottlenecks sit and at which stride, in words (the stride only where the frame has it)."""
+    splits = sorted(models["split_at"].dropna().unique())
+    where = ("at the same split" if len(splits) <= 1 else
+             f"after {', '.join(splits[:-1])} and {splits[-1]} (a model per split and rate weight)")
+    if "stride" not in models.columns or models["stride"].isna().any():
+        return where, " at a lower resolution"
+    by = {sp: sorted({int(v) for v in models.loc[models["split_at"] == sp, "stride"]}) for sp in splits}
+    if len({tuple(v) for v in by.values()}) <= 1:
+        return where, f" at stride {'/'.join(map(str, next(iter(by.values()), [])))}"
+    return where, " at stride " + ", ".join(f"{'/'.join(map(str, v))} after {sp}" for sp, v in by.items())
 
 
 def render_bottleneck(models: pd.DataFrame, paired: list[dict], codec_grid: pd.DataFrame | None = None,
                       tolerance: float = 0.01, anchor: str = "webp") -> str:
     """The README's paragraph and table on the learned bottlenecks (``bottleneck_models.csv``,
     its ``_paired.json``; ``codec_grid``: the image codecs on the same test images for a
-    BD-rate). A rate weight trained with several seeds (and the same recipe, ``bottleneck_frame``)
-    is one model: its mean accuracy and rate, "within" only if every seed is. Empty ``models``
-    renders as an empty string."""
+    BD-rate, one per split). A rate weight trained with several seeds (and the same recipe,
+    ``bottleneck_frame``) at one split is one model: its mean accuracy and rate, "within" only
+    if every seed is. Empty ``models`` renders as an empty string."""
     from .analysis import bd_rate, pareto
     models = with_columns(models, BN_RECIPE)
     if models.empty:
@@ -261,7 +281,7 @@ def render_bottleneck(models: pd.DataFrame, paired: list[dict], codec_grid: pd.D
     for label, g in bottleneck_groups(models):
         p = paired_for(g, paired)
         groups.append(dict(label=label, g=g, p=p, accuracy=float(g["accuracy"].mean()), bpp=float(g["bpp"].mean()),
-                           within=all(q["within"] for q in p)))
+                           within=all(q["within"] for q in p), split="" if _missing(g["split_at"].iloc[0]) else str(g["split_at"].iloc[0])))
     ref = _pct(groups[0]["p"][0]["reference_accuracy"], 2)
     ok = [x for x in groups if x["within"]]
     if ok:
@@ -272,17 +292,20 @@ def render_bottleneck(models: pd.DataFrame, paired: list[dict], codec_grid: pd.D
         x = max(groups, key=lambda y: y["accuracy"])
         summary = BOTTLENECK_NONE.substitute(tolerance=_points(tolerance), accuracy=_pct(x["accuracy"], 2),
                                              bpp=_bpp(x["bpp"]), weight=x["label"], reference=ref)
-    curve = pareto(pd.DataFrame(dict(bpp=[x["bpp"] for x in groups], accuracy=[x["accuracy"] for x in groups])))
-    if codec_grid is not None and len(curve) >= 2:
-        g = to_frame(codec_grid)
-        g = g[(g["method"] == anchor) & (g["n_images"] == models["n_images"].iloc[0])]
-        if len(g) >= 2:
-            try:
-                bd = f"{bd_rate(g['bpp'], g['accuracy'], curve['bpp'], curve['accuracy']):+.0f}%"
-            except ValueError as e:  # e.g. the accuracy ranges do not overlap
-                bd = f"n/a ({e})"
-            summary += BOTTLENECK_BD.substitute(qualities=", ".join(_number(q) for q in g["quality"]), bd=bd,
-                                                points=len(curve))
+    g = to_frame(codec_grid) if codec_grid is not None else None
+    g = g[(g["method"] == anchor) & (g["n_images"] == models["n_images"].iloc[0])] if g is not None else None
+    splits = list(dict.fromkeys(x["split"] for x in groups))
+    for split in splits:  # one curve per split: a front across splits would mix two levers
+        mine = [x for x in groups if x["split"] == split]
+        curve = pareto(pd.DataFrame(dict(bpp=[x["bpp"] for x in mine], accuracy=[x["accuracy"] for x in mine])))
+        if g is None or len(g) < 2 or len(curve) < 2:
+            continue
+        try:
+            bd = f"{bd_rate(g['bpp'], g['accuracy'], curve['bpp'], curve['accuracy']):+.0f}%"
+        except ValueError as e:  # e.g. the accuracy ranges do not overlap
+            bd = f"n/a ({e})"
+        summary += BOTTLENECK_BD.substitute(qualities=", ".join(_number(q) for q in g["quality"]), bd=bd,
+                                            points=len(curve), after=f" after {split}" if len(splits) > 1 else "")
     rows = []
     for x in groups:
         for (_, r), q in zip(x["g"].iterrows(), x["p"]):
@@ -291,8 +314,9 @@ def render_bottleneck(models: pd.DataFrame, paired: list[dict], codec_grid: pd.D
                              interval=_intervals([r["accuracy_lo"]], [r["accuracy_hi"]])[0],
                              bpp=round(float(r["bpp"]), 3), bytes=round(float(r["stream_bytes"]), 1),
                              vs_uncompressed=_diff(q), within=bool(q["within"])))
-    return BOTTLENECK.substitute(n_images=_count(int(models["n_images"].max())), summary=summary,
-                                 table=_markdown(pd.DataFrame(rows)))
+    where, stride = _splits_words(models)
+    return BOTTLENECK.substitute(n_images=_count(int(models["n_images"].max())), summary=summary, where=where,
+                                 stride=stride, table=_markdown(pd.DataFrame(rows)))
 
 
 CODEC_MODELS = Template("""\
@@ -341,10 +365,10 @@ def ablation_frame(rows: pd.DataFrame, cards: dict[str, dict]) -> pd.DataFrame:
     """Fine-tuning runs of one configuration with their loss settings, one row per run: the results
     rows joined with their cards (``cards``: card file stem -> card; a row's stem is its code
     table's). Adds ``distill_weight``, ``group_lasso_weight``, ``steps``, ``lr`` from the cards."""
-    return _join_schedules(rows, cards, "codebook", ".codebook", lambda sch: dict(
-        distill_weight=float(sch.get("distill_weight", 0.5)),
-        group_lasso_weight=float(sch.get("group_lasso_weight", 0.0)), steps=int(sch["steps"]),
-        lr=float(sch.get("lr", DEFAULT_LR))))
+    return _join_schedules(rows, cards, "codebook", ".codebook", lambda card: dict(
+        distill_weight=float(card["schedule"].get("distill_weight", 0.5)),
+        group_lasso_weight=float(card["schedule"].get("group_lasso_weight", 0.0)), steps=int(card["schedule"]["steps"]),
+        lr=float(card["schedule"].get("lr", DEFAULT_LR))))
 
 
 ABLATION = Template("""\

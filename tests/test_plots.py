@@ -1,5 +1,6 @@
 """Plots: the explorer picks the configuration's row and shows what it measured."""
 import matplotlib
+import pandas as pd
 import pytest
 import torch
 
@@ -50,6 +51,9 @@ def test_curve_labels_read_flags_of_loaded_results():
     layer2 = r.iloc[1].copy()
     layer2["split_at"] = "layer2"
     assert _curve_label(layer2) == "global after layer2 (fine-tuned)"
+    bn = pd.Series(dict(method="learned-bottleneck", finetuned=True, split_at="layer3"))
+    assert _curve_label(bn) == "learned-bottleneck after layer3"
+    assert _curve_label(bn.drop("split_at")) == "learned-bottleneck"
 
 
 def test_plot_split_points_draws_each_front_and_the_mean_of_each_models_seeds():

@@ -107,6 +107,34 @@ def test_render_bottleneck_names_the_lowest_rate_within_and_the_bd_rate():
     assert report_models.render_bottleneck(to_frame([]), []) == ""
 
 
+def test_bottlenecks_at_two_splits_are_kept_apart_and_each_split_has_its_own_bd_rate():
+    rows = _bn_rows()
+    # the same rate weights after layer3, at stride 2: half the rate of layer1's at the same accuracy
+    later = [r | dict(split_at="layer3", bpp=r["bpp"] / 2, stream_bytes=r["stream_bytes"] / 2,
+                      weights=r["weights"].replace("bn_", "bn3_")) for r in rows]
+    paired = _bn_paired([False, True, True])
+    paired += [p | dict(weights=p["weights"].replace("bn_", "bn3_")) for p in paired]
+    cards = {Path(r["weights"]).stem: dict(schedule=dict(steps=1200),
+                                           architecture=dict(stride=2 if "bn3_" in r["weights"] else 4))
+             for r in rows + later}
+    frame = report_models.bottleneck_frame(to_frame(rows + later), cards)
+    grid = to_frame([dict(method="webp", quality=q, accuracy=r["accuracy"], n_images=10000, bpp=2 * r["bpp"],
+                          finetuned=False) for q, r in zip((0, 5, 10), rows)])
+    text = report_models.render_bottleneck(frame, paired, grid)
+    assert "after layer1 and layer3 (a model per split and rate weight), an encoder to a few latent channels at " \
+           "stride 4 after layer1, 2 after layer3," in text
+    assert "| layer1, lambda=0.8, stride 4 | 0 |" in text and "| layer3, lambda=0.8, stride 2 | 0 |" in text
+    # layer1 against WebP at twice its rate: -50%; layer3 at a quarter: -75%
+    assert "BD-rate of the bottleneck's curve after layer1 (3 models" in text and ": -50%" in text
+    assert "BD-rate of the bottleneck's curve after layer3 (3 models" in text and ": -75%" in text
+    assert "is 0.30 bpp (layer3, lambda=0.8, stride 2, 92.00%" in text  # the lowest rate within, layer3's
+    answer = report_answer.render_full_answer(None, [], frame, paired, None, [], None)
+    assert "| learned bottleneck (layer3) | layer3, lambda=0.8, stride 2 | 1 | 0.3 | 92 |" in answer
+    assert "| learned bottleneck (layer1) | layer1, lambda=0.8, stride 4 | 1 | 0.6 | 92 |" in answer
+    one = report_models.render_bottleneck(report_models.bottleneck_frame(to_frame(rows), cards), paired[:3], grid)
+    assert "at the same split, an encoder to a few latent channels at stride 4," in one and "| lambda=0.8 |" in one
+
+
 def test_bottleneck_seeds_are_one_model_and_a_recipe_another():
     rows = _bn_rows()
     # a second seed of lambda=0.8 (the same recipe) and lambda=0.8 with the entropy model at its own learning rate
@@ -118,15 +146,16 @@ def test_bottleneck_seeds_are_one_model_and_a_recipe_another():
         dict(weights=w, reference_accuracy=0.9322, difference=d, lo=d - 0.004, hi=d + 0.004, within=k)
         for w, d, k in (("data/frontier/bn_0.8_s1.pt", -0.022, False), ("data/frontier/bn_0.8_plr.pt", -0.05, False))]
     cards = {Path(r["weights"]).stem: dict(schedule=dict(steps=1200, **({"prior_lr": 0.01} if "plr" in r["weights"]
-                                                                         else {}))) for r in rows}
+                                                                         else {})), architecture=dict(stride=4))
+             for r in rows}
     frame = report_models.bottleneck_frame(to_frame(rows), cards)
     text = report_models.render_bottleneck(frame, paired)
     # lambda=0.8 over two seeds: one not within, so the model is not; lambda=0.2 is the lowest within
     assert "is 1.20 bpp (lambda=0.2, 92.50%" in text
     assert text.count("| lambda=0.8 |") == 2 and "| lambda=0.8, prior lr 0.01 |" in text
     answer = report_answer.render_full_answer(None, [], frame, paired, None, [], None)
-    assert "| learned bottleneck | lambda=0.8 | 2 | 0.61 | 91.5 |" in answer  # mean of the two seeds
-    assert "| learned bottleneck | lambda=0.8, prior lr 0.01 | 1 | 0.4 | 88 |" in answer
+    assert "| learned bottleneck (layer1) | lambda=0.8 | 2 | 0.61 | 91.5 |" in answer  # mean of the two seeds
+    assert "| learned bottleneck (layer1) | lambda=0.8, prior lr 0.01 | 1 | 0.4 | 88 |" in answer
     with pytest.raises(ValueError, match="cards"):
         report_models.bottleneck_frame(to_frame(rows), {})
 
@@ -262,15 +291,15 @@ def test_full_answer_names_what_is_within_on_all_images_and_labels_point_estimat
                        for q, a, b in ((0, 0.78, 0.995), (70, 0.9241, 2.652), (90, 0.9312, 3.98))])
     text = report_answer.render_full_answer(models, paired, bn, _bn_paired([False, True, True]), None, [], grid)
     assert "**The answer on all 10,000 test images** (the rows it rests on; uncompressed 93.22%)" in text
-    assert ("at or under 1 bpp, learned bottleneck lambda=0.8 (0.60 bpp) is within one point of the uncompressed "
+    assert ("at or under 1 bpp, learned bottleneck (layer1) lambda=0.8 (0.60 bpp) is within one point of the uncompressed "
             "model by a paired test.") in text
     assert "| block-sparse (layer1) | global, B=4, ratio 0.005, 2 bits | 2 | 0.63 | 89.5 | [88.40, 90.60] | -3.70 [-4.70, -2.70] | False |" in text
     assert "| webp | q=70 | 1 | 2.652 | 92.41 | n/a | -0.81 (point estimate) | False |" in text  # lowest within
     assert "| webp | q=0 | 1 | 0.995 | 78 | n/a | -15.22 (point estimate) | False |" in text  # best at <= 1 bpp
     # lambda=0.2 is within too, at a higher rate; webp q=70 has no paired test
-    assert ("The lowest rate within one point by a paired test: learned bottleneck lambda=0.8, 92.00% [91.50, 92.50] "
+    assert ("The lowest rate within one point by a paired test: learned bottleneck (layer1) lambda=0.8, 92.00% [91.50, 92.50] "
             "at 0.60 bpp (difference -1.20 [-1.60, -0.80] points).") in text
-    assert ("At or under 0.5 bpp the most accurate is learned bottleneck lambda=3.2, 90.00% [89.50, 90.50] at "
+    assert ("At or under 0.5 bpp the most accurate is learned bottleneck (layer1) lambda=3.2, 90.00% [89.50, 90.50] at "
             "0.30 bpp (difference -3.20 [-3.60, -2.80] points); not within one point by a paired test.") in text
     none = report_answer.render_full_answer(models, paired, None, [], None, [], None)
     assert "nothing measured at or under 1 bpp is within one point" in none
