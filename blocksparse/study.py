@@ -278,9 +278,17 @@ def train_frontier_model(cfg: CodecConfig, seed: int, out_dir: str | Path, datas
 
 
 REFERENCE_NAME = "uncompressed_finetuned"
-# what makes two fine-tuning runs the same budget (group-lasso is left out: the reference has no blocks)
-BUDGET = ("steps", "batch_size", "lr", "optimizer", "train", "distill_weight", "temperature", "eval_every", "patience",
+# what makes two fine-tuning runs the same budget: these schedule settings and the steps actually run
+# (``steps_run``, the last evaluation's step; patience is not compared, only whether it cut a run short).
+# Group-lasso is left out: the reference has no blocks.
+BUDGET = ("steps", "batch_size", "lr", "optimizer", "train", "distill_weight", "temperature", "eval_every",
           "val_subset", "train_subset")
+
+
+def _budget(card: dict) -> dict:
+    """A run's ``BUDGET`` settings from its card, with ``steps_run``."""
+    sch, history = card.get("schedule", {}), card.get("history") or [{}]
+    return {k: sch.get(k) for k in BUDGET} | dict(steps_run=history[-1].get("step"))
 
 
 def train_reference_model(seed: int, out_dir: str | Path, dataset: str = "fashion-mnist", n_test: int | None = None,
@@ -378,7 +386,7 @@ def pair_with_reference(cards: list[str | Path], reference_cards: list[str | Pat
     a model without ``test_correct``, or without a reference of its seed and image count, is left
     out. Returns one ``analysis.within`` result per pair, keyed like the other paired tests
     (``weights``: the model's card), with ``reference`` (the reference's card), its accuracy and
-    ``budget_differs``: the ``BUDGET`` settings in which the two runs' schedules differ."""
+    ``budget_differs``: the ``BUDGET`` settings, and ``steps_run``, in which the two runs differ."""
     refs = {}
     for r in map(Path, reference_cards):
         rc = json.loads(r.read_text())
@@ -391,9 +399,9 @@ def pair_with_reference(cards: list[str | Path], reference_cards: list[str | Pat
             continue
         r, rc = refs[key]
         ref = unpack_correct(rc["test_correct"])
-        ms, rs = card.get("schedule", {}), rc.get("schedule", {})
+        mb, rb = _budget(card), _budget(rc)
         out.append(dict(weights=_in_repo(c), reference=_in_repo(r), reference_accuracy=float(ref.mean()),
-                        seed=card["seed"], budget_differs=[k for k in BUDGET if ms.get(k) != rs.get(k)],
+                        seed=card["seed"], budget_differs=[k for k in mb if mb[k] != rb[k]],
                         **within(ref, unpack_correct(card["test_correct"]), tolerance)))
     return out
 

@@ -261,6 +261,9 @@ def test_models_are_paired_with_the_reference_run_of_their_seed(tmp_path):
     assert pairs[0]["budget_differs"] == []
     other = _card(tmp_path / "layer1_d_seed0.json", 0, [1] * 8, schedule=dict(steps=1800, lr=3e-4, distill_weight=0.5))
     assert blocksparse.study.pair_with_reference([other], refs)[0]["budget_differs"] == ["lr"]
+    short = _card(tmp_path / "layer1_e_seed0.json", 0, [1] * 8, history=[dict(step=0), dict(step=600)],
+                  schedule=dict(steps=1800, lr=1e-3, distill_weight=0.5, patience=4))  # stopped early
+    assert blocksparse.study.pair_with_reference([short], refs)[0]["budget_differs"] == ["steps_run"]
 
 
 def test_a_card_is_given_its_per_image_test_again_only_by_its_own_weights(tmp_path):
