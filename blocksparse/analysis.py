@@ -12,7 +12,9 @@ import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike
 
-from .results import SCHEMA
+from .results import SCHEMA, unpack_correct
+
+ONE_POINT = 0.01  # the study's tolerance: "within one point" of the uncompressed accuracy
 
 # Slack for comparing an accuracy (a multiple of 1/n_images, n <= 1e6) with an arithmetic
 # threshold such as reference - tolerance: rounding in the subtraction must not decide.
@@ -161,6 +163,53 @@ def within(correct_ref: ArrayLike, correct_x: ArrayLike, tolerance: float = 0.01
     return dict(t, tolerance=tolerance, within=bool(t["lo"] >= -tolerance - _EPS))
 
 
+# what makes two fine-tuning runs the same budget: these schedule settings and the steps actually run
+# (``steps_run``, the last evaluation's step; patience is not compared, only whether it cut a run short).
+# Group-lasso is left out: the reference has no blocks.
+BUDGET = ("steps", "batch_size", "lr", "optimizer", "train", "distill_weight", "temperature", "eval_every",
+          "val_subset", "train_subset")
+
+
+def run_budget(card: dict) -> dict:
+    """A training run's ``BUDGET`` settings from its card, with ``steps_run``."""
+    sch, history = card.get("schedule", {}), card.get("history") or [{}]
+    return {k: sch.get(k) for k in BUDGET} | dict(steps_run=history[-1].get("step"))
+
+
+def pair_with_reference(models: dict[str, dict], references: dict[str, dict], tolerance: float = ONE_POINT) -> list[dict]:
+    """Paired tests of trained models against a fine-tuned reference, from the per-image
+    correctness (``test_correct``) their cards recorded at their one test: nothing is evaluated.
+
+    ``models`` and ``references``: card path -> card. Each model is paired with the reference run
+    of its own seed on the same dataset, base checkpoint and number of test images (the test
+    subsets are evenly spaced, so the same number is the same images); a model without
+    ``test_correct`` or without such a reference is left out, two references of one key are a
+    ValueError. Returns one ``within`` result per pair with ``weights`` (the model's card),
+    ``seed``, ``reference`` (the reference's card), ``reference_accuracy``, ``reference_budget``
+    (``run_budget``), ``reference_paired`` (the reference's own paired test against the shipped
+    model, from its card) and ``budget_differs`` (the budget entries in which the runs differ)."""
+    def key(c: dict) -> tuple:
+        return c["dataset"], c["seed"], c["test_images"], c.get("base_checkpoint")
+    refs = {}
+    for path, rc in references.items():
+        if key(rc) in refs:
+            raise ValueError(f"references: {refs[key(rc)][0]} and {path} are runs of the same seed on the same "
+                             f"images: keep one (e.g. another --out)")
+        refs[key(rc)] = (path, rc)
+    out = []
+    for path, card in models.items():
+        if "test_correct" not in card or key(card) not in refs:
+            continue
+        rpath, rc = refs[key(card)]
+        ref = unpack_correct(rc["test_correct"])
+        mb, rb = run_budget(card), run_budget(rc)
+        out.append(dict(weights=path, seed=card["seed"], reference=rpath, reference_accuracy=float(ref.mean()),
+                        reference_budget=rb, reference_paired=rc.get("test_paired"),
+                        budget_differs=[k for k in mb if mb[k] != rb[k]],
+                        **within(ref, unpack_correct(card["test_correct"]), tolerance)))
+    return out
+
+
 # ---------------------------------------------------------------------------
 # the frontier of a results table
 # ---------------------------------------------------------------------------
@@ -197,7 +246,6 @@ def lowest_within(df: pd.DataFrame, reference: float, tolerance: float = 0.01, x
     return d.sort_values([x, y], ascending=[True, False]).iloc[0] if len(d) else None
 
 
-ONE_POINT = 0.01  # the study's tolerance: "within one point" of the uncompressed accuracy
 
 
 def codec_rate_within(grid: pd.DataFrame, method: str, tolerance: float = ONE_POINT,

@@ -22,7 +22,7 @@ from .evaluation import evaluate, result_row
 from .model import SPLIT_POINTS, checkpoint_card, load_pretrained
 from .plots import plot_accuracy_vs_bpp, save_figure
 from .runtime import NOTEBOOK_DIR, ROOT, default_device, figures_dir, results_dir, set_seed
-from .results import load_results, model_key, original_layout, save_results, to_frame, write_compression_results
+from .results import load_results, model_key, model_stem, original_layout, save_results, to_frame, write_compression_results
 from .baselines import LOSSLESS_FORMATS, LOSSY_FORMATS, QUALITIES, available_formats, codec_row, image_codec_baseline
 from .bottleneck_training import SELECT_ON
 from .analysis import ONE_POINT, codec_rate_within
@@ -425,10 +425,14 @@ def _codec_grid_command(argv: list[str]) -> None:
     save_results(to_frame(rows), dict(command=vars(a), checkpoint=checkpoint_card(a.dataset).get("sha256")), a.results)
 
 
-def _model_stem(path: str) -> str:
-    """A trained model's files without their suffix: its weights (.pt), card (.json) and code tables
-    (.codebook) share it, so a model is the same whether a row names its weights or its card."""
-    return str(path).rsplit(".", 1)[0] if "." in Path(str(path)).name else str(path)
+def _row_ids(df: pd.DataFrame) -> list[str]:
+    """Which model each results row is: the stem of its weights or code tables, else (a row naming
+    neither, e.g. the fine-tuned reference) its method, dataset, seed and number of test images."""
+    out = []
+    for _, r in df.iterrows():
+        k = model_key(r["weights"], r["codebook"])
+        out.append(model_stem(k) if k else "|".join(str(r[c]) for c in ("method", "dataset", "seed", "n_images")))
+    return out
 
 
 def _add_model_rows(rows: list[dict], name: str, command: dict) -> None:
@@ -444,15 +448,14 @@ def _add_model_rows(rows: list[dict], name: str, command: dict) -> None:
     d = results_dir()
     d.mkdir(parents=True, exist_ok=True)
     new = to_frame(rows)
-    keys = {_model_stem(p["weights"]) for p in paired}  # one model, whether its row names weights or card
+    keys = {model_stem(p["weights"]) for p in paired}  # one model, whether its row names weights or card
+    keys |= set(_row_ids(new))  # rows naming neither (a model whose only file is its card) by what they are
     if (d / f"{name}.csv").exists():
         old = load_results(name)
-        ids = pd.Series([_model_stem(model_key(w, c)) for w, c in zip(old["weights"], old["codebook"])],
-                        index=old.index)
-        new = pd.concat([old[~ids.isin(keys)], new], ignore_index=True)
+        new = pd.concat([old[~pd.Series(_row_ids(old), index=old.index).isin(keys)], new], ignore_index=True)
     save_results(new, dict(command=command), name)
     pj = d / f"{name}_paired.json"
-    prev = [p for p in (json.loads(pj.read_text()) if pj.exists() else []) if _model_stem(p["weights"]) not in keys]
+    prev = [p for p in (json.loads(pj.read_text()) if pj.exists() else []) if model_stem(p["weights"]) not in keys]
     pj.write_text(json.dumps(prev + paired, indent=1, default=float))
 
 

@@ -406,7 +406,7 @@ def render_summary(results: pd.DataFrame, configs: dict, card: dict, reference: 
                    codec_paired: list[dict] | None = None, codec_grid: pd.DataFrame | None = None,
                    ablation: pd.DataFrame | None = None, test_stopping: dict | None = None,
                    splits: dict | None = None, original_choices: pd.DataFrame | None = None,
-                   references_paired: list[dict] | None = None, vs_reference: list[dict] | None = None) -> str:
+                   vs_reference: list[dict] | None = None) -> str:
     """The README's results section, every number read from ``results`` and ``configs``.
 
     Parameters
@@ -445,9 +445,8 @@ def render_summary(results: pd.DataFrame, configs: dict, card: dict, reference: 
         ``report_models.load_trained_models`` reads them all).
     original_choices : DataFrame, optional
         The original's bpp with each of its choices turned the other way (``render_original_choices``).
-    references_paired, vs_reference : list of dict, optional
-        The uncompressed model fine-tuned with the models' budget against the shipped one, and the
-        models against it (``render_full_answer``).
+    vs_reference : list of dict, optional
+        The models paired with the uncompressed model fine-tuned with no codec (``render_full_answer``).
 
     Returns
     -------
@@ -463,7 +462,7 @@ def render_summary(results: pd.DataFrame, configs: dict, card: dict, reference: 
     results = to_frame(results)
     full_answer = render_full_answer(models, paired or [], bottleneck, bottleneck_paired or [], codec_models,
                                      codec_paired or [], codec_grid, tolerance, max_bpp,
-                                     references_paired=references_paired or [], vs_reference=vs_reference or [])
+                                     vs_reference=vs_reference or [])
     answer = _answer(results, reference, tolerance, max_bpp, original_mode)
     if full_answer:  # then this run's own sweep is the quick look, not a second answer
         answer = QUICK_LEAD.substitute(n_images=_count(results["n_images"].max())) + answer

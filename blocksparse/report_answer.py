@@ -9,11 +9,11 @@ from string import Template
 import numpy as np
 import pandas as pd
 
-from .analysis import best_under, lowest_within
+from .analysis import best_under, lowest_within, wilson_interval
 from .report_format import _bpp, _count, _markdown, _number, _pct, _points, describe
 from .report_models import (BN_RECIPE, bottleneck_groups, codec_key, model_groups, model_splits, paired_for,
                             recipe_words, with_columns, with_recipe)
-from .results import model_key, to_frame
+from .results import model_key, model_stem, to_frame
 
 
 SPLITS = Template("""\
@@ -139,51 +139,67 @@ FULL_STRETCH = Template(" At or under $bpp bpp the most accurate is $row; $withi
 FULL_PARTIAL = Template(" $row is within $tolerance for $k of its $n seeds by a paired test (a row counts as "
                         "within only when every seed is).")
 FULL_STRETCH_NONE = Template(" Nothing measured is at or under $bpp bpp.")
-FULL_REFERENCE = Template(" A second reference, the uncompressed model fine-tuned with the block-sparse models' "
-                          "budget (the whole network, distillation from the shipped model, no codec; $seeds seed(s)), "
-                          "reaches $acc on average, $diff points from the shipped model by a paired test; against "
-                          "it, each model paired with the reference run of its own seed (column `vs fine-tuned "
-                          "reference`), $verdict.")
-
-
-def _stem(path) -> str:
-    """A trained model's files without their suffix (its weights, card and code tables share it)."""
-    return str(path).rsplit(".", 1)[0]
+FULL_REFERENCE = Template(" A second reference, the uncompressed model fine-tuned with no codec ($recipe; $accs), "
+                          "is $diff points from the shipped model by a paired test (mean over its seeds, widest "
+                          "interval); against it, each block-sparse model paired with the reference run of its own seed "
+                          "on the same images (column `vs fine-tuned reference`), $verdict.")
 
 
 def _vs_reference_words(p: list[dict], seeds: int) -> str:
-    """A model's paired tests against the fine-tuned reference (one per seed that has one), in words."""
+    """A model's paired tests against the fine-tuned reference (one per seed that has one), in words:
+    mean difference, widest interval, how many paired seeds are within, how many seeds are unpaired,
+    and the budget settings in which the runs differ."""
     if not p:
         return "n/a"
     differs = sorted({k for q in p for k in q.get("budget_differs", [])})
     return (f"{100 * np.mean([q['difference'] for q in p]):+.2f} [{100 * min(q['lo'] for q in p):+.2f}, "
-            f"{100 * max(q['hi'] for q in p):+.2f}], {sum(bool(q['within']) for q in p)}/{seeds} within"
+            f"{100 * max(q['hi'] for q in p):+.2f}], {sum(bool(q['within']) for q in p)}/{len(p)} within"
+            + (f", {seeds - len(p)} seed(s) unpaired" if len(p) < seeds else "")
             + (f" ({', '.join(differs)} differ)" if differs else ""))
 
 
-def _reference_sentence(table: pd.DataFrame, references_paired: list[dict], max_bpp: float, tolerance: float) -> str:
-    """FULL_REFERENCE: the fine-tuned reference against the shipped model, and which rows at or
-    under ``max_bpp`` are within ``tolerance`` of it for every seed on the same budget."""
-    ref = [q for q in references_paired if q.get("method", "uncompressed") == "uncompressed"]
-    if not ref or "_vs_ref" not in table:
+def _budget_words(b: dict) -> str:
+    """A fine-tuning run's budget (``analysis.run_budget``) in words."""
+    train = {"all": "the whole network", "tail": "the tail only"}.get(b.get("train"), f"train {b.get('train')}")
+    return (f"{train}, distillation weight {_number(b.get('distill_weight'))}, {_count(b.get('steps_run') or 0)} of "
+            f"{_count(b.get('steps') or 0)} steps, lr {_number(b.get('lr'))}")
+
+
+def _reference_sentence(table: pd.DataFrame, max_bpp: float, tolerance: float) -> str:
+    """FULL_REFERENCE from the pairs in ``table["_vs_ref"]``: the reference runs they name (each seed
+    with its accuracy, interval and images, its own paired test against the shipped model), and
+    which block-sparse rows at or under ``max_bpp`` are within ``tolerance`` of it for every seed,
+    every seed paired on the same budget."""
+    refs = {q["reference"]: q for v in table["_vs_ref"] for q in v}
+    if not refs:
         return ""
-    ok = [r for _, r in table.iterrows() if r["bpp"] <= max_bpp and r["_vs_ref"] and len(r["_vs_ref"]) == r["seeds"]
+    runs = sorted(refs.values(), key=lambda q: q["seed"])
+    accs = []
+    for q in runs:
+        n = int(q["n_images"])
+        lo, hi = wilson_interval(round(q["reference_accuracy"] * n), n)
+        accs.append(f"seed {q['seed']} {_pct(q['reference_accuracy'], 2)} [{100 * lo:.2f}, {100 * hi:.2f}]")
+    ns = sorted({int(q["n_images"]) for q in runs})
+    recipe = "; ".join(dict.fromkeys(_budget_words(q["reference_budget"]) for q in runs))
+    own = [q["reference_paired"] for q in runs if q.get("reference_paired")]
+    diff = ("n/a" if len(own) < len(runs) else
+            f"{100 * np.mean([p['difference'] for p in own]):+.2f} [{100 * min(p['lo'] for p in own):+.2f}, "
+            f"{100 * max(p['hi'] for p in own):+.2f}]")
+    ok = [r for _, r in table.iterrows() if r["bpp"] <= max_bpp and len(r["_vs_ref"]) == r["seeds"]
           and all(q["within"] and not q.get("budget_differs") for q in r["_vs_ref"])]
     verdict = (f"{', '.join(f'{r.method} {r.setting} ({_bpp(r.bpp)} bpp)' for r in ok)} "
-               f"{'is' if len(ok) == 1 else 'are'} within {_points(tolerance)} for every seed" if ok else
-               f"nothing at or under {_number(max_bpp)} bpp is within {_points(tolerance)} of it for every seed "
-               f"on the same budget")
-    acc = np.mean([q["reference_accuracy"] + q["difference"] for q in ref])
-    diff = (f"{100 * np.mean([q['difference'] for q in ref]):+.2f} [{100 * min(q['lo'] for q in ref):+.2f}, "
-            f"{100 * max(q['hi'] for q in ref):+.2f}]")
-    return FULL_REFERENCE.substitute(seeds=len(ref), acc=_pct(acc, 2), diff=diff, verdict=verdict)
+               f"{'is' if len(ok) == 1 else 'are'} within {_points(tolerance)} of it for every seed on the same "
+               f"budget" if ok else
+               f"no block-sparse model at or under {_number(max_bpp)} bpp is within {_points(tolerance)} of it for "
+               f"every seed on the same budget")
+    return FULL_REFERENCE.substitute(recipe=recipe, accs=f"{', '.join(accs)}, on {' / '.join(_count(n) for n in ns)} "
+                                     f"test images", diff=diff, verdict=verdict)
 
 
 def render_full_answer(models: pd.DataFrame | None, paired: list[dict], bottleneck: pd.DataFrame | None,
                        bottleneck_paired: list[dict], codec_models: pd.DataFrame | None, codec_paired: list[dict],
                        codec_grid: pd.DataFrame | None, tolerance: float = 0.01, max_bpp: float = 1.0,
-                       stretch_bpp: float | None = 0.5, references_paired: list[dict] = (),
-                       vs_reference: list[dict] = ()) -> str:
+                       stretch_bpp: float | None = 0.5, vs_reference: list[dict] = ()) -> str:
     """The README's headline paragraph and table, from the rows measured on all test images: the
     shipped block-sparse models (mean over seeds), the learned bottlenecks, WebP with a fine-tuned
     classifier, and WebP with the shipped classifier (its lowest rate within ``tolerance`` and
@@ -191,12 +207,11 @@ def render_full_answer(models: pd.DataFrame | None, paired: list[dict], bottlene
     names what is within ``tolerance`` at or under ``max_bpp``, the lowest rate within it, and
     the most accurate row at or under ``stretch_bpp``. Empty when no trained model is there.
 
-    With ``vs_reference`` (``study.pair_with_reference``: block-sparse models against the
-    uncompressed model fine-tuned with their budget, ``frontier_vs_reference.json``) and
-    ``references_paired`` (that reference against the shipped model, ``reference_models_paired.json``),
-    the table gains a column of those paired tests and the text a sentence on them."""
+    With ``vs_reference`` (``analysis.pair_with_reference``: block-sparse models' cards against the
+    uncompressed model fine-tuned with no codec, seed for seed), the table gains a column of those
+    paired tests and the text a sentence on them."""
     rows, n = [], set()
-    vs = {_stem(q["weights"]): q for q in vs_reference}
+    vs = {model_stem(q["weights"]): q for q in vs_reference}
 
     def add(method, setting, g, p, vs_ref=()):
         n.add(int(g["n_images"].max()))
@@ -213,7 +228,7 @@ def render_full_answer(models: pd.DataFrame | None, paired: list[dict], bottlene
         m = with_recipe(models)
         for g in model_groups(m):
             recipe = recipe_words(g.iloc[0])
-            keys = [_stem(model_key(w, c)) for w, c in zip(g["weights"], g["codebook"])]
+            keys = [model_stem(model_key(w, c)) for w, c in zip(g["weights"], g["codebook"])]
             add(f"block-sparse ({g['split_at'].iloc[0]})",
                 describe(g.iloc[0].drop(labels=["finetuned"])) + (f"; {recipe}" if recipe else ""), g,
                 paired_for(g, paired), [vs[k] for k in keys if k in vs])
@@ -248,7 +263,7 @@ def render_full_answer(models: pd.DataFrame | None, paired: list[dict], bottlene
     if vs:
         table.insert(table.columns.get_loc("within") + 1, "vs fine-tuned reference",
                      [_vs_reference_words(v, k) for v, k in zip(table["_vs_ref"], table["seeds"])])
-    reference_sentence = _reference_sentence(table, list(references_paired), max_bpp, tolerance) if vs else ""
+    reference_sentence = _reference_sentence(table, max_bpp, tolerance) if vs else ""
     table = table.drop(columns=["_n_within", "_vs_ref"])
     ok = table[(table["bpp"] <= max_bpp) & table["within"]]
     if len(ok):

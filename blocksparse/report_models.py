@@ -202,7 +202,8 @@ def bottleneck_frame(rows: pd.DataFrame, cards: dict[str, dict]) -> pd.DataFrame
     learning rate), ``steps`` and the encoder's ``stride``."""
     return _join_schedules(rows, cards, "weights", ".pt", lambda card: dict(
         prior_lr=np.nan if card["schedule"].get("prior_lr") is None else float(card["schedule"]["prior_lr"]),
-        steps=int(card["schedule"]["steps"]), stride=int(card["architecture"]["stride"])))
+        steps=int(card["schedule"]["steps"]),
+        stride=card.get("architecture", {}).get("stride", np.nan)))
 
 
 BN_RECIPE = ["prior_lr", "steps", "stride"]
@@ -256,7 +257,8 @@ BOTTLENECK_BD = Template(" BD-rate of the bottleneck's curve$after ($points mode
 def _splits_words(models: pd.DataFrame) -> tuple[str, str]:
     """Where the bottlenecks sit and at which stride, in words (the stride only where the frame has it)."""
     splits = sorted(models["split_at"].dropna().unique())
-    where = ("at the same split" if len(splits) <= 1 else
+    where = (f"after {splits[0]}, where block-sparse's features are coded too" if len(splits) == 1 else
+             "at the same split" if not splits else
              f"after {', '.join(splits[:-1])} and {splits[-1]} (a model per split and rate weight)")
     if "stride" not in models.columns or models["stride"].isna().any():
         return where, " at a lower resolution"
@@ -450,7 +452,8 @@ def load_trained_models(results: str | Path | None = None, data: str | Path | No
     ``results``: the results folder (default ``runtime.results_dir()``); ``data``: the folder
     holding ``frontier/`` and ``ablation/`` cards (default ``runtime.ROOT / "data"``).
     """
-    from .results import load_results
+    from .analysis import pair_with_reference
+    from .results import REFERENCE_NAME, load_results, read_cards
     from .runtime import ROOT, results_dir
     d = Path(results) if results is not None else results_dir()
     data = Path(data) if data is not None else ROOT / "data"
@@ -464,9 +467,10 @@ def load_trained_models(results: str | Path | None = None, data: str | Path | No
     out = dict(models=table("frontier_models"), paired=paired("frontier_models"),
                bottleneck=table("bottleneck_models"), bottleneck_paired=paired("bottleneck_models"),
                codec_models=table("codec_models"), codec_paired=paired("codec_models"),
-               codec_grid=table("codec_grid"), references_paired=paired("reference_models"))
-    vs = d / "frontier_vs_reference.json"
-    out["vs_reference"] = json.loads(vs.read_text()) if vs.exists() else []
+               codec_grid=table("codec_grid"))
+    # the models against the fine-tuned reference, paired from their cards here (nothing to go stale)
+    out["vs_reference"] = pair_with_reference(read_cards((data / "frontier").glob("layer*.json")),
+                                              read_cards((data / "reference").glob(f"{REFERENCE_NAME}*.json")))
     out["screenings"] = [(pd.read_csv(f), json.loads(f.with_suffix(".json").read_text())["config"])
                          for f in sorted(d.glob("screening_layer*bpp*.csv"))]  # every split's and target's
     ablation = table("ablation")

@@ -20,14 +20,14 @@ from .bitstream import encode, rate
 from .bottleneck import Bottleneck, load_bottleneck, save_bottleneck
 from .bottleneck_training import best_evaluation, bottleneck_row, evaluate_bottleneck, train_bottleneck
 from .cache import cached
-from .analysis import within
+from .analysis import pair_with_reference, within
 from .baselines import code_images, codec_row, image_codec_baseline
 from .codebook import Codebook, codebook_bytes, encode_batch, fit_codebook, load_codebook, save_codebook
 from .codec import MODES, RATIOS, CodecConfig
 from .evaluation import evaluate, head_features, result_row
 from .data import load_dataset
 from .model import SplitResNet18, checkpoint_card, load_pretrained
-from .results import pack_correct, to_frame, unpack_correct
+from .results import REFERENCE_NAME, pack_correct, read_cards, to_frame
 from .runtime import ROOT, module_device, results_dir
 from .training import finetune
 
@@ -277,20 +277,6 @@ def train_frontier_model(cfg: CodecConfig, seed: int, out_dir: str | Path, datas
     return row | against | dict(card=_in_repo(card_path))
 
 
-REFERENCE_NAME = "uncompressed_finetuned"
-# what makes two fine-tuning runs the same budget: these schedule settings and the steps actually run
-# (``steps_run``, the last evaluation's step; patience is not compared, only whether it cut a run short).
-# Group-lasso is left out: the reference has no blocks.
-BUDGET = ("steps", "batch_size", "lr", "optimizer", "train", "distill_weight", "temperature", "eval_every",
-          "val_subset", "train_subset")
-
-
-def _budget(card: dict) -> dict:
-    """A run's ``BUDGET`` settings from its card, with ``steps_run``."""
-    sch, history = card.get("schedule", {}), card.get("history") or [{}]
-    return {k: sch.get(k) for k in BUDGET} | dict(steps_run=history[-1].get("step"))
-
-
 def train_reference_model(seed: int, out_dir: str | Path, dataset: str = "fashion-mnist", n_test: int | None = None,
                           state_dir: str | Path | None = None, ship_weights: bool = False, tag: str = "",
                           **finetune_kwargs) -> dict:
@@ -356,12 +342,15 @@ def weights_from_state(state_path: str | Path, card_path: str | Path, out_dir: s
     return out
 
 
-def record_test_correct(card_path: str | Path, weights: str | Path | None = None) -> np.ndarray:
+def record_test_correct(card_path: str | Path, weights: str | Path | None = None,
+                        shipped_correct: np.ndarray | None = None) -> np.ndarray:
     """Add ``test_correct`` (the per-image correctness of the card's one test) to a block-sparse
     model's card that predates it: the model (``weights``, default the shipped ``.pt`` beside the
-    card) is evaluated again on the same test images, and its accuracy must equal the card's
-    ``test_accuracy`` exactly (the same weights give the same predictions), else ValueError and
-    the card is left unchanged. Returns the vector."""
+    card, whose sha256 must be the card's) is evaluated again on the same test images. Its
+    accuracy must equal the card's ``test_accuracy`` and, where the card recorded its paired test
+    against the shipped model (``test_paired``), the images only one of the two got right must be
+    the same counts (``shipped_correct``: the shipped model on those images, computed if not
+    given); else ValueError and the card is left unchanged. Returns the vector."""
     card_path = Path(card_path)
     card = json.loads(card_path.read_text())
     weights = Path(weights) if weights is not None else card_path.with_suffix(".pt")
@@ -373,45 +362,31 @@ def record_test_correct(card_path: str | Path, weights: str | Path | None = None
     if ev["accuracy"] != card["test_accuracy"]:
         raise ValueError(f"card_path: {card_path} records test accuracy {card['test_accuracy']}, these weights give "
                          f"{ev['accuracy']} on the same images")
-    card["test_correct"] = pack_correct(ev["correct"].numpy())
+    correct = ev["correct"].numpy()
+    if "test_paired" in card:
+        if shipped_correct is None:
+            shipped_correct = evaluate(load_pretrained(card["dataset"], card["split_at"]), None, test)["correct"].numpy()
+        again = within(shipped_correct, correct)
+        was = card["test_paired"]
+        if (again["a_only"], again["b_only"]) != (was["a_only"], was["b_only"]):
+            raise ValueError(f"card_path: {card_path} records {was['a_only']}/{was['b_only']} images right only by "
+                             f"the shipped model/only by this one, these weights give {again['a_only']}/{again['b_only']}")
+    card["test_correct"] = pack_correct(correct)
     card_path.write_text(json.dumps(card, indent=1, default=float))
-    return ev["correct"].numpy()
+    return correct
 
 
-def pair_with_reference(cards: list[str | Path], reference_cards: list[str | Path],
-                        tolerance: float = 0.01) -> list[dict]:
-    """Paired tests of trained models against the fine-tuned reference (``train_reference_model``),
-    from the per-image correctness their cards recorded at their one test (no model is evaluated
-    again). Each model is paired with the reference run of its own seed, on the same test images;
-    a model without ``test_correct``, or without a reference of its seed and image count, is left
-    out. Returns one ``analysis.within`` result per pair, keyed like the other paired tests
-    (``weights``: the model's card), with ``reference`` (the reference's card), its accuracy and
-    ``budget_differs``: the ``BUDGET`` settings, and ``steps_run``, in which the two runs differ."""
-    refs = {}
-    for r in map(Path, reference_cards):
-        rc = json.loads(r.read_text())
-        refs[(rc["dataset"], rc["seed"], rc["test_images"])] = (r, rc)
-    out = []
-    for c in map(Path, cards):
-        card = json.loads(c.read_text())
-        key = (card["dataset"], card["seed"], card["test_images"])
-        if "test_correct" not in card or key not in refs:
-            continue
-        r, rc = refs[key]
-        ref = unpack_correct(rc["test_correct"])
-        mb, rb = _budget(card), _budget(rc)
-        out.append(dict(weights=_in_repo(c), reference=_in_repo(r), reference_accuracy=float(ref.mean()),
-                        seed=card["seed"], budget_differs=[k for k in mb if mb[k] != rb[k]],
-                        **within(ref, unpack_correct(card["test_correct"]), tolerance)))
-    return out
+def reference_cards(models: str | Path, references: str | Path) -> tuple[dict[str, dict], dict[str, dict]]:
+    """The block-sparse models' cards in the folder ``models`` and the fine-tuned reference's in
+    ``references`` (``results.read_cards``)."""
+    return (read_cards(Path(models).glob("layer*.json")), read_cards(Path(references).glob(f"{REFERENCE_NAME}*.json")))
 
 
 def write_reference_pairs(models: str | Path, references: str | Path) -> Path:
     """Pair every block-sparse model's card in the folder ``models`` with the fine-tuned reference
-    of its seed among the cards in ``references`` (``pair_with_reference``); writes and returns
-    ``frontier_vs_reference.json`` in the results folder (an empty list when there is no reference yet)."""
-    pairs = pair_with_reference(sorted(Path(models).glob("layer*.json")),
-                                sorted(Path(references).glob(f"{REFERENCE_NAME}*.json")))
+    of its seed among the cards in ``references`` (``analysis.pair_with_reference``); writes and
+    returns ``frontier_vs_reference.json`` in the results folder (an empty list without a reference)."""
+    pairs = pair_with_reference(*reference_cards(models, references))
     d = results_dir()
     d.mkdir(parents=True, exist_ok=True)
     (d / "frontier_vs_reference.json").write_text(json.dumps(pairs, indent=1, default=float))

@@ -92,6 +92,14 @@ def test_model_rows_replace_the_same_model_shipped_or_not(tmp_path, monkeypatch)
     assert list(got["seed"]) == [0, 1] and list(got["weights"]) == ["data/frontier/m_seed0.pt", "data/frontier/m_seed1.pt"]
     paired = json.loads((tmp_path / "models_paired.json").read_text())
     assert sorted(p["weights"] for p in paired) == ["data/frontier/m_seed0.pt", "data/frontier/m_seed1.pt"]
+    # a model whose only file is its card (the reference): rerun, its row is replaced, not repeated
+    ref = dict(method="uncompressed", dataset="fashion-mnist", seed=0, accuracy=0.935, bpp=2048.0, n_images=10000,
+               weights=None, card="data/reference/u_seed0.json", reference_accuracy=0.9322,
+               paired=dict(difference=0.0028, lo=0.0, hi=0.005, within=True))
+    _add_model_rows([dict(ref)], "refs", {})
+    _add_model_rows([dict(ref, accuracy=0.936), dict(ref, seed=1, card="data/reference/u_seed1.json")], "refs", {})
+    got = load_results("refs", tmp_path).sort_values("seed")
+    assert list(got["seed"]) == [0, 1] and list(got["accuracy"]) == [0.936, 0.935]
 
 
 def test_select_on_the_amortized_rate_writes_its_own_screening_file(tmp_path, monkeypatch, capsys):

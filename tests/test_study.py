@@ -233,37 +233,40 @@ def test_the_reference_is_the_uncompressed_model_fine_tuned_and_records_its_test
         blocksparse.study.train_reference_model(0, tmp_path / "r2", group_lasso_weight=1e-5)
 
 
-def _card(path, seed, correct, n=None, **extra):
+def _card(seed, correct, n=None, **extra):
     from blocksparse.results import pack_correct
     c = dict(dataset="fashion-mnist", seed=seed, test_images=len(correct) if n is None else n,
              schedule=dict(steps=1800, lr=1e-3, distill_weight=0.5)) | extra
     if correct is not None:
         c["test_correct"] = pack_correct(np.array(correct, bool))
-    path.write_text(json.dumps(c))
-    return path
+    return c
 
 
-def test_models_are_paired_with_the_reference_run_of_their_seed(tmp_path):
-    refs = [_card(tmp_path / "uncompressed_finetuned_seed0.json", 0, [1, 1, 1, 1, 0, 0, 1, 1]),
-            _card(tmp_path / "uncompressed_finetuned_seed1.json", 1, [1, 1, 1, 1, 1, 1, 1, 1])]
-    models = [_card(tmp_path / "layer1_a_seed0.json", 0, [1, 1, 0, 1, 1, 0, 1, 1],
-                    schedule=dict(steps=1800, lr=1e-3, distill_weight=0.5, group_lasso_weight=1e-5)),
-              _card(tmp_path / "layer1_a_seed1.json", 1, [1, 0, 1, 1, 1, 1, 1, 1]),
-              _card(tmp_path / "layer1_a_seed2.json", 2, [1] * 8),           # no reference of seed 2
-              _card(tmp_path / "layer1_b_seed0.json", 0, None, n=8),         # predates test_correct
-              _card(tmp_path / "layer1_c_seed0.json", 0, [1] * 9)]           # other images
-    pairs = blocksparse.study.pair_with_reference(models, refs)
-    assert [p["weights"].rsplit("/", 1)[-1] for p in pairs] == ["layer1_a_seed0.json", "layer1_a_seed1.json"]
-    assert [p["reference"].rsplit("/", 1)[-1] for p in pairs] == [r.name for r in refs]
+def test_models_are_paired_with_the_reference_run_of_their_seed():
+    from blocksparse.analysis import pair_with_reference
+    refs = {"r0.json": _card(0, [1, 1, 1, 1, 0, 0, 1, 1], test_paired=dict(difference=0.01)),
+            "r1.json": _card(1, [1, 1, 1, 1, 1, 1, 1, 1])}
+    models = {"a_seed0.json": _card(0, [1, 1, 0, 1, 1, 0, 1, 1],
+                                    schedule=dict(steps=1800, lr=1e-3, distill_weight=0.5, group_lasso_weight=1e-5)),
+              "a_seed1.json": _card(1, [1, 0, 1, 1, 1, 1, 1, 1]),
+              "a_seed2.json": _card(2, [1] * 8),               # no reference of seed 2
+              "b_seed0.json": _card(0, None, n=8),             # predates test_correct
+              "c_seed0.json": _card(0, [1] * 9),               # other images
+              "d_seed0.json": _card(0, [1] * 8, base_checkpoint="other")}  # another base model
+    pairs = pair_with_reference(models, refs)
+    assert [(p["weights"], p["reference"]) for p in pairs] == [("a_seed0.json", "r0.json"), ("a_seed1.json", "r1.json")]
     assert pairs[0]["difference"] == 0 and pairs[0]["b_only"] == 1 and pairs[0]["a_only"] == 1
     assert pairs[1]["difference"] == -1 / 8 and pairs[1]["reference_accuracy"] == 1.0
     assert not pairs[1]["within"]  # one image in eight lost: far outside one point
-    assert pairs[0]["budget_differs"] == []
-    other = _card(tmp_path / "layer1_d_seed0.json", 0, [1] * 8, schedule=dict(steps=1800, lr=3e-4, distill_weight=0.5))
-    assert blocksparse.study.pair_with_reference([other], refs)[0]["budget_differs"] == ["lr"]
-    short = _card(tmp_path / "layer1_e_seed0.json", 0, [1] * 8, history=[dict(step=0), dict(step=600)],
-                  schedule=dict(steps=1800, lr=1e-3, distill_weight=0.5, patience=4))  # stopped early
-    assert blocksparse.study.pair_with_reference([short], refs)[0]["budget_differs"] == ["steps_run"]
+    assert pairs[0]["budget_differs"] == [] and pairs[0]["reference_paired"] == dict(difference=0.01)
+    assert pairs[0]["reference_budget"]["steps"] == 1800
+    other = {"e.json": _card(0, [1] * 8, schedule=dict(steps=1800, lr=3e-4, distill_weight=0.5))}
+    assert pair_with_reference(other, refs)[0]["budget_differs"] == ["lr"]
+    short = {"f.json": _card(0, [1] * 8, history=[dict(step=0), dict(step=600)],
+                             schedule=dict(steps=1800, lr=1e-3, distill_weight=0.5, patience=4))}  # stopped early
+    assert pair_with_reference(short, refs)[0]["budget_differs"] == ["steps_run"]
+    with pytest.raises(ValueError, match="references: r0.json and r0b.json"):
+        pair_with_reference(models, refs | {"r0b.json": _card(0, [1] * 8)})
 
 
 def test_a_card_is_given_its_per_image_test_again_only_by_its_own_weights(tmp_path):
@@ -286,6 +289,10 @@ def test_a_card_is_given_its_per_image_test_again_only_by_its_own_weights(tmp_pa
     assert np.array_equal(unpack_correct(json.loads(card_path.read_text())["test_correct"]), recorded)
     with pytest.raises(ValueError, match="sha256"):
         blocksparse.study.record_test_correct(card_path, bsu.checkpoint_path("fashion-mnist"))
+    swapped = dict(card, test_paired=card["test_paired"] | dict(a_only=card["test_paired"]["a_only"] + 1))
+    card_path.write_text(json.dumps(swapped))  # the same accuracy, another split of the disagreements
+    with pytest.raises(ValueError, match="images right only"):
+        blocksparse.study.record_test_correct(card_path, rebuilt)
     card["test_accuracy"] += 1 / 24
     card_path.write_text(json.dumps(card))
     with pytest.raises(ValueError, match="test accuracy"):
