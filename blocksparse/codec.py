@@ -153,6 +153,26 @@ def kept_per_group(ratio: float, group_size: int) -> int:
     return max(1, math.floor(ratio * group_size + 1e-9))
 
 
+def distinct_configs(configs: list[CodecConfig], shape: tuple[int, int, int]) -> list[CodecConfig]:
+    """The configurations that are different codecs on maps of ``shape`` (C, H, W), in order.
+
+    Selection depends on ``ratio`` only through k = ``kept_per_group(ratio, group size)``, so two
+    configurations of the same mode, block size, bits and border with the same k keep the same
+    blocks of every input (e.g. channel-wise at any ratio under one block per channel): of each
+    such set only the first is returned.
+    """
+    c, h, w = shape
+    seen, out = set(), []
+    for cfg in configs:
+        hb, wb = -(-h // cfg.block_size), -(-w // cfg.block_size)
+        group = hb * wb * (c if cfg.mode == "global" else 1)
+        key = (cfg.mode, cfg.block_size, cfg.bits, cfg.zero_border, kept_per_group(cfg.ratio, group))
+        if key not in seen:
+            seen.add(key)
+            out.append(cfg)
+    return out
+
+
 def select_blocks(energy: Tensor, ratio: float, mode: str) -> Tensor:
     """Mask of kept blocks, bool [N, C, Hb, Wb].
 

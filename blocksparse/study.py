@@ -23,7 +23,7 @@ from .cache import cached
 from .analysis import pair_with_reference, within
 from .baselines import code_images, codec_row, image_codec_baseline
 from .codebook import Codebook, codebook_bytes, encode_batch, fit_codebook, load_codebook, save_codebook
-from .codec import MODES, RATIOS, CodecConfig
+from .codec import MODES, RATIOS, CodecConfig, distinct_configs
 from .evaluation import evaluate, head_features, result_row
 from .data import load_dataset
 from .model import SplitResNet18, checkpoint_card, load_pretrained
@@ -133,12 +133,14 @@ def candidates_under(model: SplitResNet18, configs: list[CodecConfig], data: Ten
     Without ``fit_data`` the rate is the self-contained streams'; with it (training images),
     each configuration's codebook is fitted (``coder``) on their features and the rate is the
     amortized streams' (the headline's accounting; the codebook ships once and is not counted).
+    Configurations that are the same codec on these features (``codec.distinct_configs``) are
+    measured and returned once, as the first of them.
     """
     z = head_features(model, data)
     fit = head_features(model, fit_data) if fit_data is not None else None
     hw = tuple(data.tensors[0].shape[-2:])
     rated = [(c, measured_bpp(z, c, hw, None if fit is None else fit_codebook(fit, c, coder)))
-             for c in tqdm(configs, desc=f"rates (<= {target_bpp} bpp?)")]
+             for c in tqdm(distinct_configs(configs, tuple(z.shape[1:])), desc=f"rates (<= {target_bpp} bpp?)")]
     return [(c, b) for c, b in rated if b <= target_bpp]
 
 

@@ -103,6 +103,23 @@ def test_selection_matches_dense_reference(case):
     assert torch.equal(mask[:, :1] if cfg.mode == "region-wise" else mask, ref)
 
 
+def test_distinct_configs_merges_exactly_the_codecs_that_decode_alike():
+    """Against the decoder: a merged configuration decodes every input as the one kept for it, and
+    the configurations kept of one mode, block size and bits decode differently."""
+    x = torch.rand(3, 5, 10, 10) + 0.1  # every block has energy; B=4: 3x3 blocks a channel
+    grid = [bsu.CodecConfig(b, r, m, q) for m in bsu.MODES for b in (2, 4)
+            for r in (1.0, 0.5, 0.1, 0.05, 0.01, 0.002) for q in (2, 4)]
+    kept = bsu.distinct_configs(grid, (5, 10, 10))
+    assert kept == [c for c in grid if c in kept]  # the grid's order, the first of each set
+    out = {c: bsu.compress(x, c) for c in grid}
+    for c in grid:
+        family = [k for k in kept if (k.mode, k.block_size, k.bits) == (c.mode, c.block_size, c.bits)]
+        alike = [k for k in family if torch.equal(out[k], out[c])]
+        assert len(alike) == 1, (c, alike)
+    assert bsu.CodecConfig(4, 0.002, "channel-wise", 2) not in kept  # k = 1 of 9, as at ratio 0.1
+    assert bsu.CodecConfig(4, 0.05, "global", 2) in kept  # k = 2 of 45, ratio 0.1 keeps 4
+
+
 def test_block_energy_matches_unfold():
     x = torch.randn(2, 3, 11, 9)
     for b in (1, 2, 3, 4, 9):

@@ -61,3 +61,34 @@ def test_notebooks_run_top_to_bottom(tmp_path, monkeypatch):
     assert list(results.columns) == list(bsu.SCHEMA)
     assert {"blocksparse", "uncompressed", "png", "jpeg", "webp", "dense", "original-accounting"} <= set(results["method"])
     assert (tmp_path / "results" / "summary.md").read_text().count("bpp") > 5
+
+
+def test_sliced_polling_finds_a_reply_whose_wake_up_was_missed():
+    """A channel whose first waits miss a ready message (as the asyncio poll of the shell socket
+    did in notebook 07) still delivers it; a channel with nothing gives Empty after the timeout."""
+    import asyncio
+    import queue
+    import time
+
+    from blocksparse.cli import sliced_get_msg
+
+    waits = []
+
+    async def missed_twice(timeout=None):
+        waits.append(timeout)
+        await asyncio.sleep(timeout)
+        if len(waits) < 3:
+            raise queue.Empty  # the reply is there, the wake-up was not
+        return {"msg_type": "execute_reply"}
+
+    assert asyncio.run(sliced_get_msg(missed_twice, step=0.01)(timeout=None)) == {"msg_type": "execute_reply"}
+    assert waits == [0.01, 0.01, 0.01]
+
+    async def nothing(timeout=None):
+        await asyncio.sleep(timeout)
+        raise queue.Empty
+
+    t0 = time.monotonic()
+    with pytest.raises(queue.Empty):
+        asyncio.run(sliced_get_msg(nothing, step=0.01)(timeout=0.05))
+    assert 0.05 <= time.monotonic() - t0 < 1.0
