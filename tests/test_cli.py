@@ -118,7 +118,7 @@ def test_select_on_the_amortized_rate_writes_its_own_screening_file(tmp_path, mo
     main(["select", "--target-bpp", "50", "--rate", "amortized", "--fit-images", "8", "--val-rate-sample", "2",
           "--val-subset", "4", "--modes", "global", "--block-sizes", "4", "--bits", "2", "--ratios", "0.05", "0.002",
           "--lrs", "1e-3", "3e-4", "--group-lasso-weight", "1e-5", "--screen-steps", "2", "--rounds", "1"])
-    assert "2 of 2 configurations reach 50.0 bpp on amortized validation streams" in capsys.readouterr().out
+    assert "2 of 2 configurations (one per distinct codec) reach 50.0 bpp on amortized validation streams" in capsys.readouterr().out
     assert not (tmp_path / "screening_layer1_50bpp.csv").exists()
     rows = pd.read_csv(tmp_path / "screening_layer1_50bpp_amortized.csv")
     config = json.loads((tmp_path / "screening_layer1_50bpp_amortized.json").read_text())["config"]
