@@ -139,6 +139,7 @@ FULL_STRETCH = Template(" At or under $bpp bpp the most accurate is $row; $withi
 FULL_PARTIAL = Template(" $row is within $tolerance for $k of its $n seeds by a paired test (a row counts as "
                         "within only when every seed is).")
 FULL_STRETCH_NONE = Template(" Nothing measured is at or under $bpp bpp.")
+FULL_FAMILY = Template(" Block-sparse alone: $lowest$stretch.")
 FULL_REFERENCE = Template(" A second reference, the uncompressed model fine-tuned with no codec ($recipe; $accs), "
                           "is $diff points from the shipped model by a paired test (mean over its seeds, widest "
                           "interval); against it, each block-sparse model paired with the reference run of its own seed "
@@ -196,6 +197,29 @@ def _reference_sentence(table: pd.DataFrame, max_bpp: float, tolerance: float) -
                                      f"test images", diff=diff, verdict=verdict)
 
 
+def _family_sentence(table: pd.DataFrame, words, tolerance: float, stretch_bpp: float | None) -> str:
+    """FULL_FAMILY: the block-sparse rows' own lowest rate within ``tolerance`` and most accurate row
+    at or under ``stretch_bpp`` (``table``: the answer's rows, in order of rate; ``words``: a row in
+    words), so that the study's codec is answered for when another method leads; empty when the
+    table holds block-sparse rows only, or none."""
+    bs = table[table["method"].str.startswith("block-sparse")]
+    if bs.empty or len(bs) == len(table):
+        return ""
+    within = bs[bs["within"]]
+    lowest = (f"the lowest rate within {_points(tolerance)} by a paired test is {words(within.iloc[0])}" if len(within)
+              else f"no block-sparse model is within {_points(tolerance)} by a paired test at any rate")
+    stretch = ""
+    if stretch_bpp is not None:
+        under = bs[bs["bpp"] <= stretch_bpp]
+        if len(under):
+            best = under.loc[under["accuracy"].idxmax()]
+            stretch = (f"; at or under {_number(stretch_bpp)} bpp the most accurate block-sparse model is {words(best)}, "
+                       f"{'within' if best['within'] else 'not within'} {_points(tolerance)} by a paired test")
+        else:
+            stretch = f"; no block-sparse model is at or under {_number(stretch_bpp)} bpp"
+    return FULL_FAMILY.substitute(lowest=lowest, stretch=stretch)
+
+
 def render_full_answer(models: pd.DataFrame | None, paired: list[dict], bottleneck: pd.DataFrame | None,
                        bottleneck_paired: list[dict], codec_models: pd.DataFrame | None, codec_paired: list[dict],
                        codec_grid: pd.DataFrame | None, tolerance: float = 0.01, max_bpp: float = 1.0,
@@ -233,7 +257,7 @@ def render_full_answer(models: pd.DataFrame | None, paired: list[dict], bottlene
                 describe(g.iloc[0].drop(labels=["finetuned"])) + (f"; {recipe}" if recipe else ""), g,
                 paired_for(g, paired), [vs[k] for k in keys if k in vs])
     if bottleneck is not None and len(bottleneck):
-        for label, g in bottleneck_groups(with_columns(bottleneck, BN_RECIPE)):
+        for label, g in bottleneck_groups(with_columns(bottleneck, BN_RECIPE), name_split=False):
             split = g["split_at"].iloc[0]
             add(f"learned bottleneck ({split})" if isinstance(split, str) else "learned bottleneck", label, g,
                 paired_for(g, bottleneck_paired))
@@ -288,6 +312,7 @@ def render_full_answer(models: pd.DataFrame | None, paired: list[dict], bottlene
         sentence += (FULL_STRETCH_NONE.substitute(bpp=_number(stretch_bpp)) if best is None else FULL_STRETCH.substitute(
             bpp=_number(stretch_bpp), row=words(best),
             within=f"{'within' if best['within'] else 'not within'} {_points(tolerance)} by a paired test"))
+    sentence += _family_sentence(table, words, tolerance, stretch_bpp)
     for _, r in partial.iterrows():
         sentence += FULL_PARTIAL.substitute(row=f"{r['method']} {r['setting']}", k=r["_n_within"], n=r["seeds"],
                                             tolerance=_points(tolerance))

@@ -209,15 +209,16 @@ def bottleneck_frame(rows: pd.DataFrame, cards: dict[str, dict]) -> pd.DataFrame
 BN_RECIPE = ["prior_lr", "steps", "stride"]
 
 
-def bottleneck_groups(models: pd.DataFrame) -> list[tuple[str, pd.DataFrame]]:
+def bottleneck_groups(models: pd.DataFrame, name_split: bool = True) -> list[tuple[str, pd.DataFrame]]:
     """One group per split, rate weight and recipe (its seeds), with a label, in order of rate. The
-    label names the split and the stride only where the frame holds more than one of them."""
+    label names the split (unless ``name_split`` is false: a caller that names it elsewhere) and the
+    stride only where the frame holds more than one of them."""
     keys = ["split_at", "rate_weight", *[c for c in BN_RECIPE if c in models.columns]]
     several = {c: models[c].nunique(dropna=False) > 1 for c in ("split_at", "stride") if c in models.columns}
     groups = []
     for _, g in models.groupby(keys, sort=False, dropna=False):
         r = g.iloc[0]
-        label = f"{r['split_at']}, " if several.get("split_at") else ""
+        label = f"{r['split_at']}, " if several.get("split_at") and name_split else ""
         label += f"lambda={_number(r['rate_weight'])}"
         if several.get("stride"):
             label += f", stride {int(r['stride'])}"

@@ -131,8 +131,9 @@ def test_bottlenecks_at_two_splits_are_kept_apart_and_each_split_has_its_own_bd_
     assert "BD-rate of the bottleneck's curve after layer3 (3 models" in text and ": -75%" in text
     assert "is 0.30 bpp (layer3, lambda=0.8, stride 2, 92.00%" in text  # the lowest rate within, layer3's
     answer = report_answer.render_full_answer(None, [], frame, paired, None, [], None)
-    assert "| learned bottleneck (layer3) | layer3, lambda=0.8, stride 2 | 1 | 0.3 | 92 |" in answer
-    assert "| learned bottleneck (layer1) | layer1, lambda=0.8, stride 4 | 1 | 0.6 | 92 |" in answer
+    # the method names the split; the setting does not again
+    assert "| learned bottleneck (layer3) | lambda=0.8, stride 2 | 1 | 0.3 | 92 |" in answer
+    assert "| learned bottleneck (layer1) | lambda=0.8, stride 4 | 1 | 0.6 | 92 |" in answer
     one = report_models.render_bottleneck(report_models.bottleneck_frame(to_frame(rows), cards), paired[:3], grid)
     assert "after layer1, where block-sparse's features are coded too, an encoder to a few latent channels at stride 4," in one
     assert "| lambda=0.8 |" in one
@@ -304,7 +305,21 @@ def test_full_answer_names_what_is_within_on_all_images_and_labels_point_estimat
             "at 0.60 bpp (difference -1.20 [-1.60, -0.80] points).") in text
     assert ("At or under 0.5 bpp the most accurate is learned bottleneck (layer1) lambda=3.2, 90.00% [89.50, 90.50] at "
             "0.30 bpp (difference -3.20 [-3.60, -2.80] points); not within one point by a paired test.") in text
+    # the bottleneck leads: block-sparse's own answer beside it
+    assert ("Block-sparse alone: no block-sparse model is within one point by a paired test at any rate; no "
+            "block-sparse model is at or under 0.5 bpp.") in text
+    at7 = report_answer.render_full_answer(models, paired, bn, _bn_paired([False, True, True]), None, [], grid,
+                                           stretch_bpp=0.7)
+    assert ("Block-sparse alone: no block-sparse model is within one point by a paired test at any rate; at or under "
+            "0.7 bpp the most accurate block-sparse model is block-sparse (layer1) global, B=4, ratio 0.005, 2 bits, "
+            "89.50% [88.40, 90.60] at 0.63 bpp (difference -3.70 [-4.70, -2.70] points), not within one point by a "
+            "paired test.") in at7
+    ok = [p | dict(within=True) for p in paired]
+    assert ("Block-sparse alone: the lowest rate within one point by a paired test is block-sparse (layer1) global, "
+            "B=4, ratio 0.005, 2 bits, 89.50%") in report_answer.render_full_answer(
+        models, ok, bn, _bn_paired([False, True, True]), None, [], grid)
     none = report_answer.render_full_answer(models, paired, None, [], None, [], None)
+    assert "Block-sparse alone" not in none  # nothing else to lead
     assert "nothing measured at or under 1 bpp is within one point" in none
     assert "block-sparse (layer1) global, B=4, ratio 0.005, 2 bits, 89.50% at 0.63 bpp" in none
     assert "No row at any rate is within one point by a paired test. Nothing measured is at or under 0.5 bpp." in none
