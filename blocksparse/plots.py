@@ -5,6 +5,7 @@ import itertools
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+from matplotlib.ticker import FuncFormatter, LogLocator
 import pandas as pd
 import seaborn as sns
 from torch import Tensor
@@ -30,14 +31,26 @@ def _axes(ax):
     return ax.figure, ax
 
 
+def _log_rate_axis(ax) -> None:
+    """A log x axis labelled in plain numbers at 1, 2 and 5 per decade (matplotlib's default
+    labels every minor tick as 3x10^-1, 4x10^-1, ..., which overlap under one decade)."""
+    plain = FuncFormatter(lambda v, _: f"{v:g}")
+    ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(plain)
+    ax.xaxis.set_minor_locator(LogLocator(subs=(2.0, 5.0)))
+    ax.xaxis.set_minor_formatter(plain)
+
+
 def _true(v) -> bool:
     """A flag of a results row: True only where it is set and true (missing is not true)."""
     return v is not None and not pd.isna(v) and bool(v)
 
 
-def _curve_label(row: pd.Series) -> str:
-    split = row.get("split_at")  # a split other than the original's (layer1) is named
-    after = f" after {split}" if isinstance(split, str) and split != "layer1" else ""
+def _curve_label(row: pd.Series, name_layer1: bool = False) -> str:
+    """The legend entry of a results row; a split other than the original's (layer1) is named,
+    layer1 too with ``name_layer1`` (a figure that holds several splits)."""
+    split = row.get("split_at")
+    after = f" after {split}" if isinstance(split, str) and (split != "layer1" or name_layer1) else ""
     if row["method"] == "blocksparse":
         return f"{row['mode']}{after}{' (fine-tuned)' if _true(row['finetuned']) else ''}"
     if row["method"] == "dense":
@@ -58,7 +71,8 @@ def plot_accuracy_vs_bpp(df: pd.DataFrame, reference: float | None = None, ax=No
     """
     fig, ax = _axes(ax)
     d = df[df["method"] != "uncompressed"].dropna(subset=[rate, "accuracy"]).copy()
-    d["curve"] = d.apply(_curve_label, axis=1)
+    several = "split_at" in d and d["split_at"].dropna().nunique() > 1
+    d["curve"] = d.apply(_curve_label, axis=1, name_layer1=several)
     fronts = pd.concat([pareto(g, x=rate) for _, g in d.groupby("curve")], ignore_index=True) if len(d) else d
     fronts = fronts.assign(acc=100 * fronts["accuracy"].astype(float))
     sns.lineplot(data=fronts, x=rate, y="acc", hue="curve", style="curve", markers=True, dashes=False,
@@ -71,7 +85,7 @@ def plot_accuracy_vs_bpp(df: pd.DataFrame, reference: float | None = None, ax=No
         ax.axhline(100 * reference, color="k", lw=0.8, label="uncompressed")
         ax.axhline(100 * reference - 1, color="k", lw=0.8, ls=":", label="-1 point")
     if logx:
-        ax.set_xscale("log")
+        _log_rate_axis(ax)
     what = {"bpp": "real per-image streams", "bpp_self_contained": "self-contained streams"}.get(rate, rate)
     ax.set(xlabel=f"bits per input pixel ({what})", ylabel="top-1 accuracy (%)")
     ax.legend(fontsize=7)
@@ -116,7 +130,8 @@ def plot_split_points(sweeps: dict[str, pd.DataFrame], models: pd.DataFrame | No
             references.setdefault(int(m["n_images"].max()), float(models_reference))
     for (n, acc), ls in zip(sorted(references.items()), itertools.cycle(["-", "--", "-.", ":"])):
         ax.axhline(100 * acc, color="k", lw=0.8, ls=ls, label=f"uncompressed ({n:,} images)")
-    ax.set(xscale="log", xlabel="bits per input pixel (real per-image streams)", ylabel="top-1 accuracy (%)")
+    _log_rate_axis(ax)
+    ax.set(xlabel="bits per input pixel (real per-image streams)", ylabel="top-1 accuracy (%)")
     ax.legend(fontsize=7)
     return fig
 

@@ -82,3 +82,19 @@ def test_plot_split_points_draws_each_front_and_the_mean_of_each_models_seeds():
     refs = {h: l.get_ydata()[0] for h, l in handles.items() if h.startswith("uncompressed")}
     assert refs == {"uncompressed (1,000 images)": pytest.approx(94.0), "uncompressed (10,000 images)": pytest.approx(93.0)}
     assert "after layer1, fine-tuned" not in " ".join(handles)
+
+
+def test_accuracy_vs_bpp_names_every_split_when_it_holds_several_and_labels_the_rate_plainly():
+    r = _rows()
+    one = bsu.plot_accuracy_vs_bpp(r, 0.93)
+    names = [t.get_text() for t in one.axes[0].get_legend().get_texts()]
+    assert "global (fine-tuned)" in names and not any("after" in n for n in names)  # one split: not named
+    later = r.iloc[[1]].assign(split_at="layer3", bpp=0.3)
+    fig = bsu.plot_accuracy_vs_bpp(pd.concat([r.assign(split_at="layer1"), later], ignore_index=True), 0.93)
+    names = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+    assert "global after layer1 (fine-tuned)" in names and "global after layer3 (fine-tuned)" in names
+    ax = fig.axes[0]
+    fig.canvas.draw()
+    labels = [t.get_text() for t in ax.get_xticklabels(minor=True) + ax.get_xticklabels() if t.get_text()]
+    assert "0.5" in labels and "2" in labels and "1" in labels  # plain numbers at 1, 2, 5 per decade
+    assert not any("times" in t or "^" in t for t in labels)
