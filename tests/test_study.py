@@ -319,3 +319,33 @@ def test_a_bottleneck_after_layer3_codes_its_7x7_map_at_the_stride_asked(tmp_pat
     rows, _ = blocksparse.study.remeasure_bottleneck_models([card], n_test=12, rate_sample=2)
     assert rows[0]["accuracy"] == row["accuracy"] and rows[0]["bpp"] == row["bpp"]
     assert blocksparse.study.bottleneck_name(0.2, 8, 0) == "bottleneck_layer1_M8_lmbda0.2_seed0"  # default: as before
+
+
+def test_the_uncompressed_reference_is_evaluated_once_per_model_and_images(monkeypatch):
+    """Re-measuring many cards evaluates the shipped model once for the same images; other images,
+    or another model's weights, are evaluated afresh (never a stale reference)."""
+    from torch.utils.data import TensorDataset
+    calls = []
+
+    def fake_evaluate(model, cfg, data, *a, **kw):
+        calls.append(len(data))
+        return dict(accuracy=0.5, correct=torch.ones(len(data), dtype=torch.bool))
+    monkeypatch.setattr(blocksparse.study, "evaluate", fake_evaluate)
+    monkeypatch.setattr(blocksparse.study, "_REFERENCES", {})
+    g = torch.Generator().manual_seed(0)
+    a = TensorDataset(torch.rand(6, 1, 28, 28, generator=g), torch.arange(6) % 10)
+    b = TensorDataset(a.tensors[0].clone(), torch.tensor([1, 1, 2, 3, 4, 5]))  # other labels, same images
+    first = blocksparse.study._reference_evaluation("fashion-mnist", "layer1", a)
+    assert blocksparse.study._reference_evaluation("fashion-mnist", "layer1", a) is first and calls == [6]
+    blocksparse.study._reference_evaluation("fashion-mnist", "layer1", b)
+    assert calls == [6, 6]
+    shipped = blocksparse.study.load_pretrained
+
+    def other_weights(*args, **kw):
+        m = shipped(*args, **kw)
+        with torch.no_grad():
+            next(m.parameters()).add_(1.0)
+        return m
+    monkeypatch.setattr(blocksparse.study, "load_pretrained", other_weights)
+    blocksparse.study._reference_evaluation("fashion-mnist", "layer1", a)
+    assert calls == [6, 6, 6]
