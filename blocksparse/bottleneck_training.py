@@ -242,43 +242,63 @@ def evaluate_bottleneck(model: SplitResNet18, bn: Bottleneck, data: TensorDatase
         ``clamped_share`` (share of rounded latents clamped to the symbol range), ``raw_bytes``
         (float32 features per image), ``latent_shape`` (M, h, w).
     """
-    if not isinstance(bn, Bottleneck):
-        raise ValueError(f"bn must be a Bottleneck, got {type(bn).__name__}")
+    return evaluate_bottlenecks(model, [bn], data, rate_sample, batch_size, exact)[0]
+
+
+@torch.no_grad()
+def evaluate_bottlenecks(model: SplitResNet18, bns: list[Bottleneck], data: TensorDataset,
+                         rate_sample: int | None = None, batch_size: int = 256, exact: bool = False) -> list[dict]:
+    """``evaluate_bottleneck`` of each of ``bns`` (bottlenecks at ``model``'s split), the frozen
+    head run once per batch for all of them: re-measuring several bottlenecks of one split costs
+    one head pass, not one each. Returns one result per bottleneck, in order; each is what
+    ``evaluate_bottleneck`` alone returns (the same batches and operations)."""
+    if not isinstance(bns, (list, tuple)) or not bns:
+        raise ValueError(f"bns must be a non-empty list of Bottleneck, got {bns!r}")
+    for bn in bns:
+        if not isinstance(bn, Bottleneck):
+            raise ValueError(f"bn must be a Bottleneck, got {type(bn).__name__}")
     if rate_sample is not None and (isinstance(rate_sample, bool) or not isinstance(rate_sample, int)
                                     or rate_sample < 1):
         raise ValueError(f"rate_sample must be an integer >= 1 (or None for all images), got {rate_sample!r}")
-    model.eval(), bn.eval()
+    model.eval()
     device = module_device(model)
-    if module_device(bn) != device:
-        raise ValueError(f"bn is on {module_device(bn)}, the model on {device}: move bn with bn.to(...)")
+    for bn in bns:
+        bn.eval()
+        if module_device(bn) != device:
+            raise ValueError(f"bn is on {module_device(bn)}, the model on {device}: move bn with bn.to(...)")
     x, y = data.tensors
     if len(x) == 0:
         raise ValueError("data holds no images")
     hw = tuple(x.shape[-2:])
     in_rate = torch.zeros(len(x), dtype=torch.bool)
     in_rate[evenly_spaced(len(x), len(x) if rate_sample is None else rate_sample)] = True
-    correct, sizes, bits, clamped, latents = [], [], 0.0, 0, 0
+    acc = [dict(correct=[], sizes=[], bits=0.0, clamped=0, latents=0) for _ in bns]
     for s in range(0, len(x), batch_size):
         z = model.head(x[s:s + batch_size].to(device)).float()
-        y_hat, z_hat, n_clamped = coded_latents(bn, z)  # the tail consumes exactly what decoding each stream returns
-        clamped += n_clamped
-        latents += y_hat.numel()
-        bits += float(-torch.log2(bn.likelihoods(y_hat)).sum())
-        correct.append(model.tail(z_hat).argmax(1).cpu() == y[s:s + batch_size])
         sel = in_rate[s:s + len(z)].nonzero().view(-1).tolist()
-        blobs = latent_streams(bn, y_hat[sel]) if sel else []
-        sizes += [len(b) for b in blobs]
-        for b, i in zip(blobs, sel) if exact else ():
-            if not torch.equal(decode(bn, b, z.shape[1:]), z_hat[i:i + 1]):
-                raise AssertionError("decoded features differ from the ones the tail consumed")
-    correct = torch.cat(correct)
-    k = int(correct.sum())
-    lo, hi = wilson_interval(k, len(x))
-    return dict(accuracy=k / len(x), accuracy_lo=lo, accuracy_hi=hi, n_images=len(x), n_rate=len(sizes),
-                bpp=8.0 * float(np.mean(sizes)) / (hw[0] * hw[1]), bytes=float(np.mean(sizes)),
-                bpp_estimate=bits / (len(x) * hw[0] * hw[1]), clamped_share=clamped / latents,
-                raw_bytes=4 * bn.args["in_channels"] * hw[0] * hw[1],
-                latent_shape=(bn.args["latent_channels"], *bn.latent_hw(*hw)), correct=correct)
+        for bn, a in zip(bns, acc):
+            y_hat, z_hat, n_clamped = coded_latents(bn, z)  # the tail consumes exactly what decoding each stream returns
+            a["clamped"] += n_clamped
+            a["latents"] += y_hat.numel()
+            a["bits"] += float(-torch.log2(bn.likelihoods(y_hat)).sum())
+            a["correct"].append(model.tail(z_hat).argmax(1).cpu() == y[s:s + batch_size])
+            blobs = latent_streams(bn, y_hat[sel]) if sel else []
+            a["sizes"] += [len(b) for b in blobs]
+            for b, i in zip(blobs, sel) if exact else ():
+                if not torch.equal(decode(bn, b, z.shape[1:]), z_hat[i:i + 1]):
+                    raise AssertionError("decoded features differ from the ones the tail consumed")
+    out = []
+    for bn, a in zip(bns, acc):
+        correct = torch.cat(a["correct"])
+        k = int(correct.sum())
+        lo, hi = wilson_interval(k, len(x))
+        sizes = a["sizes"]
+        out.append(dict(accuracy=k / len(x), accuracy_lo=lo, accuracy_hi=hi, n_images=len(x), n_rate=len(sizes),
+                        bpp=8.0 * float(np.mean(sizes)) / (hw[0] * hw[1]), bytes=float(np.mean(sizes)),
+                        bpp_estimate=a["bits"] / (len(x) * hw[0] * hw[1]), clamped_share=a["clamped"] / a["latents"],
+                        raw_bytes=4 * bn.args["in_channels"] * hw[0] * hw[1],
+                        latent_shape=(bn.args["latent_channels"], *bn.latent_hw(*hw)), correct=correct))
+    return out
 
 
 def bottleneck_row(ev: dict, lmbda: float, **extra) -> dict:

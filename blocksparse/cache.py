@@ -97,6 +97,16 @@ def cache_paths(name: str, key: dict) -> tuple[Path, Path]:
     return stem.with_suffix(".csv"), stem.with_suffix(".json")
 
 
+def is_cached(name: str, key: dict, recompute: bool = False, schema: bool = True) -> bool:
+    """Whether ``cached(name, key, ..., recompute, schema)`` would read its result back instead of
+    computing it (an entry with exactly this key, and no recompute asked for)."""
+    csv, meta = cache_paths(name, key)
+    if recompute_requested(recompute) or not (csv.exists() and meta.exists()):
+        return False
+    stored = json.loads(meta.read_text())
+    return stored.get("key") == _full_key(key) and stored.get("schema") == schema
+
+
 def cached(name: str, key: dict, compute: Callable[[], list[dict] | pd.DataFrame], recompute: bool = False,
            schema: bool = True) -> pd.DataFrame:
     """The result of ``compute()`` for ``key``: read from the cache when an entry with exactly
@@ -131,19 +141,16 @@ def cached(name: str, key: dict, compute: Callable[[], list[dict] | pd.DataFrame
     if not callable(compute):
         raise ValueError(f"compute must be callable, got {type(compute).__name__}")
     csv, meta = cache_paths(name, key)
-    full = _full_key(key)
-    if not recompute_requested(recompute) and csv.exists() and meta.exists():
-        stored = json.loads(meta.read_text())
-        # the file name holds 12 hex digits of the hash; the stored key settles it
-        if stored.get("key") == full and stored.get("schema") == schema:
-            return _read(csv, stored)
+    # the file name holds 12 hex digits of the hash; the stored key settles it
+    if is_cached(name, key, recompute, schema):
+        return _read(csv, json.loads(meta.read_text()))
     out = compute()
     attrs = dict(out.attrs) if isinstance(out, pd.DataFrame) else {}
     frame = to_frame(out) if schema else pd.DataFrame(out).reset_index(drop=True)
     if not schema and (frame.columns.duplicated().any() or not all(isinstance(c, str) for c in frame.columns)):
         raise ValueError("the computed frame needs unique string column names to be cached")
     frame.attrs = attrs
-    _write(frame, csv, meta, dict(name=name, key=full, hash=_hash(key), schema=schema,
+    _write(frame, csv, meta, dict(name=name, key=_full_key(key), hash=_hash(key), schema=schema,
                                   columns=list(frame.columns), dtypes={c: str(t) for c, t in frame.dtypes.items()},
                                   attrs=attrs))
     return frame

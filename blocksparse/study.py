@@ -18,8 +18,9 @@ from tqdm.auto import tqdm
 
 from .bitstream import encode, rate
 from .bottleneck import Bottleneck, load_bottleneck, save_bottleneck
-from .bottleneck_training import best_evaluation, bottleneck_row, evaluate_bottleneck, train_bottleneck
-from .cache import cached
+from .bottleneck_training import (best_evaluation, bottleneck_row, evaluate_bottleneck, evaluate_bottlenecks,
+                                  train_bottleneck)
+from .cache import cached, is_cached
 from .analysis import pair_with_reference, within
 from .baselines import code_images, codec_row, image_codec_baseline
 from .codebook import Codebook, codebook_bytes, encode_batch, fit_codebook, load_codebook, save_codebook
@@ -464,17 +465,25 @@ def remeasure_cached(cards: list[str | Path], kind: str, recompute: bool = False
     if kind not in measure:
         raise ValueError(f"kind must be one of {sorted(measure)}, got {kind!r}")
     frames, paired = [], []
-    for c in map(Path, cards):
+    cards = [Path(c) for c in cards]
+    keys = {}
+    for c in cards:
         card = json.loads(c.read_text())
-
+        keys[c] = dict(card=c.name, sha256=card["sha256"], checkpoint=checkpoint_card(card["dataset"]).get("sha256"),
+                       **settings)
+    ahead = {}
+    if kind == "bottleneck":  # the ones not cached are measured together: one head pass per split
+        todo = [c for c in cards if not is_cached(f"{kind}_model", keys[c], recompute)]
+        if todo:
+            rows, p = remeasure_bottleneck_models(todo, **settings)
+            ahead = {c: ([r], [q]) for c, r, q in zip(todo, rows, p)}
+    for c in cards:
         def one(c=c):
-            rows, p = measure[kind]([c], **settings)
+            rows, p = ahead[c] if c in ahead else measure[kind]([c], **settings)
             frame = to_frame(rows)
             frame.attrs["paired"] = p
             return frame
-        key = dict(card=c.name, sha256=card["sha256"], checkpoint=checkpoint_card(card["dataset"]).get("sha256"),
-                   **settings)
-        f = cached(f"{kind}_model", key, one, recompute)
+        f = cached(f"{kind}_model", keys[c], one, recompute)
         frames.append(f)
         paired += f.attrs.get("paired", [])
     out = to_frame(pd.concat(frames, ignore_index=True)) if frames else to_frame([])
@@ -536,24 +545,34 @@ def train_bottleneck_model(lmbda: float, seed: int, out_dir: str | Path, dataset
 def remeasure_bottleneck_models(cards: list[str | Path], n_test: int | None = None,
                                 rate_sample: int | None = 1000) -> tuple[list[dict], list[dict]]:
     """Re-measure shipped learned bottlenecks (their ``.json`` cards) instead of retraining them:
-    the same measurement as ``train_bottleneck_model``'s test. Returns (rows, paired tests)."""
-    rows, paired, refs = [], [], {}
-    for c in map(Path, cards):
+    the same measurement as ``train_bottleneck_model``'s test, the frozen head run once for all
+    the cards of one split (``evaluate_bottlenecks``). Returns (rows, paired tests), one each per
+    card, in the cards' order."""
+    cards = [Path(c) for c in cards]
+    loaded = []
+    for c in cards:
         card = json.loads(c.read_text())
         if "test_accuracy" not in card:  # save_bottleneck's first card, before the model's one test
             raise ValueError(f"{c} is not a finished model's card (no test_accuracy): is its run still going?")
-        key = (card["dataset"], card["split_at"])
+        loaded.append(card)
+    results = {}
+    for key in dict.fromkeys((card["dataset"], card["split_at"]) for card in loaded):
         model = load_pretrained(*key)
-        test = load_dataset(card["dataset"], "test", subset=n_test)
-        if key not in refs:
-            refs[key] = _reference_evaluation(*key, test)
-        weights = c.with_suffix(".pt")
-        ev = evaluate_bottleneck(model, load_bottleneck(weights, module_device(model)), test, rate_sample)
+        test = load_dataset(key[0], "test", subset=n_test)
+        ref = _reference_evaluation(*key, test)
+        group = [i for i, card in enumerate(loaded) if (card["dataset"], card["split_at"]) == key]
+        bns = [load_bottleneck(cards[i].with_suffix(".pt"), module_device(model)) for i in group]
+        for i, ev in zip(group, evaluate_bottlenecks(model, bns, test, rate_sample)):
+            results[i] = (ev, ref)
+    rows, paired = [], []
+    for i, (c, card) in enumerate(zip(cards, loaded)):
+        ev, ref = results[i]
+        weights = _in_repo(c.with_suffix(".pt"))
         rows.append(bottleneck_row(ev, card["lmbda"], dataset=card["dataset"], split_at=card["split_at"],
                                    finetuned=True, seed=card["seed"], val_accuracy=card["val_accuracy"],
-                                   weights=_in_repo(weights)))
-        paired.append(dict(weights=_in_repo(weights), reference_accuracy=refs[key]["accuracy"],
-                           **within(refs[key]["correct"].numpy(), ev["correct"].numpy())))
+                                   weights=weights))
+        paired.append(dict(weights=weights, reference_accuracy=ref["accuracy"],
+                           **within(ref["correct"].numpy(), ev["correct"].numpy())))
     return rows, paired
 
 

@@ -169,3 +169,26 @@ def test_evaluate_against_an_independent_computation(bn):
     row = T.bottleneck_row(ev, 0.5, dataset="fashion-mnist", split_at="layer1")
     assert row["method"] == "learned-bottleneck" and row["rate_weight"] == 0.5 and row["dataset"] == "fashion-mnist"
     assert set(row) <= set(SCHEMA)  # every key is a results column (rate_weight included)
+
+
+def test_evaluating_several_bottlenecks_runs_the_head_once_and_matches_each_alone(bn):
+    model = _frozen_model()
+    other = B.Bottleneck()  # untrained: other latents, other streams
+    data = bsu.load_dataset(split="val", subset=10)
+    alone = [T.evaluate_bottleneck(model, b, data, rate_sample=4, batch_size=3) for b in (bn, other)]
+    heads, head = [], model.head
+
+    def counting(x):
+        heads.append(len(x))
+        return head(x)
+    model.head = counting
+    both = T.evaluate_bottlenecks(model, [bn, other], data, rate_sample=4, batch_size=3)
+    assert heads == [3, 3, 3, 1]  # one pass over the images for both bottlenecks
+    for a, b in zip(alone, both):
+        assert torch.equal(a["correct"], b["correct"])
+        assert {k: v for k, v in a.items() if k != "correct"} == {k: v for k, v in b.items() if k != "correct"}
+    assert alone[0]["bytes"] != alone[1]["bytes"]  # the two really differ: the comparison can fail
+    with pytest.raises(ValueError, match="bns"):
+        T.evaluate_bottlenecks(model, [], data)
+    with pytest.raises(ValueError, match="Bottleneck"):
+        T.evaluate_bottlenecks(model, [bn, "not a bottleneck"], data)

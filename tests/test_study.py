@@ -349,3 +349,26 @@ def test_the_uncompressed_reference_is_evaluated_once_per_model_and_images(monke
     monkeypatch.setattr(blocksparse.study, "load_pretrained", other_weights)
     blocksparse.study._reference_evaluation("fashion-mnist", "layer1", a)
     assert calls == [6, 6, 6]
+
+
+def test_remeasure_cached_measures_the_new_bottlenecks_together(tmp_path, monkeypatch):
+    monkeypatch.setenv("BSU_RESULTS_DIR", str(tmp_path / "results"))
+    calls = []
+
+    def fake(cards, n_test=None, rate_sample=1000):
+        calls.append([c.name for c in cards])
+        return ([dict(method="learned-bottleneck", seed=json.loads(c.read_text())["seed"], accuracy=0.9,
+                      n_images=n_test, weights=f"{c.stem}.pt") for c in cards],
+                [dict(weights=f"{c.stem}.pt", difference=-0.01) for c in cards])
+    monkeypatch.setattr(blocksparse.study, "remeasure_bottleneck_models", fake)
+    cards = []
+    for s in (0, 1, 2):
+        cards.append(tmp_path / f"bn_seed{s}.json")
+        cards[-1].write_text(json.dumps(dict(dataset="fashion-mnist", seed=s, sha256=f"{s:064x}")))
+    first = blocksparse.study.remeasure_cached(cards[:1], "bottleneck", n_test=24)
+    again = blocksparse.study.remeasure_cached(cards, "bottleneck", n_test=24)
+    assert calls == [["bn_seed0.json"], ["bn_seed1.json", "bn_seed2.json"]]  # the new two in one call
+    assert list(first["seed"]) == [0] and list(again["seed"]) == [0, 1, 2]
+    assert [p["weights"] for p in again.attrs["paired"]] == ["bn_seed0.pt", "bn_seed1.pt", "bn_seed2.pt"]
+    blocksparse.study.remeasure_cached(cards, "bottleneck", recompute=True, n_test=24)
+    assert calls[2:] == [["bn_seed0.json", "bn_seed1.json", "bn_seed2.json"]]
