@@ -185,6 +185,14 @@ def test_weights_not_shipped_report_the_recorded_test(tmp_path):
         blocksparse.study.remeasure_frontier_models([card], n_test=24)
 
 
+def _seed_cards(folder, prefix):
+    """Three minimal cards, seeds 0-2, each with its own sha256."""
+    cards = [folder / f"{prefix}_seed{s}.json" for s in (0, 1, 2)]
+    for s, c in enumerate(cards):
+        c.write_text(json.dumps(dict(dataset="fashion-mnist", seed=s, sha256=f"{s:064x}")))
+    return cards
+
+
 def test_remeasure_cached_measures_only_new_cards(tmp_path, monkeypatch):
     monkeypatch.setenv("BSU_RESULTS_DIR", str(tmp_path / "results"))
     calls = []
@@ -195,10 +203,7 @@ def test_remeasure_cached_measures_only_new_cards(tmp_path, monkeypatch):
         return ([dict(method="blocksparse", seed=seed, accuracy=0.9, n_images=n_test, weights=f"{cards[0].stem}.pt")],
                 [dict(weights=f"{cards[0].stem}.pt", difference=-0.01)])
     monkeypatch.setattr(blocksparse.study, "remeasure_frontier_models", fake)
-    cards = []
-    for s in (0, 1, 2):
-        cards.append(tmp_path / f"m_seed{s}.json")
-        cards[-1].write_text(json.dumps(dict(dataset="fashion-mnist", seed=s, sha256=f"{s:064x}")))
+    cards = _seed_cards(tmp_path, "m")
     first = blocksparse.study.remeasure_cached(cards[:2], "frontier", n_test=24)
     again = blocksparse.study.remeasure_cached(cards, "frontier", n_test=24)
     assert calls == [["m_seed0.json"], ["m_seed1.json"], ["m_seed2.json"]]  # the third card only, the second time
@@ -361,10 +366,7 @@ def test_remeasure_cached_measures_the_new_bottlenecks_together(tmp_path, monkey
                       n_images=n_test, weights=f"{c.stem}.pt") for c in cards],
                 [dict(weights=f"{c.stem}.pt", difference=-0.01) for c in cards])
     monkeypatch.setattr(blocksparse.study, "remeasure_bottleneck_models", fake)
-    cards = []
-    for s in (0, 1, 2):
-        cards.append(tmp_path / f"bn_seed{s}.json")
-        cards[-1].write_text(json.dumps(dict(dataset="fashion-mnist", seed=s, sha256=f"{s:064x}")))
+    cards = _seed_cards(tmp_path, "bn")
     first = blocksparse.study.remeasure_cached(cards[:1], "bottleneck", n_test=24)
     again = blocksparse.study.remeasure_cached(cards, "bottleneck", n_test=24)
     assert calls == [["bn_seed0.json"], ["bn_seed1.json", "bn_seed2.json"]]  # the new two in one call
