@@ -97,14 +97,21 @@ def cache_paths(name: str, key: dict) -> tuple[Path, Path]:
     return stem.with_suffix(".csv"), stem.with_suffix(".json")
 
 
+def _entry(name: str, key: dict, recompute: bool, schema: bool) -> dict | None:
+    """The stored description of the entry ``cached`` would read back for ``key`` (exactly this key
+    and ``schema``; the file name holds only 12 hex digits of the hash), or None where it would
+    compute: no such entry, or a recompute asked for."""
+    csv, meta = cache_paths(name, key)
+    if recompute_requested(recompute) or not (csv.exists() and meta.exists()):
+        return None
+    stored = json.loads(meta.read_text())
+    return stored if stored.get("key") == _full_key(key) and stored.get("schema") == schema else None
+
+
 def is_cached(name: str, key: dict, recompute: bool = False, schema: bool = True) -> bool:
     """Whether ``cached(name, key, ..., recompute, schema)`` would read its result back instead of
     computing it (an entry with exactly this key, and no recompute asked for)."""
-    csv, meta = cache_paths(name, key)
-    if recompute_requested(recompute) or not (csv.exists() and meta.exists()):
-        return False
-    stored = json.loads(meta.read_text())
-    return stored.get("key") == _full_key(key) and stored.get("schema") == schema
+    return _entry(name, key, recompute, schema) is not None
 
 
 def cached(name: str, key: dict, compute: Callable[[], list[dict] | pd.DataFrame], recompute: bool = False,
@@ -141,9 +148,9 @@ def cached(name: str, key: dict, compute: Callable[[], list[dict] | pd.DataFrame
     if not callable(compute):
         raise ValueError(f"compute must be callable, got {type(compute).__name__}")
     csv, meta = cache_paths(name, key)
-    # the file name holds 12 hex digits of the hash; the stored key settles it
-    if is_cached(name, key, recompute, schema):
-        return _read(csv, json.loads(meta.read_text()))
+    stored = _entry(name, key, recompute, schema)
+    if stored is not None:
+        return _read(csv, stored)
     out = compute()
     attrs = dict(out.attrs) if isinstance(out, pd.DataFrame) else {}
     frame = to_frame(out) if schema else pd.DataFrame(out).reset_index(drop=True)

@@ -197,26 +197,39 @@ def _reference_sentence(table: pd.DataFrame, max_bpp: float, tolerance: float) -
                                      f"test images", diff=diff, verdict=verdict)
 
 
-def _family_sentence(table: pd.DataFrame, words, tolerance: float, stretch_bpp: float | None) -> str:
+def _most_accurate(rows: pd.DataFrame, max_bpp: float) -> pd.Series | None:
+    """The row of ``rows`` at or under ``max_bpp`` with the highest accuracy (the first of equals), or None."""
+    under = rows[rows["bpp"] <= max_bpp]
+    return under.loc[under["accuracy"].idxmax()] if len(under) else None
+
+
+def _row_words(r: pd.Series) -> str:
+    """An answer row in words: method, setting, accuracy with its interval, rate, paired difference."""
+    return (f"{r['method']} {r['setting']}, {r['accuracy']:.2f}% {r['interval']} at {_bpp(r['bpp'])} bpp "
+            f"(difference {r['vs_uncompressed']} points)")
+
+
+def _verdict(r: pd.Series, tolerance: float) -> str:
+    return f"{'within' if r['within'] else 'not within'} {_points(tolerance)} by a paired test"
+
+
+def _family_sentence(table: pd.DataFrame, tolerance: float, stretch_bpp: float | None) -> str:
     """FULL_FAMILY: the block-sparse rows' own lowest rate within ``tolerance`` and most accurate row
-    at or under ``stretch_bpp`` (``table``: the answer's rows, in order of rate; ``words``: a row in
-    words), so that the study's codec is answered for when another method leads; empty when the
-    table holds block-sparse rows only, or none."""
+    at or under ``stretch_bpp`` (``table``: the answer's rows, in order of rate), so that the study's
+    codec is answered for when another method leads; empty when the table holds block-sparse rows
+    only, or none."""
     bs = table[table["method"].str.startswith("block-sparse")]
     if bs.empty or len(bs) == len(table):
         return ""
     within = bs[bs["within"]]
-    lowest = (f"the lowest rate within {_points(tolerance)} by a paired test is {words(within.iloc[0])}" if len(within)
-              else f"no block-sparse model is within {_points(tolerance)} by a paired test at any rate")
+    lowest = (f"the lowest rate within {_points(tolerance)} by a paired test is {_row_words(within.iloc[0])}"
+              if len(within) else f"no block-sparse model is within {_points(tolerance)} by a paired test at any rate")
     stretch = ""
     if stretch_bpp is not None:
-        under = bs[bs["bpp"] <= stretch_bpp]
-        if len(under):
-            best = under.loc[under["accuracy"].idxmax()]
-            stretch = (f"; at or under {_number(stretch_bpp)} bpp the most accurate block-sparse model is {words(best)}, "
-                       f"{'within' if best['within'] else 'not within'} {_points(tolerance)} by a paired test")
-        else:
-            stretch = f"; no block-sparse model is at or under {_number(stretch_bpp)} bpp"
+        best = _most_accurate(bs, stretch_bpp)
+        stretch = (f"; no block-sparse model is at or under {_number(stretch_bpp)} bpp" if best is None else
+                   f"; at or under {_number(stretch_bpp)} bpp the most accurate block-sparse model is "
+                   f"{_row_words(best)}, {_verdict(best, tolerance)}")
     return FULL_FAMILY.substitute(lowest=lowest, stretch=stretch)
 
 
@@ -295,24 +308,18 @@ def render_full_answer(models: pd.DataFrame | None, paired: list[dict], bottlene
         sentence = FULL_WITHIN.substitute(max_bpp=_number(max_bpp), names=names, verb="is" if len(ok) == 1 else "are",
                                           tolerance=_points(tolerance))
     else:
-        under = table[table["bpp"] <= max_bpp]
-        best = under.loc[under["accuracy"].idxmax()] if len(under) else None
+        best = _most_accurate(table, max_bpp)
         sentence = FULL_NONE.substitute(max_bpp=_number(max_bpp), tolerance=_points(tolerance),
                                         best="nothing" if best is None else
                                         f"{best['method']} {best['setting']}, {best['accuracy']:.2f}% at {best['bpp']:.2f} bpp")
-    def words(r: pd.Series) -> str:
-        return (f"{r['method']} {r['setting']}, {r['accuracy']:.2f}% {r['interval']} at {_bpp(r['bpp'])} bpp "
-                f"(difference {r['vs_uncompressed']} points)")
     within = table[table["within"]]
-    sentence += (FULL_LOWEST.substitute(tolerance=_points(tolerance), row=words(within.iloc[0])) if len(within)
+    sentence += (FULL_LOWEST.substitute(tolerance=_points(tolerance), row=_row_words(within.iloc[0])) if len(within)
                  else FULL_LOWEST_NONE.substitute(tolerance=_points(tolerance)))
     if stretch_bpp is not None:
-        stretch = table[table["bpp"] <= stretch_bpp]
-        best = stretch.loc[stretch["accuracy"].idxmax()] if len(stretch) else None
+        best = _most_accurate(table, stretch_bpp)
         sentence += (FULL_STRETCH_NONE.substitute(bpp=_number(stretch_bpp)) if best is None else FULL_STRETCH.substitute(
-            bpp=_number(stretch_bpp), row=words(best),
-            within=f"{'within' if best['within'] else 'not within'} {_points(tolerance)} by a paired test"))
-    sentence += _family_sentence(table, words, tolerance, stretch_bpp)
+            bpp=_number(stretch_bpp), row=_row_words(best), within=_verdict(best, tolerance)))
+    sentence += _family_sentence(table, tolerance, stretch_bpp)
     for _, r in partial.iterrows():
         sentence += FULL_PARTIAL.substitute(row=f"{r['method']} {r['setting']}", k=r["_n_within"], n=r["seeds"],
                                             tolerance=_points(tolerance))

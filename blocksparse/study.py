@@ -399,16 +399,16 @@ def write_reference_pairs(models: str | Path, references: str | Path) -> Path:
 _REFERENCES: dict[tuple, dict] = {}
 
 
-def _reference_evaluation(dataset: str, split_at: str, test: TensorDataset) -> dict:
-    """``evaluate`` of the shipped (uncompressed) model on ``test``, computed once per process for
-    the same model and images: re-measuring N cards needs it N times (40 s each on all 10,000 test
-    images on 2 CPU cores). Keyed by the model's parameters and the images' contents (a fingerprint:
-    sums and the labels' bytes), so another checkpoint or other images are evaluated afresh."""
-    model = load_pretrained(dataset, split_at)
+def _reference_evaluation(model: SplitResNet18, test: TensorDataset) -> dict:
+    """``evaluate(model, None, test)`` of the shipped (uncompressed) model, computed once per process
+    for the same model and images: re-measuring N cards needs it N times (40 s each on all 10,000
+    test images on 2 CPU cores). Keyed by the model's split and parameters and the images' contents
+    (a fingerprint: sums and the labels' bytes), so another checkpoint or other images are evaluated
+    afresh."""
     x, y = test.tensors
     with torch.no_grad():
         weights = float(sum(p.double().sum() for p in model.state_dict().values() if p.is_floating_point()))
-    key = (dataset, split_at, len(x), hashlib.sha256(y.numpy().tobytes()).hexdigest(), float(x.double().sum()), weights)
+    key = (model.split_at, len(x), hashlib.sha256(y.numpy().tobytes()).hexdigest(), float(x.double().sum()), weights)
     if key not in _REFERENCES:
         _REFERENCES[key] = evaluate(model, None, test)
     return _REFERENCES[key]
@@ -445,8 +445,8 @@ def remeasure_frontier_models(cards: list[str | Path], n_test: int | None = None
                                **card["test_paired"]))
             continue
         key = (card["dataset"], card["split_at"])
-        if key not in refs:
-            refs[key] = _reference_evaluation(*key, test)
+        if key not in refs:  # the shipped model, loaded once per split
+            refs[key] = _reference_evaluation(load_pretrained(*key), test)
         ev = evaluate(load_pretrained(*key, weights=weights), cfg, test, rate_sample, codebook=load_codebook(cb_path))
         rows.append(result_row(ev, cfg, dataset=card["dataset"], split_at=card["split_at"], finetuned=True,
                                train=card["schedule"].get("train", "all"), seed=card["seed"],
@@ -559,7 +559,7 @@ def remeasure_bottleneck_models(cards: list[str | Path], n_test: int | None = No
     for key in dict.fromkeys((card["dataset"], card["split_at"]) for card in loaded):
         model = load_pretrained(*key)
         test = load_dataset(key[0], "test", subset=n_test)
-        ref = _reference_evaluation(*key, test)
+        ref = _reference_evaluation(model, test)
         group = [i for i, card in enumerate(loaded) if (card["dataset"], card["split_at"]) == key]
         bns = [load_bottleneck(cards[i].with_suffix(".pt"), module_device(model)) for i in group]
         for i, ev in zip(group, evaluate_bottlenecks(model, bns, test, rate_sample)):

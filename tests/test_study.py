@@ -340,19 +340,16 @@ def test_the_uncompressed_reference_is_evaluated_once_per_model_and_images(monke
     g = torch.Generator().manual_seed(0)
     a = TensorDataset(torch.rand(6, 1, 28, 28, generator=g), torch.arange(6) % 10)
     b = TensorDataset(a.tensors[0].clone(), torch.tensor([1, 1, 2, 3, 4, 5]))  # other labels, same images
-    first = blocksparse.study._reference_evaluation("fashion-mnist", "layer1", a)
-    assert blocksparse.study._reference_evaluation("fashion-mnist", "layer1", a) is first and calls == [6]
-    blocksparse.study._reference_evaluation("fashion-mnist", "layer1", b)
+    shipped = bsu.load_pretrained("fashion-mnist", "layer1")
+    first = blocksparse.study._reference_evaluation(shipped, a)
+    again = blocksparse.study._reference_evaluation(bsu.load_pretrained("fashion-mnist", "layer1"), a)  # loaded anew
+    assert again is first and calls == [6]
+    blocksparse.study._reference_evaluation(shipped, b)
     assert calls == [6, 6]
-    shipped = blocksparse.study.load_pretrained
-
-    def other_weights(*args, **kw):
-        m = shipped(*args, **kw)
-        with torch.no_grad():
-            next(m.parameters()).add_(1.0)
-        return m
-    monkeypatch.setattr(blocksparse.study, "load_pretrained", other_weights)
-    blocksparse.study._reference_evaluation("fashion-mnist", "layer1", a)
+    other = bsu.load_pretrained("fashion-mnist", "layer1")
+    with torch.no_grad():
+        next(other.parameters()).add_(1.0)
+    blocksparse.study._reference_evaluation(other, a)
     assert calls == [6, 6, 6]
 
 
