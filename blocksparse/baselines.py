@@ -21,7 +21,7 @@ import torch
 from PIL import Image, features
 from torch.utils.data import TensorDataset
 
-from .analysis import wilson_interval
+from .stats import wilson_interval
 from .data import mean_std
 from .model import SplitResNet18
 from .training import predict

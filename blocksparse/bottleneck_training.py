@@ -15,7 +15,7 @@ from torch.nn import functional as F
 from torch.utils.data import TensorDataset
 from tqdm.auto import tqdm
 
-from .analysis import wilson_interval
+from .stats import wilson_interval
 from .bottleneck import Bottleneck, check_int, coded_latents, latent_streams, decode
 from .data import evenly_spaced, load_dataset
 from .model import SplitResNet18
@@ -142,8 +142,11 @@ def train_bottleneck(model: SplitResNet18, bn: Bottleneck, lmbda: float, dataset
     if module_device(bn) != device:
         raise ValueError(f"bn is on {module_device(bn)}, the model on {device}: move bn with bn.to(...)")
     set_seed(seed)
-    tr = train_data or load_dataset(dataset, "train", root, train_subset)
-    va = val_data or load_dataset(dataset, "val", root, val_subset)
+    tr = train_data if train_data is not None else load_dataset(dataset, "train", root, train_subset)
+    va = val_data if val_data is not None else load_dataset(dataset, "val", root, val_subset)
+    for name, d in (("train_data", tr), ("val_data", va)):
+        if len(d) == 0:
+            raise ValueError(f"{name} is empty: there is nothing to train on or to validate with")
     was_training, flags = model.training, [p.requires_grad for p in model.parameters()]
     model.eval().requires_grad_(False)
     prior = [bn.loc, bn.raw_scale]

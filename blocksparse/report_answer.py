@@ -9,7 +9,8 @@ from string import Template
 import numpy as np
 import pandas as pd
 
-from .analysis import best_under, lowest_within, wilson_interval
+from .analysis import best_under, lowest_within
+from .stats import wilson_interval
 from .report_format import _bpp, _count, _markdown, _number, _pct, _points, describe
 from .report_models import (BN_RECIPE, bottleneck_groups, codec_key, model_groups, model_splits, paired_for,
                             recipe_words, with_columns, with_recipe)

@@ -10,7 +10,7 @@ from string import Template
 import numpy as np
 import pandas as pd
 
-from .analysis import ONE_POINT
+from .stats import ONE_POINT
 from .codec import SELECTION_GRID
 from .report_format import _bpp, _count, _markdown, _missing, _number, _pct, _points, describe
 from .results import model_key, to_frame
