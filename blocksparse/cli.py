@@ -29,12 +29,14 @@ from .runtime import NOTEBOOK_DIR, ROOT, default_device, figures_dir, results_di
 from .results import load_results, model_key, model_stem, original_layout, save_results, to_frame, write_compression_results
 from .baselines import LOSSLESS_FORMATS, LOSSY_FORMATS, QUALITIES, available_formats, codec_row, image_codec_baseline
 from .bottleneck_training import SELECT_ON
-from .analysis import ONE_POINT, codec_rate_within
+from .analysis import codec_rate_within
+from .stats import ONE_POINT
 from .report_format import _points
 from .study import (BOTTLENECK_STRIDE, PRESETS, candidates_under, select_after_finetuning,
                     split_sweep, sweep, train_bottleneck_model, train_codec_baseline_model, train_frontier_model,
                     train_reference_model, write_reference_pairs)
 from .training import accuracy, finetune, pretrain
+from .cli_protocol import protocol_command
 
 def _positive(s: str) -> int:
     """argparse type: an integer >= 1 (anything else is a usage error, not a traceback)."""
@@ -171,7 +173,7 @@ def main(argv: list[str] | None = None) -> None:
         return
     commands = {"select": _select_command, "frontier": _frontier_command, "bottleneck": _bottleneck_command,
                 "codec-finetune": _codec_finetune_command, "split-sweep": _split_sweep_command,
-                "codec-grid": _codec_grid_command, "reference": _reference_command}
+                "codec-grid": _codec_grid_command, "reference": _reference_command, "protocol": protocol_command}
     if argv[:1] and argv[0] in commands:
         return commands[argv[0]](argv[1:])
     if argv[:1] == ["bench"]:

@@ -18,13 +18,15 @@ from .runtime import DATA_DIR
 
 DEBIAN_FASHION = Path("/usr/share/datasets/fashion-mnist")
 VAL_SIZE = 5000  # images carved from the training set for early stopping and selection
+# The protocol's two disjoint halves of those 5,000 held-out images (``protocol`` says which is for what):
+# "val-stop" for early stopping and training curves, "val-select" for every choice.
 _DATASETS = {
     "fashion-mnist": dict(classes=10, mean=(0.2860,), std=(0.3530,)),
     "cifar10": dict(classes=10, mean=(0.4914, 0.4822, 0.4465), std=(0.2470, 0.2435, 0.2616)),
     # the original study's constants, which its hub checkpoint (model.HUB_CHECKPOINTS) was trained with
     "cifar100": dict(classes=100, mean=(0.5071, 0.4867, 0.4408), std=(0.2675, 0.2565, 0.2761)),
 }
-SPLITS = ("train", "val", "test")
+SPLITS = ("train", "val", "test", "val-stop", "val-select")
 
 
 def dataset_info(name: str) -> dict:
@@ -99,9 +101,15 @@ def _arrays(name: str, train: bool, root: str) -> tuple[Tensor, Tensor]:
 
 
 def split_indices(n_train: int, split: str, seed: int = 0) -> Tensor:
-    """Indices of the training set that form ``split`` ("train" or "val"); fixed by ``seed``."""
+    """Indices of the training set that form ``split``; fixed by ``seed``.
+
+    "val" is the first ``VAL_SIZE`` images of one seeded permutation, "train" the rest;
+    "val-stop" and "val-select" are the first and the second half of "val" (disjoint, together
+    "val")."""
     perm = torch.randperm(n_train, generator=torch.Generator().manual_seed(seed))
-    return perm[:VAL_SIZE] if split == "val" else perm[VAL_SIZE:]
+    half = VAL_SIZE // 2
+    return {"val": perm[:VAL_SIZE], "val-stop": perm[:half], "val-select": perm[half:VAL_SIZE]}.get(
+        split, perm[VAL_SIZE:])
 
 
 def evenly_spaced(n: int, k: int) -> Tensor:
@@ -117,8 +125,9 @@ def load_dataset(name: str = "fashion-mnist", split: str = "test", root: str | P
     Parameters
     ----------
     name : {"fashion-mnist", "cifar10", "cifar100"}
-    split : {"train", "val", "test"}
-        "val" is a fixed, seeded slice of ``VAL_SIZE`` training images; "train" is the rest.
+    split : {"train", "val", "test", "val-stop", "val-select"}
+        "val" is a fixed, seeded slice of ``VAL_SIZE`` training images; "train" is the rest;
+        "val-stop" and "val-select" are its two disjoint halves (``split_indices``).
     root : path
         Where datasets are looked up and downloaded to (Fashion-MNIST is also looked up in
         Debian's ``/usr/share/datasets/fashion-mnist``).

@@ -217,8 +217,11 @@ def finetune(model: SplitResNet18, cfg: CodecConfig | None, dataset: str = "fash
         raise ValueError("steps, eval_every, patience and batch_size must be >= 1")
     set_seed(seed)
     device = module_device(model)
-    tr = train_data or load_dataset(dataset, "train", root, train_subset)
-    va = val_data or load_dataset(dataset, "val", root, val_subset)
+    tr = train_data if train_data is not None else load_dataset(dataset, "train", root, train_subset)
+    va = val_data if val_data is not None else load_dataset(dataset, "val", root, val_subset)
+    for name, d in (("train_data", tr), ("val_data", va)):
+        if len(d) == 0:
+            raise ValueError(f"{name} is empty: there is nothing to train on or to validate with")
     if teacher_inputs is not None and tuple(teacher_inputs.shape) != tuple(tr.tensors[0].shape):
         raise ValueError(f"teacher_inputs has shape {tuple(teacher_inputs.shape)}, the training images "
                          f"{tuple(tr.tensors[0].shape)}: they must be aligned image for image")

@@ -192,3 +192,13 @@ def test_evaluating_several_bottlenecks_runs_the_head_once_and_matches_each_alon
         T.evaluate_bottlenecks(model, [], data)
     with pytest.raises(ValueError, match="Bottleneck"):
         T.evaluate_bottlenecks(model, [bn, "not a bottleneck"], data)
+
+
+def test_an_empty_training_set_is_refused_not_replaced():
+    """An empty dataset was once swapped silently for the whole training split (``data or load(...)``)."""
+    model = _frozen_model()
+    empty = torch.utils.data.TensorDataset(torch.zeros(0, 1, 28, 28), torch.zeros(0, dtype=torch.long))
+    some = bsu.load_dataset(split="val", subset=4)
+    with pytest.raises(ValueError, match="train_data"):
+        T.train_bottleneck(model, B.Bottleneck(hidden=8), lmbda=1.0, steps=1, train_data=empty, val_data=some,
+                           progress=False)

@@ -163,3 +163,41 @@ def test_hub_checkpoint_offline_says_what_to_download(monkeypatch):
         bsu.load_pretrained("cifar100")
     with pytest.raises(ValueError, match="hub:<owner>/<repo>/<file>"):
         bsu.load_pretrained("cifar100", weights="hub:just-a-name")
+
+
+def test_int8_weights_are_within_half_a_step_and_load_as_what_was_measured(tmp_path):
+    """``save_weights``: every weight of 2+ dimensions within half a quantization step of the original
+    (step = the output channel's largest magnitude / 127, computed here), the rest float16; loading
+    the file gives exactly the dequantized weights; about half the size of float16."""
+    from blocksparse.model import save_weights
+    model = bsu.load_pretrained()
+    with torch.no_grad():  # move the weights off the float16 grid, as training does
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 1e-3)
+    path = tmp_path / "w.pt"
+    save_weights(model, path)
+    loaded = bsu.load_pretrained(weights=path)
+    own, back = model.state_dict(), loaded.state_dict()
+    for k, v in own.items():
+        if v.is_floating_point() and v.ndim >= 2:
+            step = v.flatten(1).abs().amax(1) / 127
+            err = (back[k] - v).flatten(1).abs().amax(1)
+            assert (err <= step * (0.5 + 1e-4)).all(), k  # float32 rounding: ~127 * 2**-24 of a step
+        elif v.is_floating_point():
+            assert torch.equal(back[k], v.half().float()), k
+        else:
+            assert torch.equal(back[k], v), k
+    again = bsu.load_pretrained(weights=path)
+    assert all(torch.equal(again.state_dict()[k], back[k]) for k in back)
+    half = tmp_path / "half.pt"
+    torch.save({k: v.half() if v.is_floating_point() else v for k, v in own.items()}, half)
+    assert path.stat().st_size < 0.6 * half.stat().st_size
+
+
+def test_a_malformed_int8_file_is_a_value_error_naming_it(tmp_path):
+    from blocksparse.model import INT8_FORMAT
+    p = tmp_path / "bad.pt"
+    torch.save(dict(format=INT8_FORMAT, q={"net.fc.weight": torch.zeros(10, 512, dtype=torch.int8)}, scale={},
+                    rest={}), p)
+    with pytest.raises(ValueError, match="bad.pt"):
+        bsu.load_pretrained(weights=p)

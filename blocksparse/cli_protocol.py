@@ -1,0 +1,49 @@
+"""``python blocksparse_utils.py protocol ...``: the protocol's runs (``protocol_runs``) from the shell."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from .model import SPLIT_POINTS
+from .protocol_runs import ANSWER_DIR, TRAINED, test_run, train_run
+
+# resumable states live outside the work tree, which a new session lays anew (the machine may be kept)
+STATE_DIR = Path.home() / ".cache" / "blocksparse" / "runs"
+
+
+def _setting(s: str) -> dict:
+    try:
+        v = json.loads(s)
+    except json.JSONDecodeError as e:
+        raise argparse.ArgumentTypeError(f"--setting must be a JSON object: {e}") from None
+    if not isinstance(v, dict):
+        raise argparse.ArgumentTypeError(f"--setting must be a JSON object, got {s!r}")
+    return v
+
+
+def protocol_command(argv: list[str]) -> None:
+    ap = argparse.ArgumentParser(prog="blocksparse_utils.py protocol",
+                                 description="train a candidate (val-stop, val-select) or test a chosen run once")
+    sub = ap.add_subparsers(dest="action", required=True)
+    tr = sub.add_parser("train", help="train one run with the protocol's budget; scores it on val-select")
+    tr.add_argument("--family", required=True, choices=TRAINED)
+    tr.add_argument("--setting", type=_setting, default={}, help='JSON, e.g. \'{"quality": 5}\'')
+    tr.add_argument("--split-at", choices=SPLIT_POINTS, default=None)
+    tr.add_argument("--seeds", type=int, nargs="+", default=[0])
+    tr.add_argument("--test", action="store_true", help="test each run once after training (a chosen setting)")
+    tr.add_argument("--dataset", default="fashion-mnist")
+    tr.add_argument("--out", default=str(ANSWER_DIR))
+    tr.add_argument("--state-dir", default=str(STATE_DIR))
+    te = sub.add_parser("test", help="the one test evaluation of chosen runs (their cards)")
+    te.add_argument("cards", nargs="+")
+    a = ap.parse_args(argv)
+    if a.action == "train":
+        for seed in a.seeds:
+            card = train_run(a.family, a.setting, seed, a.split_at, a.dataset, a.out, a.state_dir)
+            print(f"{card}: val-select {json.loads(card.read_text())['val_select']['accuracy']:.4f}", flush=True)
+            if a.test:
+                print(f"{card}: test {test_run(card)['test']['accuracy']:.4f}", flush=True)
+    else:
+        for c in a.cards:
+            print(f"{c}: test {test_run(c)['test']['accuracy']:.4f}", flush=True)

@@ -1,0 +1,101 @@
+"""The study's protocol, written down once: which images decide what, one training budget, one rule.
+
+- **val-stop** (the first 2,500 of the checkpoint's 5,000 held-out images): early stopping and
+  training curves, nothing else.
+- **val-select** (the other 2,500): every choice - configuration, learning rate, rate weight,
+  quality, operating point - made *after* the training it chooses among.
+- **test**: touched once per reported model, after every choice; it chooses nothing.
+
+Every trained family (block-sparse, learned bottleneck, the classifier of decoded images, the
+fine-tuned reference) gets ``BUDGET``. The operating point of each family at each split is the
+lowest rate whose val-select accuracy is within one point of the reference's, by the paired test
+(``operating_point``); it is then trained with ``SEEDS`` and tested once per seed, and the
+answer's row is the hierarchical bootstrap over those seeds (``stats.hierarchical_bootstrap``).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import pandas as pd
+
+from .data import load_dataset
+from .stats import ONE_POINT, EPS
+
+VAL_STOP, VAL_SELECT = "val-stop", "val-select"
+SEEDS = (0, 1, 2)
+FAMILIES = ("block-sparse", "bottleneck", "webp-finetuned", "webp")
+
+
+@dataclasses.dataclass(frozen=True)
+class Budget:
+    """One training budget for every trained family: ``finetune`` and ``train_bottleneck`` read
+    it (``kwargs()``), the cards record it (``asdict``), "the same budget" is ``==``.
+
+    Every run takes all ``steps`` (``patience`` exceeds the number of evaluations): early
+    stopping only restores the weights of the best val-stop evaluation, so no run is cut short
+    and the budgets are equal in steps actually run, not only in what was allowed.
+    """
+    steps: int = 1800
+    batch_size: int = 64
+    lr: float = 1e-3
+    optimizer: str = "adam"  # cosine-annealed over ``steps``
+    train: str = "all"  # the whole network
+    distill_weight: float = 0.5  # from the uncompressed model as it was before fine-tuning
+    temperature: float = 2.0
+    eval_every: int = 150
+
+    def __post_init__(self):
+        for name in ("steps", "batch_size", "eval_every"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+        if not self.lr > 0 or not self.temperature > 0:
+            raise ValueError(f"lr and temperature must be > 0, got {self.lr!r}, {self.temperature!r}")
+        if not 0 <= self.distill_weight <= 1:
+            raise ValueError(f"distill_weight must be in [0, 1], got {self.distill_weight!r}")
+
+    @property
+    def patience(self) -> int:
+        return math.ceil(self.steps / self.eval_every) + 1
+
+    def asdict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def kwargs(self) -> dict:
+        """Keyword arguments of ``training.finetune`` (and, but for ``optimizer`` and ``train``,
+        of ``bottleneck_training.train_bottleneck``)."""
+        return self.asdict() | dict(patience=self.patience)
+
+
+BUDGET = Budget()
+
+
+def stopping_data(dataset: str = "fashion-mnist"):
+    """The images early stopping watches (``VAL_STOP``, all 2,500)."""
+    return load_dataset(dataset, VAL_STOP)
+
+
+def selection_data(dataset: str = "fashion-mnist", split: str = VAL_SELECT, subset: int | None = None):
+    """The images every choice is made on. Only ``VAL_SELECT`` is accepted: a selection helper
+    asked for any other split (the test set above all) is a ValueError, never a silent read."""
+    if split != VAL_SELECT:
+        raise ValueError(f"split: choices are made on {VAL_SELECT!r} only, got {split!r}"
+                         + (" (the test set chooses nothing)" if split == "test" else ""))
+    return load_dataset(dataset, VAL_SELECT, subset=subset)
+
+
+def operating_point(candidates: pd.DataFrame, rate: str = "val_select_bpp", lower: str = "val_select_diff_lo",
+                    tolerance: float = ONE_POINT) -> pd.Series | None:
+    """The pre-registered rule: among a family's trained candidates at one split, the lowest rate
+    whose val-select paired difference from the reference has its interval's lower end at or above
+    ``-tolerance``. None where no candidate qualifies. Candidates carry only val-select columns:
+    the rule never sees a test number (a frame with a ``test_*`` column is a ValueError)."""
+    leaked = [c for c in candidates.columns if str(c).startswith("test")]
+    if leaked:
+        raise ValueError(f"candidates: test columns {leaked} reached the selection rule")
+    for col in (rate, lower):
+        if col not in candidates.columns:
+            raise ValueError(f"candidates: no column {col!r}")
+    ok = candidates[candidates[lower] >= -tolerance - EPS]
+    return None if ok.empty else ok.sort_values(rate, kind="stable").iloc[0]

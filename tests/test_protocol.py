@@ -1,0 +1,54 @@
+"""The protocol (blocksparse.protocol): disjoint validation halves, one budget, one rule, no test data in choices."""
+import dataclasses
+
+import pandas as pd
+import pytest
+import torch
+
+from blocksparse import data, protocol
+
+
+def test_the_two_validation_halves_are_disjoint_and_make_up_val():
+    n = 60000
+    stop, select = (data.split_indices(n, s) for s in (protocol.VAL_STOP, protocol.VAL_SELECT))
+    val, train = data.split_indices(n, "val"), data.split_indices(n, "train")
+    assert len(stop) == len(select) == data.VAL_SIZE // 2
+    assert not set(stop.tolist()) & set(select.tolist())
+    assert set(stop.tolist()) | set(select.tolist()) == set(val.tolist())
+    assert not set(val.tolist()) & set(train.tolist())
+
+
+def test_selection_helpers_refuse_every_split_but_val_select():
+    for split in ("test", "val", "val-stop", "train"):
+        with pytest.raises(ValueError, match="split"):
+            protocol.selection_data("fashion-mnist", split)
+
+
+def test_the_rule_never_sees_a_test_column_and_takes_the_lowest_rate_within():
+    c = pd.DataFrame(dict(val_select_bpp=[0.3, 0.5, 0.9, 0.7], val_select_diff_lo=[-0.02, -0.009, -0.001, -0.012]))
+    assert protocol.operating_point(c)["val_select_bpp"] == 0.5
+    assert protocol.operating_point(c.assign(val_select_diff_lo=-0.05)) is None
+    with pytest.raises(ValueError, match="test"):
+        protocol.operating_point(c.assign(test_accuracy=0.9))
+
+
+def test_one_budget_runs_every_step_and_is_compared_by_equality():
+    b = protocol.BUDGET
+    assert b.patience * b.eval_every > b.steps  # early stopping never cuts a run short
+    assert b == protocol.Budget() and b != dataclasses.replace(b, steps=b.steps - 1)
+    import inspect
+    from blocksparse.training import finetune
+    assert set(b.kwargs()) <= set(inspect.signature(finetune).parameters)
+    with pytest.raises(ValueError, match="steps"):
+        protocol.Budget(steps=0)
+    with pytest.raises(ValueError, match="distill_weight"):
+        protocol.Budget(distill_weight=2.0)
+
+
+def test_finetune_refuses_an_empty_dataset():
+    from blocksparse.model import build_model
+    from blocksparse.training import finetune
+    empty = torch.utils.data.TensorDataset(torch.zeros(0, 1, 28, 28), torch.zeros(0, dtype=torch.long))
+    some = torch.utils.data.TensorDataset(torch.zeros(4, 1, 28, 28), torch.zeros(4, dtype=torch.long))
+    with pytest.raises(ValueError, match="train_data"):
+        finetune(build_model(), None, train_data=empty, val_data=some, steps=1, distill_weight=0)
