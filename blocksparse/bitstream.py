@@ -9,7 +9,7 @@ import torch
 from bitarray import bitarray
 from torch import Tensor
 
-from .codec import (MODES, CodecConfig, _analyze, _from_bf16, _reconstruct, _valid_pixels)
+from .codec import (MODES, CodecConfig, analyze, from_bf16, reconstruct, valid_pixels)
 from .entropy import (POSITION_CODINGS, Reader, encode_positions, entropy_bits, huffman_encode,
                       huffman_lengths, table_bits, unpack_bits)
 
@@ -18,13 +18,38 @@ MAGIC, VERSION = b"BS", 1
 MAX_ELEMENTS = 1 << 28  # a header claiming a larger tensor is rejected before allocating
 
 
-def _varint(v: int) -> bytes:
+def varint(v: int) -> bytes:
+    """``v`` (>= 0) as an unsigned LEB128 varint, the shortest encoding."""
     out = bytearray()
     while True:
         out.append((v & 0x7F) | (0x80 if v > 0x7F else 0))
         v >>= 7
         if not v:
             return bytes(out)
+
+
+def read_varints(data: bytes, what: str, count: int | None = None, pos: int = 0,
+                 names: tuple[str, ...] | None = None) -> tuple[list[int], int]:
+    """Read ``count`` LEB128 varints from ``data[pos:]`` (``None``: up to its end), the one reader of
+    both file formats. Returns the numbers and the position after them. A truncated number, one
+    over 63 bits or one not in its shortest encoding is a ValueError naming ``what`` (and the
+    field, from ``names``)."""
+    numbers, v, shift = [], 0, 0
+    while count is None or len(numbers) < count:
+        field = names[len(numbers)] if names else "number"
+        if pos >= len(data):
+            if shift or count is not None:
+                raise ValueError(f"corrupted {what}: {field} is truncated")
+            break
+        byte = data[pos]
+        pos += 1
+        v, shift = v | (byte & 0x7F) << shift, shift + 7
+        if shift > 63 or (byte == 0 and shift > 7):  # too long, or not the shortest encoding
+            raise ValueError(f"corrupted {what}: {field} is invalid")
+        if not byte & 0x80:
+            numbers.append(v)
+            v = shift = 0
+    return numbers, pos
 
 
 def encode(x: Tensor, cfg: CodecConfig) -> bytes:
@@ -35,7 +60,7 @@ def encode(x: Tensor, cfg: CodecConfig) -> bytes:
     per-image bfloat16 scale (and offset, when values are negative); then a bit-packed
     body: code-length tables (values, positions), positions, values, zero padding.
     """
-    a = _analyze(x, cfg)
+    a = analyze(x, cfg)
     n, c, h, w = a["shape"]
     posmask = a["mask"][:, :1] if cfg.mode == "region-wise" else a["mask"]
     flat = posmask.reshape(-1).numpy()
@@ -45,7 +70,7 @@ def encode(x: Tensor, cfg: CodecConfig) -> bytes:
     val_table, val_bits = table_bits(lengths), huffman_encode(levels, lengths)
     signed = bool((a["offset"] != 0).any())
     flags = MODES.index(cfg.mode) | (cfg.bits - 1) << 2 | cfg.zero_border << 5 | coding << 6 | signed << 7
-    head = bytes([flags]) + b"".join(_varint(v) for v in (cfg.block_size, n, c, h, w, int(flat.sum())))
+    head = bytes([flags]) + b"".join(varint(v) for v in (cfg.block_size, n, c, h, w, int(flat.sum())))
     head += a["scale"].numpy().astype("<u2").tobytes()
     if signed:
         head += a["offset"].numpy().astype("<u2").tobytes()
@@ -70,19 +95,9 @@ def _parse(blob: bytes) -> dict:
     pos = 5
     flags = blob[pos]
     pos += 1
-    fields = []
-    for name in ("block_size", "N", "C", "H", "W", "kept"):
-        v = shift = 0
-        while True:
-            if pos >= len(blob) or shift > 56:
-                raise ValueError(f"corrupted stream: header field {name} is truncated")
-            v |= (blob[pos] & 0x7F) << shift
-            shift += 7
-            pos += 1
-            if not blob[pos - 1] & 0x80:
-                break
-        fields.append(v)
-    bs, n, c, h, w, kept = fields
+    names = ("header field block_size", "header field N", "header field C", "header field H", "header field W",
+             "header field kept")
+    (bs, n, c, h, w, kept), pos = read_varints(blob, "stream", 6, pos, names)
     if flags & 3 == 3:
         raise ValueError("corrupted stream: header field mode is invalid")
     if min(bs, n, c, h, w) < 1 or bs > min(h, w):
@@ -98,8 +113,8 @@ def _parse(blob: bytes) -> dict:
     offset = (torch.from_numpy(np.frombuffer(blob, "<u2", n, pos + 2 * n).astype(np.uint16))
               if signed else torch.zeros(n, dtype=torch.uint16))
     pos += nbytes
-    if not (torch.isfinite(_from_bf16(scale)).all() and (_from_bf16(scale) > 0).all()
-            and torch.isfinite(_from_bf16(offset)).all() and (_from_bf16(offset) <= 0).all()):
+    if not (torch.isfinite(from_bf16(scale)).all() and (from_bf16(scale) > 0).all()
+            and torch.isfinite(from_bf16(offset)).all() and (from_bf16(offset) <= 0).all()):
         raise ValueError("corrupted stream: invalid scale or offset")
     header_bits = 8 * pos
     body = bitarray()
@@ -134,7 +149,7 @@ def _parse(blob: bytes) -> dict:
     positions_bits = r.pos - tables_bits
     mask = torch.from_numpy(flat).view(n, -1, hb, wb).expand(n, c, hb, wb)
     where = mask.nonzero(as_tuple=True)
-    valid = _valid_pixels(h, w, bs, cfg.zero_border)[where[2], where[3]]
+    valid = valid_pixels(h, w, bs, cfg.zero_border)[where[2], where[3]]
     levels = r.huffman(val_lengths, int(valid.sum()))
     values_bits = r.pos - tables_bits - positions_bits
     padding = len(body) - r.pos
@@ -165,7 +180,7 @@ def decode(blob: bytes) -> Tensor:
 
     Raises ValueError for empty, truncated, corrupted or foreign bytes.
     """
-    return _reconstruct(_parse(blob))
+    return reconstruct(_parse(blob))
 
 
 # ---------------------------------------------------------------------------

@@ -9,9 +9,9 @@ from torch.utils.data import TensorDataset
 from .codebook import Codebook, codebook_bytes, decode, encode, encode_batch, rate
 from .codec import CodecConfig, compress
 from .data import evenly_spaced
-from .entropy import POSITION_CODINGS
+from .codebook import POSITION_MODELS
 from .model import SplitResNet18
-from .analysis import wilson_interval
+from .stats import wilson_interval
 from .runtime import module_device
 
 
@@ -99,7 +99,7 @@ def evaluate(model: SplitResNet18, cfg: CodecConfig | None, data: TensorDataset,
                 codebook_bytes=codebook_bytes(codebook) if codebook is not None else 0)
     out["breakdown"] = {k: float(np.mean([r["breakdown"][k] for r in rates])) for k in rates[0]["breakdown"]}
     out["estimates"] = {k: float(np.mean([r["estimates"][k] for r in rates])) for k in rates[0]["estimates"]}
-    out["position_coding"] = {c: sum(r["position_coding"] == c for r in rates) for c in POSITION_CODINGS}
+    out["position_coding"] = {c: sum(r["position_coding"] == c for r in rates) for c in POSITION_MODELS}
     return out
 
 

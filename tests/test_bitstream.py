@@ -11,8 +11,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 import blocksparse_utils as bsu
-from blocksparse.bitstream import MAGIC, VERSION, _varint
-from blocksparse.codec import _analyze
+from blocksparse.bitstream import MAGIC, VERSION, varint
+from blocksparse.codec import analyze
 from blocksparse.entropy import POSITION_CODINGS
 from strategies import cases
 
@@ -74,7 +74,7 @@ def test_values_decode_with_bitarrays_own_decoder(case):
     start = r["breakdown"]["tables"] + r["breakdown"]["positions"]
     section = body[start:start + r["breakdown"]["values"]]
     got = list(section.decode(_independent_canonical(lengths))) if len(section) else []
-    a = _analyze(x, cfg)
+    a = analyze(x, cfg)
     assert got == a["levels"][a["valid"]].long().tolist()
     # the values section is exactly the sum of the code lengths of those symbols
     assert r["breakdown"]["values"] == sum(lengths[s] for s in got)
@@ -120,7 +120,7 @@ def _reseal(rest: bytes) -> bytes:
 
 
 def test_decode_rejects_absurd_header_before_allocating():
-    absurd = bytes([0b0110_0100]) + b"".join(_varint(v) for v in (4, 1 << 20, 1 << 20, 1 << 16, 1 << 16, 1))
+    absurd = bytes([0b0110_0100]) + b"".join(varint(v) for v in (4, 1 << 20, 1 << 20, 1 << 16, 1 << 16, 1))
     with pytest.raises(ValueError, match="too large"):
         bsu.decode(_reseal(absurd + bytes(64)))
 

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from blocksparse import bitstream
 from blocksparse import codebook as cbm
-from blocksparse.codec import MODES, CodecConfig, _analyze, compress, kept_per_group
+from blocksparse.codec import MODES, CodecConfig, analyze, compress, kept_per_group
 
 
 def _features(g, n, c, h, w, kind):
@@ -46,7 +46,9 @@ def cases(draw, coders=cbm.CODERS):
         z = _features(g, 1, c, h, w, "relu")
     else:
         z = _features(g, 4, c, h, w, draw(st.sampled_from(kinds)))
-    return z, x, cfg, draw(st.sampled_from(coders)), draw(st.sampled_from([None, *bitstream.POSITION_CODINGS]))
+    coder = draw(st.sampled_from(coders))
+    codings = cbm.POSITION_MODELS if coder == "ans" else bitstream.POSITION_CODINGS
+    return z, x, cfg, coder, draw(st.sampled_from([None, *codings]))
 
 
 # ---------------------------------------------------------------------------
@@ -63,15 +65,46 @@ def test_round_trip_equals_compress(case):
         assert torch.equal(cbm.decode(blob, cb), compress(x[i:i + 1], cfg))
 
 
-@pytest.mark.parametrize("coder", cbm.CODERS)
+@pytest.mark.parametrize("coder, coding, value_model", [("huffman", "delta", "global"), ("ans", "delta", "global"),
+                                                       ("ans", "prior", "per-channel")])
 @pytest.mark.parametrize("mode", MODES)
-def test_unseen_symbols_round_trip(coder, mode):
+def test_unseen_symbols_round_trip(coder, coding, value_model, mode):
     """Tables fitted on zeros (no kept block at all) still code any input of the shape."""
     cfg = CodecConfig(2, 0.3, mode, 8)
-    cb = cbm.fit_codebook(torch.zeros(3, 3, 9, 7), cfg, coder, "delta")
+    cb = cbm.fit_codebook(torch.zeros(3, 3, 9, 7), cfg, coder, coding, value_model=value_model)
     x = torch.randn(4, 3, 9, 7, generator=torch.Generator().manual_seed(1)) * 1e3
     for i, blob in enumerate(cbm.encode_batch(x, cb)):
         assert torch.equal(cbm.decode(blob, cb), compress(x[i:i + 1], cfg))
+
+
+def test_version_1_codebooks_are_refused_with_a_clear_error():
+    cb = cbm.fit_codebook(torch.rand(3, 2, 8, 8), CodecConfig(2, 0.1, "global", 2), "ans")
+    raw = bytearray(cb.to_bytes()[:-4])
+    raw[4] = 1
+    with pytest.raises(ValueError, match="version 1 .*refit"):
+        cbm.codebook_from_bytes(bytes(raw) + struct.pack("<I", binascii.crc32(bytes(raw))))
+
+
+def test_the_fitted_models_are_chosen_on_held_out_images():
+    """With ten or more images, the choice is scored on every fifth image with models fitted on the
+    rest: each position model fitted on the other images, its information content on the held-out
+    ones computed here (the prior's probabilities with plain Python)."""
+    g = torch.Generator().manual_seed(7)
+    # kept cells concentrate where the features are large: a prior pays off
+    z = torch.randn(20, 4, 8, 8, generator=g).relu() * torch.linspace(0.1, 3, 8).view(1, 1, 1, 8)
+    cfg = CodecConfig(2, 0.1, "global", 2)
+    held, fit = z[4::5], torch.cat([z[j:j + 1] for j in range(20) if j % 5 != 4])
+    bits = {}
+    for coding in cbm.POSITION_MODELS:
+        cb = cbm.fit_codebook(fit, cfg, "ans", coding, value_model="global")
+        total = 0.0
+        for j in range(len(held)):
+            syms, raw, _, _ = _image_symbols(held[j:j + 1], cfg, coding, "global", fit)
+            total += raw + sum(-math.log2(q if q is not None else cb.tables[t][s] / cb.tables[t].sum())
+                               for t, s, q in syms if t != "values")
+        bits[coding] = total
+    chosen = cbm.fit_codebook(z, cfg, "ans", value_model="global").position_coding
+    assert chosen in bits and bits[chosen] == min(bits.values()), (chosen, bits)
 
 
 @pytest.mark.parametrize("coder", cbm.CODERS)
@@ -117,10 +150,49 @@ def test_crc8_matches_a_bitwise_reference(data, init):
     assert cbm.crc8(data, init) == _crc8_reference(data, init)
 
 
-def _image_symbols(x1, cfg, coding):
+def _blocks(a):
+    """Kept blocks as plain lists: (channel, [(level, valid) per pixel, row-major in the block])."""
+    where, levels, valid = a["where"], a["levels"].tolist(), a["valid"].tolist()
+    out = []
+    for k, ch in enumerate(where[1].tolist()):
+        out.append((ch, [(int(v), ok) for row_v, row_ok in zip(levels[k], valid[k]) for v, ok in zip(row_v, row_ok)]))
+    return out
+
+
+def _context(pixels, j):
+    """0 when no earlier pixel of the block is valid, else 1 + the bit length of the largest earlier one."""
+    earlier = [v for v, ok in pixels[:j] if ok]
+    return 0 if not earlier else 1 + max(earlier).bit_length()
+
+
+def _prior_model(z, cfg):
+    """Keep probability of every cell from the fitting images, with plain Python (add-half counts)."""
+    counts = None
+    for j in range(len(z)):
+        a = analyze(z[j:j + 1], cfg)
+        flat = (a["mask"][0, :1] if cfg.mode == "region-wise" else a["mask"][0]).reshape(-1).tolist()
+        counts = [0] * len(flat) if counts is None else counts
+        counts = [c + int(f) for c, f in zip(counts, flat)]
+    return [(c + 0.5) / (len(z) + 1) for c in counts]
+
+
+def _value_model(z, cfg):
+    """(channel, context) -> level counts over the fitting images, with plain Python."""
+    counts = {}
+    for j in range(len(z)):
+        for ch, pixels in _blocks(analyze(z[j:j + 1], cfg)):
+            for i, (v, ok) in enumerate(pixels):
+                if ok:
+                    row = counts.setdefault((ch, _context(pixels, i)), [0] * 2 ** cfg.bits)
+                    row[v] += 1
+    return counts
+
+
+def _image_symbols(x1, cfg, coding, value_model="global", z=None):
     """One image's stream content, with plain Python from the codec's decisions:
-    ([(table, symbol)], raw bits, signed, scale/offset state)."""
-    a = _analyze(x1, cfg)
+    ([(table, symbol, probability or None for the codebook's table)], raw bits, signed, scale/offset
+    state). Prior positions and per-channel values get their probabilities from the fitting images ``z``."""
+    a = analyze(x1, cfg)
     mask = a["mask"][0, :1] if cfg.mode == "region-wise" else a["mask"][0]
     flat = mask.reshape(-1).tolist()
     _, c, hb, wb = a["mask"].shape
@@ -129,19 +201,34 @@ def _image_symbols(x1, cfg, coding):
     else:
         kmax = kept_per_group(cfg.ratio, len(flat))
     syms, raw = [], 0
-    if coding == "delta":
+    if coding in ("delta", "prior"):
         kept = [i for i, f in enumerate(flat) if f]
         deficit = kmax - len(kept)
-        syms.append(("kept", deficit.bit_length()))
+        syms.append(("kept", deficit.bit_length(), None))
         raw += max(deficit.bit_length() - 1, 0)
+    if coding == "delta":
         for prev, i in zip([-1] + kept, kept):
-            syms.append(("positions", (i - prev - 1).bit_length()))
+            syms.append(("positions", (i - prev - 1).bit_length(), None))
             raw += max((i - prev - 1).bit_length() - 1, 0)
+    elif coding == "prior":
+        p = _prior_model(z, cfg)
+        order = sorted(range(len(p)), key=lambda i: (-p[i], i))
+        last = max([r for r, i in enumerate(order) if flat[i]], default=-1)
+        end = 0 if last < 0 else min(len(p), (last // 64 + 1) * 64)
+        syms += [("positions", int(flat[i]), p[i] if flat[i] else 1 - p[i]) for i in order[:end]]
     else:
         padded = flat + [False] * (-len(flat) % 4)
-        syms += [("positions", 8 * q[0] + 4 * q[1] + 2 * q[2] + q[3])
+        syms += [("positions", 8 * q[0] + 4 * q[1] + 2 * q[2] + q[3], None)
                  for q in zip(*[iter(map(int, padded))] * 4)]
-    syms += [("values", int(v)) for v in a["levels"][a["valid"]].tolist()]
+    if value_model == "global":
+        syms += [("values", int(v), None) for v in a["levels"][a["valid"]].tolist()]
+    else:
+        counts, blocks = _value_model(z, cfg), _blocks(a)
+        for i in range(cfg.block_size ** 2):  # pixel slot by pixel slot
+            for ch, pixels in blocks:
+                if pixels[i][1]:
+                    row = counts.get((ch, _context(pixels, i)), [0] * 2 ** cfg.bits)
+                    syms.append(("values", pixels[i][0], (row[pixels[i][0]] + 0.5) / (sum(row) + 0.5 * len(row))))
     scale, offset = int(a["scale"][0]), int(a["offset"][0])
     return syms, raw, offset != 0, scale | offset << 16
 
@@ -153,8 +240,8 @@ def test_huffman_stream_is_a_3_byte_header_plus_the_counted_codes(case):
     cb = cbm.fit_codebook(z, cfg, coder, coding)
     for i, blob in enumerate(cbm.encode_batch(x, cb)):
         syms, raw, signed, _ = _image_symbols(x[i:i + 1], cfg, cb.position_coding)
-        positions = raw + sum(int(cb.tables[t][s]) for t, s in syms if t != "values")
-        values = sum(int(cb.tables[t][s]) for t, s in syms if t == "values")
+        positions = raw + sum(int(cb.tables[t][s]) for t, s, _ in syms if t != "values")
+        values = sum(int(cb.tables[t][s]) for t, s, _ in syms if t == "values")
         assert len(blob) == 3 + 2 * signed + math.ceil((positions + values) / 8)
         bd = cbm.rate(blob, (28, 28), codebook=cb)["breakdown"]
         assert bd == dict(header=24, tables=0, positions=positions, values=values + 16 * signed,
@@ -171,8 +258,9 @@ def test_ans_stream_is_a_1_byte_header_plus_the_information_content(case):
     z, x, cfg, coder, coding = case
     cb = cbm.fit_codebook(z, cfg, coder, coding)
     for i, blob in enumerate(cbm.encode_batch(x, cb)):
-        syms, raw, _, state = _image_symbols(x[i:i + 1], cfg, cb.position_coding)
-        info = raw + math.log2(state) + sum(-math.log2(cb.tables[t][s] / cb.tables[t].sum()) for t, s in syms)
+        syms, raw, _, state = _image_symbols(x[i:i + 1], cfg, cb.position_coding, cb.value_model, z)
+        info = raw + math.log2(state) + sum(-math.log2(q if q is not None else cb.tables[t][s] / cb.tables[t].sum())
+                                            for t, s, q in syms)
         assert 8 * (len(blob) - 1) <= info + max(0.0, 25 - math.log2(state)) + 12 + 0.01 * len(syms)
         bd = cbm.rate(blob, (28, 28), codebook=cb)["breakdown"]
         assert sum(bd.values()) == 8 * len(blob) and bd["tables"] == 0 and bd["header"] <= 24
@@ -182,7 +270,7 @@ def _counts(z, cfg, coding):
     """Add-one smoothed symbol counts over the fitting images, with plain Python."""
     counts = {}
     for j in range(len(z)):
-        for t, s in _image_symbols(z[j:j + 1], cfg, coding)[0]:
+        for t, s, _ in _image_symbols(z[j:j + 1], cfg, coding)[0]:
             counts.setdefault(t, {})
             counts[t][s] = counts[t].get(s, 0) + 1
     return counts
@@ -204,16 +292,21 @@ def test_huffman_tables_are_optimal_for_the_smoothed_counts(case):
 
 
 def test_position_coding_chosen_at_fit_is_the_cheaper_one():
+    """Across the delta/bitmap crossover (fewer than ten images: judged on the fitting images
+    themselves), the chosen coding's real position bits are never more than the other's."""
     g = torch.Generator().manual_seed(4)
     z = torch.randn(6, 4, 16, 16, generator=g).relu()
-    for ratio in (1.0, 0.02):
+    chosen_codings = set()
+    for ratio in (1.0, 0.02, *np.linspace(0.05, 0.6, 23).round(3)):
         cfg = CodecConfig(2, ratio, "global", 2)
         chosen = cbm.fit_codebook(z, cfg).position_coding
         bits = {}
         for cd in bitstream.POSITION_CODINGS:
             cb = cbm.fit_codebook(z, cfg, position_coding=cd)
             bits[cd] = sum(cbm.rate(b, (28, 28), cb)["breakdown"]["positions"] for b in cbm.encode_batch(z, cb))
-        assert bits[chosen] <= min(bits.values())
+        assert bits[chosen] <= min(bits.values()), (ratio, chosen, bits)
+        chosen_codings.add(chosen)
+    assert chosen_codings == set(bitstream.POSITION_CODINGS)  # the sweep crosses over
     assert cbm.fit_codebook(z, CodecConfig(2, 1.0, "global", 2)).position_coding == "bitmap"
     assert cbm.fit_codebook(z, CodecConfig(2, 0.02, "global", 2)).position_coding == "delta"
 
@@ -222,16 +315,17 @@ def test_position_coding_chosen_at_fit_is_the_cheaper_one():
 # parser: wrong codebooks, corrupted and random bytes
 # ---------------------------------------------------------------------------
 @functools.lru_cache(maxsize=None)
-def _fixture(coder, coding, signed):
+def _fixture(coder, coding, value_model, signed):
     """A codebook and real streams of it (fitted on other images than those encoded)."""
     g = torch.Generator().manual_seed(5)
     x = torch.randn(8, 3, 9, 10, generator=g)
     x = x if signed else x.relu()
-    cb = cbm.fit_codebook(x[:5], CodecConfig(2, 0.2, "channel-wise", 3), coder, coding)
+    cb = cbm.fit_codebook(x[:5], CodecConfig(2, 0.2, "channel-wise", 3), coder, coding, value_model=value_model)
     return cb, cbm.encode_batch(x[5:], cb)
 
 
-FIXTURES = [(c, p, s) for c in cbm.CODERS for p in bitstream.POSITION_CODINGS for s in (False, True)]
+FIXTURES = ([("huffman", p, "global", s) for p in bitstream.POSITION_CODINGS for s in (False, True)]
+            + [("ans", p, v, s) for p in cbm.POSITION_MODELS for v in cbm.VALUE_MODELS for s in (False, True)])
 
 
 def _decodes_safely(blob, cb):
@@ -320,6 +414,9 @@ def test_bad_arguments_raise_value_errors_naming_them():
     for call, name in [
         (lambda: cbm.fit_codebook(z, cfg, coder="lzw"), "coder"),
         (lambda: cbm.fit_codebook(z, cfg, position_coding="rle"), "position_coding"),
+        (lambda: cbm.fit_codebook(z, cfg, "huffman", position_coding="prior"), "position_coding"),
+        (lambda: cbm.fit_codebook(z, cfg, "huffman", value_model="per-channel"), "value_model"),
+        (lambda: cbm.fit_codebook(z, cfg, "ans", value_model="per-pixel"), "value_model"),
         (lambda: cbm.fit_codebook(z[:0], cfg), "features"),
         (lambda: cbm.fit_codebook(z, "cfg"), "cfg"),
         (lambda: cbm.fit_codebook(z, cfg, batch_size=0), "batch_size"),
@@ -335,3 +432,20 @@ def test_bad_arguments_raise_value_errors_naming_them():
     ]:
         with pytest.raises(ValueError, match=name):
             call()
+
+
+def test_section_limits_rows_add_up_and_the_positions_references_are_computed_here():
+    from blocksparse.limits import section_limits
+    g = torch.Generator().manual_seed(9)
+    fit = torch.randn(15, 3, 8, 8, generator=g).relu() * torch.linspace(0.2, 2, 8)
+    x = torch.randn(5, 3, 8, 8, generator=g).relu() * torch.linspace(0.2, 2, 8)
+    cfg = CodecConfig(2, 0.1, "global", 2)
+    t = section_limits(fit, x, cfg, (28, 28))
+    assert len(t) == len(cbm.POSITION_MODELS) * len(cbm.VALUE_MODELS) and t["chosen"].sum() == 1
+    for _, r in t.iterrows():
+        cb = cbm.fit_codebook(fit, cfg, "ans", r["position_coding"], value_model=r["value_model"])
+        lengths = [len(b) for b in cbm.encode_batch(x, cb)]
+        assert r["bpp"] == pytest.approx(8 * np.mean(lengths) / 784)
+        assert r[["header_bits", "positions_bits", "values_bits", "padding_bits"]].sum() == pytest.approx(8 * np.mean(lengths))
+    k = kept_per_group(0.1, 48)  # every image keeps k of the 48 cells
+    assert t["uniform_set_bits"].iloc[0] == pytest.approx(math.log2(math.comb(48, k)))

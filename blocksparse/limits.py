@@ -1,0 +1,55 @@
+"""How far each section of an amortized stream is from its information limit, measured.
+
+``section_limits`` fits every position and value model that ``codebook`` offers on training
+features (never test), codes the given images with each, and returns one row per model: the real
+bits of each section (``rate``), the information content of the same symbols under the fitted
+model (``model_bits``, what an ideal coder with that model spends), and two references for the
+positions that need no stream: an unordered set of k cells under a uniform model,
+``log2 C(cells, k)``, and the static per-cell keep probability applied to every cell.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+from torch import Tensor
+
+from . import priors
+from .codebook import POSITION_MODELS, VALUE_MODELS, codebook_bytes, encode_batch, fit_codebook, geometry, rate
+from .codec import CodecConfig, analyze
+
+
+def section_limits(fit_features: Tensor, features: Tensor, cfg: CodecConfig, input_hw: tuple[int, int]) -> pd.DataFrame:
+    """One row per (position model, value model) with ANS, and the default choice of
+    ``fit_codebook`` marked ``chosen``: mean bits per image of each section, real and under the
+    model, ``bpp`` of the real streams, ``codebook_bytes``; ``uniform_set_bits`` and
+    ``all_cells_prior_bits`` are the positions' references (the same in every row)."""
+    if not isinstance(features, Tensor) or len(features) < 1:
+        raise ValueError("features must be a non-empty tensor [N, C, H, W]")
+    chosen = fit_codebook(fit_features, cfg, "ans")
+    cells, _ = geometry(cfg, tuple(features.shape[1:]))
+    a, fa = analyze(features, cfg), analyze(fit_features, cfg)
+    flat = (a["mask"][:, :1] if cfg.mode == "region-wise" else a["mask"]).reshape(len(features), -1).numpy()
+    fit_flat = (fa["mask"][:, :1] if cfg.mode == "region-wise" else fa["mask"]).reshape(len(fit_features), -1).numpy()
+    p = priors.cell_probabilities(fit_flat.sum(0), len(fit_features))
+    all_cells = -np.where(flat, np.log2(p), np.log2(1 - p)).sum(1).mean()
+    uniform = np.mean([(math.lgamma(cells + 1) - math.lgamma(k + 1) - math.lgamma(cells - k + 1)) / math.log(2)
+                       for k in flat.sum(1)])
+    rows = []
+    for coding in POSITION_MODELS:
+        for values in VALUE_MODELS:
+            try:
+                cb = fit_codebook(fit_features, cfg, "ans", coding, value_model=values)
+            except ValueError:  # a per-channel table too large for this configuration
+                continue
+            r = [rate(b, input_hw, cb) for b in encode_batch(features, cb)]
+            mean = {f"{k}_bits": float(np.mean([x["breakdown"][k] for x in r])) for k in ("header", "positions", "values",
+                                                                                        "padding")}
+            model = {f"{k}_model_bits": float(np.mean([x["model_bits"][k] for x in r])) for k in ("positions", "values")}
+            rows.append(dict(position_coding=coding, value_model=values, bpp=float(np.mean([x["bpp"] for x in r])),
+                             **mean, **model, codebook_bytes=codebook_bytes(cb),
+                             chosen=(coding, values) == (chosen.position_coding, chosen.value_model),
+                             uniform_set_bits=float(uniform), all_cells_prior_bits=float(all_cells),
+                             n_images=len(features), n_fit=len(fit_features)))
+    return pd.DataFrame(rows)
