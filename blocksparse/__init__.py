@@ -1,13 +1,11 @@
 """Block-sparse compression of CNN feature maps: the package behind ``blocksparse_utils``.
 
-Modules, each importing only those above it in this list:
-``runtime`` (paths, seeds, device) - ``codec`` (config, partition, energy, selection,
-quantization) - ``entropy`` (Huffman, bit packing) - ``bitstream`` (self-contained streams) -
-``codebook`` (amortized streams, Huffman or ANS) - ``data`` - ``model`` - ``training`` -
-``evaluation`` - ``baselines`` (image codecs), ``original`` (the original's accounting),
-``bottleneck`` (learned anchor) - ``results`` (schema), ``analysis``, ``report`` (its parts: ``report_format``,
-``report_original``, ``report_models``, ``report_answer``), ``cache`` -
-``study`` (grid, selection, frontier models) - ``plots``, ``widgets`` - ``cli``.
+``MODULES`` is the layering: each module imports only modules listed before it (a test reads
+every import and holds the package to it), and no private name crosses a module boundary.
+Leaves (``runtime``, ``stats``, ``codec``, ``entropy``, ``priors``), then the streams
+(``bitstream`` self-contained; ``codetables`` and ``codebook`` amortized), the data, model and
+training, the protocol and its runs, evaluation, baselines and the learned bottleneck, analysis and
+the report, the study, plots and widgets, and the command line last.
 
 One name per concept, the same in code, results columns, notebooks and plot axes:
 
@@ -20,3 +18,8 @@ One name per concept, the same in code, results columns, notebooks and plot axes
 ``original``    the original study's method (``method="original-accounting"``)
 Units sit in column names: ``*_bits`` and ``*_bytes`` are per image stream.
 """
+
+MODULES = ("runtime", "stats", "codec", "entropy", "priors", "bitstream", "codetables", "codebook", "data",
+           "results", "protocol", "model", "training", "evaluation", "limits", "baselines", "original",
+           "bottleneck", "bottleneck_training", "analysis", "report_format", "report_original", "report_models",
+           "report_answer", "report", "cache", "protocol_runs", "study", "plots", "widgets", "cli_protocol", "cli")

@@ -31,7 +31,7 @@ from .baselines import LOSSLESS_FORMATS, LOSSY_FORMATS, QUALITIES, available_for
 from .bottleneck_training import SELECT_ON
 from .analysis import codec_rate_within
 from .stats import ONE_POINT
-from .report_format import _points
+from .report_format import fmt_points
 from .study import (BOTTLENECK_STRIDE, PRESETS, candidates_under, select_after_finetuning,
                     split_sweep, sweep, train_bottleneck_model, train_codec_baseline_model, train_frontier_model,
                     train_reference_model, write_reference_pairs)
@@ -260,7 +260,7 @@ def _select_command(argv: list[str]) -> None:
         a.target_from = dict(method=a.target_bpp, quality=int(row["quality"]), bpp=float(row["bpp"]),
                              accuracy=float(row["accuracy"]), n_images=int(row["n_images"]), tolerance=a.tolerance)
         a.target_bpp = float(row["bpp"])  # the codec's own rate (rounded only in the file name)
-        print(f"target: {a.target_from['method']} q={a.target_from['quality']} is within {_points(a.tolerance)} at "
+        print(f"target: {a.target_from['method']} q={a.target_from['quality']} is within {fmt_points(a.tolerance)} at "
               f"{a.target_bpp:.3f} bpp ({a.target_from['n_images']:,} test images)", flush=True)
     set_seed(0)
     device = default_device()
@@ -600,6 +600,29 @@ def benchmark() -> None:
     per_image = 1000 * best(lambda: cbk.encode_batch(batch, cb), k=3) / len(batch)
     print(f"encode_batch of 256 images (ans codebook, best of 3): {per_image:.3f} ms per image "
           f"({1000 / per_image:.0f} images/s, {per_image / head[0]:.3f}x the batch-1 head)")
+    codec_limits()
+
+
+SHIPPED_LAYER2 = ROOT / "data" / "frontier" / "layer2_global_B2_r0.005_2b_gl_seed0.pt"
+
+
+def codec_limits(weights: Path = SHIPPED_LAYER2, fit_images: int = 3000, n_test: int = 500) -> pd.DataFrame:
+    """Each stream section against its information limit (``limits.section_limits``) for the shipped
+    layer2 model (global, B=2, ratio 0.005, 2 bits): code tables fitted on its own head's features of
+    ``fit_images`` evenly spaced training images, streams of ``n_test`` evenly spaced test images.
+    Prints the table (mean bits per image) and returns it."""
+    from .evaluation import head_features
+    from .limits import section_limits
+    cfg = CodecConfig(2, 0.005, "global", 2)
+    model = load_pretrained("fashion-mnist", "layer2", weights=weights, device="cpu")
+    fit = head_features(model, load_dataset("fashion-mnist", "train", subset=fit_images))
+    test = head_features(model, load_dataset("fashion-mnist", "test", subset=n_test))
+    table = section_limits(fit, test, cfg, (28, 28))
+    print(f"\nstream sections against their limits: {weights.name}, {cfg}, ANS; tables fitted on {fit_images} "
+          f"training images, {n_test} test images (bits per image; *_model_bits: the information content "
+          f"under the fitted model)")
+    print(table.round(2).to_markdown(index=False))
+    return table
 
 
 if __name__ == "__main__":

@@ -217,7 +217,7 @@ def pixel_mask(mask: Tensor, h: int, w: int, block_size: int, zero_border: bool 
     return full[:, :, :h, :w] & _interior(h, w, zero_border)
 
 
-def _valid_pixels(h: int, w: int, b: int, zero_border: bool) -> Tensor:
+def valid_pixels(h: int, w: int, b: int, zero_border: bool) -> Tensor:
     """Which pixels of each block are coded, bool [Hb, Wb, B, B] (not padding, not border)."""
     hb, wb = -(-h // b), -(-w // b)
     v = F.pad(_interior(h, w, zero_border), (0, wb * b - w, 0, hb * b - h))
@@ -247,11 +247,11 @@ def _bf16_away_numpy(v: np.ndarray) -> np.ndarray:
     return ((u >> 16) + ((u & 0xFFFF) != 0)).astype(np.uint16)
 
 
-def _from_bf16(pattern: Tensor) -> Tensor:
-    return torch.from_numpy(_from_bf16_numpy(pattern.numpy()))
+def from_bf16(pattern: Tensor) -> Tensor:
+    return torch.from_numpy(from_bf16_numpy(pattern.numpy()))
 
 
-def _from_bf16_numpy(pattern: np.ndarray) -> np.ndarray:
+def from_bf16_numpy(pattern: np.ndarray) -> np.ndarray:
     return (pattern.astype(np.uint32) << 16).view(np.float32)
 
 
@@ -269,9 +269,9 @@ def quantization_params(blocks: Tensor, valid: Tensor, image: Tensor, n: int,
     hi = torch.zeros(n).scatter_reduce(0, image, hi, "amax", include_self=True)
     lo = torch.zeros(n).scatter_reduce(0, image, lo, "amin", include_self=True)
     offset = _bf16_away(lo)
-    span = hi - _from_bf16(offset)
+    span = hi - from_bf16(offset)
     scale = _bf16_away(torch.where(span > 0, span / (2 ** bits - 1), torch.ones(n)))
-    if not torch.isfinite(_from_bf16(scale)).all():
+    if not torch.isfinite(from_bf16(scale)).all():
         raise ValueError("x holds values too large to quantize (above ~3e38)")
     return scale, offset
 
@@ -286,13 +286,13 @@ def dequantize(levels: Tensor, scale: Tensor, offset: Tensor) -> Tensor:
     return offset + levels * scale
 
 
-def _reconstruct(a: dict) -> Tensor:
+def reconstruct(a: dict) -> Tensor:
     """Shared by ``compress`` and ``decode`` so both return bit-identical tensors."""
     n, c, h, w = a["shape"]
     if n == 1:  # the batch-1 path, in numpy: the same float32 operations
         b = a["block_size"]
         hb, wb = a["mask"].shape[-2:]
-        s, o = _from_bf16_numpy(a["scale"].numpy()), _from_bf16_numpy(a["offset"].numpy())
+        s, o = from_bf16_numpy(a["scale"].numpy()), from_bf16_numpy(a["offset"].numpy())
         valid = a["valid"].numpy()
         kept = np.where(valid, o + a["levels"].numpy() * s, np.float32(0))
         out = np.zeros((1, c, hb * b, wb * b), np.float32)
@@ -303,14 +303,14 @@ def _reconstruct(a: dict) -> Tensor:
     b = a["block_size"]
     hb, wb = a["mask"].shape[-2:]
     img = a["where"][0]
-    s, o = (_from_bf16(a[k])[img].view(-1, 1, 1) for k in ("scale", "offset"))
+    s, o = (from_bf16(a[k])[img].view(-1, 1, 1) for k in ("scale", "offset"))
     kept = torch.where(a["valid"], dequantize(a["levels"], s, o), 0.0)
     out = torch.zeros(n, c, hb * b, wb * b)
     _block_view(out, b)[a["where"]] = kept
     return out if (hb * b, wb * b) == (h, w) else out[:, :, :h, :w].contiguous()
 
 
-def _analyze(x: Tensor, cfg: CodecConfig) -> dict:
+def analyze(x: Tensor, cfg: CodecConfig) -> dict:
     """Everything the encoder decides, without entropy coding (one image: ``_analyze_one``)."""
     if not isinstance(cfg, CodecConfig):
         raise ValueError(f"cfg must be a CodecConfig, got {type(cfg).__name__}")
@@ -319,7 +319,7 @@ def _analyze(x: Tensor, cfg: CodecConfig) -> dict:
 
 
 def _analyze_batch(x: Tensor, cfg: CodecConfig) -> dict:
-    """``_analyze`` in torch, for any number of images (checked, float32, CPU)."""
+    """``analyze`` in torch, for any number of images (checked, float32, CPU)."""
     n, c, h, w = x.shape
     b = cfg.block_size
     mask = select_blocks(_energy(x, b, cfg.zero_border), cfg.ratio, cfg.mode)
@@ -327,22 +327,22 @@ def _analyze_batch(x: Tensor, cfg: CodecConfig) -> dict:
     hb, wb = mask.shape[-2:]
     xp = x if (hb * b, wb * b) == (h, w) else F.pad(x, (0, wb * b - w, 0, hb * b - h))
     blocks = _block_view(xp, b)[where]
-    valid = _valid_pixels(h, w, b, cfg.zero_border)[where[2], where[3]]
+    valid = valid_pixels(h, w, b, cfg.zero_border)[where[2], where[3]]
     scale, offset = quantization_params(blocks, valid, where[0], n, cfg.bits)
-    s, o = (_from_bf16(t)[where[0]].view(-1, 1, 1) for t in (scale, offset))
+    s, o = (from_bf16(t)[where[0]].view(-1, 1, 1) for t in (scale, offset))
     return dict(shape=(n, c, h, w), block_size=b, mask=mask, where=where, valid=valid,
                 levels=quantize(blocks, cfg.bits, s, o), scale=scale, offset=offset)
 
 
 @functools.lru_cache(maxsize=64)
-def _valid_numpy(h: int, w: int, b: int, zero_border: bool) -> np.ndarray:
-    v = _valid_pixels(h, w, b, zero_border).numpy()
+def valid_numpy(h: int, w: int, b: int, zero_border: bool) -> np.ndarray:
+    v = valid_pixels(h, w, b, zero_border).numpy()
     v.flags.writeable = False  # shared between calls
     return v
 
 
 def _analyze_one(x: Tensor, cfg: CodecConfig) -> dict:
-    """``_analyze`` of one image [1, C, H, W] (checked, float32, CPU) in numpy: the same decisions,
+    """``analyze`` of one image [1, C, H, W] (checked, float32, CPU) in numpy: the same decisions,
     bit for bit (same float32 operations in the same order), at a fraction of the per-call cost of
     torch's small ops. This is the split-computing case: one image at a time on the device."""
     _, c, h, w = x.shape
@@ -379,14 +379,14 @@ def _analyze_one(x: Tensor, cfg: CodecConfig) -> dict:
     mask = keep.reshape(1, 1, hb, wb).repeat(c, 1) if cfg.mode == "region-wise" else keep.reshape(1, c, hb, wb)
     where = np.nonzero(mask)
     blocks = xp.reshape(c, hb, b, wb, b).transpose(0, 1, 3, 2, 4)[where[1], where[2], where[3]]
-    valid = _valid_numpy(h, w, b, cfg.zero_border)[where[2], where[3]]
+    valid = valid_numpy(h, w, b, cfg.zero_border)[where[2], where[3]]
     coded = blocks[valid]
     hi = max(coded.max(initial=0.0), np.float32(0))  # as quantization_params: 0 is always in the range
     lo = min(coded.min(initial=0.0), np.float32(0))  # float32 scalars: float32 arithmetic below
     offset = _bf16_away_numpy(np.array([lo], np.float32))
-    span = hi - _from_bf16_numpy(offset)[0]
+    span = hi - from_bf16_numpy(offset)[0]
     scale = _bf16_away_numpy(np.array([span / np.float32(2 ** bits - 1) if span > 0 else 1], np.float32))
-    s, o = _from_bf16_numpy(scale)[0], _from_bf16_numpy(offset)[0]
+    s, o = from_bf16_numpy(scale)[0], from_bf16_numpy(offset)[0]
     if not math.isfinite(s):
         raise ValueError("x holds values too large to quantize (above ~3e38)")
     levels = np.clip(np.round((blocks - o) / s), 0, 2 ** bits - 1)
@@ -401,7 +401,7 @@ def compress(x: Tensor, cfg: CodecConfig) -> Tensor:
     Float32 [N, C, H, W]; each image is compressed on its own (own selection, own
     scale), so the result for an image does not depend on the rest of the batch.
     """
-    return _reconstruct(_analyze(x, cfg))
+    return reconstruct(analyze(x, cfg))
 
 
 def compress_ste(x: Tensor, cfg: CodecConfig) -> Tensor:
@@ -411,8 +411,8 @@ def compress_ste(x: Tensor, cfg: CodecConfig) -> Tensor:
     (the mask is treated as a constant), so training sees exactly the decoder's output.
     """
     with torch.no_grad():
-        a = _analyze(x, cfg)
-        y = _reconstruct(a)
+        a = analyze(x, cfg)
+        y = reconstruct(a)
         n, c, h, w = a["shape"]
         pm = pixel_mask(a["mask"], h, w, cfg.block_size, cfg.zero_border)
     kept = x * pm.to(x.device, x.dtype)

@@ -23,8 +23,8 @@ from .analysis import best_under, bd_rate, frontier_table, levers_table, lowest_
 from .baselines import IMAGE_FORMATS
 from .original import METHOD as ORIGINAL_METHOD
 from .original import ORIGINAL_BITS
-from .report_format import (NAMES, _blocksparse, _bpp, _count, _interval, _list, _markdown, _missing, _number,
-                            _pct, _points, describe)
+from .report_format import (NAMES, blocksparse_rows, fmt_bpp, fmt_count, fmt_interval, fmt_list, fmt_markdown, fmt_missing, fmt_number,
+                            fmt_pct, fmt_points, describe)
 from .report_original import original_sentences, original_vs_real, render_original_choices
 from .report_answer import render_full_answer, render_split_points
 from .report_models import (render_ablation, render_bottleneck, render_codec_models, render_models, render_screenings,
@@ -137,7 +137,7 @@ def bd_rate_table(results: pd.DataFrame, anchor: str = "webp") -> pd.DataFrame:
     results = to_frame(results)
     ref = pareto(results[(results["method"] == anchor).fillna(False).to_numpy(bool)])
     rows = []
-    for mode, g in _blocksparse(results, finetuned=False).groupby("mode", sort=True):
+    for mode, g in blocksparse_rows(results, finetuned=False).groupby("mode", sort=True):
         front = pareto(g)
         row = dict(mode=mode, points=len(front), anchor_points=len(ref), overlap=pd.NA, bd_rate=np.nan, note="")
         if len(ref) == 0:
@@ -146,7 +146,7 @@ def bd_rate_table(results: pd.DataFrame, anchor: str = "webp") -> pd.DataFrame:
             lo = max(front["accuracy"].min(), ref["accuracy"].min())
             hi = min(front["accuracy"].max(), ref["accuracy"].max())
             if hi > lo:
-                row["overlap"] = f"{_pct(lo)}-{_pct(hi)}"
+                row["overlap"] = f"{fmt_pct(lo)}-{fmt_pct(hi)}"
             try:
                 row["bd_rate"] = bd_rate(ref["bpp"].to_numpy(float), ref["accuracy"].to_numpy(float),
                                          front["bpp"].to_numpy(float), front["accuracy"].to_numpy(float))
@@ -168,7 +168,7 @@ def positions_share(results: pd.DataFrame) -> dict:
         ``n`` (front rows with a stream breakdown), ``positions_share`` and ``delta_share``
         (fractions; NaN when ``n`` is 0).
     """
-    front = pareto(_blocksparse(to_frame(results))).dropna(subset=["positions_bits", "stream_bytes"])
+    front = pareto(blocksparse_rows(to_frame(results))).dropna(subset=["positions_bits", "stream_bytes"])
     if len(front) == 0:
         return dict(n=0, positions_share=math.nan, delta_share=math.nan)
     share = front["positions_bits"].to_numpy(float) / (8 * front["stream_bytes"].to_numpy(float))
@@ -197,15 +197,15 @@ def render_frontier(results: pd.DataFrame, reference: float, tolerance: float = 
     """
     results = to_frame(results)
     table = frontier_table(results, reference, tolerance, max_bpp, exclude=("uncompressed", ORIGINAL_METHOD))
-    table = table.rename(columns=dict(lowest_bpp_within=f"lowest bpp within {_points(tolerance)}",
+    table = table.rename(columns=dict(lowest_bpp_within=f"lowest bpp within {fmt_points(tolerance)}",
                                       config="config there",
-                                      accuracy_at_max_bpp=f"accuracy (%) at <= {_number(max_bpp)} bpp"))
+                                      accuracy_at_max_bpp=f"accuracy (%) at <= {fmt_number(max_bpp)} bpp"))
     ref = results[(results["method"] == "uncompressed").fillna(False).to_numpy(bool)]
-    return FRONTIER.substitute(reference=_pct(reference, 2),
-                               n_images=_count(ref["n_images"].iloc[0]) if len(ref) else "n/a",
-                               table=_markdown(table, {table.columns[1]: lambda v: "n/a" if _missing(v)
+    return FRONTIER.substitute(reference=fmt_pct(reference, 2),
+                               n_images=fmt_count(ref["n_images"].iloc[0]) if len(ref) else "n/a",
+                               table=fmt_markdown(table, {table.columns[1]: lambda v: "n/a" if fmt_missing(v)
                                                        else f"{float(v):.3f}",
-                                                       table.columns[3]: lambda v: "n/a" if _missing(v)
+                                                       table.columns[3]: lambda v: "n/a" if fmt_missing(v)
                                                        else f"{float(v):.1f}"}))
 
 
@@ -227,11 +227,11 @@ def render_levers(results: pd.DataFrame, rates=(1.0, 2.0, 4.0, 8.0)) -> str:
     """
     results = to_frame(results)
     table = levers_table(results, tuple(float(r) for r in rates))
-    text = _markdown(table, {c: (lambda v: "n/a" if _missing(v) else f"{float(v):.1f}") for c in table.columns[2:]})
+    text = fmt_markdown(table, {c: (lambda v: "n/a" if fmt_missing(v) else f"{float(v):.1f}") for c in table.columns[2:]})
     s = positions_share(results)
     if s["n"]:
-        text += "\n\n" + POSITIONS.substitute(n=s["n"], share=_pct(s["positions_share"]),
-                                              delta=_pct(s["delta_share"], 0))
+        text += "\n\n" + POSITIONS.substitute(n=s["n"], share=fmt_pct(s["positions_share"]),
+                                              delta=fmt_pct(s["delta_share"], 0))
     return text
 
 
@@ -246,29 +246,29 @@ def _config(configs: dict, name: str, key: str):
 
 
 def _setup(results: pd.DataFrame, configs: dict, card: dict) -> str:
-    raw = _blocksparse(results, finetuned=False)
+    raw = blocksparse_rows(results, finetuned=False)
     src = raw if len(raw) else results
     sw, extra = "sweep", configs.get("results", {}) or {}
     features = ""
     if extra.get("feature_shape") and extra.get("input_hw"):
         shape, hw = extra["feature_shape"], extra["input_hw"]
-        features = FEATURES.substitute(shape="x".join(_number(s) for s in shape),
-                                       per_pixel=_number(float(np.prod(shape)) / float(np.prod(hw))))
+        features = FEATURES.substitute(shape="x".join(fmt_number(s) for s in shape),
+                                       per_pixel=fmt_number(float(np.prod(shape)) / float(np.prod(hw))))
     ratios = _config(configs, sw, "ratios")
     sha = card.get("sha256") or "unknown"
     return SETUP.substitute(
         dataset=src["dataset"].dropna().iloc[0] if src["dataset"].notna().any() else "n/a",
-        sha256=sha[:12], checkpoint_accuracy=_pct(card.get("test_accuracy"), 2),
+        sha256=sha[:12], checkpoint_accuracy=fmt_pct(card.get("test_accuracy"), 2),
         split_at=src["split_at"].dropna().iloc[0] if src["split_at"].notna().any() else "n/a",
-        features=features, n_images=_count(src["n_images"].max()),
-        n_rate=_count(raw["n_rate"].max()) if len(raw) else "n/a",
-        modes=", ".join(_config(configs, sw, "modes")), block_sizes=_list(_config(configs, sw, "block_sizes")),
-        bits=_list(_config(configs, sw, "bits")), ratio_max=_number(max(ratios)), ratio_min=_number(min(ratios)),
+        features=features, n_images=fmt_count(src["n_images"].max()),
+        n_rate=fmt_count(raw["n_rate"].max()) if len(raw) else "n/a",
+        modes=", ".join(_config(configs, sw, "modes")), block_sizes=fmt_list(_config(configs, sw, "block_sizes")),
+        bits=fmt_list(_config(configs, sw, "bits")), ratio_max=fmt_number(max(ratios)), ratio_min=fmt_number(min(ratios)),
         train=TRAIN_WORDS.get(_config(configs, "finetune", "train"), _config(configs, "finetune", "train")),
-        seeds=_list(configs["finetune"].get("seeds", [])), steps=_count(_config(configs, "finetune", "steps")),
-        batch_size=_count(_config(configs, "finetune", "batch_size")),
-        train_subset=_count(_config(configs, "finetune", "train_subset")),
-        val_subset=_count(_config(configs, "finetune", "val_subset")))
+        seeds=fmt_list(configs["finetune"].get("seeds", [])), steps=fmt_count(_config(configs, "finetune", "steps")),
+        batch_size=fmt_count(_config(configs, "finetune", "batch_size")),
+        train_subset=fmt_count(_config(configs, "finetune", "train_subset")),
+        val_subset=fmt_count(_config(configs, "finetune", "val_subset")))
 
 
 def _within(d: pd.DataFrame, reference: float, tolerance: float):
@@ -277,44 +277,44 @@ def _within(d: pd.DataFrame, reference: float, tolerance: float):
 
 def _answer(results: pd.DataFrame, reference: float, tolerance: float, max_bpp: float,
             original_mode: str | None) -> str:
-    tol = _points(tolerance)
-    bs, raw = _blocksparse(results), _blocksparse(results, finetuned=False)
+    tol = fmt_points(tolerance)
+    bs, raw = blocksparse_rows(results), blocksparse_rows(results, finetuned=False)
     best = best_under(bs, max_bpp) if len(bs) else None
     reached = best is not None and float(best["accuracy"]) >= reference - tolerance - _EPS
     out = [HEADLINE.substitute(gets="gets" if reached else "does not get", tolerance=tol,
-                               reference=_pct(reference), max_bpp=_number(max_bpp))
-           + (HEADLINE_BEST.substitute(max_bpp=_number(max_bpp), accuracy=_pct(best["accuracy"]),
-                                       interval=_interval(best),
-                                       n_images=_count(best["n_images"]), config=describe(best),
-                                       bpp=_bpp(best["bpp"]))
-              if best is not None else HEADLINE_NONE.substitute(max_bpp=_number(max_bpp)))]
+                               reference=fmt_pct(reference), max_bpp=fmt_number(max_bpp))
+           + (HEADLINE_BEST.substitute(max_bpp=fmt_number(max_bpp), accuracy=fmt_pct(best["accuracy"]),
+                                       interval=fmt_interval(best),
+                                       n_images=fmt_count(best["n_images"]), config=describe(best),
+                                       bpp=fmt_bpp(best["bpp"]))
+              if best is not None else HEADLINE_NONE.substitute(max_bpp=fmt_number(max_bpp)))]
     if len(raw):
         r = _within(raw, reference, tolerance)
         if r is not None:
-            out.append(LOWEST_RAW.substitute(tolerance=tol, bpp=_bpp(r["bpp"]), config=describe(r),
-                                             accuracy=_pct(r["accuracy"])))
+            out.append(LOWEST_RAW.substitute(tolerance=tol, bpp=fmt_bpp(r["bpp"]), config=describe(r),
+                                             accuracy=fmt_pct(r["accuracy"])))
         else:
             top = raw.sort_values(["accuracy", "bpp"], ascending=[False, True]).iloc[0]
-            out.append(LOWEST_RAW_NONE.substitute(tolerance=tol, accuracy=_pct(top["accuracy"]),
-                                                  bpp=_bpp(top["bpp"])))
-    many_seeds = _blocksparse(results, finetuned=True)["seed"].nunique() > 1
+            out.append(LOWEST_RAW_NONE.substitute(tolerance=tol, accuracy=fmt_pct(top["accuracy"]),
+                                                  bpp=fmt_bpp(top["bpp"])))
+    many_seeds = blocksparse_rows(results, finetuned=True)["seed"].nunique() > 1
     for _, after in _finetune_pairs(results):
         before = after["before"]
         moves = ("raises" if after["accuracy"] > before else "lowers" if after["accuracy"] < before else "leaves")
-        seed = "" if not many_seeds or _missing(after["seed"]) else f", seed {_number(after['seed'])}"
-        out.append(FINETUNE.substitute(config=describe(after.drop(labels="finetuned")), bpp=_bpp(after["bpp"]),
+        seed = "" if not many_seeds or fmt_missing(after["seed"]) else f", seed {fmt_number(after['seed'])}"
+        out.append(FINETUNE.substitute(config=describe(after.drop(labels="finetuned")), bpp=fmt_bpp(after["bpp"]),
                                        seed=seed,
-                                       moves=moves, before=_pct(before), after=_pct(after["accuracy"]),
-                                       interval=_interval(after)))
+                                       moves=moves, before=fmt_pct(before), after=fmt_pct(after["accuracy"]),
+                                       interval=fmt_interval(after)))
     cw = bs[(bs["mode"] == "channel-wise").fillna(False).to_numpy(bool)]
     if len(cw):
-        out.append(FLOOR.substitute(bpp=_bpp(cw["bpp"].min())))
+        out.append(FLOOR.substitute(bpp=fmt_bpp(cw["bpp"].min())))
     within, never = [], []
     for fmt in IMAGE_FORMATS:
         g = results[(results["method"] == fmt).fillna(False).to_numpy(bool)]
         if len(g):
             r = _within(g, reference, tolerance)
-            (within.append(f"{NAMES[fmt]} at {_bpp(r['bpp'])} bpp ({describe(r)})") if r is not None
+            (within.append(f"{NAMES[fmt]} at {fmt_bpp(r['bpp'])} bpp ({describe(r)})") if r is not None
              else never.append(NAMES[fmt]))
     if within:
         out.append(CODECS.substitute(tolerance=tol, within=", ".join(within))
@@ -329,7 +329,7 @@ def _answer(results: pd.DataFrame, reference: float, tolerance: float, max_bpp: 
 def _finetune_pairs(results: pd.DataFrame):
     """(index, fine-tuned row with its 'before' accuracy) for each fine-tuned row that has a
     non-fine-tuned row of the same configuration."""
-    raw, ft = _blocksparse(results, finetuned=False), _blocksparse(results, finetuned=True)
+    raw, ft = blocksparse_rows(results, finetuned=False), blocksparse_rows(results, finetuned=True)
     keys = ["mode", "block_size", "bits"]
     for i, a in ft.iterrows():
         same = raw[(raw[keys] == a[keys]).all(axis=1).fillna(False).to_numpy(bool)
@@ -345,17 +345,17 @@ def _bd_markdown(results: pd.DataFrame, anchor: str, name: str, points_label: st
     bd = bd_rate_table(results, anchor)
     col = f"BD-rate vs {name} (%)"
     rename_note = (lambda v: v.replace(f" ({anchor})", f" ({note_name})")) if note_name else (lambda v: v)
-    return _markdown(bd.rename(columns=dict(points="points on the front", anchor_points=points_label, bd_rate=col,
+    return fmt_markdown(bd.rename(columns=dict(points="points on the front", anchor_points=points_label, bd_rate=col,
                                             overlap="accuracy overlap")),
-                     {col: lambda v: "n/a" if _missing(v) else f"{float(v):+.1f}",
-                      "accuracy overlap": lambda v: "none" if _missing(v) else str(v),
-                      "note": lambda v: "" if _missing(v) else rename_note(str(v))})
+                     {col: lambda v: "n/a" if fmt_missing(v) else f"{float(v):+.1f}",
+                      "accuracy overlap": lambda v: "none" if fmt_missing(v) else str(v),
+                      "note": lambda v: "" if fmt_missing(v) else rename_note(str(v))})
 
 
 def _tables(results: pd.DataFrame, anchor: str) -> dict[str, str]:
-    pct = lambda v: "n/a" if _missing(v) else f"{100 * float(v):.1f}"  # noqa: E731
-    interval = lambda lo, hi: "n/a" if _missing(lo) or _missing(hi) else f"[{pct(lo)}, {pct(hi)}]"  # noqa: E731
-    bpp3 = lambda v: "n/a" if _missing(v) else f"{float(v):.3f}"  # noqa: E731
+    pct = lambda v: "n/a" if fmt_missing(v) else f"{100 * float(v):.1f}"  # noqa: E731
+    interval = lambda lo, hi: "n/a" if fmt_missing(lo) or fmt_missing(hi) else f"[{pct(lo)}, {pct(hi)}]"  # noqa: E731
+    bpp3 = lambda v: "n/a" if fmt_missing(v) else f"{float(v):.3f}"  # noqa: E731
 
     name = NAMES.get(anchor, anchor)
     bd_md = _bd_markdown(results, anchor, name, f"{name} points")
@@ -367,30 +367,30 @@ def _tables(results: pd.DataFrame, anchor: str) -> dict[str, str]:
                for _, a in _finetune_pairs(results)]
     ft = pd.DataFrame(ft_rows, columns=["mode", "block_size", "ratio", "bits", "seed", "bpp", "before", "after",
                                         "interval", "val_accuracy", "n_images"])
-    ft_md = _markdown(ft.rename(columns={"before": "accuracy before (%)", "after": "after (%)",
+    ft_md = fmt_markdown(ft.rename(columns={"before": "accuracy before (%)", "after": "after (%)",
                                          "interval": "95% interval", "val_accuracy": "val accuracy (%)"}),
                       {"bpp": bpp3, "accuracy before (%)": pct, "after (%)": pct, "val accuracy (%)": pct,
-                       "95% interval": str, "n_images": _count})
+                       "95% interval": str, "n_images": fmt_count})
 
     orig = original_vs_real(results)
-    orig_md = _markdown(orig.rename(columns=dict(original_bpp="original bpp (estimate)", real_bpp="real bpp",
+    orig_md = fmt_markdown(orig.rename(columns=dict(original_bpp="original bpp (estimate)", real_bpp="real bpp",
                                                  original_accuracy="original accuracy (%)",
                                                  real_accuracy="real accuracy (%)")),
-                        {"original bpp (estimate)": _bpp, "real bpp": _bpp, "original accuracy (%)": pct,
+                        {"original bpp (estimate)": fmt_bpp, "real bpp": fmt_bpp, "original accuracy (%)": pct,
                          "real accuracy (%)": pct})
 
     base = results[results["method"].isin([*IMAGE_FORMATS, "dense"]).fillna(False).to_numpy(bool)]
     base = base.assign(method=base["method"].map(lambda m: NAMES.get(m, m)),
                        interval=[interval(lo, hi) for lo, hi in zip(base["accuracy_lo"], base["accuracy_hi"])])
-    base_md = _markdown(base[["method", "quality", "bits", "accuracy", "interval", "bpp", "n_images"]]
+    base_md = fmt_markdown(base[["method", "quality", "bits", "accuracy", "interval", "bpp", "n_images"]]
                         .rename(columns={"accuracy": "accuracy (%)", "interval": "95% interval"}),
-                        {"accuracy (%)": pct, "bpp": _bpp, "95% interval": str, "n_images": _count,
-                         "quality": lambda v: "" if _missing(v) else _number(v),
-                         "bits": lambda v: "" if _missing(v) else _number(v)})
+                        {"accuracy (%)": pct, "bpp": fmt_bpp, "95% interval": str, "n_images": fmt_count,
+                         "quality": lambda v: "" if fmt_missing(v) else fmt_number(v),
+                         "bits": lambda v: "" if fmt_missing(v) else fmt_number(v)})
     bn_md = ""
     if (results["method"] == BOTTLENECK_METHOD).fillna(False).any():
         n = int(results.loc[(results["method"] == BOTTLENECK_METHOD).fillna(False).to_numpy(bool), "n_images"].max())
-        bn_md = BD_BOTTLENECK.substitute(n_images=_count(n), table=_bd_markdown(
+        bn_md = BD_BOTTLENECK.substitute(n_images=fmt_count(n), table=_bd_markdown(
             results, BOTTLENECK_METHOD, "the bottleneck", "bottleneck models", note_name="bottleneck"))
     return dict(bd_table=bd_md, finetuned_table=ft_md, original_table=orig_md, baselines_table=base_md,
                 bd_bottleneck=bn_md)
@@ -465,7 +465,7 @@ def render_summary(results: pd.DataFrame, configs: dict, card: dict, reference: 
                                      vs_reference=vs_reference or [])
     answer = _answer(results, reference, tolerance, max_bpp, original_mode)
     if full_answer:  # then this run's own sweep is the quick look, not a second answer
-        answer = QUICK_LEAD.substitute(n_images=_count(results["n_images"].max())) + answer
+        answer = QUICK_LEAD.substitute(n_images=fmt_count(results["n_images"].max())) + answer
     text = SUMMARY_TEMPLATE.substitute(
         setup=_setup(results, configs, card), figure=figure, answer=answer, anchor=NAMES.get(anchor, anchor),
         frontier=render_frontier(results, reference, tolerance, max_bpp), original_method=ORIGINAL_METHOD,

@@ -11,7 +11,7 @@ import pandas as pd
 
 from .analysis import best_under, lowest_within
 from .stats import wilson_interval
-from .report_format import _bpp, _count, _markdown, _number, _pct, _points, describe
+from .report_format import fmt_bpp, fmt_count, fmt_markdown, fmt_number, fmt_pct, fmt_points, describe
 from .report_models import (BN_RECIPE, bottleneck_groups, codec_key, model_groups, model_splits, paired_for,
                             recipe_words, with_columns, with_recipe)
 from .results import model_key, model_stem, to_frame
@@ -50,11 +50,11 @@ def _pick_words(pick: tuple[float, float, pd.DataFrame] | None, trained: bool, m
     """A split's ``_pick``, its test accuracy and rate (means over its seeds) in words; ``trained``:
     whether the split has fine-tuned models at any rate."""
     if pick is None:
-        return f"none at <= {_number(max_bpp)} bpp" if trained else "not trained"
+        return f"none at <= {fmt_number(max_bpp)} bpp" if trained else "not trained"
     acc, bpp, g = pick
     recipe = recipe_words(g.iloc[0])
-    return (f"{_pct(acc, 2)} at {_bpp(bpp)} bpp ({describe(g.iloc[0].drop(labels=['finetuned']))}"
-            f"{'; ' + recipe if recipe else ''}; {len(g)} seed(s), {_count(int(g['n_images'].max()))} images)")
+    return (f"{fmt_pct(acc, 2)} at {fmt_bpp(bpp)} bpp ({describe(g.iloc[0].drop(labels=['finetuned']))}"
+            f"{'; ' + recipe if recipe else ''}; {len(g)} seed(s), {fmt_count(int(g['n_images'].max()))} images)")
 
 
 SPLIT_LEVER = Template("Fine-tuned, the model picked on validation at or under $max_bpp bpp reaches $acc0 at $bpp0 "
@@ -77,9 +77,9 @@ def _split_lever(picks: dict[str, tuple[float, float, pd.DataFrame] | None], max
     n = {int(g0["n_images"].max()), int(g1["n_images"].max())}
     if len(n) != 1:
         return ""
-    return SPLIT_LEVER.substitute(max_bpp=_number(max_bpp), first=first, acc0=_pct(a0, 2), bpp0=_bpp(b0),
-                                  seeds0=len(g0), best=top, acc1=_pct(a1, 2), bpp1=_bpp(b1), seeds1=len(g1),
-                                  gain=f"{100 * (a1 - a0):+.2f}", n_images=_count(n.pop()))
+    return SPLIT_LEVER.substitute(max_bpp=fmt_number(max_bpp), first=first, acc0=fmt_pct(a0, 2), bpp0=fmt_bpp(b0),
+                                  seeds0=len(g0), best=top, acc1=fmt_pct(a1, 2), bpp1=fmt_bpp(b1), seeds1=len(g1),
+                                  gain=f"{100 * (a1 - a0):+.2f}", n_images=fmt_count(n.pop()))
 
 
 def render_split_points(sweeps: dict[str, pd.DataFrame], tolerance: float = 0.01, max_bpp: float = 1.0,
@@ -116,11 +116,11 @@ def render_split_points(sweeps: dict[str, pd.DataFrame], tolerance: float = 0.01
                                                                                    max_bpp)))))
     if len(n) != 1:
         raise ValueError(f"sweeps are on different numbers of test images {sorted(n)}: compare on the same images")
-    table = pd.DataFrame(lines).rename(columns={"lowest_bpp_within": f"lowest bpp within {_points(tolerance)}",
-                                                "best_at_max_bpp": f"best accuracy (%) at <= {_number(max_bpp)} bpp",
-                                                "finetuned": f"fine-tuned, picked on validation at <= {_number(max_bpp)} bpp"})
+    table = pd.DataFrame(lines).rename(columns={"lowest_bpp_within": f"lowest bpp within {fmt_points(tolerance)}",
+                                                "best_at_max_bpp": f"best accuracy (%) at <= {fmt_number(max_bpp)} bpp",
+                                                "finetuned": f"fine-tuned, picked on validation at <= {fmt_number(max_bpp)} bpp"})
     lever = _split_lever(picks, max_bpp)
-    return SPLITS.substitute(n_images=_count(n.pop()), table=_markdown(table), lever=f"\n{lever}\n" if lever else "")
+    return SPLITS.substitute(n_images=fmt_count(n.pop()), table=fmt_markdown(table), lever=f"\n{lever}\n" if lever else "")
 
 
 FULL_ANSWER = Template("""\
@@ -163,8 +163,8 @@ def _vs_reference_words(p: list[dict], seeds: int) -> str:
 def _budget_words(b: dict) -> str:
     """A fine-tuning run's budget (``analysis.run_budget``) in words."""
     train = {"all": "the whole network", "tail": "the tail only"}.get(b.get("train"), f"train {b.get('train')}")
-    return (f"{train}, distillation weight {_number(b.get('distill_weight'))}, {_count(b.get('steps_run') or 0)} of "
-            f"{_count(b.get('steps') or 0)} steps, lr {_number(b.get('lr'))}")
+    return (f"{train}, distillation weight {fmt_number(b.get('distill_weight'))}, {fmt_count(b.get('steps_run') or 0)} of "
+            f"{fmt_count(b.get('steps') or 0)} steps, lr {fmt_number(b.get('lr'))}")
 
 
 def _reference_sentence(table: pd.DataFrame, max_bpp: float, tolerance: float) -> str:
@@ -180,7 +180,7 @@ def _reference_sentence(table: pd.DataFrame, max_bpp: float, tolerance: float) -
     for q in runs:
         n = int(q["n_images"])
         lo, hi = wilson_interval(round(q["reference_accuracy"] * n), n)
-        accs.append(f"seed {q['seed']} {_pct(q['reference_accuracy'], 2)} [{100 * lo:.2f}, {100 * hi:.2f}]")
+        accs.append(f"seed {q['seed']} {fmt_pct(q['reference_accuracy'], 2)} [{100 * lo:.2f}, {100 * hi:.2f}]")
     ns = sorted({int(q["n_images"]) for q in runs})
     recipe = "; ".join(dict.fromkeys(_budget_words(q["reference_budget"]) for q in runs))
     own = [q["reference_paired"] for q in runs if q.get("reference_paired")]
@@ -189,12 +189,12 @@ def _reference_sentence(table: pd.DataFrame, max_bpp: float, tolerance: float) -
             f"{100 * max(p['hi'] for p in own):+.2f}]")
     ok = [r for _, r in table.iterrows() if r["bpp"] <= max_bpp and len(r["_vs_ref"]) == r["seeds"]
           and all(q["within"] and not q.get("budget_differs") for q in r["_vs_ref"])]
-    verdict = (f"{', '.join(f'{r.method} {r.setting} ({_bpp(r.bpp)} bpp)' for r in ok)} "
-               f"{'is' if len(ok) == 1 else 'are'} within {_points(tolerance)} of it for every seed on the same "
+    verdict = (f"{', '.join(f'{r.method} {r.setting} ({fmt_bpp(r.bpp)} bpp)' for r in ok)} "
+               f"{'is' if len(ok) == 1 else 'are'} within {fmt_points(tolerance)} of it for every seed on the same "
                f"budget" if ok else
-               f"no block-sparse model at or under {_number(max_bpp)} bpp is within {_points(tolerance)} of it for "
+               f"no block-sparse model at or under {fmt_number(max_bpp)} bpp is within {fmt_points(tolerance)} of it for "
                f"every seed on the same budget")
-    return FULL_REFERENCE.substitute(recipe=recipe, accs=f"{', '.join(accs)}, on {' / '.join(_count(n) for n in ns)} "
+    return FULL_REFERENCE.substitute(recipe=recipe, accs=f"{', '.join(accs)}, on {' / '.join(fmt_count(n) for n in ns)} "
                                      f"test images", diff=diff, verdict=verdict)
 
 
@@ -206,12 +206,12 @@ def _most_accurate(rows: pd.DataFrame, max_bpp: float) -> pd.Series | None:
 
 def _row_words(r: pd.Series) -> str:
     """An answer row in words: method, setting, accuracy with its interval, rate, paired difference."""
-    return (f"{r['method']} {r['setting']}, {r['accuracy']:.2f}% {r['interval']} at {_bpp(r['bpp'])} bpp "
+    return (f"{r['method']} {r['setting']}, {r['accuracy']:.2f}% {r['interval']} at {fmt_bpp(r['bpp'])} bpp "
             f"(difference {r['vs_uncompressed']} points)")
 
 
 def _verdict(r: pd.Series, tolerance: float) -> str:
-    return f"{'within' if r['within'] else 'not within'} {_points(tolerance)} by a paired test"
+    return f"{'within' if r['within'] else 'not within'} {fmt_points(tolerance)} by a paired test"
 
 
 def _family_sentence(table: pd.DataFrame, tolerance: float, stretch_bpp: float | None) -> str:
@@ -223,13 +223,13 @@ def _family_sentence(table: pd.DataFrame, tolerance: float, stretch_bpp: float |
     if bs.empty or len(bs) == len(table):
         return ""
     within = bs[bs["within"]]
-    lowest = (f"the lowest rate within {_points(tolerance)} by a paired test is {_row_words(within.iloc[0])}"
-              if len(within) else f"no block-sparse model is within {_points(tolerance)} by a paired test at any rate")
+    lowest = (f"the lowest rate within {fmt_points(tolerance)} by a paired test is {_row_words(within.iloc[0])}"
+              if len(within) else f"no block-sparse model is within {fmt_points(tolerance)} by a paired test at any rate")
     stretch = ""
     if stretch_bpp is not None:
         best = _most_accurate(bs, stretch_bpp)
-        stretch = (f"; no block-sparse model is at or under {_number(stretch_bpp)} bpp" if best is None else
-                   f"; at or under {_number(stretch_bpp)} bpp the most accurate block-sparse model is "
+        stretch = (f"; no block-sparse model is at or under {fmt_number(stretch_bpp)} bpp" if best is None else
+                   f"; at or under {fmt_number(stretch_bpp)} bpp the most accurate block-sparse model is "
                    f"{_row_words(best)}, {_verdict(best, tolerance)}")
     return FULL_FAMILY.substitute(lowest=lowest, stretch=stretch)
 
@@ -305,24 +305,24 @@ def render_full_answer(models: pd.DataFrame | None, paired: list[dict], bottlene
     table = table.drop(columns=["_n_within", "_vs_ref"])
     ok = table[(table["bpp"] <= max_bpp) & table["within"]]
     if len(ok):
-        names = ", ".join(f"{r.method} {r.setting} ({_bpp(r.bpp)} bpp)" for r in ok.itertuples())
-        sentence = FULL_WITHIN.substitute(max_bpp=_number(max_bpp), names=names, verb="is" if len(ok) == 1 else "are",
-                                          tolerance=_points(tolerance))
+        names = ", ".join(f"{r.method} {r.setting} ({fmt_bpp(r.bpp)} bpp)" for r in ok.itertuples())
+        sentence = FULL_WITHIN.substitute(max_bpp=fmt_number(max_bpp), names=names, verb="is" if len(ok) == 1 else "are",
+                                          tolerance=fmt_points(tolerance))
     else:
         best = _most_accurate(table, max_bpp)
-        sentence = FULL_NONE.substitute(max_bpp=_number(max_bpp), tolerance=_points(tolerance),
+        sentence = FULL_NONE.substitute(max_bpp=fmt_number(max_bpp), tolerance=fmt_points(tolerance),
                                         best="nothing" if best is None else
                                         f"{best['method']} {best['setting']}, {best['accuracy']:.2f}% at {best['bpp']:.2f} bpp")
     within = table[table["within"]]
-    sentence += (FULL_LOWEST.substitute(tolerance=_points(tolerance), row=_row_words(within.iloc[0])) if len(within)
-                 else FULL_LOWEST_NONE.substitute(tolerance=_points(tolerance)))
+    sentence += (FULL_LOWEST.substitute(tolerance=fmt_points(tolerance), row=_row_words(within.iloc[0])) if len(within)
+                 else FULL_LOWEST_NONE.substitute(tolerance=fmt_points(tolerance)))
     if stretch_bpp is not None:
         best = _most_accurate(table, stretch_bpp)
-        sentence += (FULL_STRETCH_NONE.substitute(bpp=_number(stretch_bpp)) if best is None else FULL_STRETCH.substitute(
-            bpp=_number(stretch_bpp), row=_row_words(best), within=_verdict(best, tolerance)))
+        sentence += (FULL_STRETCH_NONE.substitute(bpp=fmt_number(stretch_bpp)) if best is None else FULL_STRETCH.substitute(
+            bpp=fmt_number(stretch_bpp), row=_row_words(best), within=_verdict(best, tolerance)))
     sentence += _family_sentence(table, tolerance, stretch_bpp)
     for _, r in partial.iterrows():
         sentence += FULL_PARTIAL.substitute(row=f"{r['method']} {r['setting']}", k=r["_n_within"], n=r["seeds"],
-                                            tolerance=_points(tolerance))
-    return FULL_ANSWER.substitute(n_images=_count(max(n)), reference=_pct(ref, 2), sentence=sentence + reference_sentence,
-                                  table=_markdown(table))
+                                            tolerance=fmt_points(tolerance))
+    return FULL_ANSWER.substitute(n_images=fmt_count(max(n)), reference=fmt_pct(ref, 2), sentence=sentence + reference_sentence,
+                                  table=fmt_markdown(table))

@@ -18,30 +18,30 @@ INTERVAL = Template(" [$lo, $hi]")
 # ---------------------------------------------------------------------------
 # formatting: integers as integers, missing as n/a
 # ---------------------------------------------------------------------------
-def _missing(v) -> bool:
+def fmt_missing(v) -> bool:
     return v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v))
 
 
-def _pct(v, decimals: int = 1) -> str:
-    return "n/a" if _missing(v) else f"{100 * float(v):.{decimals}f}%"
+def fmt_pct(v, decimals: int = 1) -> str:
+    return "n/a" if fmt_missing(v) else f"{100 * float(v):.{decimals}f}%"
 
 
-def _bpp(v) -> str:
-    return "n/a" if _missing(v) else f"{float(v):.2f}"
+def fmt_bpp(v) -> str:
+    return "n/a" if fmt_missing(v) else f"{float(v):.2f}"
 
 
-def _count(v) -> str:
+def fmt_count(v) -> str:
     """An integer count with thousands separators; None means 'all' (e.g. train_subset=None)."""
-    if _missing(v):
+    if fmt_missing(v):
         return "all"
     if float(v) != int(v):
         raise ValueError(f"expected an integer count, got {v!r}")
     return f"{int(v):,}"
 
 
-def _number(v) -> str:
+def fmt_number(v) -> str:
     """A number as short as it is exact: 4 not 4.0, 0.005 as is."""
-    if _missing(v):
+    if fmt_missing(v):
         return "n/a"
     v = v.item() if hasattr(v, "item") else v
     if isinstance(v, (bool, np.bool_)):
@@ -51,21 +51,21 @@ def _number(v) -> str:
     return f"{v:g}" if isinstance(v, float) else str(v)
 
 
-def _list(values) -> str:
-    return "[" + ", ".join(_number(v) for v in values) + "]"
+def fmt_list(values) -> str:
+    return "[" + ", ".join(fmt_number(v) for v in values) + "]"
 
 
-def _points(tolerance: float) -> str:
+def fmt_points(tolerance: float) -> str:
     p = 100 * tolerance
-    return "one point" if math.isclose(p, 1) else f"{_number(round(p, 6))} points"
+    return "one point" if math.isclose(p, 1) else f"{fmt_number(round(p, 6))} points"
 
 
-def _markdown(df: pd.DataFrame, formats: dict | None = None) -> str:
-    """A pipe table; ``formats`` maps columns to a formatter (default ``_number``); numbers right-aligned."""
+def fmt_markdown(df: pd.DataFrame, formats: dict | None = None) -> str:
+    """A pipe table; ``formats`` maps columns to a formatter (default ``fmt_number``); numbers right-aligned."""
     if df.empty:
         return "(none)"
     formats = formats or {}
-    cells = {c: [formats.get(c, _number)(v) for v in df[c].tolist()] for c in df.columns}
+    cells = {c: [formats.get(c, fmt_number)(v) for v in df[c].tolist()] for c in df.columns}
     right = {c for c in df.columns if pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c])}
     lines = ["| " + " | ".join(map(str, df.columns)) + " |",
              "|" + "|".join("---:" if c in right else ":---" for c in df.columns) + "|"]
@@ -73,22 +73,22 @@ def _markdown(df: pd.DataFrame, formats: dict | None = None) -> str:
     return "\n".join(lines)
 
 
-def _interval(row: pd.Series) -> str:
+def fmt_interval(row: pd.Series) -> str:
     """`` [lo%, hi%]`` of a row's accuracy interval, or nothing where the row has none."""
     lo, hi = row.get("accuracy_lo"), row.get("accuracy_hi")
-    return "" if _missing(lo) or _missing(hi) else INTERVAL.substitute(lo=_pct(lo), hi=_pct(hi))
+    return "" if fmt_missing(lo) or fmt_missing(hi) else INTERVAL.substitute(lo=fmt_pct(lo), hi=fmt_pct(hi))
 
 
 def describe(row: pd.Series) -> str:
     """A row's settings in words, e.g. ``"global, B=4, ratio 0.005, 2 bits, fine-tuned"`` or ``"q=50"``."""
     method = str(row["method"])
     if method in IMAGE_FORMATS:
-        return "lossless" if _missing(row.get("quality")) else f"q={_number(row['quality'])}"
-    parts = [] if _missing(row.get("mode")) else [str(row["mode"])]
+        return "lossless" if fmt_missing(row.get("quality")) else f"q={fmt_number(row['quality'])}"
+    parts = [] if fmt_missing(row.get("mode")) else [str(row["mode"])]
     for col, fmt in (("block_size", "B={}"), ("ratio", "ratio {}"), ("bits", "{} bits")):
-        if not _missing(row.get(col)):
-            parts.append(fmt.format(_number(row[col])))
-    if not _missing(row.get("finetuned")) and bool(row["finetuned"]):
+        if not fmt_missing(row.get(col)):
+            parts.append(fmt.format(fmt_number(row[col])))
+    if not fmt_missing(row.get("finetuned")) and bool(row["finetuned"]):
         parts.append("fine-tuned")
     return ", ".join(parts)
 
@@ -97,7 +97,7 @@ def _flag(df: pd.DataFrame, col: str) -> np.ndarray:
     return df[col].fillna(False).astype(bool).to_numpy()
 
 
-def _blocksparse(results: pd.DataFrame, finetuned: bool | None = None) -> pd.DataFrame:
+def blocksparse_rows(results: pd.DataFrame, finetuned: bool | None = None) -> pd.DataFrame:
     d = results[(results["method"] == "blocksparse").fillna(False).to_numpy(bool)]
     if finetuned is None:
         return d

@@ -12,7 +12,7 @@ import pandas as pd
 
 from .stats import ONE_POINT
 from .codec import SELECTION_GRID
-from .report_format import _bpp, _count, _markdown, _missing, _number, _pct, _points, describe
+from .report_format import fmt_bpp, fmt_count, fmt_markdown, fmt_missing, fmt_number, fmt_pct, fmt_points, describe
 from .results import model_key, to_frame
 
 MODELS = Template("""\
@@ -47,11 +47,11 @@ def render_models(models: pd.DataFrame, paired: list[dict], tolerance: float = 0
         recipe = recipe_words(g.iloc[0])
         lines.append(MODELS_LINE.substitute(
             config=f"after {g['split_at'].iloc[0]}: " + describe(g.iloc[0]) + (f" ({recipe})" if recipe else ""),
-            bpp=_bpp(g["bpp"].mean()), coder=g["coder"].iloc[0],
-            bpp_sc=_bpp(g["bpp_self_contained"].mean()), accuracy=_pct(g["accuracy"].mean(), 2),
-            n_seeds=len(g), lo_seed=_pct(g["accuracy"].min(), 2), hi_seed=_pct(g["accuracy"].max(), 2),
-            reference=_pct(p[0]["reference_accuracy"], 2),
-            within=WITHIN.substitute(tolerance=_points(tolerance), n_within=sum(bool(q["within"]) for q in p),
+            bpp=fmt_bpp(g["bpp"].mean()), coder=g["coder"].iloc[0],
+            bpp_sc=fmt_bpp(g["bpp_self_contained"].mean()), accuracy=fmt_pct(g["accuracy"].mean(), 2),
+            n_seeds=len(g), lo_seed=fmt_pct(g["accuracy"].min(), 2), hi_seed=fmt_pct(g["accuracy"].max(), 2),
+            reference=fmt_pct(p[0]["reference_accuracy"], 2),
+            within=WITHIN.substitute(tolerance=fmt_points(tolerance), n_within=sum(bool(q["within"]) for q in p),
                                      n_seeds=len(p), diff=f"{100 * np.mean(diffs):+.2f} points",
                                      lo=f"{100 * min(q['lo'] for q in p):+.2f}", hi=f"{100 * max(q['hi'] for q in p):+.2f}")))
     cols = ["split_at", "mode", "block_size", "ratio", "bits", *[c for c in RECIPE if c in models.columns], "seed", "accuracy",
@@ -60,8 +60,8 @@ def render_models(models: pd.DataFrame, paired: list[dict], tolerance: float = 0
     table["weights"] = table["weights"].fillna("not shipped (recorded in its card)")
     for c in ("accuracy", "accuracy_lo", "accuracy_hi", "val_accuracy"):
         table[c] = (100 * table[c].astype(float)).round(2)
-    return MODELS.substitute(n_images=_count(int(models["n_images"].max())), summary=" ".join(lines),
-                             table=_markdown(table))
+    return MODELS.substitute(n_images=fmt_count(int(models["n_images"].max())), summary=" ".join(lines),
+                             table=fmt_markdown(table))
 
 
 SCREENING = Template("""**Selection after fine-tuning after $split, at most $target bpp$target_note** (validation only$target_test; `$command`): every configuration whose $rate rate on $n_rate validation streams is at or under $target bpp was fine-tuned (whole network, $recipe) for $steps0 steps$lrs, the better half again for $steps1, and the pick is the best on validation accuracy after that fine-tuning:
@@ -110,13 +110,13 @@ def render_screening(screening: pd.DataFrame, config: dict) -> str:
         split=split, rate=_RATE_WORDS[rate], command=command,
         target_test="" if not source else ", but the target rate is the codec's on the test images",
         target_note="" if not source else (f", the lowest rate at which {source['method']} is within "
-                                           f"{_points(source['tolerance'])} of the uncompressed model ({source['method']} "
-                                           f"q={source['quality']}, {_count(source['n_images'])} test images, point "
+                                           f"{fmt_points(source['tolerance'])} of the uncompressed model ({source['method']} "
+                                           f"q={source['quality']}, {fmt_count(source['n_images'])} test images, point "
                                            f"estimate)"),
-        n_rate=_count(config["val_rate_sample"]), target=_number(round(float(config["target_bpp"]), 3)), recipe=recipe,
+        n_rate=fmt_count(config["val_rate_sample"]), target=fmt_number(round(float(config["target_bpp"]), 3)), recipe=recipe,
         lrs=f" at each learning rate of {', '.join(f'{v:g}' for v in lrs)}" if lrs else "",
-        steps0=_count(steps.iloc[0]), steps1=_count(steps.iloc[-1]) if len(steps) > 1 else "none",
-        table=_markdown(table[columns]))
+        steps0=fmt_count(steps.iloc[0]), steps1=fmt_count(steps.iloc[-1]) if len(steps) > 1 else "none",
+        table=fmt_markdown(table[columns]))
 
 
 def render_screenings(screenings: list[tuple[pd.DataFrame, dict]]) -> str:
@@ -219,11 +219,11 @@ def bottleneck_groups(models: pd.DataFrame, name_split: bool = True) -> list[tup
     for _, g in models.groupby(keys, sort=False, dropna=False):
         r = g.iloc[0]
         label = f"{r['split_at']}, " if several.get("split_at") and name_split else ""
-        label += f"lambda={_number(r['rate_weight'])}"
+        label += f"lambda={fmt_number(r['rate_weight'])}"
         if several.get("stride"):
             label += f", stride {int(r['stride'])}"
-        if "prior_lr" in g.columns and not _missing(r["prior_lr"]):
-            label += f", prior lr {_number(float(r['prior_lr']))}"
+        if "prior_lr" in g.columns and not fmt_missing(r["prior_lr"]):
+            label += f", prior lr {fmt_number(float(r['prior_lr']))}"
         groups.append((label, g))
     return sorted(groups, key=lambda lg: float(lg[1]["bpp"].mean()))
 
@@ -284,17 +284,17 @@ def render_bottleneck(models: pd.DataFrame, paired: list[dict], codec_grid: pd.D
     for label, g in bottleneck_groups(models):
         p = paired_for(g, paired)
         groups.append(dict(label=label, g=g, p=p, accuracy=float(g["accuracy"].mean()), bpp=float(g["bpp"].mean()),
-                           within=all(q["within"] for q in p), split="" if _missing(g["split_at"].iloc[0]) else str(g["split_at"].iloc[0])))
-    ref = _pct(groups[0]["p"][0]["reference_accuracy"], 2)
+                           within=all(q["within"] for q in p), split="" if fmt_missing(g["split_at"].iloc[0]) else str(g["split_at"].iloc[0])))
+    ref = fmt_pct(groups[0]["p"][0]["reference_accuracy"], 2)
     ok = [x for x in groups if x["within"]]
     if ok:
         x = ok[0]
-        summary = BOTTLENECK_WITHIN.substitute(tolerance=_points(tolerance), bpp=_bpp(x["bpp"]), weight=x["label"],
-                                               accuracy=_pct(x["accuracy"], 2), reference=ref)
+        summary = BOTTLENECK_WITHIN.substitute(tolerance=fmt_points(tolerance), bpp=fmt_bpp(x["bpp"]), weight=x["label"],
+                                               accuracy=fmt_pct(x["accuracy"], 2), reference=ref)
     else:
         x = max(groups, key=lambda y: y["accuracy"])
-        summary = BOTTLENECK_NONE.substitute(tolerance=_points(tolerance), accuracy=_pct(x["accuracy"], 2),
-                                             bpp=_bpp(x["bpp"]), weight=x["label"], reference=ref)
+        summary = BOTTLENECK_NONE.substitute(tolerance=fmt_points(tolerance), accuracy=fmt_pct(x["accuracy"], 2),
+                                             bpp=fmt_bpp(x["bpp"]), weight=x["label"], reference=ref)
     g = to_frame(codec_grid) if codec_grid is not None else None
     g = g[(g["method"] == anchor) & (g["n_images"] == models["n_images"].iloc[0])] if g is not None else None
     splits = list(dict.fromkeys(x["split"] for x in groups))
@@ -307,7 +307,7 @@ def render_bottleneck(models: pd.DataFrame, paired: list[dict], codec_grid: pd.D
             bd = f"{bd_rate(g['bpp'], g['accuracy'], curve['bpp'], curve['accuracy']):+.0f}%"
         except ValueError as e:  # e.g. the accuracy ranges do not overlap
             bd = f"n/a ({e})"
-        summary += BOTTLENECK_BD.substitute(qualities=", ".join(_number(q) for q in g["quality"]), bd=bd,
+        summary += BOTTLENECK_BD.substitute(qualities=", ".join(fmt_number(q) for q in g["quality"]), bd=bd,
                                             points=len(curve), after=f" after {split}" if len(splits) > 1 else "")
     rows = []
     for x in groups:
@@ -318,8 +318,8 @@ def render_bottleneck(models: pd.DataFrame, paired: list[dict], codec_grid: pd.D
                              bpp=round(float(r["bpp"]), 3), bytes=round(float(r["stream_bytes"]), 1),
                              vs_uncompressed=_diff(q), within=bool(q["within"])))
     where, stride = _splits_words(models)
-    return BOTTLENECK.substitute(n_images=_count(int(models["n_images"].max())), summary=summary, where=where,
-                                 stride=stride, table=_markdown(pd.DataFrame(rows)))
+    return BOTTLENECK.substitute(n_images=fmt_count(int(models["n_images"].max())), summary=summary, where=where,
+                                 stride=stride, table=fmt_markdown(pd.DataFrame(rows)))
 
 
 CODEC_MODELS = Template("""\
@@ -352,16 +352,16 @@ def render_codec_models(models: pd.DataFrame, paired: list[dict], codec_grid: pd
         m = None if g is None else g[(g["method"] == r["method"]) & (g["quality"] == r["quality"])
                                      & (g["n_images"] == r["n_images"]) & ~g["finetuned"].fillna(False)]
         before.append(float(m["accuracy"].iloc[0]) if m is not None and len(m) else float("nan"))
-    lines = [CODEC_LINE.substitute(name=NAMES.get(r["method"], r["method"]), setting=describe(r), bpp=_bpp(r["bpp"]),
-                                   before=_pct(b, 2), after=_pct(r["accuracy"], 2))
+    lines = [CODEC_LINE.substitute(name=NAMES.get(r["method"], r["method"]), setting=describe(r), bpp=fmt_bpp(r["bpp"]),
+                                   before=fmt_pct(b, 2), after=fmt_pct(r["accuracy"], 2))
              for (_, r), b in zip(models.iterrows(), before)]
     table = pd.DataFrame(dict(
         method=models["method"], quality=models["quality"], bpp=models["bpp"].astype(float).round(3),
         untuned=[round(100 * b, 2) for b in before], accuracy=(100 * models["accuracy"].astype(float)).round(2),
         interval=_intervals(models["accuracy_lo"], models["accuracy_hi"]),
         vs_uncompressed=[_diff(q) for q in p]))
-    return CODEC_MODELS.substitute(n_images=_count(int(models["n_images"].max())), summary=" ".join(lines),
-                                   table=_markdown(table))
+    return CODEC_MODELS.substitute(n_images=fmt_count(int(models["n_images"].max())), summary=" ".join(lines),
+                                   table=fmt_markdown(table))
 
 
 def ablation_frame(rows: pd.DataFrame, cards: dict[str, dict]) -> pd.DataFrame:
@@ -400,7 +400,7 @@ def render_ablation(frame: pd.DataFrame) -> str:
         m = f[(f["train"] == train) & ((f["distill_weight"] > 0) == kd) & ((f["group_lasso_weight"] > 0) == gl)]
         return None if m.empty else m.iloc[0]
     ladder = [run(*key) for key in ABLATION_LADDER]  # tail, whole network, + distillation, + group-lasso
-    tail, whole, kd, gl = ("n/a" if r is None else f"{_pct(r['accuracy'], 2)} at {_bpp(r['bpp'])} bpp" for r in ladder)
+    tail, whole, kd, gl = ("n/a" if r is None else f"{fmt_pct(r['accuracy'], 2)} at {fmt_bpp(r['bpp'])} bpp" for r in ladder)
     summary = ABLATION_LINE.substitute(tail=tail, all=whole, kd=kd, gl=gl)
     moves = [(100 * (float(b["accuracy"]) - float(a["accuracy"])), name)
              for a, b, name in zip(ladder, ladder[1:], ABLATION_STEPS) if a is not None and b is not None]
@@ -414,9 +414,9 @@ def render_ablation(frame: pd.DataFrame) -> str:
         interval=_intervals(f["accuracy_lo"], f["accuracy_hi"]),
         bpp=f["bpp"].astype(float).round(3)))
     r = f.iloc[0]
-    return ABLATION.substitute(config=describe(r.drop(labels=["finetuned"])), seed=_number(r["seed"]),
-                               n_images=_count(int(f["n_images"].max())), steps=_count(int(f["steps"].max())),
-                               summary=summary, table=_markdown(table))
+    return ABLATION.substitute(config=describe(r.drop(labels=["finetuned"])), seed=fmt_number(r["seed"]),
+                               n_images=fmt_count(int(f["n_images"].max())), steps=fmt_count(int(f["steps"].max())),
+                               summary=summary, table=fmt_markdown(table))
 
 
 TEST_STOPPING = Template("""\
@@ -439,10 +439,10 @@ def render_test_stopping(card: dict) -> str:
     gap = 100 * (h[best_test]["test_accuracy"] - h[best_val]["test_accuracy"])
     optimism = ("the same number" if gap == 0 else f"{gap:+.2f} points of optimism")
     return TEST_STOPPING.substitute(
-        config=f"{card['mode']}, B={card['block_size']}, ratio {_number(card['ratio'])}, {card['bits']} bits",
-        seed=card["seed"], n_images=_count(card.get("monitor_images", card.get("test_images"))), n_evals=len(h),
-        val_step=h[best_val]["step"], val_test=_pct(h[best_val]["test_accuracy"], 2), test_step=h[best_test]["step"],
-        test_best=_pct(h[best_test]["test_accuracy"], 2), optimism=optimism)
+        config=f"{card['mode']}, B={card['block_size']}, ratio {fmt_number(card['ratio'])}, {card['bits']} bits",
+        seed=card["seed"], n_images=fmt_count(card.get("monitor_images", card.get("test_images"))), n_evals=len(h),
+        val_step=h[best_val]["step"], val_test=fmt_pct(h[best_val]["test_accuracy"], 2), test_step=h[best_test]["step"],
+        test_best=fmt_pct(h[best_test]["test_accuracy"], 2), optimism=optimism)
 
 
 def load_trained_models(results: str | Path | None = None, data: str | Path | None = None,

@@ -9,7 +9,7 @@ import pandas as pd
 
 from .original import METHOD as ORIGINAL_METHOD
 from .original import CHOICE_NAMES, TABLE_ENTRY_BITS
-from .report_format import _blocksparse, _bpp, _count, _markdown, _missing, _number, _pct
+from .report_format import blocksparse_rows, fmt_bpp, fmt_count, fmt_markdown, fmt_missing, fmt_number, fmt_pct
 from .results import to_frame
 
 ORIGINAL = Template("The original's accounting ($mode, B=$block_size) against the real ${bits}-bit streams: "
@@ -39,7 +39,7 @@ def original_vs_real(results: pd.DataFrame) -> pd.DataFrame:
     """
     results = to_frame(results)
     orig = results[(results["method"] == ORIGINAL_METHOD).fillna(False).to_numpy(bool)]
-    raw = _blocksparse(results, finetuned=False)
+    raw = blocksparse_rows(results, finetuned=False)
     rows = []
     for _, o in orig.iterrows():
         same = raw[((raw["mode"] == o["mode"]) & (raw["block_size"] == o["block_size"])
@@ -68,18 +68,18 @@ def original_sentences(results: pd.DataFrame, original_mode: str | None) -> list
     d = cmp[(cmp["mode"] == mode).to_numpy(bool)].sort_values("ratio", ascending=False)
     parts = []
     for _, r in d.iterrows():
-        if _missing(r["real_bpp"]):
-            parts.append(ORIGINAL_MISSING.substitute(ratio=_number(r["ratio"]), bpp=_bpp(r["original_bpp"]),
-                                                     accuracy=_pct(r["original_accuracy"])))
+        if fmt_missing(r["real_bpp"]):
+            parts.append(ORIGINAL_MISSING.substitute(ratio=fmt_number(r["ratio"]), bpp=fmt_bpp(r["original_bpp"]),
+                                                     accuracy=fmt_pct(r["original_accuracy"])))
             continue
         gap = 100 * (float(r["original_accuracy"]) - float(r["real_accuracy"]))
         acc_dir = _direction(gap, 0, f"{abs(gap):.1f} points above", f"{abs(gap):.1f} points below", "equal to")
         parts.append(ORIGINAL_AT.substitute(
-            ratio=_number(r["ratio"]), bpp=_bpp(r["original_bpp"]), real_bpp=_bpp(r["real_bpp"]),
+            ratio=fmt_number(r["ratio"]), bpp=fmt_bpp(r["original_bpp"]), real_bpp=fmt_bpp(r["real_bpp"]),
             bpp_direction=_direction(float(r["original_bpp"]), float(r["real_bpp"]), "higher", "lower", "no different"),
-            accuracy=_pct(r["original_accuracy"]), real_accuracy=_pct(r["real_accuracy"]), accuracy_direction=acc_dir))
-    out = [ORIGINAL.substitute(mode=mode, block_size=_number(d["block_size"].iloc[0]),
-                               bits=_number(d["bits"].iloc[0]), comparisons="; ".join(parts))]
+            accuracy=fmt_pct(r["original_accuracy"]), real_accuracy=fmt_pct(r["real_accuracy"]), accuracy_direction=acc_dir))
+    out = [ORIGINAL.substitute(mode=mode, block_size=fmt_number(d["block_size"].iloc[0]),
+                               bits=fmt_number(d["bits"].iloc[0]), comparisons="; ".join(parts))]
     both = cmp.dropna(subset=["real_bpp"])
     if len(both):
         out.append(ORIGINAL_COUNT.substitute(
@@ -107,9 +107,9 @@ def render_original_choices(choices: pd.DataFrame | None) -> str:
     others = [c for c in wide.columns if c != "as computed"]
     effect = {c: 100 * (wide["as computed"] / wide[c] - 1) for c in others}  # % the original's choice adds
     table = wide.reset_index()[keys].copy()
-    table["as computed"] = [_bpp(v) for v in wide["as computed"]]
+    table["as computed"] = [fmt_bpp(v) for v in wide["as computed"]]
     for c in others:
-        table[c] = [f"{_bpp(v)} ({e:+.1f}%)" for v, e in zip(wide[c], effect[c])]
+        table[c] = [f"{fmt_bpp(v)} ({e:+.1f}%)" for v, e in zip(wide[c], effect[c])]
     sentences = []
     for c in others:
         e = effect[c].to_numpy(float)
@@ -130,6 +130,6 @@ def render_original_choices(choices: pd.DataFrame | None) -> str:
     b = choices["block_size"].unique()
     bits = choices["bits"].unique()
     return CHOICES_INTRO.substitute(
-        block_size="B=" + "/".join(_number(v) for v in b), bits="/".join(_number(v) for v in bits),
-        batch=_count(n_first), n=_count(n_all), entry_bits=TABLE_ENTRY_BITS, sentences=" ".join(sentences),
-        table=_markdown(table.rename(columns={"as computed": "as computed (bpp)"}), {"ratio": _number}))
+        block_size="B=" + "/".join(fmt_number(v) for v in b), bits="/".join(fmt_number(v) for v in bits),
+        batch=fmt_count(n_first), n=fmt_count(n_all), entry_bits=TABLE_ENTRY_BITS, sentences=" ".join(sentences),
+        table=fmt_markdown(table.rename(columns={"as computed": "as computed (bpp)"}), {"ratio": fmt_number}))

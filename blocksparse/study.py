@@ -21,7 +21,8 @@ from .bottleneck import Bottleneck, load_bottleneck, save_bottleneck
 from .bottleneck_training import (best_evaluation, bottleneck_row, evaluate_bottleneck, evaluate_bottlenecks,
                                   train_bottleneck)
 from .cache import cached, is_cached
-from .analysis import pair_with_reference, within
+from .analysis import pair_with_reference
+from .stats import within
 from .baselines import code_images, codec_row, image_codec_baseline
 from .codebook import Codebook, codebook_bytes, encode_batch, fit_codebook, load_codebook, save_codebook
 from .codec import MODES, RATIOS, CodecConfig, distinct_configs
@@ -278,6 +279,26 @@ def train_frontier_model(cfg: CodecConfig, seed: int, out_dir: str | Path, datas
     if not ship_weights:
         weights.unlink()
     return row | against | dict(card=_in_repo(card_path))
+
+
+def refit_codebook(card_path: str | Path, fit_images: int = 5000) -> Path:
+    """Fit a shipped block-sparse model's code tables again with this codec version (``fit_codebook``
+    on its fine-tuned head's features of ``fit_images`` evenly spaced training images, the coder of
+    its old tables where readable, else ANS), write them over its ``.codebook`` and record the new
+    size on its card. The model's weights (the ``.pt`` beside the card) must be shipped."""
+    card_path = Path(card_path)
+    card = json.loads(card_path.read_text())
+    weights = card_path.with_suffix(".pt")
+    if not weights.exists():
+        raise ValueError(f"card_path: {card_path} has no shipped weights to fit code tables on")
+    cfg = CodecConfig(card["block_size"], card["ratio"], card["mode"], card["bits"])
+    model = load_pretrained(card["dataset"], card["split_at"], weights=weights)
+    cb = fit_codebook(head_features(model, load_dataset(card["dataset"], "train", subset=fit_images)), cfg, "ans")
+    path = card_path.with_name(card["codebook"])
+    save_codebook(cb, path)
+    card |= dict(codebook_bytes=codebook_bytes(cb), fit_images=fit_images)
+    card_path.write_text(json.dumps(card, indent=1, default=float))
+    return path
 
 
 def train_reference_model(seed: int, out_dir: str | Path, dataset: str = "fashion-mnist", n_test: int | None = None,
