@@ -276,8 +276,10 @@ def evaluate_bottlenecks(model: SplitResNet18, bns: list[Bottleneck], data: Tens
     in_rate = torch.zeros(len(x), dtype=torch.bool)
     in_rate[evenly_spaced(len(x), len(x) if rate_sample is None else rate_sample)] = True
     acc = [dict(correct=[], sizes=[], bits=0.0, clamped=0, latents=0) for _ in bns]
+    feature_shape = None
     for s in range(0, len(x), batch_size):
         z = model.head(x[s:s + batch_size].to(device)).float()
+        feature_shape = tuple(z.shape[1:])
         sel = in_rate[s:s + len(z)].nonzero().view(-1).tolist()
         for bn, a in zip(bns, acc):
             y_hat, z_hat, n_clamped = coded_latents(bn, z)  # the tail consumes exactly what decoding each stream returns
@@ -299,8 +301,8 @@ def evaluate_bottlenecks(model: SplitResNet18, bns: list[Bottleneck], data: Tens
         out.append(dict(accuracy=k / len(x), accuracy_lo=lo, accuracy_hi=hi, n_images=len(x), n_rate=len(sizes),
                         bpp=8.0 * float(np.mean(sizes)) / (hw[0] * hw[1]), bytes=float(np.mean(sizes)),
                         bpp_estimate=a["bits"] / (len(x) * hw[0] * hw[1]), clamped_share=a["clamped"] / a["latents"],
-                        raw_bytes=4 * bn.args["in_channels"] * hw[0] * hw[1],
-                        latent_shape=(bn.args["latent_channels"], *bn.latent_hw(*hw)), correct=correct))
+                        raw_bytes=4 * feature_shape[0] * feature_shape[1] * feature_shape[2],  # float32 features
+                        latent_shape=(bn.args["latent_channels"], *bn.latent_hw(*feature_shape[1:])), correct=correct))
     return out
 
 

@@ -202,3 +202,11 @@ def test_an_empty_training_set_is_refused_not_replaced():
     with pytest.raises(ValueError, match="train_data"):
         T.train_bottleneck(model, B.Bottleneck(hidden=8), lmbda=1.0, steps=1, train_data=empty, val_data=some,
                            progress=False)
+
+
+def test_raw_bytes_are_the_float32_features_of_the_split_not_of_the_input():
+    """After layer3 the features are 256x7x7 (the input is 1x28x28): raw bytes 4 * 256 * 49."""
+    model = bsu.load_pretrained(split_at="layer3")
+    bn = B.Bottleneck(in_channels=256, latent_channels=4, hidden=8, stride=2)
+    ev = T.evaluate_bottleneck(model, bn, bsu.load_dataset(split="test", subset=4), rate_sample=1)
+    assert ev["raw_bytes"] == 4 * 256 * 7 * 7 and ev["latent_shape"] == (4, 4, 4)

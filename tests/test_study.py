@@ -9,21 +9,24 @@ import blocksparse.study
 import blocksparse_utils as bsu
 
 
-def test_candidates_under_measure_real_streams():
-    model = bsu.load_pretrained()
+@pytest.mark.parametrize("split_at", ["layer1", "layer3"])  # layer3: 7x7 features of 28x28 inputs
+def test_candidates_under_measure_real_streams(split_at):
+    """The rate is per *input* pixel (784 here), whatever the feature map's size."""
+    model = bsu.load_pretrained(split_at=split_at)
     data = bsu.load_dataset(split="val", subset=3)
-    cfgs = [bsu.CodecConfig(4, r, "global", 2) for r in (1.0, 0.05)]
-    got = blocksparse.study.candidates_under(model, cfgs, data, target_bpp=20.0)
+    cfgs = [bsu.CodecConfig(4 if split_at == "layer1" else 2, r, "global", 2) for r in (1.0, 0.05)]
+    got = blocksparse.study.candidates_under(model, cfgs, data, target_bpp=20.0 if split_at == "layer1" else 5.0)
     z = bsu.head_features(model, data)
     sizes = [len(bsu.encode(z[i:i + 1], cfgs[1])) for i in range(3)]
     assert [c for c, _ in got] == [cfgs[1]]  # ratio 1 costs far more than 20 bpp
     assert got[0][1] == pytest.approx(8 * sum(sizes) / 3 / 784)
 
 
-def test_candidates_under_amortized_rate_uses_codebooks_fitted_on_the_training_images():
-    model = bsu.load_pretrained()
+@pytest.mark.parametrize("split_at", ["layer1", "layer3"])
+def test_candidates_under_amortized_rate_uses_codebooks_fitted_on_the_training_images(split_at):
+    model = bsu.load_pretrained(split_at=split_at)
     val, fit = bsu.load_dataset(split="val", subset=3), bsu.load_dataset(split="train", subset=20)
-    cfg = bsu.CodecConfig(4, 0.05, "global", 2)
+    cfg = bsu.CodecConfig(4 if split_at == "layer1" else 2, 0.05, "global", 2)
     z, zfit = bsu.head_features(model, val), bsu.head_features(model, fit)
     cb = bsu.fit_codebook(zfit, cfg, "ans")
     amortized = 8 * sum(len(bsu.encode(z[i:i + 1], cb)) for i in range(3)) / 3 / 784
