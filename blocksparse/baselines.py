@@ -154,6 +154,24 @@ def _uint8_images(data: TensorDataset, dataset: str) -> np.ndarray:
     return (x * 255).round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
 
+def payload_bytes(blob: bytes, fmt: str) -> int:
+    """The bytes of one image's file that a decoder knowing the format and the image's shape needs.
+
+    WebP (simple format, one ``VP8 `` or ``VP8L`` chunk): the chunk's payload, without the RIFF
+    container (12 bytes), the chunk header (8) and its pad byte, and without the fields that
+    restate the shape: a lossy key frame's start code and dimensions (7 bytes; the 3-byte frame
+    tag, which holds the first partition's size, is kept), a lossless bitstream's signature and
+    dimensions (5 bytes). Any other format or layout: the whole file (nothing is taken off that
+    was not checked here)."""
+    if fmt == "webp" and len(blob) >= 30 and blob[:4] == b"RIFF" and blob[8:12] == b"WEBP":
+        fourcc, size = blob[12:16], int.from_bytes(blob[16:20], "little")
+        if fourcc == b"VP8 " and blob[23:26] == b"\x9d\x01\x2a":
+            return size - 7
+        if fourcc == b"VP8L" and blob[20] == 0x2F:
+            return size - 5
+    return len(blob)
+
+
 def code_images(data: TensorDataset, dataset: str, fmt: str,
                 quality: int | None = None) -> tuple[TensorDataset, np.ndarray]:
     """Code every input image with an image codec and decode it again.
@@ -180,20 +198,28 @@ def code_images(data: TensorDataset, dataset: str, fmt: str,
         The decoded images, normalized as the input (a lossless format returns images from
         ``load_dataset`` bit for bit), and the same labels.
     stream_bytes : numpy.ndarray
-        int64 ``[N]``, the size of each image's file in bytes.
+        int64 ``[N]``, the size of each image's file in bytes (``code_images_payload`` adds
+        each file's ``payload_bytes``).
     """
+    decoded, sizes, _ = code_images_payload(data, dataset, fmt, quality)
+    return decoded, sizes
+
+
+def code_images_payload(data: TensorDataset, dataset: str, fmt: str,
+                        quality: int | None = None) -> tuple[TensorDataset, np.ndarray, np.ndarray]:
+    """``code_images`` with, third, each image's ``payload_bytes`` (int64 ``[N]``)."""
     quality = _check_format(fmt, quality)
     imgs = _uint8_images(data, dataset)
     out = np.empty_like(imgs)
-    sizes = np.empty(len(imgs), np.int64)
+    sizes, payload = np.empty(len(imgs), np.int64), np.empty(len(imgs), np.int64)
     for i, img in enumerate(imgs):
         blob = _encode(img[..., 0] if img.shape[-1] == 1 else img, fmt, quality)
-        sizes[i] = len(blob)
+        sizes[i], payload[i] = len(blob), payload_bytes(blob, fmt)
         out[i] = decode_image(blob, img.shape[-1])
     mean, std = mean_std(dataset)
     # The arithmetic of data.load_dataset, so that lossless decoding is exact in float too.
     x = torch.from_numpy(np.ascontiguousarray(out.transpose(0, 3, 1, 2)).astype(np.float32) / 255.0)
-    return TensorDataset((x - mean) / std, data.tensors[1]), sizes
+    return TensorDataset((x - mean) / std, data.tensors[1]), sizes, payload
 
 
 @torch.no_grad()
@@ -213,10 +239,10 @@ def image_codec_baseline(model: SplitResNet18, data: TensorDataset, dataset: str
     dict
         ``accuracy``, ``accuracy_lo`` and ``accuracy_hi`` (95% Wilson interval),
         ``n_images``, ``bpp`` (8 x mean file bytes per input pixel, i.e. per H*W position),
-        ``stream_bytes`` (mean file bytes per image), and ``correct`` (bool tensor ``[N]``,
+        ``bpp_payload`` (the same of ``payload_bytes``), ``stream_bytes`` (mean file bytes per image), and ``correct`` (bool tensor ``[N]``,
         per image, for paired comparisons; not a results column).
     """
-    decoded, sizes = code_images(data, dataset, fmt, quality)
+    decoded, sizes, payload = code_images_payload(data, dataset, fmt, quality)
     x, y = decoded.tensors
     correct = predict(model, x, fast=True) == y
     n, k = len(y), int(correct.sum())
@@ -224,7 +250,7 @@ def image_codec_baseline(model: SplitResNet18, data: TensorDataset, dataset: str
     stream_bytes = float(sizes.mean())
     return dict(accuracy=k / n, accuracy_lo=lo, accuracy_hi=hi, n_images=n,
                 bpp=8 * stream_bytes / (x.shape[-2] * x.shape[-1]), stream_bytes=stream_bytes,
-                correct=correct)
+                bpp_payload=8 * float(payload.mean()) / (x.shape[-2] * x.shape[-1]), correct=correct)
 
 
 def codec_row(ev: dict, fmt: str, quality: int | None, **extra) -> dict:

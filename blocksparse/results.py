@@ -40,6 +40,8 @@ SCHEMA: dict[str, tuple[str, str]] = {
     "val_accuracy": ("Float64", "best validation accuracy during fine-tuning"),
     "bpp": ("Float64", "bits per input pixel of the real per-image streams (the headline rate)"),
     "bpp_self_contained": ("Float64", "bpp of self-contained streams (tables inside every stream)"),
+    "bpp_payload": ("Float64", "image codecs: bpp without the container and the header fields a decoder "
+                               "knowing the shape does not need (baselines.payload_bytes)"),
     "rate_is_estimate": ("boolean", "bpp is an estimate, not the length of real streams"),
     "n_rate": ("Int64", "images whose streams were measured for the rate"),
     "stream_bytes": ("Float64", "mean bytes per image stream"),

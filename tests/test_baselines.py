@@ -12,6 +12,7 @@ import torch
 from PIL import Image, features
 from torch.utils.data import TensorDataset
 
+import blocksparse_utils as bsu
 from blocksparse import baselines as bl
 from blocksparse.data import load_dataset, mean_std
 from blocksparse.model import build_model
@@ -192,3 +193,25 @@ def test_avif_unavailable_is_a_value_error_that_says_so(monkeypatch, fashion):
     assert "avif" not in bl.available_formats()
     with pytest.raises(ValueError, match="'avif' is not available.*without 'avif'"):
         bl.code_images(fashion, "fashion-mnist", "avif", 50)
+
+
+def test_webp_payload_drops_exactly_the_container_and_the_shape_fields():
+    """Read here from the RIFF layout: 'RIFF' size 'WEBP' (12 bytes), 'VP8 ' chunk size (8), then a
+    key frame: 3-byte frame tag, start code 9d 01 2a, 2+2 bytes of dimensions."""
+    import io
+    from PIL import Image
+    img = (np.arange(28 * 28).reshape(28, 28) * 7 % 256).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, "WEBP", quality=50)
+    blob = buf.getvalue()
+    assert blob[12:16] == b"VP8 " and blob[23:26] == bytes([0x9D, 0x01, 0x2A])
+    assert int.from_bytes(blob[26:28], "little") & 0x3FFF == 28
+    chunk = int.from_bytes(blob[16:20], "little")
+    assert len(blob) == 20 + chunk + chunk % 2
+    assert bl.payload_bytes(blob, "webp") == chunk - 7
+    assert bl.payload_bytes(blob, "png") == len(blob)  # only what was checked is taken off
+    assert bl.payload_bytes(b"RIFF" + blob[4:12] + b"VP8X" + blob[16:], "webp") == len(blob)
+    fashion = bsu.load_dataset(split="test", subset=8)
+    ev = bl.image_codec_baseline(bsu.load_pretrained(), fashion, "fashion-mnist", "webp", 50)
+    _, sizes, payload = bl.code_images_payload(fashion, "fashion-mnist", "webp", 50)
+    assert (payload < sizes).all() and ev["bpp_payload"] == pytest.approx(8 * payload.mean() / 784)
