@@ -21,5 +21,5 @@ Units sit in column names: ``*_bits`` and ``*_bytes`` are per image stream.
 
 MODULES = ("runtime", "stats", "codec", "entropy", "priors", "bitstream", "codetables", "codebook", "data",
            "results", "protocol", "model", "training", "evaluation", "limits", "baselines", "original",
-           "bottleneck", "bottleneck_training", "analysis", "report_format", "report_original", "report_models",
-           "report_answer", "report", "cache", "protocol_runs", "study", "plots", "widgets", "cli_protocol", "cli")
+           "bottleneck", "bottleneck_training", "analysis", "answer", "report_format", "report_original", "report_models",
+           "report_answer", "report", "cache", "study", "protocol_runs", "plots", "widgets", "cli_protocol", "cli")

@@ -5,8 +5,10 @@ import argparse
 import json
 from pathlib import Path
 
+from . import answer
 from .model import SPLIT_POINTS
-from .protocol_runs import ANSWER_DIR, TRAINED, test_run, train_run
+from .protocol_runs import ANSWER_DIR, TRAINED, costs, next_steps, run_step, test_run, train_run
+from .runtime import results_dir
 
 # resumable states live outside the work tree, which a new session lays anew (the machine may be kept)
 STATE_DIR = Path.home() / ".cache" / "blocksparse" / "runs"
@@ -37,7 +39,36 @@ def protocol_command(argv: list[str]) -> None:
     tr.add_argument("--state-dir", default=str(STATE_DIR))
     te = sub.add_parser("test", help="the one test evaluation of chosen runs (their cards)")
     te.add_argument("cards", nargs="+")
+    pl = sub.add_parser("plan", help="print the steps still to make, in order (nothing runs)")
+    pl.add_argument("--out", default=str(ANSWER_DIR))
+    nx = sub.add_parser("next", help="make the next steps of the plan, one after another (resumable)")
+    nx.add_argument("--max-steps", type=int, default=1)
+    nx.add_argument("--dataset", default="fashion-mnist")
+    nx.add_argument("--out", default=str(ANSWER_DIR))
+    nx.add_argument("--state-dir", default=str(STATE_DIR))
+    an = sub.add_parser("answer", help="write data/results/answer.csv from the cards")
+    an.add_argument("--out", default=str(ANSWER_DIR))
     a = ap.parse_args(argv)
+    if a.action == "plan":
+        steps = next_steps(a.out)
+        print("\n".join(json.dumps(s) for s in steps) if steps else "nothing left: every answer row is tested")
+        return
+    if a.action == "next":
+        for _ in range(a.max_steps):
+            steps = next_steps(a.out)
+            if not steps:
+                print("nothing left: every answer row is tested")
+                return
+            print(f"step: {json.dumps(steps[0])}", flush=True)
+            print(f"wrote {run_step(steps[0], a.dataset, a.out, a.state_dir)}", flush=True)
+        return
+    if a.action == "answer":
+        table = answer.answer_table(answer.read_cards(a.out), costs())
+        d = results_dir()
+        d.mkdir(parents=True, exist_ok=True)
+        table.to_csv(d / "answer.csv", index=False)
+        print(table.to_markdown(index=False))
+        return
     if a.action == "train":
         for seed in a.seeds:
             card = train_run(a.family, a.setting, seed, a.split_at, a.dataset, a.out, a.state_dir)

@@ -24,7 +24,21 @@ from .stats import ONE_POINT, EPS
 
 VAL_STOP, VAL_SELECT = "val-stop", "val-select"
 SEEDS = (0, 1, 2)
+SPLITS = ("layer1", "layer2", "layer3")
 FAMILIES = ("block-sparse", "bottleneck", "webp-finetuned", "webp")
+SPLIT_FREE = ("reference", "webp-finetuned", "webp")  # the same model whatever the split
+
+# The pre-registered ladders, each walked from its lowest rate up: the first rung whose val-select
+# accuracy is within one point of the reference's (seed 0, paired) is the family's operating point
+# at that split (``operating_point`` over the rungs trained so far gives the same). Block-sparse:
+# target rates (bpp of amortized streams on val-select), each rung's configuration and recipe chosen
+# by a screen on val-select (``SCREEN``); bottleneck: rate weights, high to low; WebP: qualities.
+LADDERS = {"block-sparse": (0.25, 0.5, 1.0, 2.0, 4.0), "bottleneck": (3.2, 0.8, 0.2, 0.05),
+           "webp-finetuned": (0, 5, 10, 20, 30, 50, 70, 90), "webp": (0, 5, 10, 20, 30, 50, 70, 90)}
+# successive halving on val-select among the configurations at or under a rung's rate, each with
+# and without the block group-lasso: 60 steps, then the better half 120 steps
+SCREEN = dict(screen_steps=60, rounds=2, group_lasso_weights=(0.0, 1e-5), val_select_images=1000,
+              rate_images=200, fit_images=2000)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,9 +85,9 @@ class Budget:
 BUDGET = Budget()
 
 
-def stopping_data(dataset: str = "fashion-mnist"):
-    """The images early stopping watches (``VAL_STOP``, all 2,500)."""
-    return load_dataset(dataset, VAL_STOP)
+def stopping_data(dataset: str = "fashion-mnist", subset: int | None = None):
+    """The images early stopping watches (``VAL_STOP``: all 2,500, or ``subset`` evenly spaced ones)."""
+    return load_dataset(dataset, VAL_STOP, subset=subset)
 
 
 def selection_data(dataset: str = "fashion-mnist", split: str = VAL_SELECT, subset: int | None = None):

@@ -9,25 +9,30 @@ adds the one test evaluation of a model the rule has chosen, and refuses a secon
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from pathlib import Path
 
 import torch
 from torch.utils.data import TensorDataset
 
+from . import answer
 from .baselines import code_images, image_codec_baseline
+from .bottleneck import Bottleneck
 from .codebook import codebook_bytes, fit_codebook, load_codebook, save_codebook
-from .codec import CodecConfig
+from .codec import SELECTION_GRID, CodecConfig
 from .data import load_dataset
 from .evaluation import evaluate, head_features
-from .model import SplitResNet18, checkpoint_card, load_pretrained, save_weights
-from .protocol import BUDGET, VAL_SELECT, VAL_STOP, Budget, selection_data, stopping_data
+from .model import SPLIT_POINTS, SplitResNet18, build_model, checkpoint_card, load_pretrained, save_weights
+from .protocol import BUDGET, SCREEN, VAL_SELECT, VAL_STOP, Budget, selection_data, stopping_data
 from .results import pack_correct
 from .runtime import DATA_DIR, ROOT
+from .study import candidates_under, select_after_finetuning
 from .training import finetune
 
 ANSWER_DIR = DATA_DIR / "answer"
 TRAINED = ("reference", "block-sparse", "webp-finetuned")  # the families this module trains so far
+BOTTLENECK_STRIDES = {"layer1": 4, "layer2": 2, "layer3": 2}  # latents of 7x7, 7x7 and 4x4
 FIT_IMAGES = 5000  # evenly spaced training images the code tables are fitted on
 
 
@@ -73,11 +78,13 @@ def _scored(model: SplitResNet18, data: TensorDataset, family: str, setting: dic
 
 def train_run(family: str, setting: dict, seed: int, split_at: str | None = None, dataset: str = "fashion-mnist",
               out_dir: str | Path = ANSWER_DIR, state_dir: str | Path | None = None, budget: Budget = BUDGET,
-              train_subset: int | None = None, fit_images: int = FIT_IMAGES) -> Path:
+              train_subset: int | None = None, fit_images: int = FIT_IMAGES, rung: float | None = None,
+              val_subset: int | None = None) -> Path:
     """Train one candidate with ``budget`` (early stopping on val-stop), ship its weights
     (``model.save_weights``), score the shipped weights on val-select, write its card; returns the
-    card's path. The test set is not touched. ``train_subset`` (evenly spaced training images) is
-    for tests only: a reported run trains on the whole training split."""
+    card's path. The test set is not touched. ``train_subset`` and ``val_subset`` (evenly spaced
+    images of the training split and of each validation half) are for tests of this code only: a
+    reported run uses every image, and its card says how many it used."""
     if family not in TRAINED:
         raise ValueError(f"family must be one of {TRAINED}, got {family!r}")
     if family == "block-sparse" and split_at is None:
@@ -91,7 +98,7 @@ def train_run(family: str, setting: dict, seed: int, split_at: str | None = None
         Path(state_dir).mkdir(parents=True, exist_ok=True)
         state = Path(state_dir) / f"{name}.state.pt"
     train = load_dataset(dataset, "train", subset=train_subset)
-    stop = stopping_data(dataset)
+    stop = stopping_data(dataset, val_subset)
     kwargs = dict(budget.kwargs(), train_data=train, val_data=stop, seed=seed, state_path=state)
     model = load_pretrained(dataset, split_at or "layer1")
     cfg = None
@@ -106,7 +113,7 @@ def train_run(family: str, setting: dict, seed: int, split_at: str | None = None
     weights = out / f"{name}.pt"
     sha = save_weights(tuned, weights)
     tuned = load_pretrained(dataset, split_at or "layer1", weights=weights)  # what ships is what is measured
-    card = dict(family=family, split_at=split_at, setting=setting, seed=seed, dataset=dataset,
+    card = dict(family=family, split_at=split_at, setting=setting, seed=seed, dataset=dataset, rung=rung,
                 budget=budget.asdict(), protocol=dict(stop=VAL_STOP, select=VAL_SELECT, stop_images=len(stop.tensors[1]),
                                                       train_images=len(train.tensors[1])),
                 base_checkpoint=checkpoint_card(dataset).get("sha256"), history=history,
@@ -117,7 +124,7 @@ def train_run(family: str, setting: dict, seed: int, split_at: str | None = None
         cb_path = out / f"{name}.codebook"
         save_codebook(codebook, cb_path)
         card |= dict(codebook=cb_path.name, codebook_bytes=codebook_bytes(codebook), fit_images=fit_images)
-    card["val_select"] = _scored(tuned, selection_data(dataset), family, setting, codebook, dataset)
+    card["val_select"] = _scored(tuned, selection_data(dataset, subset=val_subset), family, setting, codebook, dataset)
     path = out / f"{name}.json"
     path.write_text(json.dumps(card, indent=1, default=float))
     return path
@@ -127,6 +134,8 @@ def load_run(card_path: str | Path) -> tuple[SplitResNet18, dict, object]:
     """(model, card, codebook or None) of a run's card; the weights' sha256 must be the card's."""
     p = Path(card_path)
     card = json.loads(p.read_text())
+    if card.get("weights") is None:  # an image codec before the shipped model: nothing trained
+        return load_pretrained(card["dataset"]), card, None
     weights = p.with_name(card["weights"])
     if not weights.exists():
         raise ValueError(f"card_path: {p} names weights {weights.name}, which are not there")
@@ -149,3 +158,142 @@ def test_run(card_path: str | Path, n_test: int | None = None) -> dict:
     card["test"] = _scored(model, test, card["family"], card["setting"], codebook, card["dataset"])
     p.write_text(json.dumps(card, indent=1, default=float))
     return card
+
+
+def score_codec(quality: int, dataset: str = "fashion-mnist", out_dir: str | Path = ANSWER_DIR) -> Path:
+    """WebP as is: the shipped model on val-select images coded at ``quality`` (nothing is trained);
+    writes its card (family "webp") and returns its path."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    setting = dict(quality=quality)
+    card = dict(family="webp", split_at=None, setting=setting, seed=0, dataset=dataset, rung=quality, weights=None,
+                base_checkpoint=checkpoint_card(dataset).get("sha256"))
+    card["val_select"] = _scored(load_pretrained(dataset), selection_data(dataset), "webp", setting, None, dataset)
+    path = out / f"webp_q{quality}.json"
+    path.write_text(json.dumps(card, indent=1, default=float))
+    return path
+
+
+def screen_path(out_dir: str | Path, split_at: str, rung: float) -> Path:
+    return Path(out_dir) / "screens" / f"block-sparse_{split_at}_{rung:g}bpp.json"
+
+
+def screen(split_at: str, rung: float, dataset: str = "fashion-mnist", out_dir: str | Path = ANSWER_DIR,
+           budget: Budget = BUDGET, settings: dict = SCREEN, grid: dict = SELECTION_GRID) -> Path:
+    """Choose the block-sparse configuration and recipe of one rung on val-select: the configurations
+    of ``grid`` whose amortized streams of val-select images are at or under ``rung`` bpp (code tables
+    fitted on training images), each with every group-lasso weight of the screen, fine-tuned from the
+    shipped model by successive halving (``study.select_after_finetuning``, scored on val-select).
+    Writes the screen (its rows and its pick, or none when no configuration is at or under the rung)."""
+    model = load_pretrained(dataset, split_at)
+    configs = [CodecConfig(b, r, m, bits) for m, b, r, bits in
+               itertools.product(grid["modes"], grid["block_sizes"], grid["ratios"], grid["bits"])]
+    rated = candidates_under(model, configs, selection_data(dataset, subset=settings["rate_images"]), rung,
+                             fit_data=load_dataset(dataset, "train", subset=settings["fit_images"]))
+    out = dict(split_at=split_at, rung=rung, settings=settings, budget=budget.asdict(),
+               candidates=[dict(mode=c.mode, block_size=c.block_size, ratio=c.ratio, bits=c.bits, bpp=b) for c, b in rated])
+    if rated:
+        kw = {k: v for k, v in budget.kwargs().items() if k not in ("steps", "eval_every", "patience")}
+        rows = select_after_finetuning(lambda: load_pretrained(dataset, split_at), [c for c, _ in rated],
+                                       settings["screen_steps"], rounds=settings["rounds"],
+                                       group_lasso_weights=list(settings["group_lasso_weights"]), dataset=dataset,
+                                       val_data=selection_data(dataset, subset=settings["val_select_images"]),
+                                       train_data=load_dataset(dataset, "train"), progress=False, **kw)
+        last = rows[rows["round"] == rows["round"].max()]
+        best = last.loc[last["val_accuracy"].idxmax()]
+        out["rows"] = rows.to_dict("records")
+        out["pick"] = dict(mode=best["mode"], block_size=int(best["block_size"]), ratio=float(best["ratio"]),
+                           bits=int(best["bits"]), group_lasso_weight=float(best["group_lasso_weight"]))
+    else:
+        out["pick"] = None
+    path = screen_path(out_dir, split_at, rung)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=1, default=float))
+    return path
+
+
+def screened(out_dir: str | Path = ANSWER_DIR) -> dict[tuple[str, float], dict | None]:
+    """(split, rung) -> the screen's pick (None: no configuration at or under the rung)."""
+    out = {}
+    for p in sorted((Path(out_dir) / "screens").glob("*.json")):
+        sc = json.loads(p.read_text())
+        out[sc["split_at"], sc["rung"]] = sc["pick"]
+    return out
+
+
+def _macs(module: torch.nn.Module, x: torch.Tensor, run=None) -> int:
+    """Multiply-accumulates of the convolutions and linear layers that ``run(x)`` (default
+    ``module(x)``) goes through, counted with forward hooks."""
+    total = [0]
+
+    def hook(m, _, out):
+        if isinstance(m, torch.nn.Conv2d):
+            total[0] += out.numel() * (m.in_channels // m.groups) * m.kernel_size[0] * m.kernel_size[1]
+        elif isinstance(m, torch.nn.Linear):
+            total[0] += out.numel() * m.in_features
+    handles = [m.register_forward_hook(hook) for m in module.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    with torch.no_grad():
+        (run or module)(x)
+    for h in handles:
+        h.remove()
+    return total[0]
+
+
+def costs(dataset: str = "fashion-mnist", input_hw: tuple[int, int] = (28, 28)) -> dict:
+    """What the device computes, per (split, family), for one image: ``head_macs`` (the network
+    before the split; none for an image codec), ``encoder_macs`` and ``encoder_params`` (the learned
+    bottleneck's encoder; block-sparse: one multiply-add per feature for the block energies, no
+    parameters; WebP: not counted in MACs)."""
+    out = {}
+    x = torch.zeros(1, 1 if dataset == "fashion-mnist" else 3, *input_hw)
+    for split_at in SPLIT_POINTS:
+        model = build_model(dataset, split_at).eval()
+        head = _macs(model, x, model.head)
+        with torch.no_grad():
+            z = model.head(x)
+        bn = Bottleneck(in_channels=model.split_channels, latent_channels=8, stride=BOTTLENECK_STRIDES[split_at]).eval()
+        out[split_at, "block-sparse"] = dict(head_macs=head, encoder_macs=z.numel(), encoder_params=0)
+        out[split_at, "bottleneck"] = dict(head_macs=head, encoder_macs=_macs(bn.encoder, z),
+                                           encoder_params=sum(p.numel() for p in bn.encoder.parameters()))
+        for family in ("webp-finetuned", "webp"):
+            out[split_at, family] = dict(head_macs=0, encoder_macs=None, encoder_params=0)
+    return out
+
+
+def run_step(step: dict, dataset: str = "fashion-mnist", out_dir: str | Path = ANSWER_DIR,
+             state_dir: str | Path | None = None) -> Path:
+    """Carry out one step of ``answer.plan``; returns the file it wrote."""
+    action, family = step["action"], step.get("family")
+    if action == "test":
+        test_run(step["card"])
+        return Path(step["card"])
+    if action == "screen":
+        return screen(step["split_at"], step["rung"], dataset, out_dir)
+    if action == "score":
+        return score_codec(int(step["rung"]), dataset, out_dir)
+    setting = step.get("setting")
+    if setting is None:
+        if family == "block-sparse":
+            setting = screened(out_dir)[step["split_at"], step["rung"]]
+            if setting is None:  # no configuration at or under the rung: a card that says so
+                return _no_configuration(step, dataset, out_dir)
+        elif family == "webp-finetuned":
+            setting = dict(quality=int(step["rung"]))
+        elif family == "bottleneck":
+            setting = dict(lmbda=step["rung"], latent_channels=8, stride=BOTTLENECK_STRIDES[step["split_at"]])
+        else:
+            setting = {}
+    return train_run(family, setting, step["seed"], step.get("split_at"), dataset, out_dir, state_dir,
+                     rung=step.get("rung"))
+
+
+def _no_configuration(step: dict, dataset: str, out_dir: str | Path) -> Path:
+    path = Path(out_dir) / f"block-sparse_{step['split_at']}_rung{step['rung']:g}_none.json"
+    path.write_text(json.dumps(dict(family="block-sparse", split_at=step["split_at"], setting={}, seed=0,
+                                    dataset=dataset, rung=step["rung"], weights=None, val_select=None), indent=1))
+    return path
+
+
+def next_steps(out_dir: str | Path = ANSWER_DIR) -> list[dict]:
+    """``answer.plan`` of the cards and screens in ``out_dir``."""
+    return answer.plan(answer.read_cards(out_dir), set(screened(out_dir)))

@@ -151,11 +151,13 @@ _FINETUNE_LR = inspect.signature(finetune).parameters["lr"].default
 
 def select_after_finetuning(load_model: Callable[[], SplitResNet18], candidates: list[CodecConfig],
                             screen_steps: int, keep: float = 0.5, rounds: int = 2, lrs: list[float] | None = None,
-                            **finetune_kwargs) -> pd.DataFrame:
+                            group_lasso_weights: list[float] | None = None, **finetune_kwargs) -> pd.DataFrame:
     """Successive halving on *post*-fine-tuning validation accuracy.
 
     The arms are the ``candidates``, each with every learning rate of ``lrs`` (default: only
-    ``finetune``'s own, or ``lr`` if given). Round r fine-tunes every surviving arm from
+    ``finetune``'s own, or ``lr`` if given) and every block group-lasso weight of
+    ``group_lasso_weights`` (default: only ``group_lasso_weight`` if given, else 0; the rows then
+    carry ``group_lasso_weight``). Round r fine-tunes every surviving arm from
     ``load_model()`` for ``screen_steps * 2**r`` steps and keeps the best ``keep`` fraction (at
     least one) by the best validation accuracy it reached; it stops early when one survivor is
     left. The test set is not touched. Returns one row per arm and round: ``mode, block_size,
@@ -169,16 +171,21 @@ def select_after_finetuning(load_model: Callable[[], SplitResNet18], candidates:
         raise ValueError(f"lrs must be positive learning rates, got {lrs!r}")
     lr = finetune_kwargs.pop("lr", _FINETUNE_LR)  # the one arm's rate when lrs is not given
     lrs = list(lrs) if lrs else [lr]
-    rows, alive = [], [(cfg, lr) for cfg in candidates for lr in lrs]
+    gl = finetune_kwargs.pop("group_lasso_weight", 0.0)
+    gls = list(group_lasso_weights) if group_lasso_weights else [gl]
+    if not all(isinstance(v, (int, float)) and v >= 0 for v in gls):
+        raise ValueError(f"group_lasso_weights must be numbers >= 0, got {group_lasso_weights!r}")
+    rows, alive = [], [(cfg, lr, g) for cfg in candidates for lr in lrs for g in gls]
     for r in range(rounds):
         steps = screen_steps * 2 ** r
         scored = []
-        for cfg, lr in alive:
+        for cfg, lr, g in alive:
             _, hist = finetune(load_model(), cfg, steps=steps, eval_every=max(1, steps // 4),
-                               patience=steps, lr=lr, **finetune_kwargs)
+                               patience=steps, lr=lr, group_lasso_weight=g, **finetune_kwargs)
             acc = max(h["val_accuracy"] for h in hist)
-            scored.append((acc, (cfg, lr)))
+            scored.append((acc, (cfg, lr, g)))
             rows.append(dict(mode=cfg.mode, block_size=cfg.block_size, ratio=cfg.ratio, bits=cfg.bits, lr=lr,
+                             **(dict(group_lasso_weight=g) if group_lasso_weights else {}),
                              round=r, steps=steps, val_accuracy=acc))
         scored.sort(key=lambda t: -t[0])  # stable: ties keep the arms' order
         alive = [arm for _, arm in scored[:max(1, math.ceil(keep * len(scored)))]]

@@ -374,3 +374,19 @@ def test_remeasure_cached_measures_the_new_bottlenecks_together(tmp_path, monkey
     assert [p["weights"] for p in again.attrs["paired"]] == ["bn_seed0.pt", "bn_seed1.pt", "bn_seed2.pt"]
     blocksparse.study.remeasure_cached(cards, "bottleneck", recompute=True, n_test=24)
     assert calls[2:] == [["bn_seed0.json", "bn_seed1.json", "bn_seed2.json"]]
+
+
+def test_group_lasso_weights_are_arms_of_the_halving(monkeypatch):
+    score = {(0.3, 0.0): 0.80, (0.3, 1e-5): 0.85, (0.1, 0.0): 0.82, (0.1, 1e-5): 0.70}
+    calls = []
+
+    def fake_finetune(model, cfg, steps, eval_every, patience, lr, group_lasso_weight, **kw):
+        calls.append((cfg.ratio, group_lasso_weight))
+        return model, [dict(step=steps, val_accuracy=score[cfg.ratio, group_lasso_weight])]
+    monkeypatch.setattr(blocksparse.study, "finetune", fake_finetune)
+    cands = [bsu.CodecConfig(4, r, "global", 2) for r in (0.3, 0.1)]
+    rows = blocksparse.study.select_after_finetuning(lambda: None, cands, screen_steps=5, rounds=2,
+                                                     group_lasso_weights=[0.0, 1e-5])
+    assert calls[:4] == [(0.3, 0.0), (0.3, 1e-5), (0.1, 0.0), (0.1, 1e-5)]
+    best = rows[rows["round"] == 1].sort_values("val_accuracy").iloc[-1]
+    assert (best["ratio"], best["group_lasso_weight"]) == (0.3, 1e-5)

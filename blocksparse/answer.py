@@ -1,0 +1,163 @@
+"""The answer, from the protocol's cards alone: the runs still to make, and one row per split and family.
+
+Pure Python over the cards ``protocol_runs`` writes (nothing is evaluated here): ``plan`` walks
+``protocol.LADDERS`` with the rule of ``protocol`` and lists the next steps; ``answer_table``
+combines each chosen operating point's seeds, tested once each, with the fine-tuned reference's
+runs of the same seeds (``stats.hierarchical_bootstrap``).
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .protocol import FAMILIES, LADDERS, SEEDS, SPLIT_FREE, SPLITS
+from .results import unpack_correct
+from .stats import ONE_POINT, hierarchical_bootstrap, within
+
+ANSWER_COLUMNS = ("split_at", "family", "setting", "status", "seeds", "bpp", "bpp_file", "accuracy", "accuracy_lo",
+                  "accuracy_hi", "diff", "diff_lo", "diff_hi", "reference", "within", "val_select_accuracy",
+                  "val_select_diff", "val_select_diff_lo", "n_images", "weights", "head_macs", "encoder_macs",
+                  "encoder_params")
+
+
+def read_cards(folder: str | Path) -> list[dict]:
+    """Every run's card (``*.json``) in ``folder``, each with its ``path``; screens are not cards."""
+    out = []
+    for p in sorted(Path(folder).glob("*.json")):
+        card = json.loads(p.read_text())
+        if "family" in card:
+            out.append(card | dict(path=str(p)))
+    return out
+
+
+def rung_of(card: dict) -> float:
+    """A run's place on its family's ladder: the block-sparse rung it was screened for, the bottleneck's
+    rate weight, the image codec's quality."""
+    s = card["setting"]
+    return {"block-sparse": card.get("rung"), "bottleneck": s.get("lmbda"), "webp-finetuned": s.get("quality"),
+            "webp": s.get("quality")}.get(card["family"])
+
+
+def _runs(cards: list[dict], family: str, split_at: str | None) -> list[dict]:
+    return [c for c in cards if c["family"] == family and (family in SPLIT_FREE or c.get("split_at") == split_at)]
+
+
+def val_select_pair(card: dict, reference: dict) -> dict:
+    """The paired test of a candidate against the reference (seed 0) on val-select, from the cards."""
+    return within(unpack_correct(reference["val_select"]["correct"]), unpack_correct(card["val_select"]["correct"]),
+                  ONE_POINT)
+
+
+def walk(cards: list[dict], family: str, split_at: str | None) -> tuple[dict | None, float | None]:
+    """(the operating point's seed-0 card or None, the first rung still to train or None) of one
+    family at one split: the ladder walked upward until a rung is within one point on val-select."""
+    refs = {c["seed"]: c for c in cards if c["family"] == "reference"}
+    seed0 = {rung_of(c): c for c in _runs(cards, family, split_at) if c["seed"] == 0}
+    for rung in LADDERS[family]:
+        if rung not in seed0 or 0 not in refs:
+            return None, rung
+        if seed0[rung].get("val_select") is None:  # the rung has no configuration (screen found none)
+            continue
+        if val_select_pair(seed0[rung], refs[0])["within"]:
+            return seed0[rung], None
+    return None, None  # no rung within one point
+
+
+def plan(cards: list[dict], screened: set[tuple[str, float]] = frozenset()) -> list[dict]:
+    """The next steps, in order: the reference's seed 0 first (every rule needs it), then per split
+    and family the ladder's next rung (block-sparse: its screen first, unless ``(split, rung)`` is in
+    ``screened``), the operating point's other seeds, the one test of each; the reference's other seeds."""
+    steps = []
+    refs = {c["seed"]: c for c in cards if c["family"] == "reference"}
+    if 0 not in refs:
+        return [dict(action="train", family="reference", split_at=None, seed=0)]
+    found = False
+    for family in FAMILIES:
+        for split_at in ([None] if family in SPLIT_FREE else SPLITS):
+            op, rung = walk(cards, family, split_at)
+            if rung is not None:
+                if family == "block-sparse" and (split_at, rung) not in screened:
+                    steps.append(dict(action="screen", family=family, split_at=split_at, rung=rung))
+                else:
+                    steps.append(dict(action="score" if family == "webp" else "train", family=family,
+                                      split_at=split_at, rung=rung, seed=0))
+            if op is None:
+                continue
+            found = True
+            runs = {c["seed"]: c for c in _runs(cards, family, split_at) if rung_of(c) == rung_of(op)}
+            for seed in ([0] if family == "webp" else SEEDS):
+                if seed not in runs:
+                    steps.append(dict(action="train", family=family, split_at=split_at, setting=op["setting"],
+                                      rung=rung_of(op), seed=seed))
+                elif "test" not in runs[seed]:
+                    steps.append(dict(action="test", card=runs[seed]["path"]))
+    for seed in SEEDS if found else (0,):
+        if seed not in refs:
+            steps.append(dict(action="train", family="reference", split_at=None, seed=seed))
+        elif "test" not in refs[seed]:
+            steps.append(dict(action="test", card=refs[seed]["path"]))
+    return steps
+
+
+def answer_table(cards: list[dict], costs: dict | None = None) -> pd.DataFrame:
+    """One row per split and family (``ANSWER_COLUMNS``). A row whose operating point and every seed's
+    one test are there is ``status="tested"``: its accuracy and its difference from the reference
+    (the reference's run of each seed, paired image by image) are hierarchical bootstraps over seeds
+    and images; ``within`` is the difference's lower end at or above minus one point. Other rows say
+    what is pending. ``costs``: (split, family) -> dict of ``head_macs``, ``encoder_macs``,
+    ``encoder_params``."""
+    refs = {c["seed"]: c for c in cards if c["family"] == "reference"}
+    rows = []
+    for split_at in SPLITS:
+        for family in FAMILIES:
+            key = None if family in SPLIT_FREE else split_at
+            op, rung = walk(cards, family, key)
+            row = dict.fromkeys(ANSWER_COLUMNS) | dict(split_at=split_at, family=family,
+                                                       **(costs or {}).get((split_at, family), {}))
+            if op is None:
+                row["status"] = "no rung within one point" if rung is None else f"pending: rung {rung:g}"
+                rows.append(row)
+                continue
+            runs = {c["seed"]: c for c in _runs(cards, family, key) if rung_of(c) == rung_of(op)}
+            seeds = [0] if family == "webp" else list(SEEDS)
+            pair = val_select_pair(op, refs[0])
+            row |= dict(setting=json.dumps(op["setting"], sort_keys=True), val_select_accuracy=op["val_select"]["accuracy"],
+                        val_select_diff=pair["difference"], val_select_diff_lo=pair["lo"],
+                        weights=op.get("weights") and str(Path(op["path"]).with_name(op["weights"])))
+            missing = [s for s in seeds if "test" not in runs.get(s, {})] + [s for s in SEEDS if "test" not in refs.get(s, {})]
+            if missing:
+                row["status"] = "pending: seeds or tests " + ", ".join(map(str, sorted(set(missing))))
+                rows.append(row)
+                continue
+            x = np.stack([unpack_correct(runs[s]["test"]["correct"]) for s in seeds])
+            x = np.repeat(x, len(SEEDS), 0) if family == "webp" else x  # one untrained model, paired with every seed
+            ref = np.stack([unpack_correct(refs[s]["test"]["correct"]) for s in SEEDS])
+            acc, diff = hierarchical_bootstrap(x), hierarchical_bootstrap(x, ref)
+            rates = [runs[s]["test"].get("bpp_payload", runs[s]["test"].get("bpp")) for s in seeds]
+            files = [runs[s]["test"].get("bpp") for s in seeds]
+            row |= dict(status="tested", seeds=len(seeds), bpp=_mean(rates), bpp_file=_mean(files),
+                        accuracy=acc["estimate"], accuracy_lo=acc["lo"], accuracy_hi=acc["hi"],
+                        diff=diff["estimate"], diff_lo=diff["lo"], diff_hi=diff["hi"], within=diff["within"],
+                        reference=f"uncompressed, fine-tuned with the same budget, seeds {', '.join(map(str, SEEDS))}",
+                        n_images=acc["n_images"])
+            rows.append(row)
+    return pd.DataFrame(rows, columns=list(ANSWER_COLUMNS))
+
+
+def _mean(values: list) -> float | None:
+    """The mean of the seeds' values; None where a seed has none (e.g. no rate recorded)."""
+    return None if any(v is None for v in values) else float(np.mean(values))
+
+
+def tested_models(folders: list[str | Path]) -> int:
+    """How many models were evaluated on the test set, over every card in ``folders`` (a card with a
+    test result, recorded as ``test``, ``test_accuracy`` or ``test_row``, counts once)."""
+    n = 0
+    for folder in folders:
+        for p in Path(folder).glob("*.json"):
+            card = json.loads(p.read_text())
+            n += isinstance(card, dict) and any(k in card for k in ("test", "test_accuracy", "test_row"))
+    return n

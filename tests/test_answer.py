@@ -1,0 +1,79 @@
+"""The answer from cards (blocksparse.answer): the ladder walk, the plan, the rows; test results never choose."""
+import json
+
+import numpy as np
+import pytest
+
+from blocksparse import answer, protocol
+from blocksparse.results import pack_correct
+
+N_VAL, N_TEST = 2500, 1000
+
+
+def _correct(acc, n, seed):
+    rng = np.random.default_rng(seed)
+    c = np.zeros(n, bool)
+    c[rng.permutation(n)[:round(acc * n)]] = True
+    return c
+
+
+def _card(family, seed, val, test=None, split_at=None, rung=None, setting=None, path="x.json"):
+    card = dict(family=family, seed=seed, split_at=split_at, rung=rung, setting=setting or {}, weights="w.pt",
+                path=path, val_select=dict(accuracy=float(val.mean()), correct=pack_correct(val), bpp=rung))
+    if test is not None:
+        card["test"] = dict(accuracy=float(test.mean()), correct=pack_correct(test), bpp=rung)
+    return card
+
+
+def _reference(seeds=(0,), tested=True):
+    ref_val = _correct(0.93, N_VAL, 1)
+    return [_card("reference", s, ref_val, _correct(0.93, N_TEST, 10 + s) if tested else None, path=f"ref{s}.json")
+            for s in seeds], ref_val
+
+
+def test_the_reference_comes_first():
+    assert answer.plan([]) == [dict(action="train", family="reference", split_at=None, seed=0)]
+
+
+def test_the_ladder_is_walked_up_to_the_first_rung_within_one_point_on_val_select():
+    refs, ref_val = _reference()
+    far = ref_val.copy()
+    far[np.flatnonzero(ref_val)[:100]] = False  # 4 points below on val-select
+    near = ref_val.copy()
+    near[np.flatnonzero(ref_val)[:5]] = False  # 0.2 points below
+    ladder = protocol.LADDERS["block-sparse"]
+    great_test = _correct(0.99, N_TEST, 3)  # a test result must not rescue a rung that fails on val-select
+    cards = refs + [_card("block-sparse", 0, far, great_test, "layer1", ladder[0], dict(ratio=0.001)),
+                    _card("block-sparse", 0, near, None, "layer1", ladder[1], dict(ratio=0.002), "bs.json")]
+    op, rung = answer.walk(cards, "block-sparse", "layer1")
+    assert op["rung"] == ladder[1] and rung is None
+    steps = answer.plan(cards, screened={("layer2", ladder[0])})
+    assert dict(action="train", family="block-sparse", split_at="layer1", setting=dict(ratio=0.002), rung=ladder[1],
+                seed=1) in steps
+    assert dict(action="test", card="bs.json") in steps
+    assert dict(action="train", family="block-sparse", split_at="layer2", rung=ladder[0], seed=0) in steps
+    assert dict(action="screen", family="block-sparse", split_at="layer3", rung=ladder[0]) in steps
+    assert dict(action="train", family="reference", split_at=None, seed=2) in steps
+
+
+def test_a_tested_row_pairs_each_seed_with_the_reference_run_of_its_seed():
+    refs, ref_val = _reference(protocol.SEEDS)
+    rung = protocol.LADDERS["webp-finetuned"][0]
+    runs = [_card("webp-finetuned", s, ref_val, _correct(0.92, N_TEST, 20 + s), None, None, dict(quality=rung),
+                  f"w{s}.json") for s in protocol.SEEDS]
+    table = answer.answer_table(refs + runs)
+    assert list(table.columns) == list(answer.ANSWER_COLUMNS) and len(table) == 12
+    rows = table[table["family"] == "webp-finetuned"]
+    assert (rows["status"] == "tested").all() and (rows["seeds"] == 3).all()
+    want = np.mean([_correct(0.92, N_TEST, 20 + s).mean() - refs[s]["test"]["accuracy"] for s in protocol.SEEDS])
+    assert rows["diff"].iloc[0] == pytest.approx(want)
+    assert rows["diff_lo"].iloc[0] < want < rows["diff_hi"].iloc[0]
+    assert bool(rows["within"].iloc[0]) == (rows["diff_lo"].iloc[0] >= -0.01)
+    assert table[table["family"] == "block-sparse"]["status"].str.startswith("pending").all()
+
+
+def test_tested_models_counts_each_card_with_a_test_once(tmp_path):
+    (tmp_path / "a.json").write_text(json.dumps(dict(test_accuracy=0.9)))
+    (tmp_path / "b.json").write_text(json.dumps(dict(family="x", test=dict(accuracy=0.9))))
+    (tmp_path / "c.json").write_text(json.dumps(dict(family="x", val_select={})))
+    assert answer.tested_models([tmp_path]) == 2

@@ -1,0 +1,54 @@
+"""The protocol's runs (blocksparse.protocol_runs), end to end on a few images with a tiny budget."""
+import json
+
+import pytest
+import torch
+
+from blocksparse import answer, protocol, protocol_runs as pr
+from blocksparse.results import unpack_correct
+
+TINY = protocol.Budget(steps=2, batch_size=4, eval_every=1)
+
+
+def test_a_run_is_scored_on_val_select_never_on_test_and_tested_once(tmp_path, monkeypatch):
+    seen = []
+    real = pr.load_dataset
+
+    def spy(name="fashion-mnist", split="test", *a, **k):
+        seen.append(split)
+        return real(name, split, *a, **k)
+    monkeypatch.setattr(pr, "load_dataset", spy)
+    setting = dict(mode="global", block_size=2, ratio=0.01, bits=2, group_lasso_weight=1e-5)
+    card_path = pr.train_run("block-sparse", setting, 0, "layer3", out_dir=tmp_path, budget=TINY, train_subset=16,
+                             fit_images=8, rung=1.0, val_subset=12)
+    assert "test" not in seen
+    card = json.loads(card_path.read_text())
+    assert card["budget"] == TINY.asdict() and card["rung"] == 1.0 and card["protocol"]["stop_images"] == 12
+    assert len(card["history"]) == 3 and card["val_select"]["n_images"] == 12 and "test" not in card
+    model, _, codebook = pr.load_run(card_path)
+    assert codebook is not None and (codebook.position_coding, codebook.value_model) != (None, None)
+    tested = pr.test_run(card_path, n_test=10)
+    assert tested["test"]["n_images"] == 10 and len(unpack_correct(tested["test"]["correct"])) == 10
+    with pytest.raises(ValueError, match="tested already"):
+        pr.test_run(card_path, n_test=10)
+    (tmp_path / card["weights"]).write_bytes(b"changed")
+    with pytest.raises(ValueError, match="sha256"):
+        pr.load_run(card_path)
+
+
+def test_webp_as_is_is_scored_without_training_and_the_plan_moves_on(tmp_path, monkeypatch):
+    monkeypatch.setattr(pr, "selection_data", lambda dataset, split="val-select", subset=None:
+                        protocol.load_dataset(dataset, split, subset=12))
+    path = pr.score_codec(5, out_dir=tmp_path)
+    card = json.loads(path.read_text())
+    assert card["family"] == "webp" and card["weights"] is None and 0 < card["val_select"]["bpp_payload"] < card["val_select"]["bpp"]
+    assert pr.next_steps(tmp_path)[0] == dict(action="train", family="reference", split_at=None, seed=0)
+
+
+def test_costs_count_the_heads_convolutions():
+    c = pr.costs()
+    # conv1 (1->64, 3x3, 28x28) and layer1's four 64->64 3x3 convolutions at 28x28, by hand
+    conv1, conv64 = 28 * 28 * 64 * 9, 28 * 28 * 64 * 64 * 9
+    assert c["layer1", "block-sparse"]["head_macs"] == conv1 + 4 * conv64
+    assert c["layer3", "block-sparse"]["head_macs"] > c["layer2", "block-sparse"]["head_macs"] > conv1 + 4 * conv64
+    assert c["layer1", "webp"]["head_macs"] == 0 and c["layer2", "bottleneck"]["encoder_params"] > 0
