@@ -7,10 +7,12 @@ real per-image streams; ``bottleneck_row`` makes its results row.
 """
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import TensorDataset
 from tqdm.auto import tqdm
@@ -30,8 +32,9 @@ from .training import copy_state, distillation_loss, load_run, save_run, track_b
 def _val_accuracy(model: SplitResNet18, bn: Bottleneck, data: TensorDataset,
                   batch_size: int = 256) -> tuple[float, float, float]:
     """(accuracy, model-estimated bpp, mean cross-entropy) on ``data`` through the real coded
-    path (``coded_latents``), float32."""
+    path (``coded_latents``), float32, the network in eval mode."""
     bn.eval()
+    model.eval()
     device = module_device(model)
     x, y = data.tensors
     correct, bits, ce = 0, 0.0, 0.0
@@ -65,8 +68,13 @@ def train_bottleneck(model: SplitResNet18, bn: Bottleneck, lmbda: float, dataset
                      train_data: TensorDataset | None = None, val_data: TensorDataset | None = None,
                      progress: bool = True, root: str | Path = DATA_DIR,
                      bf16: bool | None = None, select_on: str = "objective",
-                     prior_lr: float | None = None) -> tuple[Bottleneck, list[dict]]:
-    """Train the bottleneck at the split of a FROZEN ResNet; early stopping on validation accuracy.
+                     prior_lr: float | None = None, train: str = "frozen") -> tuple[Bottleneck, list[dict]]:
+    """Train the bottleneck at the split of a ResNet, frozen by default; early stopping on validation.
+
+    ``train="all"`` trains the whole network with the bottleneck (the protocol's budget, as every
+    trained family gets): the distillation teacher is then a frozen copy of the network as it was
+    before training, and the network is changed in place (its best validation weights, as the
+    bottleneck's).
 
     The ResNet (head and tail, batch-norm statistics included) is not changed: only ``bn``
     learns. The reference Entropic Student trains its encoder as the student's head; here the
@@ -124,6 +132,8 @@ def train_bottleneck(model: SplitResNet18, bn: Bottleneck, lmbda: float, dataset
     """
     if select_on not in SELECT_ON:
         raise ValueError(f"select_on must be one of {SELECT_ON}, got {select_on!r}")
+    if train not in ("frozen", "all"):
+        raise ValueError(f"train must be 'frozen' or 'all', got {train!r}")
     if not isinstance(bn, Bottleneck):
         raise ValueError(f"bn must be a Bottleneck, got {type(bn).__name__}")
     if not isinstance(lmbda, (int, float)) or isinstance(lmbda, bool) or not lmbda >= 0:
@@ -148,10 +158,16 @@ def train_bottleneck(model: SplitResNet18, bn: Bottleneck, lmbda: float, dataset
         if len(d) == 0:
             raise ValueError(f"{name} is empty: there is nothing to train on or to validate with")
     was_training, flags = model.training, [p.requires_grad for p in model.parameters()]
-    model.eval().requires_grad_(False)
+    whole = train == "all"
+    teacher_net = None
+    if whole and distill_weight > 0:
+        teacher_net = copy.deepcopy(model).eval().requires_grad_(False)
+    model.eval().requires_grad_(whole)
     prior = [bn.loc, bn.raw_scale]
     rest = [p for n, p in bn.named_parameters() if n not in ("loc", "raw_scale")]
-    opt = torch.optim.Adam([dict(params=rest), dict(params=prior, lr=prior_lr or lr)], lr)
+    groups = [dict(params=rest), dict(params=prior, lr=prior_lr or lr)]
+    opt = torch.optim.Adam(groups + ([dict(params=list(model.parameters()))] if whole else []), lr)
+    tracked = nn.ModuleDict(dict(bn=bn, net=model)) if whole else bn  # what early stopping keeps
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     x, labels = tr.tensors
     pixels = x.shape[-2] * x.shape[-1]
@@ -164,21 +180,28 @@ def train_bottleneck(model: SplitResNet18, bn: Bottleneck, lmbda: float, dataset
                     val_cross_entropy=ce, val_objective=ce + lmbda * bpp)
 
     if state is not None and state.exists():
-        history, best, bad, start = load_run(state, bn, opt, sched, g, device)
+        history, best, bad, start = load_run(state, tracked, opt, sched, g, device)
     else:
         history, bad, start = [validation(0, float("nan"), float("nan"))], 0, 0
-        best = (_score(history[0], select_on), copy_state(bn))
+        best = (_score(history[0], select_on), copy_state(tracked))
     losses, rates = [], []
     bar = tqdm(range(start + 1, steps + 1), initial=start, total=steps, disable=not progress or bad >= patience,
                desc=f"bottleneck M={bn.args['latent_channels']} lmbda={lmbda}")
     try:
         for step in bar if bad < patience else ():
             bn.train()
+            model.train(whole)
             idx = torch.randint(len(x), (batch_size,), generator=g)
             xb, yb = x[idx].to(device), labels[idx].to(device)
-            with torch.no_grad(), autocast(device, bf16):
-                z = model.head(xb)
-                teacher = model.tail(z) if distill_weight > 0 else None
+            if whole:
+                with torch.no_grad(), autocast(device, bf16):
+                    teacher = teacher_net(xb) if teacher_net is not None else None
+                with autocast(device, bf16):
+                    z = model.head(xb)
+            else:
+                with torch.no_grad(), autocast(device, bf16):
+                    z = model.head(xb)
+                    teacher = model.tail(z) if distill_weight > 0 else None
             z = z.float()
             z_tilde, lik = bn(z, generator=g)
             with autocast(device, bf16):
@@ -203,16 +226,16 @@ def train_bottleneck(model: SplitResNet18, bn: Bottleneck, lmbda: float, dataset
                 bar.set_postfix(val=f"{h['val_accuracy']:.4f}", bpp=f"{h['val_bpp_estimate']:.3f}",
                                 obj=f"{h['val_objective']:.3f}")
                 losses, rates = [], []
-                best, bad = track_best(_score(h, select_on), best, bad, bn)
+                best, bad = track_best(_score(h, select_on), best, bad, tracked)
                 if state is not None:
-                    save_run(state, bn, opt, sched, g, history, best, bad, step)
+                    save_run(state, tracked, opt, sched, g, history, best, bad, step)
                 if bad >= patience:
                     break
     finally:
         for p, f in zip(model.parameters(), flags):
             p.requires_grad_(f)
         model.train(was_training)
-    bn.load_state_dict(best[1])
+    tracked.load_state_dict(best[1])
     return bn.eval(), history
 
 

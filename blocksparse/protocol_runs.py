@@ -18,7 +18,8 @@ from torch.utils.data import TensorDataset
 
 from . import answer
 from .baselines import code_images, image_codec_baseline
-from .bottleneck import Bottleneck
+from .bottleneck import Bottleneck, load_bottleneck, save_bottleneck
+from .bottleneck_training import evaluate_bottleneck, train_bottleneck
 from .codebook import codebook_bytes, fit_codebook, load_codebook, save_codebook
 from .codec import SELECTION_GRID, CodecConfig
 from .data import load_dataset
@@ -26,12 +27,12 @@ from .evaluation import evaluate, head_features
 from .model import SPLIT_POINTS, SplitResNet18, build_model, checkpoint_card, load_pretrained, save_weights
 from .protocol import BUDGET, SCREEN, VAL_SELECT, VAL_STOP, Budget, selection_data, stopping_data
 from .results import pack_correct
-from .runtime import DATA_DIR, ROOT
+from .runtime import DATA_DIR, ROOT, module_device
 from .study import candidates_under, select_after_finetuning
 from .training import finetune
 
 ANSWER_DIR = DATA_DIR / "answer"
-TRAINED = ("reference", "block-sparse", "webp-finetuned")  # the families this module trains so far
+TRAINED = ("reference", "block-sparse", "bottleneck", "webp-finetuned")
 BOTTLENECK_STRIDES = {"layer1": 4, "layer2": 2, "layer3": 2}  # latents of 7x7, 7x7 and 4x4
 FIT_IMAGES = 5000  # evenly spaced training images the code tables are fitted on
 
@@ -46,6 +47,8 @@ def run_name(family: str, setting: dict, seed: int, split_at: str | None = None)
                 f"_gl{s.get('group_lasso_weight', 0):g}_seed{seed}")
     if family == "webp-finetuned":
         return f"webp-finetuned_q{setting['quality']}_seed{seed}"
+    if family == "bottleneck":
+        return f"bottleneck_{split_at}_M{setting['latent_channels']}_S{setting['stride']}_lmbda{setting['lmbda']:g}_seed{seed}"
     raise ValueError(f"family must be one of {TRAINED}, got {family!r}")
 
 
@@ -65,6 +68,8 @@ def _scored(model: SplitResNet18, data: TensorDataset, family: str, setting: dic
     """Accuracy, real-stream rate and per-image correctness of a finished model on ``data``."""
     if family == "reference":
         ev = evaluate(model, None, data)
+    elif family == "bottleneck":
+        ev = evaluate_bottleneck(model, codebook, data)  # the bottleneck: its entropy model codes the streams
     elif family == "block-sparse":
         ev = evaluate(model, _config(setting), data, codebook=codebook)
     else:  # webp-finetuned: the classifier of decoded images, on images coded at the quality
@@ -87,9 +92,9 @@ def train_run(family: str, setting: dict, seed: int, split_at: str | None = None
     reported run uses every image, and its card says how many it used."""
     if family not in TRAINED:
         raise ValueError(f"family must be one of {TRAINED}, got {family!r}")
-    if family == "block-sparse" and split_at is None:
-        raise ValueError("split_at: a block-sparse run needs its split")
-    split_at = split_at if family == "block-sparse" else None  # the others do not depend on the split
+    if family in ("block-sparse", "bottleneck") and split_at is None:
+        raise ValueError(f"split_at: a {family} run needs its split")
+    split_at = split_at if family in ("block-sparse", "bottleneck") else None  # the others do not depend on it
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     name = run_name(family, setting, seed, split_at)
@@ -109,7 +114,16 @@ def train_run(family: str, setting: dict, seed: int, split_at: str | None = None
         coded, _ = code_images(train, dataset, "webp", setting["quality"])
         coded_stop, _ = code_images(stop, dataset, "webp", setting["quality"])
         kwargs |= dict(train_data=coded, val_data=coded_stop, teacher_inputs=train.tensors[0])
-    tuned, history = finetune(model, cfg, dataset, **kwargs)
+    bn = None
+    if family == "bottleneck":
+        torch.manual_seed(seed)  # the bottleneck's initial weights
+        bn = Bottleneck(in_channels=model.split_channels, latent_channels=setting["latent_channels"],
+                        stride=setting["stride"]).to(module_device(model))
+        kw = {k: v for k, v in kwargs.items() if k not in ("optimizer", "train")}
+        bn, history = train_bottleneck(model, bn, float(setting["lmbda"]), dataset, train="all", **kw)
+        tuned = model
+    else:
+        tuned, history = finetune(model, cfg, dataset, **kwargs)
     weights = out / f"{name}.pt"
     sha = save_weights(tuned, weights)
     tuned = load_pretrained(dataset, split_at or "layer1", weights=weights)  # what ships is what is measured
@@ -119,6 +133,11 @@ def train_run(family: str, setting: dict, seed: int, split_at: str | None = None
                 base_checkpoint=checkpoint_card(dataset).get("sha256"), history=history,
                 weights=weights.name, sha256=sha, torch=torch.__version__)
     codebook = None
+    if family == "bottleneck":
+        bn_path = out / f"{name}.bottleneck.pt"
+        save_bottleneck(bn, bn_path, float(setting["lmbda"]))
+        codebook = load_bottleneck(bn_path, module_device(tuned))  # measured as shipped (float16)
+        card |= dict(bottleneck=bn_path.name, bottleneck_sha256=hashlib.sha256(bn_path.read_bytes()).hexdigest())
     if family == "block-sparse":
         codebook = fit_codebook(head_features(tuned, load_dataset(dataset, "train", subset=fit_images)), cfg, "ans")
         cb_path = out / f"{name}.codebook"
@@ -131,7 +150,8 @@ def train_run(family: str, setting: dict, seed: int, split_at: str | None = None
 
 
 def load_run(card_path: str | Path) -> tuple[SplitResNet18, dict, object]:
-    """(model, card, codebook or None) of a run's card; the weights' sha256 must be the card's."""
+    """(model, card, codebook, bottleneck or None) of a run's card; the weights' sha256 must be the
+    card's (a bottleneck's is checked against its own card by ``load_bottleneck``)."""
     p = Path(card_path)
     card = json.loads(p.read_text())
     if card.get("weights") is None:  # an image codec before the shipped model: nothing trained
@@ -142,6 +162,8 @@ def load_run(card_path: str | Path) -> tuple[SplitResNet18, dict, object]:
     if hashlib.sha256(weights.read_bytes()).hexdigest() != card["sha256"]:
         raise ValueError(f"card_path: {weights} are not the weights of {p} (sha256 differs)")
     model = load_pretrained(card["dataset"], card["split_at"] or "layer1", weights=weights)
+    if card.get("bottleneck"):
+        return model, card, load_bottleneck(p.with_name(card["bottleneck"]), module_device(model))
     codebook = load_codebook(p.with_name(card["codebook"])) if card.get("codebook") else None
     return model, card, codebook
 

@@ -210,3 +210,27 @@ def test_raw_bytes_are_the_float32_features_of_the_split_not_of_the_input():
     bn = B.Bottleneck(in_channels=256, latent_channels=4, hidden=8, stride=2)
     ev = T.evaluate_bottleneck(model, bn, bsu.load_dataset(split="test", subset=4), rate_sample=1)
     assert ev["raw_bytes"] == 4 * 256 * 7 * 7 and ev["latent_shape"] == (4, 4, 4)
+
+
+def test_whole_network_training_changes_the_network_and_keeps_its_best_with_the_bottleneck(tmp_path):
+    """train="all": the network learns too (the frozen default leaves it unchanged), the teacher is the
+    network as it was, and a resumed run ends where an uninterrupted one does."""
+    common = dict(lmbda=1.0, steps=4, batch_size=4, eval_every=2, patience=10, train_subset=32, val_subset=8,
+                  progress=False, bf16=False, train="all", distill_weight=0.5)
+
+    def run(state=None, steps=4):
+        model = bsu.load_pretrained(split_at="layer3")
+        torch.manual_seed(0)
+        bn = B.Bottleneck(in_channels=256, latent_channels=4, hidden=8, stride=2)
+        bn, hist = T.train_bottleneck(model, bn, state_path=state, **(common | dict(steps=steps)))
+        return model, bn, hist
+    before = bsu.load_pretrained(split_at="layer3").state_dict()
+    model, bn, hist = run()
+    changed = [k for k, v in model.state_dict().items() if v.is_floating_point() and not torch.equal(v, before[k])]
+    assert changed and len(hist) == 3
+    state = tmp_path / "s.pt"
+    run(state)  # leaves a finished state; a second call resumes from it and changes nothing
+    model2, bn2, hist2 = run(state)
+    assert [h["val_accuracy"] for h in hist2] == [h["val_accuracy"] for h in hist]
+    with pytest.raises(ValueError, match="train"):
+        T.train_bottleneck(model, bn, 1.0, train="tail")

@@ -52,3 +52,16 @@ def test_costs_count_the_heads_convolutions():
     assert c["layer1", "block-sparse"]["head_macs"] == conv1 + 4 * conv64
     assert c["layer3", "block-sparse"]["head_macs"] > c["layer2", "block-sparse"]["head_macs"] > conv1 + 4 * conv64
     assert c["layer1", "webp"]["head_macs"] == 0 and c["layer2", "bottleneck"]["encoder_params"] > 0
+
+
+def test_a_bottleneck_run_trains_the_whole_network_and_ships_both_parts(tmp_path):
+    setting = dict(lmbda=0.2, latent_channels=4, stride=2)
+    card_path = pr.train_run("bottleneck", setting, 0, "layer3", out_dir=tmp_path, budget=TINY, train_subset=16,
+                             rung=0.2, val_subset=12)
+    card = json.loads(card_path.read_text())
+    assert card["bottleneck"].endswith(".bottleneck.pt") and card["val_select"]["bpp"] > 0
+    model, _, bn = pr.load_run(card_path)
+    shipped = pr.load_pretrained(split_at="layer3")
+    assert any(not torch.equal(v, shipped.state_dict()[k]) for k, v in model.state_dict().items() if v.is_floating_point())
+    again = pr.evaluate_bottleneck(model, bn, protocol.selection_data(subset=12))
+    assert again["accuracy"] == card["val_select"]["accuracy"] and again["bpp"] == card["val_select"]["bpp"]
