@@ -147,6 +147,36 @@ def answer_table(cards: list[dict], costs: dict | None = None) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=list(ANSWER_COLUMNS))
 
 
+SHOWN = ("split_at", "family", "status", "setting", "seeds", "bpp", "accuracy", "accuracy_lo", "accuracy_hi", "diff",
+         "diff_lo", "diff_hi", "within", "n_images", "head_macs", "encoder_macs")
+
+
+def _cell(v, scale: float = 1.0, decimals: int = 2) -> str:
+    """One table cell as text, the same whether the value comes from the frame or from its CSV:
+    missing is empty, a whole number has no decimals, a flag is yes or no."""
+    if v is None or (isinstance(v, float) and np.isnan(v)):
+        return ""
+    if isinstance(v, (bool, np.bool_)) or v in ("True", "False"):
+        return "yes" if v in (True, "True") else "no"
+    if isinstance(v, (int, float, np.integer, np.floating)):
+        v = float(v) * scale
+        return str(int(v)) if v.is_integer() and scale == 1.0 else f"{v:.{decimals}f}"
+    return str(v)
+
+
+def render_answer(table: pd.DataFrame, tested: int) -> str:
+    """The README's answer block: a one-line caption and a markdown table of ``SHOWN`` (accuracies and
+    differences in points, rates in bpp, MACs in millions)."""
+    scales = dict(accuracy=100, accuracy_lo=100, accuracy_hi=100, diff=100, diff_lo=100, diff_hi=100,
+                  head_macs=1e-6, encoder_macs=1e-6)
+    t = pd.DataFrame({c: [_cell(v, scales.get(c, 1.0), 3 if c == "bpp" else 2) for v in table[c]] for c in SHOWN})
+    done = int((table["status"] == "tested").sum())
+    caption = (f"{done} of {len(table)} rows tested under the protocol; {tested} models evaluated on the test set "
+               f"in all, earlier exploratory ones included. Accuracy and diff in points (diff: against the "
+               f"fine-tuned reference, paired by seed), MACs in millions per image.")
+    return caption + "\n\n" + t.to_markdown(index=False)
+
+
 def _mean(values: list) -> float | None:
     """The mean of the seeds' values; None where a seed has none (e.g. no rate recorded)."""
     return None if any(v is None for v in values) else float(np.mean(values))

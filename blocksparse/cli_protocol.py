@@ -8,7 +8,11 @@ from pathlib import Path
 from . import answer
 from .model import SPLIT_POINTS
 from .protocol_runs import ANSWER_DIR, TRAINED, costs, next_steps, run_step, test_run, train_run
-from .runtime import results_dir
+from .report import splice_readme
+from .runtime import DATA_DIR, ROOT, results_dir
+
+# the cards of the models tested before the protocol (exploratory), counted in "models tested in all"
+EXPLORATORY = [DATA_DIR / d for d in ("frontier", "reference", "baselines", "ablation")]
 
 # resumable states live outside the work tree, which a new session lays anew (the machine may be kept)
 STATE_DIR = Path.home() / ".cache" / "blocksparse" / "runs"
@@ -67,7 +71,9 @@ def protocol_command(argv: list[str]) -> None:
         d = results_dir()
         d.mkdir(parents=True, exist_ok=True)
         table.to_csv(d / "answer.csv", index=False)
-        print(table.to_markdown(index=False))
+        text = answer.render_answer(table, answer.tested_models(EXPLORATORY + [Path(a.out)]))
+        splice_readme(ROOT / "README.md", text, "answer")
+        print(text)
         return
     if a.action == "train":
         for seed in a.seeds:

@@ -492,8 +492,8 @@ def write_summary(text: str, path: str | Path | None = None) -> Path:
     return path
 
 
-def splice_readme(readme_path: str | Path, summary_text: str) -> Path:
-    """Replace the text between ``<!-- results:begin -->`` and ``<!-- results:end -->`` with ``summary_text``.
+def splice_readme(readme_path: str | Path, summary_text: str, name: str = "results") -> Path:
+    """Replace the text between ``<!-- <name>:begin -->`` and ``<!-- <name>:end -->`` with ``summary_text``.
 
     Everything outside the markers, the markers included, is kept byte for byte.
 
@@ -504,13 +504,14 @@ def splice_readme(readme_path: str | Path, summary_text: str) -> Path:
     """
     readme_path = Path(readme_path)
     text = readme_path.read_text()
-    for marker in (BEGIN, END):
+    begin, end = (BEGIN, END) if name == "results" else (f"<!-- {name}:begin -->", f"<!-- {name}:end -->")
+    for marker in (begin, end):
         if text.count(marker) != 1:
             raise ValueError(f"readme_path {readme_path} must contain {marker!r} exactly once, "
                              f"found {text.count(marker)}")
-    a, b = text.index(BEGIN) + len(BEGIN), text.index(END)
+    a, b = text.index(begin) + len(begin), text.index(end)
     if b < a:
-        raise ValueError(f"readme_path {readme_path}: {END!r} comes before {BEGIN!r}")
+        raise ValueError(f"readme_path {readme_path}: {end!r} comes before {begin!r}")
     readme_path.write_text(text[:a] + "\n" + summary_text.strip("\n") + "\n" + text[b:])
     return readme_path
 
