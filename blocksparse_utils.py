@@ -41,10 +41,11 @@ from blocksparse.bottleneck_training import bottleneck_row, evaluate_bottleneck,
 # results, analysis, study
 from blocksparse.results import SCHEMA, load_config, load_results, save_results, to_frame, write_compression_results
 from blocksparse.analysis import best_under, lowest_within, pareto, wilson_interval
-from blocksparse.study import (PRESETS, candidates_under, remeasure_bottleneck_models, remeasure_cached,
-                               remeasure_frontier_models, select_after_finetuning, split_sweep, sweep,
-                               train_bottleneck_model, train_codec_baseline_model, train_frontier_model,
-                               train_reference_model, write_reference_pairs)
+from blocksparse.study import PRESETS, candidates_under, select_after_finetuning, split_sweep, sweep
+from blocksparse.shipping import (train_bottleneck_model, train_codec_baseline_model, train_frontier_model,
+                                  train_reference_model)
+from blocksparse.remeasure import (remeasure_bottleneck_models, remeasure_cached, remeasure_frontier_models,
+                                   write_reference_pairs)
 from blocksparse.cache import cached
 from blocksparse.report import (bd_rate_table, positions_share, render_frontier, render_levers, render_summary,
                                splice_readme, write_summary)

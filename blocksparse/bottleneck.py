@@ -47,8 +47,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import pickle
-import zipfile
 from pathlib import Path
 
 import constriction
@@ -59,7 +57,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from .entropy import crc8
-from .runtime import module_device
+from .runtime import module_device, read_torch_file
 
 SCALE_MIN = 0.11  # lowest scale of the logistic: a channel never costs less than ~0.03 bits per latent
 TAIL_MASS = 1e-6  # model mass left outside each end of a channel's symbol range
@@ -397,10 +395,7 @@ def load_bottleneck(path: str | Path, device: str | torch.device = "cpu") -> Bot
     digest = hashlib.sha256(p.read_bytes()).hexdigest()
     if digest != sha:
         raise ValueError(f"bottleneck {p} has sha256 {digest}, its card says {sha}")
-    try:
-        state = torch.load(p, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
-        raise ValueError(f"{p} is not a readable torch file ({type(e).__name__}: {e})") from None
+    state = read_torch_file(p)
     if not isinstance(arch, dict) or set(arch) != {"in_channels", "latent_channels", "hidden", "stride"}:
         raise ValueError(f"{card_path}: architecture must give in_channels, latent_channels, hidden, stride")
     bn = Bottleneck(**arch)

@@ -24,7 +24,7 @@ from torch import Tensor
 
 from . import bitstream, priors
 from .codec import MODES, CodecConfig, analyze, kept_per_group
-from .entropy import POSITION_CODINGS, canonical_code, huffman_lengths
+from .entropy import POSITION_CODINGS, bit_classes, canonical_code, huffman_lengths
 
 CODERS = ("huffman", "ans")
 TABLES = ("values", "positions", "kept")
@@ -228,14 +228,6 @@ def load_codebook(path: str | Path) -> Codebook:
 # ---------------------------------------------------------------------------
 # symbols of an analyzed batch, shared by fitting and encoding
 # ---------------------------------------------------------------------------
-def _classes(v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Non-negative ints -> (bit length, mantissa, mantissa bits), the classes of ``gap_symbols``."""
-    v = np.asarray(v, np.int64)
-    cls = np.frexp(v.astype(np.float64))[1].astype(np.int64)  # exact bit length below 2**53
-    mbits = np.maximum(cls - 1, 0)
-    return cls, np.where(cls > 0, v - (1 << mbits), 0), mbits
-
-
 def _flat(a: dict, cfg: CodecConfig) -> np.ndarray:
     """[N, cells] keep flags of every image's position cells, in cell order."""
     n = a["shape"][0]
@@ -269,7 +261,7 @@ def stream_fields(a: dict, cb: Codebook, coding: str | None = None, value_model:
     if coding == "bitmap":
         nib = np.pad(flat, ((0, 0), (0, -cells % 4))).reshape(n, -1, 4) @ np.array([8, 4, 2, 1])
         return [("positions", np.repeat(np.arange(n), nib.shape[1]), nib.ravel(), None, None), *values]
-    dcls, dmant, dmbits = _classes(kmax - flat.sum(1))
+    dcls, dmant, dmbits = bit_classes(kmax - flat.sum(1))
     kept = [("kept", np.arange(n), dcls, None, None), (None, np.arange(n), dmant, dmbits, None)]
     if coding == "prior":
         pimg, pbits, q = priors.prior_field(flat, cb._prior[0])
@@ -279,7 +271,7 @@ def stream_fields(a: dict, cb: Codebook, coding: str | None = None, value_model:
     first[1:] = pimg[1:] != pimg[:-1]
     prev = np.empty_like(cell)
     prev[1:] = cell[:-1]
-    cls, mant, mbits = _classes(cell - np.where(first, -1, prev) - 1)
+    cls, mant, mbits = bit_classes(cell - np.where(first, -1, prev) - 1)
     return [*kept, ("positions", pimg, cls, None, None), (None, pimg, mant, mbits, None), *values]
 
 
@@ -358,7 +350,7 @@ def _fit(features: Tensor, cfg: CodecConfig, coder: str, coding: str, value_mode
         a = analyze(chunk, cfg)
         if coding == "prior":
             counts["positions"] += _flat(a, cfg).sum(0)
-            dcls = _classes(geometry(cfg, shape)[1] - _flat(a, cfg).sum(1))[0]
+            dcls = bit_classes(geometry(cfg, shape)[1] - _flat(a, cfg).sum(1))[0]
             counts["kept"] += np.bincount(dcls, minlength=len(counts["kept"]))
         if value_model == "per-channel":
             _, ch, lv, va = _value_slots(a)

@@ -192,17 +192,19 @@ def entropy_bits(symbols: np.ndarray) -> float:
 POSITION_CODINGS = ("delta", "bitmap")
 
 
-def gap_symbols(flat: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Gaps between kept cells -> (class = bit length of gap, mantissa, mantissa bits)."""
-    idx = np.flatnonzero(flat)
-    gaps = np.diff(idx, prepend=-1) - 1
-    cls = np.zeros(len(gaps), np.int64)
-    nz = gaps > 0
-    cls[nz] = np.floor(np.log2(gaps[nz])).astype(np.int64) + 1
-    cls[nz] += gaps[nz] >= (1 << cls[nz])  # guard float log2 at powers of two
-    cls[nz] -= gaps[nz] < (1 << (cls[nz] - 1))
+def bit_classes(v: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Non-negative ints -> (class = bit length, mantissa, mantissa bits): ``v = 2**(class-1) +
+    mantissa`` for ``v > 0`` (the leading 1 implied), class 0 for 0. The one definition of the
+    classes that gaps and kept-count deficits are coded with, in both stream formats."""
+    v = np.asarray(v, np.int64)
+    cls = np.frexp(v.astype(np.float64))[1].astype(np.int64)  # exact bit length below 2**53
     mbits = np.maximum(cls - 1, 0)
-    mant = np.where(nz, gaps - (1 << mbits), 0)
+    return cls, np.where(cls > 0, v - (1 << mbits), 0), mbits
+
+
+def gap_symbols(flat: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Gaps between kept cells -> ``bit_classes`` of each gap (mantissas as uint64)."""
+    cls, mant, mbits = bit_classes(np.diff(np.flatnonzero(flat), prepend=-1) - 1)
     return cls, mant.astype(np.uint64), mbits
 
 

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import pickle
-import zipfile
 from pathlib import Path
 
 import torch
@@ -14,7 +12,7 @@ from torch import Tensor, nn
 from .bitstream import decode, encode
 from .codec import CodecConfig, compress, compress_ste
 from .data import dataset_info
-from .runtime import DATA_DIR, default_device
+from .runtime import DATA_DIR, default_device, read_torch_file
 
 
 SPLIT_POINTS = ("layer1", "layer2", "layer3")
@@ -191,10 +189,7 @@ def _dequantize(state: dict) -> dict:
 def _read_state(p: Path) -> dict:
     """A state_dict from ``p`` (``save_weights``' int8 form is dequantized); a file torch cannot
     read is a ValueError naming it."""
-    try:
-        state = torch.load(p, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
-        raise ValueError(f"{p} is not a readable torch checkpoint ({type(e).__name__}: {e})") from None
+    state = read_torch_file(p)
     if isinstance(state, dict) and state.get("format") == INT8_FORMAT:
         try:
             return _dequantize(state)

@@ -27,7 +27,7 @@ from .evaluation import evaluate, head_features
 from .model import SPLIT_POINTS, SplitResNet18, build_model, checkpoint_card, load_pretrained, save_weights
 from .protocol import BUDGET, SCREEN, VAL_SELECT, VAL_STOP, Budget, selection_data, stopping_data
 from .results import pack_correct
-from .runtime import DATA_DIR, ROOT, module_device
+from .runtime import DATA_DIR, module_device
 from .study import candidates_under, select_after_finetuning
 from .training import finetune
 
@@ -50,11 +50,6 @@ def run_name(family: str, setting: dict, seed: int, split_at: str | None = None)
     if family == "bottleneck":
         return f"bottleneck_{split_at}_M{setting['latent_channels']}_S{setting['stride']}_lmbda{setting['lmbda']:g}_seed{seed}"
     raise ValueError(f"family must be one of {TRAINED}, got {family!r}")
-
-
-def _in_repo(p: Path) -> str:
-    p = p.resolve()
-    return str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(p)
 
 
 def _config(setting: dict) -> CodecConfig:

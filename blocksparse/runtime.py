@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import functools
 import os
+import pickle
 import random
 import time
+import zipfile
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -92,3 +94,18 @@ def autocast(device: str | torch.device, bf16: bool | None = None):
     if not use or device not in ("cpu", "cuda"):
         return nullcontext()
     return torch.autocast(device_type=device, dtype=torch.bfloat16)
+
+
+def read_torch_file(path: Path):
+    """``torch.load`` of a weights file (tensors only: ``weights_only``), on the CPU; a file torch
+    cannot read is a ValueError naming it. The one loader of every checkpoint and weights file."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
+        raise ValueError(f"{path} is not a readable torch file ({type(e).__name__}: {e})") from None
+
+
+def in_repo(p: Path) -> str:
+    """``p`` relative to the repository when it lies inside it (results and cards name files portably)."""
+    p = Path(p).resolve()
+    return str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(p)

@@ -72,7 +72,7 @@ def test_the_original_setup_offline_names_what_to_download(capsys, tmp_path, mon
 
 
 def test_model_rows_replace_the_same_model_shipped_or_not(tmp_path, monkeypatch):
-    from blocksparse.cli import _add_model_rows
+    from blocksparse.cli_exploratory import add_model_rows as _add_model_rows
     from blocksparse.results import load_results
     monkeypatch.setenv("BSU_RESULTS_DIR", str(tmp_path))
 

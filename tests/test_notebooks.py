@@ -6,7 +6,7 @@ import papermill as pm
 import pytest
 
 import blocksparse_utils as bsu
-from blocksparse.cli import run_notebooks
+from blocksparse.notebook_runner import run_notebooks
 
 NOTEBOOKS = sorted(bsu.NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb"))
 
@@ -70,7 +70,7 @@ def test_sliced_polling_finds_a_reply_whose_wake_up_was_missed():
     import queue
     import time
 
-    from blocksparse.cli import sliced_get_msg
+    from blocksparse.notebook_runner import sliced_get_msg
 
     waits = []
 

@@ -5,6 +5,8 @@ import numpy as np
 import pytest
 import torch
 
+import blocksparse.remeasure
+import blocksparse.shipping
 import blocksparse.study
 import blocksparse_utils as bsu
 
@@ -149,12 +151,12 @@ def test_sweep_rows_are_the_same_on_a_two_process_dask_cluster():
 def test_a_shipped_model_is_remeasured_exactly_as_trained(tmp_path):
     """train_frontier_model's row (tested once) == remeasure_frontier_models' row from its files."""
     cfg = bsu.CodecConfig(4, 0.01, "global", 2)
-    row = blocksparse.study.train_frontier_model(
+    row = blocksparse.shipping.train_frontier_model(
         cfg, 0, tmp_path / "frontier", fit_images=16, n_test=24, rate_sample=3, steps=2, eval_every=1,
         batch_size=8, val_subset=16, progress=False)
     card = tmp_path / "frontier" / "layer1_global_B4_r0.01_2b_seed0.json"
     assert card.exists() and card.with_suffix(".codebook").exists()
-    rows, paired = blocksparse.study.remeasure_frontier_models([card], n_test=24, rate_sample=3)
+    rows, paired = blocksparse.remeasure.remeasure_frontier_models([card], n_test=24, rate_sample=3)
     for k in ("accuracy", "bpp", "bpp_self_contained", "n_images", "weights", "codebook"):
         assert rows[0][k] == row[k], k
     assert paired[0]["n_images"] == 24 and paired[0]["difference"] == row["paired"]["difference"]
@@ -168,24 +170,24 @@ def test_a_shipped_model_is_remeasured_exactly_as_trained(tmp_path):
 def test_weights_not_shipped_report_the_recorded_test(tmp_path):
     """--no-ship: the card records the one test evaluation; re-measuring returns it (it cannot rerun)."""
     cfg = bsu.CodecConfig(4, 0.01, "global", 2)
-    row = blocksparse.study.train_frontier_model(
+    row = blocksparse.shipping.train_frontier_model(
         cfg, 1, tmp_path / "frontier", fit_images=16, n_test=24, rate_sample=3, steps=2, eval_every=1,
         batch_size=8, val_subset=16, progress=False, ship_weights=False, tag="_x")
     card = tmp_path / "frontier" / "layer1_global_B4_r0.01_2b_x_seed1.json"
     assert not card.with_suffix(".pt").exists()
     assert row["weights"] is None and row["card"].endswith(card.name)
-    rows, paired = blocksparse.study.remeasure_frontier_models([card], n_test=24, rate_sample=3)
+    rows, paired = blocksparse.remeasure.remeasure_frontier_models([card], n_test=24, rate_sample=3)
     for k in ("accuracy", "accuracy_lo", "bpp", "n_images", "seed", "codebook"):
         assert rows[0][k] == row[k], k
     assert rows[0]["weights"] is None
     assert paired[0]["weights"] == row["card"] and paired[0]["difference"] == row["paired"]["difference"]
     assert paired[0]["reference_accuracy"] == row["reference_accuracy"]
-    assert blocksparse.study.remeasure_frontier_models([card], n_test=30) == ([], [])  # not these images
+    assert blocksparse.remeasure.remeasure_frontier_models([card], n_test=30) == ([], [])  # not these images
     bare = json.loads(card.read_text())
     del bare["test_row"]
     card.write_text(json.dumps(bare))
     with pytest.raises(ValueError, match="test_row"):
-        blocksparse.study.remeasure_frontier_models([card], n_test=24)
+        blocksparse.remeasure.remeasure_frontier_models([card], n_test=24)
 
 
 def _seed_cards(folder, prefix):
@@ -205,24 +207,24 @@ def test_remeasure_cached_measures_only_new_cards(tmp_path, monkeypatch):
         seed = json.loads(cards[0].read_text())["seed"]
         return ([dict(method="blocksparse", seed=seed, accuracy=0.9, n_images=n_test, weights=f"{cards[0].stem}.pt")],
                 [dict(weights=f"{cards[0].stem}.pt", difference=-0.01)])
-    monkeypatch.setattr(blocksparse.study, "remeasure_frontier_models", fake)
+    monkeypatch.setattr(blocksparse.remeasure, "remeasure_frontier_models", fake)
     cards = _seed_cards(tmp_path, "m")
-    first = blocksparse.study.remeasure_cached(cards[:2], "frontier", n_test=24)
-    again = blocksparse.study.remeasure_cached(cards, "frontier", n_test=24)
+    first = blocksparse.remeasure.remeasure_cached(cards[:2], "frontier", n_test=24)
+    again = blocksparse.remeasure.remeasure_cached(cards, "frontier", n_test=24)
     assert calls == [["m_seed0.json"], ["m_seed1.json"], ["m_seed2.json"]]  # the third card only, the second time
     assert list(first["seed"]) == [0, 1] and list(again["seed"]) == [0, 1, 2]
     assert [p["weights"] for p in again.attrs["paired"]] == ["m_seed0.pt", "m_seed1.pt", "m_seed2.pt"]
-    blocksparse.study.remeasure_cached(cards[:1], "frontier", n_test=32)  # other settings: measured again
+    blocksparse.remeasure.remeasure_cached(cards[:1], "frontier", n_test=32)  # other settings: measured again
     cards[0].write_text(json.dumps(dict(dataset="fashion-mnist", seed=0, sha256="f" * 64)))  # other weights: again
-    blocksparse.study.remeasure_cached(cards[:1], "frontier", n_test=24)
+    blocksparse.remeasure.remeasure_cached(cards[:1], "frontier", n_test=24)
     assert calls[3:] == [["m_seed0.json"], ["m_seed0.json"]]
     with pytest.raises(ValueError, match="kind"):
-        blocksparse.study.remeasure_cached(cards, "ablation")
+        blocksparse.remeasure.remeasure_cached(cards, "ablation")
 
 
 def test_the_reference_is_the_uncompressed_model_fine_tuned_and_records_its_test_per_image(tmp_path):
     from blocksparse.results import unpack_correct
-    row = blocksparse.study.train_reference_model(
+    row = blocksparse.shipping.train_reference_model(
         0, tmp_path / "reference", n_test=24, state_dir=tmp_path / "runs", ship_weights=True, steps=2, eval_every=1,
         batch_size=8, val_subset=16, progress=False)
     card_path = tmp_path / "reference" / "uncompressed_finetuned_seed0.json"
@@ -238,7 +240,7 @@ def test_the_reference_is_the_uncompressed_model_fine_tuned_and_records_its_test
     assert card["test_accuracy"] == row["accuracy"] == expected.mean()
     assert card["schedule"]["steps"] == 2 and card["sha256"]
     with pytest.raises(ValueError, match="group_lasso_weight"):
-        blocksparse.study.train_reference_model(0, tmp_path / "r2", group_lasso_weight=1e-5)
+        blocksparse.shipping.train_reference_model(0, tmp_path / "r2", group_lasso_weight=1e-5)
 
 
 def _card(seed, correct, n=None, **extra):
@@ -280,7 +282,7 @@ def test_models_are_paired_with_the_reference_run_of_their_seed():
 def test_a_card_is_given_its_per_image_test_again_only_by_its_own_weights(tmp_path):
     from blocksparse.results import unpack_correct
     cfg = bsu.CodecConfig(4, 0.01, "global", 2)
-    blocksparse.study.train_frontier_model(
+    blocksparse.shipping.train_frontier_model(
         cfg, 0, tmp_path / "frontier", fit_images=16, n_test=24, rate_sample=3, state_dir=tmp_path / "runs",
         steps=2, eval_every=1, batch_size=8, val_subset=16, progress=False)
     card_path = tmp_path / "frontier" / "layer1_global_B4_r0.01_2b_seed0.json"
@@ -289,33 +291,33 @@ def test_a_card_is_given_its_per_image_test_again_only_by_its_own_weights(tmp_pa
     assert len(recorded) == 24 and recorded.mean() == card["test_accuracy"]
     card_path.write_text(json.dumps(card))
     # the weights rebuilt from the run's state are the shipped ones, byte for byte
-    rebuilt = blocksparse.study.weights_from_state(tmp_path / "runs" / "layer1_global_B4_r0.01_2b_seed0.state.pt",
+    rebuilt = blocksparse.shipping.weights_from_state(tmp_path / "runs" / "layer1_global_B4_r0.01_2b_seed0.state.pt",
                                                    card_path, tmp_path / "rebuilt")
     assert rebuilt.read_bytes() == card_path.with_suffix(".pt").read_bytes()
-    got = blocksparse.study.record_test_correct(card_path, rebuilt)
+    got = blocksparse.shipping.record_test_correct(card_path, rebuilt)
     assert np.array_equal(got, recorded)
     assert np.array_equal(unpack_correct(json.loads(card_path.read_text())["test_correct"]), recorded)
     with pytest.raises(ValueError, match="sha256"):
-        blocksparse.study.record_test_correct(card_path, bsu.checkpoint_path("fashion-mnist"))
+        blocksparse.shipping.record_test_correct(card_path, bsu.checkpoint_path("fashion-mnist"))
     swapped = dict(card, test_paired=card["test_paired"] | dict(a_only=card["test_paired"]["a_only"] + 1))
     card_path.write_text(json.dumps(swapped))  # the same accuracy, another split of the disagreements
     with pytest.raises(ValueError, match="images right only"):
-        blocksparse.study.record_test_correct(card_path, rebuilt)
+        blocksparse.shipping.record_test_correct(card_path, rebuilt)
     card["test_accuracy"] += 1 / 24
     card_path.write_text(json.dumps(card))
     with pytest.raises(ValueError, match="test accuracy"):
-        blocksparse.study.record_test_correct(card_path)
+        blocksparse.shipping.record_test_correct(card_path)
     assert "test_correct" not in json.loads(card_path.read_text())  # left unchanged
     card["sha256"] = "0" * 64
     card_path.write_text(json.dumps(card))
     with pytest.raises(ValueError, match="state_path"):
-        blocksparse.study.weights_from_state(tmp_path / "runs" / "layer1_global_B4_r0.01_2b_seed0.state.pt",
+        blocksparse.shipping.weights_from_state(tmp_path / "runs" / "layer1_global_B4_r0.01_2b_seed0.state.pt",
                                              card_path, tmp_path / "other")
     assert not (tmp_path / "other" / card_path.with_suffix(".pt").name).exists()
 
 
 def test_a_bottleneck_after_layer3_codes_its_7x7_map_at_the_stride_asked(tmp_path):
-    row = blocksparse.study.train_bottleneck_model(
+    row = blocksparse.shipping.train_bottleneck_model(
         0.2, 0, tmp_path, split_at="layer3", stride=2, n_test=12, rate_sample=2, steps=2, eval_every=1,
         batch_size=4, val_subset=8, progress=False)
     card = tmp_path / "bottleneck_layer3_M8_S2_lmbda0.2_seed0.json"
@@ -324,9 +326,9 @@ def test_a_bottleneck_after_layer3_codes_its_7x7_map_at_the_stride_asked(tmp_pat
     assert row["split_at"] == "layer3" and row["n_images"] == 12
     bn = bsu.load_bottleneck(card.with_suffix(".pt"))
     assert bn.latent_hw(7, 7) == (4, 4)
-    rows, _ = blocksparse.study.remeasure_bottleneck_models([card], n_test=12, rate_sample=2)
+    rows, _ = blocksparse.remeasure.remeasure_bottleneck_models([card], n_test=12, rate_sample=2)
     assert rows[0]["accuracy"] == row["accuracy"] and rows[0]["bpp"] == row["bpp"]
-    assert blocksparse.study.bottleneck_name(0.2, 8, 0) == "bottleneck_layer1_M8_lmbda0.2_seed0"  # default: as before
+    assert blocksparse.shipping.bottleneck_name(0.2, 8, 0) == "bottleneck_layer1_M8_lmbda0.2_seed0"  # default: as before
 
 
 def test_the_uncompressed_reference_is_evaluated_once_per_model_and_images(monkeypatch):
@@ -338,21 +340,21 @@ def test_the_uncompressed_reference_is_evaluated_once_per_model_and_images(monke
     def fake_evaluate(model, cfg, data, *a, **kw):
         calls.append(len(data))
         return dict(accuracy=0.5, correct=torch.ones(len(data), dtype=torch.bool))
-    monkeypatch.setattr(blocksparse.study, "evaluate", fake_evaluate)
-    monkeypatch.setattr(blocksparse.study, "_REFERENCES", {})
+    monkeypatch.setattr(blocksparse.remeasure, "evaluate", fake_evaluate)
+    monkeypatch.setattr(blocksparse.remeasure, "_REFERENCES", {})
     g = torch.Generator().manual_seed(0)
     a = TensorDataset(torch.rand(6, 1, 28, 28, generator=g), torch.arange(6) % 10)
     b = TensorDataset(a.tensors[0].clone(), torch.tensor([1, 1, 2, 3, 4, 5]))  # other labels, same images
     shipped = bsu.load_pretrained("fashion-mnist", "layer1")
-    first = blocksparse.study._reference_evaluation(shipped, a)
-    again = blocksparse.study._reference_evaluation(bsu.load_pretrained("fashion-mnist", "layer1"), a)  # loaded anew
+    first = blocksparse.remeasure._reference_evaluation(shipped, a)
+    again = blocksparse.remeasure._reference_evaluation(bsu.load_pretrained("fashion-mnist", "layer1"), a)  # loaded anew
     assert again is first and calls == [6]
-    blocksparse.study._reference_evaluation(shipped, b)
+    blocksparse.remeasure._reference_evaluation(shipped, b)
     assert calls == [6, 6]
     other = bsu.load_pretrained("fashion-mnist", "layer1")
     with torch.no_grad():
         next(other.parameters()).add_(1.0)
-    blocksparse.study._reference_evaluation(other, a)
+    blocksparse.remeasure._reference_evaluation(other, a)
     assert calls == [6, 6, 6]
 
 
@@ -365,14 +367,14 @@ def test_remeasure_cached_measures_the_new_bottlenecks_together(tmp_path, monkey
         return ([dict(method="learned-bottleneck", seed=json.loads(c.read_text())["seed"], accuracy=0.9,
                       n_images=n_test, weights=f"{c.stem}.pt") for c in cards],
                 [dict(weights=f"{c.stem}.pt", difference=-0.01) for c in cards])
-    monkeypatch.setattr(blocksparse.study, "remeasure_bottleneck_models", fake)
+    monkeypatch.setattr(blocksparse.remeasure, "remeasure_bottleneck_models", fake)
     cards = _seed_cards(tmp_path, "bn")
-    first = blocksparse.study.remeasure_cached(cards[:1], "bottleneck", n_test=24)
-    again = blocksparse.study.remeasure_cached(cards, "bottleneck", n_test=24)
+    first = blocksparse.remeasure.remeasure_cached(cards[:1], "bottleneck", n_test=24)
+    again = blocksparse.remeasure.remeasure_cached(cards, "bottleneck", n_test=24)
     assert calls == [["bn_seed0.json"], ["bn_seed1.json", "bn_seed2.json"]]  # the new two in one call
     assert list(first["seed"]) == [0] and list(again["seed"]) == [0, 1, 2]
     assert [p["weights"] for p in again.attrs["paired"]] == ["bn_seed0.pt", "bn_seed1.pt", "bn_seed2.pt"]
-    blocksparse.study.remeasure_cached(cards, "bottleneck", recompute=True, n_test=24)
+    blocksparse.remeasure.remeasure_cached(cards, "bottleneck", recompute=True, n_test=24)
     assert calls[2:] == [["bn_seed0.json", "bn_seed1.json", "bn_seed2.json"]]
 
 

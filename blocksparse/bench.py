@@ -1,0 +1,105 @@
+"""Speed and rate figures that are printed, never asserted: ``python blocksparse_utils.py bench``."""
+from __future__ import annotations
+
+import statistics
+import time
+from pathlib import Path
+
+import pandas as pd
+import torch
+import zstandard
+
+from . import codebook as cbk
+from .bitstream import decode, encode
+from .codec import CodecConfig, compress
+from .data import load_dataset
+from .model import load_pretrained
+from .runtime import ROOT, set_seed
+
+
+def _timings(f, n: int, warmup: int) -> list[float]:
+    """Seconds of ``n`` calls of ``f`` after ``warmup`` untimed ones."""
+    for _ in range(warmup):
+        f()
+    times = []
+    for _ in range(n):
+        t = time.perf_counter()
+        f()
+        times.append(time.perf_counter() - t)
+    return times
+
+
+def benchmark() -> None:
+    """Encode/decode speed on a [128, 64, 32, 32] ReLU tensor (4x4, ratio 0.1, channel-wise,
+    4 bits) in MB/s of float32 input, with zstd level 3 on the raw bytes for reference; then
+    batch-1 latency at the operating point (a [1, 64, 28, 28] ReLU map, global, 4x4, ratio
+    0.005, 2 bits; self-contained and with a fitted ANS codebook) against the shipped model's
+    head on one image, and the batched per-image encoder cost. Prints, asserts nothing."""
+    set_seed(0)
+    x = torch.randn(128, 64, 32, 32).relu()
+    cfg = CodecConfig(4, 0.1, "channel-wise", 4)
+    mb = x.numel() * 4 / 1e6
+
+    def best(f, k=5):
+        return min(_timings(f, k, warmup=1))
+
+    blob = encode(x, cfg)
+    raw = x.numpy().tobytes()
+    z = zstandard.ZstdCompressor(level=3).compress(raw)
+    rows = [("blocksparse encode", best(lambda: encode(x, cfg)), len(blob)),
+            ("blocksparse decode", best(lambda: decode(blob)), len(blob)),
+            ("blocksparse compress (no entropy coding)", best(lambda: compress(x, cfg)), len(blob)),
+            ("zstd-3 compress (lossless)", best(lambda: zstandard.ZstdCompressor(level=3).compress(raw)), len(z)),
+            ("zstd-3 decompress", best(lambda: zstandard.ZstdDecompressor().decompress(z)), len(z))]
+    print(f"input: {tuple(x.shape)} float32 = {mb:.1f} MB; {cfg}; torch threads {torch.get_num_threads()}")
+    for name, t, size in rows:
+        print(f"{name:42s} {mb / t:8.1f} MB/s  ({1000 * t:6.1f} ms, stream {size / 1e6:.3f} MB)")
+
+    # batch-1 latency at the operating point: what one request costs next to the head's compute
+    def median_ms(f, n=200):  # (median, min) in ms; the min shows what a busy machine hides
+        times = _timings(f, n, warmup=5)
+        return 1000 * statistics.median(times), 1000 * min(times)
+
+    op = CodecConfig(4, 0.005, "global", 2)
+    one = torch.randn(1, 64, 28, 28).relu()
+    cb = cbk.fit_codebook(torch.randn(256, 64, 28, 28).relu(), op, "ans")  # synthetic ReLU maps, like `one`
+    sc, amortized = encode(one, op), cbk.encode_batch(one, cb)[0]
+    model = load_pretrained(device="cpu")
+    image = torch.randn(1, 1, 28, 28)
+    with torch.no_grad():
+        head = median_ms(lambda: model.head(image))
+    latency = [("self-contained", median_ms(lambda: encode(one, op)), median_ms(lambda: decode(sc)), len(sc)),
+               ("ans codebook", median_ms(lambda: cbk.encode_batch(one, cb)),
+                median_ms(lambda: cbk.decode(amortized, cb)), len(amortized))]
+    print(f"\nbatch 1, median (min) of 200 calls: {tuple(one.shape)} ReLU map, {op}")
+    print(f"{'head':16s} {head[0]:8.3f} ms ({head[1]:.3f})  shipped model, 1x1x28x28, cpu, no_grad, eval")
+    for name, enc, dec, size in latency:
+        print(f"{name:16s} encode {enc[0]:8.3f} ms ({enc[1]:.3f}) = {enc[0] / head[0]:6.3f}x head;  decode "
+              f"{dec[0]:8.3f} ms ({dec[1]:.3f}) = {dec[0] / head[0]:6.3f}x head;  stream {size} bytes")
+    batch = torch.randn(256, 64, 28, 28).relu()
+    per_image = 1000 * best(lambda: cbk.encode_batch(batch, cb), k=3) / len(batch)
+    print(f"encode_batch of 256 images (ans codebook, best of 3): {per_image:.3f} ms per image "
+          f"({1000 / per_image:.0f} images/s, {per_image / head[0]:.3f}x the batch-1 head)")
+    codec_limits()
+
+
+SHIPPED_LAYER2 = ROOT / "data" / "frontier" / "layer2_global_B2_r0.005_2b_gl_seed0.pt"
+
+
+def codec_limits(weights: Path = SHIPPED_LAYER2, fit_images: int = 3000, n_test: int = 500) -> pd.DataFrame:
+    """Each stream section against its information limit (``limits.section_limits``) for the shipped
+    layer2 model (global, B=2, ratio 0.005, 2 bits): code tables fitted on its own head's features of
+    ``fit_images`` evenly spaced training images, streams of ``n_test`` evenly spaced test images.
+    Prints the table (mean bits per image) and returns it."""
+    from .evaluation import head_features
+    from .limits import section_limits
+    cfg = CodecConfig(2, 0.005, "global", 2)
+    model = load_pretrained("fashion-mnist", "layer2", weights=weights, device="cpu")
+    fit = head_features(model, load_dataset("fashion-mnist", "train", subset=fit_images))
+    test = head_features(model, load_dataset("fashion-mnist", "test", subset=n_test))
+    table = section_limits(fit, test, cfg, (28, 28))
+    print(f"\nstream sections against their limits: {weights.name}, {cfg}, ANS; tables fitted on {fit_images} "
+          f"training images, {n_test} test images (bits per image; *_model_bits: the information content "
+          f"under the fitted model)")
+    print(table.round(2).to_markdown(index=False))
+    return table
