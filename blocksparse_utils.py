@@ -24,6 +24,7 @@ from blocksparse.codec import (MODES, RATIOS, CodecConfig, block_energy, compres
                                kept_per_group, distinct_configs, partition, pixel_mask, select_blocks)
 # streams: self-contained (cfg) or amortized with fitted code tables (Codebook), Huffman or ANS
 from blocksparse.bitstream import inspect_stream
+from blocksparse.limits import section_limits
 from blocksparse.codebook import (Codebook, codebook_bytes, decode, encode, encode_batch, fit_codebook,
                                   load_codebook, rate, save_codebook)
 from blocksparse.entropy import huffman_lengths

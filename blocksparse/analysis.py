@@ -4,12 +4,14 @@ Pure numpy/pandas. Accuracies are fractions in [0, 1]; rates are bits per input 
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike
 
+from .protocol import Budget
 from .results import SCHEMA, unpack_correct
 from .stats import ONE_POINT, EPS, mcnemar_p, paired_test, wilson_interval, within  # noqa: F401 (re-exported)
 
@@ -17,8 +19,7 @@ from .stats import ONE_POINT, EPS, mcnemar_p, paired_test, wilson_interval, with
 # what makes two fine-tuning runs the same budget: these schedule settings and the steps actually run
 # (``steps_run``, the last evaluation's step; patience is not compared, only whether it cut a run short).
 # Group-lasso is left out: the reference has no blocks.
-BUDGET = ("steps", "batch_size", "lr", "optimizer", "train", "distill_weight", "temperature", "eval_every",
-          "val_subset", "train_subset")
+BUDGET = (*(f.name for f in dataclasses.fields(Budget)), "val_subset", "train_subset")
 
 
 def run_budget(card: dict) -> dict:

@@ -22,6 +22,7 @@ from .bottleneck_training import SELECT_ON
 from .analysis import codec_rate_within
 from .stats import ONE_POINT
 from .report_format import fmt_points
+from .protocol import BUDGET
 from .study import candidates_under, select_after_finetuning, split_sweep, sweep
 from .shipping import (BOTTLENECK_STRIDE, train_bottleneck_model, train_codec_baseline_model, train_frontier_model,
                        train_reference_model)
@@ -152,8 +153,8 @@ def _schedule_args(ap: argparse.ArgumentParser, seeds: list[int], steps: int, ev
     ap.add_argument("--steps", type=positive, default=steps)
     ap.add_argument("--eval-every", type=positive, default=eval_every)
     ap.add_argument("--patience", type=positive, default=patience)
-    ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--batch-size", type=positive, default=64)
+    ap.add_argument("--lr", type=float, default=BUDGET.lr)
+    ap.add_argument("--batch-size", type=positive, default=BUDGET.batch_size)
     ap.add_argument("--distill-weight", type=float, default=distill_weight)
     ap.add_argument("--val-subset", type=positive, default=2000)
     ap.add_argument("--n-test", type=positive, default=None, help="evenly spaced test images (default: all)")
