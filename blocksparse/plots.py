@@ -15,10 +15,9 @@ from .analysis import pareto
 
 
 def save_figure(fig, name: str, formats: tuple[str, ...] = ("png", "pdf"), dpi: int = 200) -> list[Path]:
-    """Save ``fig`` as ``figures/<name>.<fmt>`` for each format; returns the paths."""
-    d = figures_dir()
-    d.mkdir(parents=True, exist_ok=True)
-    paths = [d / f"{name}.{f}" for f in formats]
+    """Save ``fig`` as ``figures/<name>.<fmt>`` for each format (``name`` may hold a subfolder); returns the paths."""
+    paths = [figures_dir() / f"{name}.{f}" for f in formats]
+    paths[0].parent.mkdir(parents=True, exist_ok=True)
     for p in paths:
         fig.savefig(p, dpi=dpi, bbox_inches="tight")
     return paths

@@ -23,15 +23,28 @@ def controls(ratios=tuple(RATIOS), block_sizes=(1, 2, 4, 8), modes=None) -> dict
     return c
 
 
+EXPORTS = "exports"  # figures/exports/: ignored by git, so an export never changes a tracked file
+
+
+def export_name(name: str, values: dict) -> str:
+    """The file stem of an export: the figure's name and the slider state it shows, e.g.
+    ``04_huffman_statistics_mode-region-wise_block_size2_ratio0.01``."""
+    parts = [f"{k}-{v}" if isinstance(v, str) else f"{k}{v:g}" if isinstance(v, float) else f"{k}{v}"
+             for k, v in values.items()]
+    return "_".join([name, *parts]).replace(" ", "-").replace("/", "-")
+
+
 def interactive_figure(draw, name: str, **widgets):
     """Lay out ``widgets``, redraw ``draw(**values) -> figure`` when they change, and add an
-    "export" button that saves the current figure to ``figures/<name>.png/.pdf``.
+    "export" button that saves the current figure to ``figures/exports/<name>_<slider state>.png/.pdf``
+    (``export_name``): the record figures that ``make study`` writes are never overwritten.
 
     Returns the container widget (display it as the cell's last expression).
     """
     out, status, state = w.Output(), w.Label(), {}
 
     def redraw(**values):
+        state["values"] = values
         with out:
             out.clear_output(wait=True)
             state["fig"] = draw(**values)
@@ -42,7 +55,7 @@ def interactive_figure(draw, name: str, **widgets):
     button = w.Button(description="export figure", icon="download")
 
     def export(_):
-        paths = save_figure(state["fig"], name)
+        paths = save_figure(state["fig"], f"{EXPORTS}/{export_name(name, state['values'])}")
         status.value = f"saved {', '.join(p.name for p in paths)} in {paths[0].parent}"
 
     button.on_click(export)

@@ -145,8 +145,9 @@ def test_sliders_redraw_and_export(lab, tmp_path):
         assert _figure(page) not in (before, after_ratio)
         page.get_by_role("button", name="export figure").click()
         expect(page.get_by_text("saved ")).to_be_visible(timeout=30_000)
-        for ext in ("png", "pdf"):
-            assert (lab["figures"] / f"03_mode_comparison.{ext}").stat().st_size > 1000
+        for ext in ("png", "pdf"):  # named after the slider state, in the ignored exports folder
+            got = list((lab["figures"] / "exports").glob(f"03_mode_comparison_*.{ext}"))
+            assert len(got) == 1 and f"ratio{float(want):g}" in got[0].name and got[0].stat().st_size > 1000
 
 
 def test_explorer_highlights_the_picked_configuration_and_redraws_fast(lab, capsys):
@@ -167,8 +168,9 @@ def test_explorer_highlights_the_picked_configuration_and_redraws_fast(lab, caps
         seconds = time.perf_counter() - released
         assert ratio.locator(".widget-readout").inner_text() != start
         page.get_by_role("button", name="export figure").click()
-        expect(page.get_by_text("saved explorer.png")).to_be_visible(timeout=30_000)
-        assert (lab["figures"] / "explorer.png").stat().st_size > 1000
+        expect(page.get_by_text("saved explorer_")).to_be_visible(timeout=30_000)
+        got = list((lab["figures"] / "exports").glob("explorer_*.png"))
+        assert len(got) == 1 and got[0].stat().st_size > 1000
         with capsys.disabled():
             print(f"\n[benchmark] notebook 07 explorer: slider release to redrawn figure {seconds:.2f} s "
                   f"(target <= 2 s)")

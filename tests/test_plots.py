@@ -98,3 +98,20 @@ def test_accuracy_vs_bpp_names_every_split_when_it_holds_several_and_labels_the_
     labels = [t.get_text() for t in ax.get_xticklabels(minor=True) + ax.get_xticklabels() if t.get_text()]
     assert "0.5" in labels and "2" in labels and "1" in labels  # plain numbers at 1, 2, 5 per decade
     assert not any("times" in t or "^" in t for t in labels)
+
+
+def test_an_export_is_named_after_its_slider_state_and_never_tracked(tmp_path, monkeypatch):
+    import subprocess
+
+    from blocksparse import widgets
+    assert widgets.export_name("04_huffman_statistics", dict(ratio=0.01, block_size=2, mode="region-wise")) == \
+        "04_huffman_statistics_ratio0.01_block_size2_mode-region-wise"
+    monkeypatch.setenv("BSU_FIGURES_DIR", str(tmp_path))
+    import matplotlib.pyplot as plt
+    fig = plt.figure()
+    paths = bsu.save_figure(fig, f"{widgets.EXPORTS}/{widgets.export_name('01_block_partitioning', dict(ratio=0.5))}")
+    assert [p.relative_to(tmp_path).as_posix() for p in paths] == ["exports/01_block_partitioning_ratio0.5.png",
+                                                                   "exports/01_block_partitioning_ratio0.5.pdf"]
+    ignored = subprocess.run(["git", "check-ignore", "-q", "figures/exports/01_block_partitioning_ratio0.5.png"],
+                             cwd=bsu.ROOT)
+    assert ignored.returncode == 0  # git ignores every export
