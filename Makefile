@@ -13,6 +13,8 @@ env: .venv/.installed
 	python3 -m venv .venv
 	$(PY) -m pip install -q -r requirements.txt
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
+	@# outputs never enter git: JupyterLab's autosave writes them, the filter strips them on add
+	-@git rev-parse --git-dir >/dev/null 2>&1 && .venv/bin/nbstripout --install --attributes .gitattributes
 	touch $@
 
 # Fashion-MNIST: Debian's package where apt is there, else torchvision's downloader (into data/).
