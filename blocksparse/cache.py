@@ -30,6 +30,12 @@ from .runtime import results_dir
 # fine-tuning, selection, the rate accounting): every cached result then recomputes.
 ANALYSIS_VERSION = 1
 CODEC_VERSION = f"bitstream{bitstream.VERSION}-codebook{codebook.VERSION}-analysis{ANALYSIS_VERSION}"
+# The stream formats a step's numbers do not depend on: a change of that format keeps its entries.
+# Image codecs and the original's estimates code no stream of ours; the dense rows are self-contained
+# streams (no code tables); the learned bottleneck codes its own ANS streams.
+INDEPENDENT = {"image_codecs": ("bitstream", "codebook"), "original": ("bitstream", "codebook"),
+               "original_choices": ("bitstream", "codebook"), "dense": ("codebook",),
+               "bottleneck_model": ("bitstream", "codebook"), "bottleneck_models": ("bitstream", "codebook")}
 ENV = "BSU_RECOMPUTE"
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"", "0", "false", "no", "off"}
 
@@ -62,8 +68,14 @@ def _canonical(v, where: str = "key"):
                      "pass plain values (numbers, strings, lists, dicts, dataclasses)")
 
 
-def _full_key(parts: dict) -> dict:
-    return dict(_canonical(parts), codec_version=CODEC_VERSION)
+def codec_version(name: str | None = None) -> str:
+    """``CODEC_VERSION`` without the formats step ``name`` does not depend on (``INDEPENDENT``)."""
+    skip = INDEPENDENT.get(name, ())
+    return "-".join(p for p in CODEC_VERSION.split("-") if not p.startswith(skip)) if skip else CODEC_VERSION
+
+
+def _full_key(parts: dict, name: str | None = None) -> dict:
+    return dict(_canonical(parts), codec_version=codec_version(name))
 
 
 def cache_key(**parts) -> str:
@@ -76,8 +88,8 @@ def cache_key(**parts) -> str:
     return _hash(parts)
 
 
-def _hash(parts: dict) -> str:
-    text = json.dumps(_full_key(parts), sort_keys=True, separators=(",", ":"), allow_nan=False)
+def _hash(parts: dict, name: str | None = None) -> str:
+    text = json.dumps(_full_key(parts, name), sort_keys=True, separators=(",", ":"), allow_nan=False)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -93,7 +105,7 @@ def cache_paths(name: str, key: dict) -> tuple[Path, Path]:
     """The ``.csv`` and ``.json`` paths of the entry for ``name`` and ``key``."""
     if not isinstance(name, str) or not name or not all(c.isalnum() or c in "_-." for c in name):
         raise ValueError(f"name must be a non-empty file-name-safe string (letters, digits, _-.), got {name!r}")
-    stem = results_dir() / "cache" / f"{name}-{_hash(key)[:12]}"
+    stem = results_dir() / "cache" / f"{name}-{_hash(key, name)[:12]}"
     return stem.with_suffix(".csv"), stem.with_suffix(".json")
 
 
@@ -105,7 +117,7 @@ def _entry(name: str, key: dict, recompute: bool, schema: bool) -> dict | None:
     if recompute_requested(recompute) or not (csv.exists() and meta.exists()):
         return None
     stored = json.loads(meta.read_text())
-    return stored if stored.get("key") == _full_key(key) and stored.get("schema") == schema else None
+    return stored if stored.get("key") == _full_key(key, name) and stored.get("schema") == schema else None
 
 
 def is_cached(name: str, key: dict, recompute: bool = False, schema: bool = True) -> bool:
@@ -157,7 +169,7 @@ def cached(name: str, key: dict, compute: Callable[[], list[dict] | pd.DataFrame
     if not schema and (frame.columns.duplicated().any() or not all(isinstance(c, str) for c in frame.columns)):
         raise ValueError("the computed frame needs unique string column names to be cached")
     frame.attrs = attrs
-    _write(frame, csv, meta, dict(name=name, key=_full_key(key), hash=_hash(key), schema=schema,
+    _write(frame, csv, meta, dict(name=name, key=_full_key(key, name), hash=_hash(key, name), schema=schema,
                                   columns=list(frame.columns), dtypes={c: str(t) for c, t in frame.dtypes.items()},
                                   attrs=attrs))
     return frame

@@ -45,6 +45,16 @@ def _save_fp16(model: torch.nn.Module, path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def _as_shipped(tuned: torch.nn.Module, weights: Path, dataset: str, keep: bool) -> tuple[torch.nn.Module, str]:
+    """The whole network as it would ship: saved in float16, loaded back (what is measured), the
+    file kept or deleted; returns the loaded model and the file's sha256."""
+    sha = _save_fp16(tuned, weights)
+    tuned = load_pretrained(dataset, weights=weights)
+    if not keep:
+        weights.unlink()
+    return tuned, sha
+
+
 def _schedule(kwargs: dict) -> dict:
     """The plain settings among a run's keyword arguments, for its card."""
     return {k: v for k, v in kwargs.items() if isinstance(v, (int, float, str, type(None)))}
@@ -156,10 +166,7 @@ def train_reference_model(seed: int, out_dir: str | Path, dataset: str = "fashio
     tuned, history = finetune(load_pretrained(dataset), None, dataset, seed=seed,
                               state_path=_state_path(state_dir, name), **finetune_kwargs)
     weights = out / f"{name}.pt"
-    sha = _save_fp16(tuned, weights)
-    tuned = load_pretrained(dataset, weights=weights)  # measure the weights as they would ship (fp16)
-    if not ship_weights:
-        weights.unlink()
+    tuned, sha = _as_shipped(tuned, weights, dataset, ship_weights)
     test = load_dataset(dataset, "test", subset=n_test)
     ev = evaluate(tuned, None, test)  # the one test evaluation of this model
     against = _against_uncompressed(dataset, "layer1", test, ev)
@@ -311,10 +318,7 @@ def train_codec_baseline_model(fmt: str, quality: int | None, seed: int, out_dir
                               train_data=coded_train, val_data=coded_val, teacher_inputs=train.tensors[0],
                               **finetune_kwargs)
     weights = out / f"{name}.pt"
-    sha = _save_fp16(tuned, weights)
-    tuned = load_pretrained(dataset, weights=weights)  # measure the weights as they would ship (fp16)
-    if not ship_weights:
-        weights.unlink()
+    tuned, sha = _as_shipped(tuned, weights, dataset, ship_weights)
     test = load_dataset(dataset, "test", subset=n_test)
     ev = image_codec_baseline(tuned, test, dataset, fmt, quality)  # the one test evaluation of this model
     against = _against_uncompressed(dataset, "layer1", test, ev)  # the split does not change the whole network

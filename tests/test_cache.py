@@ -144,3 +144,22 @@ def test_bad_arguments_are_value_errors():
         cache.cached("sweep", KEY, None)
     with pytest.raises(ValueError, match="results schema"):
         cache.cached("sweep", KEY, lambda: [dict(nonsense=1)])
+
+
+def test_a_format_change_keeps_the_entries_of_steps_that_do_not_use_it(tmp_path, monkeypatch):
+    """Image codecs code no stream of ours: a new codebook version keeps their entry; a sweep of
+    amortized streams is computed again."""
+    monkeypatch.setenv("BSU_RESULTS_DIR", str(tmp_path))
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return pd.DataFrame(dict(x=[1]))
+    monkeypatch.setattr(cache, "CODEC_VERSION", "bitstream1-codebook1-analysis1")
+    for name in ("image_codecs", "sweep"):
+        cache.cached(name, dict(checkpoint=None), compute, schema=False)
+    monkeypatch.setattr(cache, "CODEC_VERSION", "bitstream1-codebook2-analysis1")
+    for name in ("image_codecs", "sweep"):
+        cache.cached(name, dict(checkpoint=None), compute, schema=False)
+    assert len(calls) == 3  # the image codecs once, the sweep twice
+    assert cache.codec_version("dense") == "bitstream1-analysis1" and cache.codec_version("image_codecs") == "analysis1"

@@ -4,6 +4,7 @@ import contextlib
 import pytest
 import torch
 
+import blocksparse.data
 import blocksparse.training
 import blocksparse_utils as bsu
 
@@ -181,9 +182,11 @@ def _fake_fashion(root, n_train=5200, n_test=16):
 
 
 def test_pretrain_resumes_to_the_same_weights(tmp_path, monkeypatch):
-    """Two epochs in one go == the run killed in epoch 2, then resumed (same weights, same history)."""
-    _fake_fashion(tmp_path / "a")
-    _fake_fashion(tmp_path / "b")
+    """Two epochs in one go == the run killed in epoch 2, then resumed (same weights, same history).
+    A validation split of 100 images keeps the five validations short."""
+    monkeypatch.setattr(blocksparse.data, "VAL_SIZE", 100)
+    _fake_fashion(tmp_path / "a", n_train=300)
+    _fake_fashion(tmp_path / "b", n_train=300)
     threads = torch.get_num_threads()
     try:
         common = dict(epochs=2, batch_size=64, lr=0.05, bf16=False, device="cpu", threads=1)
