@@ -6,7 +6,7 @@ PRESET ?= default
 RECOMPUTE ?= 1
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: env data checkpoint study test test-browser lab bench pretrain clean
+.PHONY: env data checkpoint study test test-browser lab bench pretrain protocol clean
 
 env: .venv/.installed
 .venv/.installed: requirements.txt pyproject.toml
@@ -53,6 +53,11 @@ test-browser: env
 
 lab: env
 	.venv/bin/jupyter lab notebooks/
+
+# the protocol's runs, resumable: every step `protocol plan` lists, in order (hours on 2 CPU cores each)
+protocol: data checkpoint
+	$(PY) blocksparse_utils.py protocol next --max-steps 1000
+	$(PY) blocksparse_utils.py protocol answer
 
 bench: env
 	$(PY) blocksparse_utils.py bench

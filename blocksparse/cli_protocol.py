@@ -58,11 +58,15 @@ def protocol_command(argv: list[str]) -> None:
         print("\n".join(json.dumps(s) for s in steps) if steps else "nothing left: every answer row is tested")
         return
     if a.action == "next":
+        last = None
         for _ in range(a.max_steps):
             steps = next_steps(a.out)
             if not steps:
                 print("nothing left: every answer row is tested")
                 return
+            if steps[0] == last:  # a step that leaves no card would be made again forever
+                raise SystemExit(f"the step {json.dumps(last)} left the plan where it was: see its output above")
+            last = steps[0]
             print(f"step: {json.dumps(steps[0])}", flush=True)
             print(f"wrote {run_step(steps[0], a.dataset, a.out, a.state_dir)}", flush=True)
         return
