@@ -65,3 +65,14 @@ def test_a_bottleneck_run_trains_the_whole_network_and_ships_both_parts(tmp_path
     assert any(not torch.equal(v, shipped.state_dict()[k]) for k, v in model.state_dict().items() if v.is_floating_point())
     again = pr.evaluate_bottleneck(model, bn, protocol.selection_data(subset=12))
     assert again["accuracy"] == card["val_select"]["accuracy"] and again["bpp"] == card["val_select"]["bpp"]
+
+
+def test_protocol_next_stops_when_a_step_leaves_the_plan_unmoved(monkeypatch, tmp_path):
+    from blocksparse import cli_protocol
+    made = []
+    step = dict(action="train", family="reference", split_at=None, seed=0)
+    monkeypatch.setattr(cli_protocol, "next_steps", lambda out: [step])
+    monkeypatch.setattr(cli_protocol, "run_step", lambda s, *a: made.append(s) or tmp_path)
+    with pytest.raises(SystemExit, match="left the plan where it was"):
+        cli_protocol.protocol_command(["next", "--max-steps", "5", "--out", str(tmp_path)])
+    assert made == [step]  # made once, not five times
