@@ -32,6 +32,7 @@ POSITION_MODELS = (*POSITION_CODINGS, "prior")  # "prior" and "per-channel": ANS
 VALUE_MODELS = ("global", "per-channel")
 MAX_VALUE_TABLE = 1 << 16  # per-channel value tables larger than this many counts are not fitted
 MAGIC, VERSION = b"BSCB", 2
+MAX_TABLES_BYTES = 64 << 20  # a codebook's tables, uncompressed, are far smaller
 _ANS_TOTAL = 1 << 16  # stored ANS frequencies sum to about this (each >= 1)
 
 
@@ -200,10 +201,15 @@ def codebook_from_bytes(data: bytes) -> Codebook:
         raise ValueError(f"corrupted codebook: invalid flags {flags:#x}")
     body = data[15:-4]
     if flags & 0x80:
-        try:  # the content size is in the frame; a bound keeps a forged one from taking the memory
-            body = zstandard.ZstdDecompressor().decompress(body, max_output_size=64 << 20)
+        try:  # the writer puts the content size in the frame; a forged one must not take the memory
+            size = zstandard.frame_content_size(body)
+            if not 0 <= size <= MAX_TABLES_BYTES:
+                raise ValueError(f"corrupted codebook: its tables claim {size} bytes (at most {MAX_TABLES_BYTES})")
+            body = zstandard.ZstdDecompressor().decompress(body)
         except zstandard.ZstdError as e:
             raise ValueError(f"corrupted codebook: its tables do not decompress ({e})") from None
+        if len(body) != size:
+            raise ValueError("corrupted codebook: its tables are not the size their frame claims")
     numbers, end = bitstream.read_varints(body, "codebook")
     if end != len(body) or len(numbers) < 8:
         raise ValueError("corrupted codebook: truncated numbers")

@@ -449,3 +449,12 @@ def test_section_limits_rows_add_up_and_the_positions_references_are_computed_he
         assert r[["header_bits", "positions_bits", "values_bits", "padding_bits"]].sum() == pytest.approx(8 * np.mean(lengths))
     k = kept_per_group(0.1, 48)  # every image keeps k of the 48 cells
     assert t["uniform_set_bits"].iloc[0] == pytest.approx(math.log2(math.comb(48, k)))
+
+
+def test_a_forged_zstd_frame_size_is_refused_before_allocating():
+    """Found by the file fuzz: a compressed codebook whose frame claims a huge content size (the
+    zstd decoder would try to allocate it) is a ValueError, not a MemoryError."""
+    data = (b"BSCB\x02\xcc\x00\x9a\x99\x99\x99\x99\x99\xc9?(\xb5/\xfd\xc6\x9bM\x03\x00\xb2I\x19\x1a\xb0\xa9\x03y"
+            b"\x8fY ")
+    with pytest.raises(ValueError, match="corrupted codebook"):
+        cbm.codebook_from_bytes(data + struct.pack("<I", binascii.crc32(data)))
