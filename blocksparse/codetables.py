@@ -234,7 +234,7 @@ def load_codebook(path: str | Path) -> Codebook:
 # ---------------------------------------------------------------------------
 # symbols of an analyzed batch, shared by fitting and encoding
 # ---------------------------------------------------------------------------
-def _flat(a: dict, cfg: CodecConfig) -> np.ndarray:
+def cell_flags(a: dict, cfg: CodecConfig) -> np.ndarray:
     """[N, cells] keep flags of every image's position cells, in cell order."""
     n = a["shape"][0]
     return (a["mask"][:, :1] if cfg.mode == "region-wise" else a["mask"]).reshape(n, -1).numpy()
@@ -256,7 +256,7 @@ def stream_fields(a: dict, cb: Codebook, coding: str | None = None, value_model:
     cfg, coding, value_model = cb.cfg, coding or cb.position_coding, value_model or cb.value_model
     n = a["shape"][0]
     cells, kmax = geometry(cfg, cb.shape)
-    flat = _flat(a, cfg)
+    flat = cell_flags(a, cfg)
     img, ch, lv, va = _value_slots(a)
     if value_model == "global":
         values = [("values", np.repeat(img, va.sum(1)), lv[va], None, None)]
@@ -355,8 +355,9 @@ def _fit(features: Tensor, cfg: CodecConfig, coder: str, coding: str, value_mode
     for chunk in features.split(batch_size):
         a = analyze(chunk, cfg)
         if coding == "prior":
-            counts["positions"] += _flat(a, cfg).sum(0)
-            dcls = bit_classes(geometry(cfg, shape)[1] - _flat(a, cfg).sum(1))[0]
+            flat = cell_flags(a, cfg)
+            counts["positions"] += flat.sum(0)
+            dcls = bit_classes(geometry(cfg, shape)[1] - flat.sum(1))[0]
             counts["kept"] += np.bincount(dcls, minlength=len(counts["kept"]))
         if value_model == "per-channel":
             _, ch, lv, va = _value_slots(a)

@@ -17,6 +17,7 @@ from torch import Tensor
 
 from . import priors
 from .codebook import POSITION_MODELS, VALUE_MODELS, codebook_bytes, encode_batch, fit_codebook, geometry, rate
+from .codetables import cell_flags
 from .codec import CodecConfig, analyze
 
 
@@ -30,8 +31,7 @@ def section_limits(fit_features: Tensor, features: Tensor, cfg: CodecConfig, inp
     chosen = fit_codebook(fit_features, cfg, "ans")
     cells, _ = geometry(cfg, tuple(features.shape[1:]))
     a, fa = analyze(features, cfg), analyze(fit_features, cfg)
-    flat = (a["mask"][:, :1] if cfg.mode == "region-wise" else a["mask"]).reshape(len(features), -1).numpy()
-    fit_flat = (fa["mask"][:, :1] if cfg.mode == "region-wise" else fa["mask"]).reshape(len(fit_features), -1).numpy()
+    flat, fit_flat = cell_flags(a, cfg), cell_flags(fa, cfg)
     p = priors.cell_probabilities(fit_flat.sum(0), len(fit_features))
     all_cells = -np.where(flat, np.log2(p), np.log2(1 - p)).sum(1).mean()
     uniform = np.mean([(math.lgamma(cells + 1) - math.lgamma(k + 1) - math.lgamma(cells - k + 1)) / math.log(2)
