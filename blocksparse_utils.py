@@ -39,19 +39,16 @@ from blocksparse.baselines import image_codec_baseline
 from blocksparse.original import original_accounting
 from blocksparse.bottleneck import Bottleneck, load_bottleneck, save_bottleneck
 from blocksparse.bottleneck_training import bottleneck_row, evaluate_bottleneck, train_bottleneck
-# results, analysis, study
+# results, analysis, the exploratory study's grid and selection
 from blocksparse.results import SCHEMA, load_config, load_results, save_results, to_frame, write_compression_results
 from blocksparse.analysis import best_under, lowest_within, pareto, wilson_interval
 from blocksparse.study import PRESETS, candidates_under, select_after_finetuning, split_sweep, sweep
-from blocksparse.shipping import (train_bottleneck_model, train_codec_baseline_model, train_frontier_model,
-                                  train_reference_model)
-from blocksparse.remeasure import (remeasure_bottleneck_models, remeasure_cached, remeasure_frontier_models,
-                                   write_reference_pairs)
+from blocksparse.remeasure import remeasure_cached, write_reference_pairs
 from blocksparse.cache import cached
-from blocksparse.report import (bd_rate_table, positions_share, render_frontier, render_levers, render_summary,
-                               splice_readme, write_summary)
-from blocksparse.report_original import original_vs_real
-from blocksparse.report_models import load_trained_models
+# the record: the protocol's answer (answer.py) and the exploratory tables (exploratory.py)
+from blocksparse.answer import answer_table, read_cards
+from blocksparse.analysis import bd_rate_table
+from blocksparse.exploratory import load_trained_models, trained_table
 # plots and widgets
 from blocksparse.plots import (pick_row, plot_accuracy_vs_bpp, plot_accuracy_vs_ratio, plot_explorer, plot_feature_maps,
                               plot_split_points, save_figure)

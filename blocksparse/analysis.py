@@ -11,8 +11,9 @@ import numpy as np
 import pandas as pd
 from numpy.typing import ArrayLike
 
+from .baselines import IMAGE_FORMATS
 from .protocol import Budget
-from .results import SCHEMA, unpack_correct
+from .results import SCHEMA, to_frame, unpack_correct
 from .stats import ONE_POINT, EPS, mcnemar_p, paired_test, wilson_interval, within  # noqa: F401 (re-exported)
 
 
@@ -185,14 +186,22 @@ def method_key(row: pd.Series) -> str:
     return key + (" (fine-tuned)" if pd.notna(row.get("finetuned", pd.NA)) and bool(row["finetuned"]) else "")
 
 
-def describe_config(row: pd.Series) -> str:
-    """A row's settings, e.g. ``"B=4 r=0.005 2 bits"`` or ``"q=50"`` (those present, in that order)."""
-    parts = []
-    for col, fmt in (("block_size", "B={}"), ("ratio", "r={:g}"), ("bits", "{} bits"), ("quality", "q={}")):
+def describe(row: pd.Series) -> str:
+    """A row's settings in words, the one description every table uses: ``"global, B=4, ratio
+    0.005, 2 bits"`` (block-sparse and dense; ``", fine-tuned"`` when it is), ``"q=50"`` or
+    ``"lossless"`` (image codecs), ``"lambda=0.8"`` (learned bottleneck)."""
+    method = str(row.get("method", ""))
+    if method in IMAGE_FORMATS:
+        q = _plain("quality", row.get("quality", pd.NA))
+        return "lossless" if q is pd.NA else f"q={q:g}" if isinstance(q, float) else f"q={q}"
+    parts = [] if _plain("mode", row.get("mode", pd.NA)) is pd.NA else [str(row["mode"])]
+    for col, fmt in (("block_size", "B={}"), ("ratio", "ratio {:g}"), ("bits", "{} bits"), ("rate_weight", "lambda={:g}")):
         v = _plain(col, row.get(col, pd.NA))
         if v is not pd.NA:
             parts.append(fmt.format(v))
-    return " ".join(parts)
+    if _plain("finetuned", row.get("finetuned", pd.NA)) is not pd.NA and bool(row["finetuned"]):
+        parts.append("fine-tuned")
+    return ", ".join(parts)
 
 
 def frontier_table(df: pd.DataFrame, reference: float, tolerance: float = 0.01, max_bpp: float = 1.0,
@@ -203,7 +212,7 @@ def frontier_table(df: pd.DataFrame, reference: float, tolerance: float = 0.01, 
     Returns
     -------
     DataFrame
-        Columns ``method``, ``lowest_bpp_within`` (3 decimals), ``config`` (``describe_config``
+        Columns ``method``, ``lowest_bpp_within`` (3 decimals), ``config`` (``describe``
         of that row; ``<NA>`` when none is within), ``accuracy_at_max_bpp`` (%, 2 decimals).
         Methods in ``exclude`` (the reference itself) are left out.
     """
@@ -214,7 +223,7 @@ def frontier_table(df: pd.DataFrame, reference: float, tolerance: float = 0.01, 
     for name, g in d.groupby(d.apply(method_key, axis=1) if len(d) else pd.Series(dtype=str), sort=True):
         best, cheap = lowest_within(g, reference, tolerance), best_under(g, max_bpp)
         rows.append(dict(method=name, lowest_bpp_within=round(float(best["bpp"]), 3) if best is not None else pd.NA,
-                         config=describe_config(best) if best is not None else pd.NA,
+                         config=describe(best.drop(labels="finetuned", errors="ignore")) if best is not None else pd.NA,
                          accuracy_at_max_bpp=_percent(cheap)))
     out = pd.DataFrame(rows, columns=["method", "lowest_bpp_within", "config", "accuracy_at_max_bpp"])
     return out.astype(dict(method="string", lowest_bpp_within="Float64", config="string",
@@ -328,3 +337,52 @@ def bd_accuracy(rate_a: ArrayLike, acc_a: ArrayLike, rate_b: ArrayLike, acc_b: A
         if len(np.unique(r)) < 2:
             raise ValueError(f"{which} needs at least 2 distinct values")
     return float(_mean_gap(la, aa, lb, ab, "rate", method))
+
+
+# ---------------------------------------------------------------------------
+# a sweep's block-sparse fronts against a codec's
+# ---------------------------------------------------------------------------
+def blocksparse_rows(results: pd.DataFrame, finetuned: bool | None = None) -> pd.DataFrame:
+    """The block-sparse rows of a results frame, all or only those (not) fine-tuned."""
+    d = results[(results["method"] == "blocksparse").fillna(False).to_numpy(bool)]
+    return d if finetuned is None else d[d["finetuned"].fillna(False).astype(bool).to_numpy() == finetuned]
+
+
+def bd_rate_table(results: pd.DataFrame, anchor: str = "webp") -> pd.DataFrame:
+    """BD-rate (%) of each mode's Pareto front (block-sparse, no fine-tuning) against ``anchor``'s
+    front: columns ``mode``, ``points``, ``anchor_points``, ``overlap`` (the accuracy range both
+    cover), ``bd_rate`` (positive: the mode needs more bits; NaN where it cannot be computed) and
+    ``note`` (why)."""
+    results = to_frame(results)
+    ref = pareto(results[(results["method"] == anchor).fillna(False).to_numpy(bool)])
+    rows = []
+    for mode, g in blocksparse_rows(results, finetuned=False).groupby("mode", sort=True):
+        front = pareto(g)
+        row = dict(mode=mode, points=len(front), anchor_points=len(ref), overlap=pd.NA, bd_rate=np.nan, note="")
+        if len(ref) == 0:
+            row["note"] = f"no {anchor} rows"
+        else:
+            lo = max(front["accuracy"].min(), ref["accuracy"].min())
+            hi = min(front["accuracy"].max(), ref["accuracy"].max())
+            if hi > lo:
+                row["overlap"] = f"{100 * lo:.1f}%-{100 * hi:.1f}%"
+            try:
+                row["bd_rate"] = bd_rate(ref["bpp"].to_numpy(float), ref["accuracy"].to_numpy(float),
+                                         front["bpp"].to_numpy(float), front["accuracy"].to_numpy(float))
+            except ValueError as e:  # too few points, or the accuracy ranges do not overlap
+                row["note"] = str(e).replace("_a", f" ({anchor})").replace("_b", f" ({mode})")
+        rows.append(row)
+    out = pd.DataFrame(rows, columns=["mode", "points", "anchor_points", "overlap", "bd_rate", "note"])
+    return out.astype(dict(mode="string", points="Int64", anchor_points="Int64", overlap="string",
+                           bd_rate="Float64", note="string"))
+
+
+def positions_share(results: pd.DataFrame) -> dict:
+    """On the block-sparse Pareto front: ``n`` rows with a stream breakdown, the mean share of the
+    stream that positions take (``positions_share``) and of delta-coded streams (``delta_share``)."""
+    front = pareto(blocksparse_rows(to_frame(results))).dropna(subset=["positions_bits", "stream_bytes"])
+    if len(front) == 0:
+        return dict(n=0, positions_share=math.nan, delta_share=math.nan)
+    share = front["positions_bits"].to_numpy(float) / (8 * front["stream_bytes"].to_numpy(float))
+    return dict(n=len(front), positions_share=float(share.mean()),
+                delta_share=float(front["delta_share"].astype("Float64").mean(skipna=True)))

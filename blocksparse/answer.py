@@ -147,8 +147,7 @@ def answer_table(cards: list[dict], costs: dict | None = None) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=list(ANSWER_COLUMNS))
 
 
-SHOWN = ("split_at", "family", "status", "setting", "seeds", "bpp", "accuracy", "accuracy_lo", "accuracy_hi", "diff",
-         "diff_lo", "diff_hi", "within", "n_images", "head_macs", "encoder_macs")
+SHOWN = ("family", "status", "setting", "seeds", "bpp", "accuracy", "diff", "within", "encoder_macs")
 
 
 def _cell(v, scale: float = 1.0, decimals: int = 2) -> str:
@@ -164,17 +163,31 @@ def _cell(v, scale: float = 1.0, decimals: int = 2) -> str:
     return str(v)
 
 
+def _with_interval(r: pd.Series, col: str) -> str:
+    """``"93.38 [92.70, 94.02]"``: a column in points with its interval (``<col>_lo``, ``<col>_hi``)."""
+    v = _cell(r[col], 100)
+    return v and f"{v} [{_cell(r[f'{col}_lo'], 100)}, {_cell(r[f'{col}_hi'], 100)}]"
+
+
 def render_answer(table: pd.DataFrame, tested: int) -> str:
-    """The README's answer block: a one-line caption and a markdown table of ``SHOWN`` (accuracies and
-    differences in points, rates in bpp, MACs in millions)."""
-    scales = dict(accuracy=100, accuracy_lo=100, accuracy_hi=100, diff=100, diff_lo=100, diff_hi=100,
-                  head_macs=1e-6, encoder_macs=1e-6)
-    t = pd.DataFrame({c: [_cell(v, scales.get(c, 1.0), 3 if c == "bpp" else 2) for v in table[c]] for c in SHOWN})
+    """The README's answer block: a caption, then per split a heading with the head's cost and a
+    table of ``SHOWN`` (accuracy and diff in points with their 95% intervals, bpp, the encoder's
+    MACs in millions per image)."""
     done = int((table["status"] == "tested").sum())
-    caption = (f"{done} of {len(table)} rows tested under the protocol; {tested} models evaluated on the test set "
-               f"in all, earlier exploratory ones included. Accuracy and diff in points (diff: against the "
-               f"fine-tuned reference, paired by seed), MACs in millions per image.")
-    return caption + "\n\n" + t.to_markdown(index=False)
+    out = [f"{done} of {len(table)} rows tested under the protocol; {tested} models evaluated on the test set in all, "
+           f"earlier exploratory ones included. Accuracy and diff in points with 95% intervals (diff: against the "
+           f"fine-tuned reference, paired by seed; within: its lower end >= -1); encoder MACs in millions per image."]
+    for split_at, g in table.groupby("split_at", sort=False):
+        t = pd.DataFrame(dict(
+            family=g["family"], status=g["status"], setting=[_cell(v) for v in g["setting"]],
+            seeds=[_cell(v) for v in g["seeds"]], bpp=[_cell(v, 1.0, 3) for v in g["bpp"]],
+            accuracy=[_with_interval(r, "accuracy") for _, r in g.iterrows()],
+            diff=[_with_interval(r, "diff") for _, r in g.iterrows()], within=[_cell(v) for v in g["within"]],
+            encoder_macs=[_cell(v, 1e-6) for v in g["encoder_macs"]]))
+        head = g["head_macs"].dropna()
+        cost = f" (the head before it: {_cell(head.iloc[0], 1e-6)} million MACs per image)" if len(head) else ""
+        out.append(f"**After {split_at}**{cost}\n\n{t.to_markdown(index=False)}")
+    return "\n\n".join(out)
 
 
 def _mean(values: list) -> float | None:

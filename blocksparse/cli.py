@@ -50,11 +50,11 @@ def main(argv: list[str] | None = None) -> None:
         return benchmark()
     if argv[:1] == ["codec-limits"]:  # the README's codec block, from the shipped layer2 model
         from .limits import render_limits
-        from .report import splice_readme
+        from .report import splice
         table = codec_limits()
         results_dir().mkdir(parents=True, exist_ok=True)
         table.to_csv(results_dir() / "codec_limits.csv", index=False)
-        splice_readme(ROOT / "README.md", render_limits(table), "codec-limits")
+        splice(ROOT / "README.md", render_limits(table), "codec-limits")
         return
     if argv[:1] == ["notebooks"]:
         ap = argparse.ArgumentParser(prog="blocksparse_utils.py notebooks")

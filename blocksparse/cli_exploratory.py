@@ -21,7 +21,6 @@ from .baselines import LOSSLESS_FORMATS, LOSSY_FORMATS, QUALITIES, available_for
 from .bottleneck_training import SELECT_ON
 from .analysis import codec_rate_within
 from .stats import ONE_POINT
-from .report_format import fmt_points
 from .protocol import BUDGET
 from .study import candidates_under, select_after_finetuning, split_sweep, sweep
 from .shipping import (BOTTLENECK_STRIDE, train_bottleneck_model, train_codec_baseline_model, train_frontier_model,
@@ -117,7 +116,7 @@ def select_command(argv: list[str]) -> None:
         a.target_from = dict(method=a.target_bpp, quality=int(row["quality"]), bpp=float(row["bpp"]),
                              accuracy=float(row["accuracy"]), n_images=int(row["n_images"]), tolerance=a.tolerance)
         a.target_bpp = float(row["bpp"])  # the codec's own rate (rounded only in the file name)
-        print(f"target: {a.target_from['method']} q={a.target_from['quality']} is within {fmt_points(a.tolerance)} at "
+        print(f"target: {a.target_from['method']} q={a.target_from['quality']} is within {100 * a.tolerance:g} point(s) at "
               f"{a.target_bpp:.3f} bpp ({a.target_from['n_images']:,} test images)", flush=True)
     set_seed(0)
     device = default_device()

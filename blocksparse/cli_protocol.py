@@ -8,7 +8,7 @@ from pathlib import Path
 from . import answer
 from .model import SPLIT_POINTS
 from .protocol_runs import ANSWER_DIR, TRAINED, costs, next_steps, run_step, test_run, train_run
-from .report import splice_readme
+from .report import splice
 from .runtime import DATA_DIR, ROOT, results_dir
 
 # the cards of the models tested before the protocol (exploratory), counted in "models tested in all"
@@ -76,7 +76,7 @@ def protocol_command(argv: list[str]) -> None:
         d.mkdir(parents=True, exist_ok=True)
         table.to_csv(d / "answer.csv", index=False)
         text = answer.render_answer(table, answer.tested_models(EXPLORATORY + [Path(a.out)]))
-        splice_readme(ROOT / "README.md", text, "answer")
+        splice(ROOT / "README.md", text, "answer")
         print(text)
         return
     if a.action == "train":

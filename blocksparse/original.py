@@ -33,12 +33,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 import numpy as np
+import pandas as pd
 import torch
 from torch import Tensor
 from torch.utils.data import TensorDataset
 
 from .codec import CodecConfig, partition, pixel_mask
 from .entropy import huffman_lengths
+from .results import to_frame
 from .runtime import module_device
 
 if TYPE_CHECKING:  # only for the type hint; keeps this module importable on its own
@@ -386,3 +388,49 @@ def original_accounting(model: "SplitResNet18", cfg: CodecConfig, data: TensorDa
     return out | dict(bpp=first["total_bits"] / (first["n"] * hw), n_rate=first["n"],
                       values_bits=first["values_bits"] / first["n"],
                       positions_bits=first["positions_bits"] / first["n"])
+
+
+def original_vs_real(results: pd.DataFrame) -> pd.DataFrame:
+    """The original's accounting beside the real streams at the same mode, block size, ratio and
+    bits: one row per ``original-accounting`` row with ``original_bpp`` (an estimate),
+    ``original_accuracy``, ``real_bpp``, ``real_accuracy`` (the first non-fine-tuned block-sparse
+    row of that configuration; ``<NA>`` where there is none). Accuracies as fractions."""
+    results = to_frame(results)
+    orig = results[(results["method"] == METHOD).fillna(False).to_numpy(bool)]
+    raw = results[(results["method"] == "blocksparse").fillna(False).to_numpy(bool)
+                  & ~results["finetuned"].fillna(False).astype(bool).to_numpy()]
+    rows = []
+    for _, o in orig.iterrows():
+        same = raw[((raw["mode"] == o["mode"]) & (raw["block_size"] == o["block_size"])
+                    & (raw["bits"] == o["bits"])).fillna(False).to_numpy(bool)
+                   & np.isclose(raw["ratio"].to_numpy(float, na_value=np.nan), float(o["ratio"]))]
+        real = same.iloc[0] if len(same) else None
+        rows.append(dict(mode=o["mode"], block_size=o["block_size"], ratio=o["ratio"], bits=o["bits"],
+                         original_bpp=o["bpp"], original_accuracy=o["accuracy"],
+                         real_bpp=real["bpp"] if real is not None else pd.NA,
+                         real_accuracy=real["accuracy"] if real is not None else pd.NA))
+    cols = ["mode", "block_size", "ratio", "bits", "original_bpp", "original_accuracy", "real_bpp", "real_accuracy"]
+    return pd.DataFrame(rows, columns=cols).astype(
+        dict(mode="string", block_size="Int64", ratio="Float64", bits="Int64", original_bpp="Float64",
+             original_accuracy="Float64", real_bpp="Float64", real_accuracy="Float64"))
+
+
+def original_choices_table(choices: pd.DataFrame | None) -> pd.DataFrame:
+    """The original's bpp as computed and with each of its choices turned the other way (rows of
+    ``original.original_choices``), and the % its own choice adds over the changed accounting
+    (``<choice> (+%)``; positive: the original's choice raises its number)."""
+    if choices is None or len(choices) == 0:
+        return pd.DataFrame()
+    need = {"mode", "block_size", "ratio", "bits", "choice", "bpp"}
+    if missing := need - set(choices.columns):
+        raise ValueError(f"choices lacks columns {sorted(missing)}")
+    keys = ["mode", "block_size", "ratio", "bits"]
+    wide = choices.pivot_table(index=keys, columns="choice", values="bpp", sort=False)
+    if "as computed" not in wide.columns:
+        raise ValueError("choices must have an 'as computed' row per configuration")
+    out = wide.reset_index()[keys].copy()
+    out["as computed"] = wide["as computed"].round(3).to_numpy()
+    for c in (c for c in wide.columns if c != "as computed"):
+        out[c] = wide[c].round(3).to_numpy()
+        out[f"{c} (+%)"] = (100 * (wide["as computed"] / wide[c] - 1)).round(1).to_numpy()
+    return out

@@ -100,7 +100,7 @@ def plot_split_points(sweeps: dict[str, pd.DataFrame], models: pd.DataFrame | No
     its error bar spanning the seeds' 95% intervals. The legend names each curve's test images;
     the uncompressed accuracy is drawn per distinct number of images (``models_reference``: the
     uncompressed model's on the fine-tuned models' test images). Returns the figure."""
-    from .report_models import model_groups, model_splits, with_recipe
+    from .exploratory import model_groups, model_splits, with_recipe
     fig, ax = _axes(ax)
     splits = sorted(set(sweeps) | model_splits(models))
     colours = dict(zip(splits, sns.color_palette(n_colors=max(len(splits), 1))))

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from blocksparse.analysis import (bd_accuracy, bd_rate, best_under, describe_config, frontier_table,
+from blocksparse.analysis import (bd_accuracy, bd_rate, best_under, describe, frontier_table,
                                   levers_table, lowest_within, mcnemar_p, method_key, paired_test, pareto,
                                   wilson_interval, within)
 from blocksparse.results import to_frame
@@ -278,11 +278,11 @@ def test_frontier_table():
     got = {r.method: tuple(None if v is pd.NA else v for v in r[1:]) for r in t.itertuples(index=False)}
     assert got == {
         "blocksparse channel-wise": (None, None, None),
-        "blocksparse global": (3.5, "B=4 r=0.1 4 bits", 80.0),
-        "blocksparse global (fine-tuned)": (0.457, "B=4 r=0.005 2 bits", 92.2),
+        "blocksparse global": (3.5, "global, B=4, ratio 0.1, 4 bits", 80.0),
+        "blocksparse global (fine-tuned)": (0.457, "global, B=4, ratio 0.005, 2 bits", 92.2),
         "dense": (None, None, None),              # its only row has no rate
         "jpeg": (1.25, "q=50", 85.0),
-        "png": (4.0, "", None),
+        "png": (4.0, "lossless", None),
     }
     assert str(t["lowest_bpp_within"].dtype) == "Float64"
     assert frontier_table(_results(), reference=0.93, exclude=())["method"].str.contains("uncompressed").any()
@@ -293,8 +293,11 @@ def test_keys_and_configs():
     row = pd.Series(dict(method="blocksparse", mode="region-wise", block_size=8.0, ratio=0.02, bits=2.0,
                          quality=np.nan, finetuned=np.True_))
     assert method_key(row) == "blocksparse region-wise (fine-tuned)"
-    assert describe_config(row) == "B=8 r=0.02 2 bits"
-    assert describe_config(pd.Series(dict(method="webp", quality=75.0))) == "q=75"
+    assert describe(row) == "region-wise, B=8, ratio 0.02, 2 bits, fine-tuned"  # a float column read as such
+    assert describe(row.drop(labels="finetuned")) == "region-wise, B=8, ratio 0.02, 2 bits"
+    assert describe(pd.Series(dict(method="webp", quality=75.0))) == "q=75"
+    assert describe(pd.Series(dict(method="png", quality=np.nan))) == "lossless"
+    assert describe(pd.Series(dict(method="learned-bottleneck", rate_weight=0.8, mode=pd.NA))) == "lambda=0.8"
     assert method_key(pd.Series(dict(method="webp", finetuned=pd.NA))) == "webp"
 
 

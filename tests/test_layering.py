@@ -55,5 +55,5 @@ def test_a_planted_upward_or_private_import_is_caught(planted, expect):
     sources["codec"] += "\n\ndef planted():\n    " + planted + "\n"
     assert any(expect in v for v in violations(sources, blocksparse.MODULES))
     sources = package_sources()
-    sources["cli"] += "\nfrom .report_format import _flag\n"
-    assert "cli imports the private report_format._flag" in violations(sources, blocksparse.MODULES)
+    sources["cli"] += "\nfrom .exploratory import _join_cards\n"
+    assert "cli imports the private exploratory._join_cards" in violations(sources, blocksparse.MODULES)

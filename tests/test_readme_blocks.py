@@ -32,3 +32,16 @@ def test_the_codec_block_is_the_render_of_codec_limits_csv():
     chosen = table[table["chosen"]].iloc[0]
     assert chosen["bpp"] <= 0.43  # the codec issue's target for the shipped layer2 model
     assert abs(chosen["positions_bits"] - chosen["all_cells_prior_bits"]) <= 0.1 * chosen["all_cells_prior_bits"]
+
+
+def test_the_results_block_and_docs_results_are_the_render_of_the_results_files():
+    from blocksparse import report
+    parts = report.record(RESULTS, ROOT / "data")
+    assert block("results") == report.render_readme(parts).strip("\n")
+    assert (ROOT / report.DOC).read_text() == report.render_doc(parts)
+
+
+def test_the_readme_fits_on_a_few_screens():
+    lines = (ROOT / "README.md").read_text().split("\n")
+    assert len(lines) <= 250 and max(map(len, lines)) <= 400
+    assert lines.index("<!-- answer:begin -->") < 80  # the answer's table within the first screens

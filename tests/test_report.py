@@ -1,13 +1,11 @@
-"""Tests of blocksparse.report: the summary's words and numbers against a hand-made results table."""
-import math
-import re
-
+"""Tests of the exploratory record's sweep tables and their rendering (``report``): a hand-made results
+table with known answers."""
 import pandas as pd
 import pytest
 
-from blocksparse.report import (BEGIN, END, bd_rate_table, positions_share, render_frontier,
-                                render_levers, render_summary, splice_readme, write_summary)
-from blocksparse.report_original import original_vs_real, render_original_choices
+from blocksparse.analysis import bd_rate_table, positions_share
+from blocksparse.original import original_choices_table, original_vs_real
+from blocksparse.report import BEGIN, END, markdown, render, render_doc, render_readme, sections, splice, write
 from blocksparse.results import to_frame
 
 REFERENCE = 0.949
@@ -54,106 +52,60 @@ def _rows(finetuned_accuracy=0.818):
     ]
 
 
-CONFIGS = {"sweep": dict(modes=["channel-wise", "region-wise", "global"], block_sizes=[2, 4], bits=[2, 4],
-                         ratios=[1.0, 0.5, 0.1, 0.002]),
-           "finetune": dict(train="tail", steps=150, batch_size=64, train_subset=10000, val_subset=500, seeds=[0]),
-           "results": dict(feature_shape=[64, 28, 28], input_hw=[28, 28])}
-CARD = dict(sha256="8e9795a0f2a0694c00be7795ba5338959ecf971a0535700fdf88fe40529b5a12", test_accuracy=0.9322)
+def _titles(parts):
+    return [title for title, _, _ in parts]
 
 
-def _summary(rows=None, **kwargs):
-    return render_summary(to_frame(rows if rows is not None else _rows()), CONFIGS, CARD, REFERENCE, **kwargs)
+def test_sections_of_a_sweep_and_their_known_values():
+    parts = sections(to_frame(_rows()))
+    by = {title: table for title, _, table in parts}
+    assert _titles(parts)[0] == "This run's sweep: the frontier"
+    frontier = by["This run's sweep: the frontier"].set_index("method")
+    assert frontier.loc["blocksparse global", "lowest_bpp_within"] == 89.766  # 94.3% >= 94.9% - 1
+    assert frontier.loc["blocksparse global", "config"] == "global, B=2, ratio 0.5, 4 bits"
+    assert frontier.loc["webp", "lowest_bpp_within"] == 2.41 and frontier.loc["webp", "config"] == "q=50"
+    assert pd.isna(frontier.loc["jpeg", "lowest_bpp_within"])  # never within
+    assert "original-accounting" not in frontier.index  # an estimate is no rate: it has its own table
+    ft = by["Fine-tuning, before and after"].iloc[0]
+    assert (ft["before"], ft["after"], ft["interval"]) == (15.6, 81.8, "[79.30, 84.10]")
+    orig = by["The original's accounting"].set_index("ratio")
+    assert orig.loc[1.0, "original_accuracy"] == 94.6 and orig.loc[1.0, "real_accuracy"] == 92.0
+    base = by["Baselines on the same images"]
+    assert list(base["setting"][base["method"] == "png"]) == ["lossless"]
+    assert "Trained models on all test images" not in by  # no trained models given
+    levers = by["Levers"].set_index(["lever", "value"])
+    assert levers.loc[("bits", 2), "<= 1.0 bpp"] == 81.8 and pd.isna(levers.loc[("bits", 4), "<= 1.0 bpp"])
 
 
-def _headline(text):
-    return re.search(r"\*\*On this split.*?\*\*[^*]*?\.(?= )", text).group(0)
+def test_sections_leave_out_what_is_absent_and_order_the_trained_models_first():
+    assert sections() == []
+    models = to_frame([dict(method="blocksparse", split_at="layer1", mode="global", block_size=4, ratio=0.005,
+                            bits=2, finetuned=True, seed=0, accuracy=0.9, accuracy_lo=0.894, accuracy_hi=0.906,
+                            n_images=10000, bpp=0.6, bpp_self_contained=0.7, weights="m0.pt")])
+    paired = [dict(weights="m0.pt", reference_accuracy=0.9322, difference=-0.03, lo=-0.035, hi=-0.025, within=False)]
+    parts = sections(to_frame(_rows()), dict(models=models, paired=paired))
+    assert _titles(parts)[:2] == ["Trained models on all test images", "Fine-tuned block-sparse models, per seed"]
+    readme = render_readme(parts)
+    assert readme.startswith("**Exploratory**") and "docs/results.md" in readme
+    assert "| block-sparse (layer1) | global, B=4, ratio 0.005, 2 bits |" in readme
+    assert "This run's sweep" not in readme  # the README shows the trained models only
+    doc = render_doc(parts)
+    assert doc.count("\n## ") == len(parts) and "## This run's sweep: the frontier" in doc
 
 
-def test_headline_does_not_get_and_its_numbers():
-    h = _headline(_summary())
-    assert "does not get within one point" in h and "(94.9%) at 1 bpp" in h
-    assert "reaches 81.8% [79.3%, 84.1%] on 1,000 test images" in h
-    assert "global, B=4, ratio 0.005, 2 bits, fine-tuned, 0.89 bpp" in h
+def test_markdown_is_to_markdown_with_missing_values_as_n_a():
+    t = pd.DataFrame(dict(a=[1.5, None], b=["x", pd.NA]))
+    assert markdown(t) == pd.DataFrame(dict(a=[1.5, "n/a"], b=["x", "n/a"])).to_markdown(index=False)
+    assert markdown(pd.DataFrame()) == "(none)"
+    assert render([("T", "cap.", t)]) == "## T\n\ncap.\n\n" + markdown(t) + "\n"
 
 
-@pytest.mark.parametrize("accuracy, word", [(0.940, "gets"), (0.939, "gets"), (0.9389, "does not get")])
-def test_headline_gets_when_a_row_at_1_bpp_is_within_a_point(accuracy, word):
-    # 0.939 is exactly the reference minus one point: within (the rule is >=)
-    h = _headline(_summary(_rows(finetuned_accuracy=accuracy)))
-    assert f"block-sparse codec {word} within one point" in h
-    assert f"reaches {100 * accuracy:.1f}%" in h
-
-
-def test_headline_when_nothing_reaches_the_rate():
-    rows = [r for r in _rows() if not (r["method"] == "blocksparse" and r["bpp"] <= 1.0)]
-    h = _headline(_summary(rows))
-    assert "does not get within one point" in h and "no configuration gets to 1 bpp" in h
-    # a looser question from the same table: at 2 bpp the best is channel-wise B=2 (20.0%; it has no interval)
-    h2 = _headline(_summary(rows, max_bpp=2.0))
-    assert "at 2 bpp**" in h2
-    assert "reaches 20.0% on 1,000 test images (channel-wise, B=2, ratio 0.05, 2 bits, 1.37 bpp)" in h2
-
-
-def test_the_other_sentences_read_the_table():
-    text = _summary()
-    assert ("Without fine-tuning, the lowest rate within one point is 89.77 bpp "
-            "(global, B=2, ratio 0.5, 4 bits; 94.3%)") in text
-    assert "Fine-tuning global, B=4, ratio 0.005, 2 bits (0.89 bpp) raises accuracy from 15.6% to 81.8%" in text
-    assert "Channel-wise selection goes no lower than 1.37 bpp" in text
-    assert ("stays within one point with PNG at 5.19 bpp (lossless), WebP at 2.41 bpp (q=50). "
-            "JPEG never does at any quality tried.") in text
-    # the original's accounting against the real streams, directions measured
-    assert "at ratio 1 it reports 24.00 bpp (lower than the 61.99 bpp measured)" in text
-    assert "94.6% (2.6 points above the real stream's 92.0%)" in text
-    assert "at ratio 0.1 it reports 8.03 bpp (lower than the 8.97 bpp measured)" in text
-    assert "at ratio 0.3 it reports 23.29 bpp and 87.0% (the sweep has no real stream there)" in text
-    assert "Over the 2 configurations" in text
-    assert "below the real rate in 2 and its accuracy above the real one in 2" in text
-
-
-def test_directions_flip_with_the_numbers():
-    rows = _rows()
-    for r in rows:
-        if r["method"] == "original-accounting" and r["ratio"] == 1.0:
-            r.update(bpp=70.0, accuracy=0.900)
-    text = _summary(rows)
-    assert "at ratio 1 it reports 70.00 bpp (higher than the 61.99 bpp measured)" in text
-    assert "90.0% (2.0 points below the real stream's 92.0%)" in text
-    assert "below the real rate in 1 and its accuracy above the real one in 1" in text
-    rows = _rows(finetuned_accuracy=0.100)
-    assert "lowers accuracy from 15.6% to 10.0%" in _summary(rows)
-
-
-def test_setup_sentence():
-    text = _summary()
-    setup = text.split("\n")[0]
-    assert "fashion-mnist" in setup and "sha256 `8e9795a0f2a0`" in setup and "93.22% on the full test set" in setup
-    assert "split after `layer1` (64x28x28 features, 64 values per input pixel)" in setup
-    assert "on 1,000 evenly spaced test images" in setup and "streams of 100 evenly spaced of them" in setup
-    assert "block sizes [2, 4], bits [2, 4], ratios 1 down to 0.002" in setup
-    assert ("150 steps of 64 images (10,000 training images, early stopping on 500 validation images; "
-            "seeds [0])") in setup
-
-
-def test_integers_print_as_integers():
-    text = _summary()
-    # no integer column leaks as a float anywhere: "B=4.0", "2.0 bits", "| 4.0 |", "1000.0", "q=50.0"
-    assert not re.search(r"B=\d+\.0\b|\b\d+\.0 bits|q=\d+\.0\b|\b1000\.0\b|1,000\.0", text)
-    assert "| global | 4 | 0.005 | 2 | 0 | 0.888 | 15.6 | 81.8 | [79.3, 84.1] | 83.0 | 1,000 |" in text
-    assert "| WebP | 50 |  | 94.1 | [92.5, 95.4] | 2.41 | 1,000 |" in text
-    assert "| dense (border zeroed) |  | 4 | 94.6 |" in text
-    assert "| channel-wise | 4 | 1 | 2 | 24.00 | 94.6 | 61.99 | 92.0 |" in text
-
-
-def test_frontier_and_levers_text():
-    df = to_frame(_rows())
-    frontier = render_frontier(df, REFERENCE)
-    assert frontier.startswith("uncompressed: 94.90% on 1,000 test images")
-    assert "| blocksparse global | 89.766 | B=2 r=0.5 4 bits | 15.6 |" in frontier
-    assert "| webp | 2.410 | q=50 | n/a |" in frontier
-    assert "original-accounting" not in frontier  # an estimate is no rate: it has its own table
-    levers = render_levers(df, (1.0,))
-    assert "| bits | 2 | 81.8 |" in levers and "| bits | 4 | n/a |" in levers
+def test_write_puts_both_files_in_the_results_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("BSU_RESULTS_DIR", str(tmp_path / "results"))
+    parts = sections(to_frame(_rows()))
+    out = write(parts)
+    assert out["doc"] == tmp_path / "results" / "results_doc.md"
+    assert out["doc"].read_text() == render_doc(parts) and out["readme"].read_text() == render_readme(parts)
 
 
 def test_positions_share_by_hand():
@@ -165,7 +117,8 @@ def test_positions_share_by_hand():
     assert s["n"] == 2
     assert s["positions_share"] == pytest.approx((80 / 400 + 40 / 800) / 2)  # 0.2 and 0.05
     assert s["delta_share"] == pytest.approx(0.75)
-    assert "positions take 12.5% of the stream on average; delta coding was chosen for 75%" in render_levers(df)
+    caption = dict((t, c) for t, c, _ in sections(df))["Levers"]
+    assert "positions take 12% of the front's streams" in caption  # 12.5% rounded to even
 
 
 def test_bd_rate_of_a_curve_at_twice_the_rate_is_100_percent():
@@ -179,9 +132,6 @@ def test_bd_rate_of_a_curve_at_twice_the_rate_is_100_percent():
     assert t.loc["global", "bd_rate"] == pytest.approx(100.0, abs=1e-6)  # log-rate shifted by log 2
     assert t.loc["global", "points"] == 4 and t.loc["global", "overlap"] == "80.0%-94.0%"
     assert pd.isna(t.loc["region-wise", "bd_rate"]) and "do not overlap" in t.loc["region-wise", "note"]
-    text = render_summary(to_frame(webp + mode + far + [_rows()[0]]), CONFIGS, CARD, REFERENCE)
-    assert "| global | 4 | 4 | 80.0%-94.0% | +100.0 |  |" in text
-    assert "| region-wise | 2 | 4 | none | n/a | the two curves' accuracy ranges do not overlap |" in text
 
 
 def test_bd_rate_against_the_learned_bottleneck_when_its_rows_are_there():
@@ -189,10 +139,10 @@ def test_bd_rate_against_the_learned_bottleneck_when_its_rows_are_there():
     bn = [dict(method="learned-bottleneck", rate_weight=w, accuracy=a, bpp=b, finetuned=True, **COMMON)
           for w, a, b in zip((3.2, 0.8, 0.2, 0.05), acc, (0.5, 0.75, 1.25, 2.0))]
     mode = [_bs("global", 4, r, 2, a, 4 * b) for r, a, b in zip((0.01, 0.02, 0.05, 0.1), acc, (0.5, 0.75, 1.25, 2.0))]
-    text = render_summary(to_frame(bn + mode + [_rows()[0]]), CONFIGS, CARD, REFERENCE)
-    assert "against the learned bottleneck's (the shipped bottlenecks re-measured on the same 1,000 test images" in text
-    assert "| global | 4 | 4 | 80.0%-94.0% | +300.0 |  |" in text  # four times the bits
-    assert "against the learned bottleneck" not in _summary()  # no bottleneck rows, no table
+    by = {t: table for t, _, table in sections(to_frame(bn + mode + [_rows()[0]]))}
+    assert by["BD-rate against the learned bottleneck"].set_index("mode").loc["global", "bd_rate"] == pytest.approx(
+        300.0, abs=1e-6)  # four times the bits
+    assert "BD-rate against the learned bottleneck" not in {t for t, _, _ in sections(to_frame(_rows()))}
 
 
 def test_original_vs_real_matches_configurations():
@@ -201,30 +151,16 @@ def test_original_vs_real_matches_configurations():
     assert pd.isna(t.loc[0.3, "real_bpp"])
 
 
-def test_bad_input():
-    with pytest.raises(ValueError, match="reference"):
-        render_summary(to_frame(_rows()), CONFIGS, CARD, math.nan)
-    with pytest.raises(ValueError, match="block_sizes"):
-        render_summary(to_frame(_rows()), {**CONFIGS, "sweep": {"modes": ["global"], "bits": [2], "ratios": [1.0]}},
-                       CARD, REFERENCE)
-
-
-def test_write_summary(tmp_path, monkeypatch):
-    monkeypatch.setenv("BSU_RESULTS_DIR", str(tmp_path / "results"))
-    p = write_summary("hello\n")
-    assert p == tmp_path / "results" / "summary.md" and p.read_text() == "hello\n"
-
-
 README = "# Title\n\nintro\n\n## Results\n" + BEGIN + "\nold text\nmore old\n" + END + "\n\nafter the results\n"
 
 
 def test_splice_readme_replaces_only_the_marked_section(tmp_path):
     p = tmp_path / "README.md"
     p.write_text(README)
-    splice_readme(p, "new summary\n| a |\n")
+    splice(p, "new summary\n| a |\n")
     assert p.read_text() == ("# Title\n\nintro\n\n## Results\n" + BEGIN + "\nnew summary\n| a |\n" + END
                              + "\n\nafter the results\n")
-    splice_readme(p, "\n\nagain")  # idempotent layout: one newline each side
+    splice(p, "\n\nagain")  # idempotent layout: one newline each side
     assert p.read_text().count(BEGIN) == 1 and f"{BEGIN}\nagain\n{END}" in p.read_text()
 
 
@@ -233,8 +169,8 @@ def test_splice_readme_replaces_only_the_marked_section(tmp_path):
 def test_splice_readme_raises_without_markers(tmp_path, text):
     p = tmp_path / "README.md"
     p.write_text(text)
-    with pytest.raises(ValueError, match="readme_path"):
-        splice_readme(p, "x")
+    with pytest.raises(ValueError, match="must contain|comes before"):
+        splice(p, "x")
     assert p.read_text() == text  # untouched
 
 
@@ -244,32 +180,18 @@ def _choice_rows(mode, ratio, bpps):
                  n_rate=1000 if c.startswith("all") else 128) for c, b in zip(names, bpps)]
 
 
-def test_render_original_choices():
+def test_original_choices_table():
     df = pd.DataFrame(_choice_rows("channel-wise", 0.5, [10.0, 8.0, 10.0, 12.5])
                       + _choice_rows("global", 0.1, [3.0, 2.5, 4.0, 3.0]))
-    text = render_original_choices(df)
+    t = original_choices_table(df).set_index("mode")
     # the original's choice vs turned the other way: 10/8 -> +25%, 3/2.5 -> +20%; 3/4 -> -25%; 10/12.5 -> -20%
-    assert "| channel-wise | 4 | 0.5 | 2 | 10.00 | 8.00 (+25.0%) | 10.00 (+0.0%) | 12.50 (-20.0%) |" in text
-    assert "| global | 4 | 0.1 | 2 | 3.00 | 2.50 (+20.0%) | 4.00 (-25.0%) | 3.00 (+0.0%) |" in text
-    assert ("Counting the border and padding values of kept blocks raises it in 2 of 2 configurations "
-            "(by up to 25.0%).") in text
-    assert "Taking position differences in top-K order lowers it in 1 of 2 (by up to 25.0%)." in text
-    assert "Measuring the first batch only lowers it in 1 of 2 (by up to 20.0%)." in text
-    assert "the first batch of 128 images; all batches: 1,000 images" in text
-    assert render_original_choices(None) == "" and render_original_choices(df.iloc[:0]) == ""
+    assert t.loc["channel-wise", "border and padding not counted (+%)"] == 25.0
+    assert t.loc["global", "border and padding not counted (+%)"] == 20.0
+    assert t.loc["global", "positions in raster order (+%)"] == -25.0
+    assert t.loc["channel-wise", "all batches, not the first (+%)"] == -20.0
+    assert t.loc["channel-wise", "as computed"] == 10.0
+    assert original_choices_table(None).empty and original_choices_table(df.iloc[:0]).empty
     with pytest.raises(ValueError, match="choices lacks"):
-        render_original_choices(df.drop(columns="n_rate"))
+        original_choices_table(df.drop(columns="bpp"))
     with pytest.raises(ValueError, match="as computed"):
-        render_original_choices(df[df["choice"] != "as computed"])
-
-
-def test_the_quick_sweep_is_labelled_when_the_answer_on_all_images_is_there():
-    assert "This run's own sweep" not in _summary()  # no trained models: the sweep is the answer
-    models = to_frame([dict(method="blocksparse", split_at="layer1", mode="global", block_size=4, ratio=0.005,
-                            bits=2, finetuned=True, seed=0, accuracy=0.9, accuracy_lo=0.894, accuracy_hi=0.906,
-                            n_images=10000, bpp=0.6, weights="m0.pt")])
-    paired = [dict(weights="m0.pt", reference_accuracy=0.9322, difference=-0.03, lo=-0.035, hi=-0.025, within=False)]
-    text = _summary(models=models, paired=paired)
-    full, quick = text.index("**The answer on all 10,000 test images**"), text.index("**On this split")
-    lead = text.index("*This run's own sweep and quick fine-tuning, on 1,000 test images")
-    assert full < lead < quick and text[lead:quick].count("\n") == 0  # one paragraph, the label first
+        original_choices_table(df[df["choice"] != "as computed"])
