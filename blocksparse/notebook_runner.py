@@ -50,6 +50,9 @@ class _SlicedPollClient(PapermillNotebookClient):
     async def async_start_new_kernel_client(self):
         kc = await super().async_start_new_kernel_client()
         kc.shell_channel.get_msg = sliced_get_msg(kc.shell_channel.get_msg)
+        # the cell's outputs and its closing "idle" status come on iopub: the same missed wake-up
+        # left notebook 07's widget cell waiting there with the kernel idle (seen 2026-12-05)
+        kc.iopub_channel.get_msg = sliced_get_msg(kc.iopub_channel.get_msg)
         return kc
 
 

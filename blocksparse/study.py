@@ -79,7 +79,7 @@ PRESETS = {
                qualities={"jpeg": [10, 75], "webp": [10, 75], "avif": [10, 75]},
                candidate_ratios=[0.5, 0.05], target_bpp=[8.0], val_rate_sample=4, screen_steps=2, rounds=2, seeds=[0],
                fit_images=16, frontier_n_test=32, bottleneck_rate_sample=4, demo_steps=4, recompute=False,
-               original_mode="channel-wise", original_block_size=4,
+               original_block_size=4,
                original_modes=["channel-wise", "region-wise", "global"], original_ratios=[1.0, 0.5, 0.3, 0.1, 0.05]),
     # make study: about 20 minutes on 2 CPU cores (AVIF at speed 0 takes ~45 ms an image, so 4 qualities)
     "default": dict(n_examples=64, n_test=1000, rate_sample=100, block_sizes=[2, 4], ratios=RATIOS,
@@ -88,7 +88,7 @@ PRESETS = {
                                "avif": [0, 30, 60, 90]},
                     candidate_ratios=RATIOS, target_bpp=[1.0], val_rate_sample=50, screen_steps=10, rounds=2,
                     seeds=[0], fit_images=2000, bottleneck_rate_sample=1000, demo_steps=24, recompute=False,
-                    original_mode="channel-wise", original_block_size=4,
+                    original_block_size=4,
                     original_modes=["channel-wise", "region-wise", "global"], original_ratios=[1.0, 0.5, 0.3, 0.1, 0.05]),
     # PRESET=full: the whole grid, converged fine-tuning, 3 seeds, all test images (hours on 2 cores)
     "full": dict(n_examples=256, n_test=10000, rate_sample=2000, block_sizes=[1, 2, 4, 8],
@@ -99,7 +99,7 @@ PRESETS = {
                  qualities={"jpeg": [1, 5, 10, 20, 30, 50, 70, 90, 95], "webp": [0, 5, 10, 20, 30, 50, 70, 90, 95],
                             "avif": [0, 10, 20, 30, 50, 70, 90]},
                  candidate_ratios=RATIOS + [0.001], target_bpp=[0.5, 1.0, 2.0, 4.0], val_rate_sample=500,
-                 original_mode="channel-wise", original_block_size=4,
+                 original_block_size=4,
                  original_modes=["channel-wise", "region-wise", "global"], original_ratios=[1.0, 0.5, 0.3, 0.1, 0.05]),
 }
 

@@ -1,6 +1,8 @@
 """Notebooks: committed clean, open the same way, defaults match the preset, and run."""
 import ast
 import json
+from pathlib import Path
+import re
 
 import papermill as pm
 import pytest
@@ -50,7 +52,7 @@ def test_notebooks_run_top_to_bottom(tmp_path, monkeypatch):
         counts = [c["execution_count"] for c in json.loads(p.read_text())["cells"] if c["cell_type"] == "code"]
         assert counts == list(range(1, len(counts) + 1)), f"{p.name} ran out of order"
     for name in ("sweep.csv", "finetune.csv", "results.csv", "results.json", "compression_results.json",
-                 "frontier.md", "levers.md"):
+                 "results_doc.md", "results_readme.md"):
         assert (tmp_path / "results" / name).exists(), name
     figures = {p.name for p in (tmp_path / "figures").iterdir()}
     for name in ("feature_distribution", "block_energy_dist", "feature_maps_ratio", "accuracy_vs_compression",
@@ -60,7 +62,34 @@ def test_notebooks_run_top_to_bottom(tmp_path, monkeypatch):
     results = pd.read_csv(tmp_path / "results" / "results.csv")
     assert list(results.columns) == list(bsu.SCHEMA)
     assert {"blocksparse", "uncompressed", "png", "jpeg", "webp", "dense", "original-accounting"} <= set(results["method"])
-    assert (tmp_path / "results" / "summary.md").read_text().count("bpp") > 5
+    assert (tmp_path / "results" / "results_doc.md").read_text().count("## ") >= 5
+    report = json.loads(executed[-1].read_text())
+    assert report_opens_with_the_answer(report) and not broken_images(report, bsu.NOTEBOOK_DIR)
+
+
+def report_opens_with_the_answer(nb: dict) -> bool:
+    """The first output of notebook 07 is the protocol's answer table (one heading per split)."""
+    first = next(o for c in nb["cells"] if c["cell_type"] == "code" for o in c.get("outputs", []))
+    text = "".join(first.get("data", {}).get("text/markdown", ""))
+    return all(f"**After {s}**" in text for s in ("layer1", "layer2", "layer3"))
+
+
+def broken_images(nb: dict, folder) -> list[str]:
+    """Every image a notebook links (markdown ``![..](path)`` or ``<img src=..>``, in its cells or its
+    markdown outputs) that does not resolve from the notebook's folder, as JupyterLab resolves it."""
+    texts = ["".join(c["source"]) for c in nb["cells"] if c["cell_type"] == "markdown"]
+    texts += ["".join(o.get("data", {}).get("text/markdown", "")) + "".join(o.get("data", {}).get("text/html", ""))
+              for c in nb["cells"] if c["cell_type"] == "code" for o in c.get("outputs", [])]
+    links = [m for t in texts for m in re.findall(r"!\[[^\]]*\]\(([^)\s]+)", t) + re.findall(r"<img[^>]*src=[\"']([^\"']+)", t)]
+    return [p for p in links if not p.startswith(("data:", "http")) and not (Path(folder) / p).exists()]
+
+
+def test_broken_images_finds_a_link_that_resolves_from_the_repository_root_only(tmp_path):
+    (tmp_path / "figures").mkdir(), (tmp_path / "notebooks").mkdir()
+    (tmp_path / "figures" / "a.png").write_bytes(b"png")
+    nb = dict(cells=[dict(cell_type="markdown", source=["![a](figures/a.png) ![b](../figures/a.png)"]),
+                     dict(cell_type="code", source=[], outputs=[dict(data={"text/markdown": '<img src="x.png">'})])])
+    assert broken_images(nb, tmp_path / "notebooks") == ["figures/a.png", "x.png"]
 
 
 def test_sliced_polling_finds_a_reply_whose_wake_up_was_missed():
