@@ -2,11 +2,12 @@
 SHELL := /bin/bash
 PY := .venv/bin/python
 PRESET ?= default
-# make study reproduces: it recomputes cached steps (data/results/cache) unless RECOMPUTE=0
-RECOMPUTE ?= 1
+# make study reads back every cached step (data/results/cache) whose key matches (code version,
+# checkpoint, parameters) and computes the rest; make study-full recomputes everything (RECOMPUTE=1)
+RECOMPUTE ?= 0
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: env data checkpoint study test test-browser lab bench pretrain protocol clean
+.PHONY: env data checkpoint study study-full test test-browser lab bench pretrain protocol clean
 
 env: .venv/.installed
 .venv/.installed: requirements.txt pyproject.toml
@@ -43,6 +44,9 @@ else
 	BSU_RECOMPUTE=$(RECOMPUTE) $(PY) blocksparse_utils.py notebooks --preset $(PRESET)
 	@if [ "$(PRESET)" = default ]; then $(PY) -m blocksparse.report README.md docs/results.md; fi
 endif
+
+study-full:
+	$(MAKE) study RECOMPUTE=1
 
 test: data
 	$(PY) -m pytest -m "not browser"
