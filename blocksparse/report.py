@@ -70,7 +70,9 @@ def sections(results: pd.DataFrame | None = None, trained: dict | None = None, *
                               max_bpp, vs_reference=t.get("vs_reference", []))
         add("Trained models on all test images",
             f"Mean over seeds; `vs_uncompressed`: paired test against the shipped model on the same images (points, "
-            f"widest seed interval); `within`: every seed within {pts}; WebP as is by point estimate.", table)
+            f"widest seed interval); `within`: every seed within {pts}; WebP as is by point estimate. Block-sparse "
+            f"rates are from the code tables each model was measured with (codec version 1; version 2's fitted "
+            f"priors lower them, see the codec's limits).", table)
     if t.get("models") is not None and len(t["models"]):
         add("Fine-tuned block-sparse models, per seed", "Weights in `data/frontier/` where shipped; every card "
             "records its per-image test results.", models_table(t["models"], t.get("paired", [])))
