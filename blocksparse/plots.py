@@ -2,16 +2,22 @@
 from __future__ import annotations
 
 import itertools
+import json
 from pathlib import Path
+from typing import Callable
 
 import matplotlib.pyplot as plt
-from matplotlib.ticker import FuncFormatter, LogLocator
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator
+import numpy as np
 import pandas as pd
 import seaborn as sns
 from torch import Tensor
 
 from .runtime import figures_dir
 from .analysis import pareto
+from .entropy import huffman_lengths
 
 
 def save_figure(fig, name: str, formats: tuple[str, ...] = ("png", "pdf"), dpi: int = 200) -> list[Path]:
@@ -144,6 +150,171 @@ def plot_accuracy_vs_ratio(df: "pd.DataFrame", ax=None):
         ax.plot(g.index, 100 * g.values, "-o", ms=3, label=f"{mode}, B={bs}")
     ax.set(xscale="log", xlabel="ratio (fraction of blocks kept)", ylabel="top-1 accuracy (%)")
     ax.legend(fontsize=6, ncol=2)
+    return fig
+
+
+def plot_block_partition(image: Tensor, blocks: Tensor, energy: Tensor, hw: tuple[int, int], channel: int = 0):
+    """One channel cut into blocks: the input ``image`` [1, H, W], the channel's blocks ``blocks``
+    [Hb, Wb, B, B] (``partition(...)[i, channel]``) with the grid drawn and the original ``hw``
+    framed in red (outside it: padding), and the blocks' ``energy`` [Hb, Wb]. Returns the figure."""
+    nh, nw, b = blocks.shape[0], blocks.shape[1], blocks.shape[-1]
+    fig, axs = plt.subplots(1, 3, figsize=(10.5, 3.3))
+    axs[0].imshow(image[0], cmap="gray")
+    axs[0].set_title("input", fontsize=9)
+    axs[1].imshow(blocks.permute(0, 2, 1, 3).reshape(nh * b, nw * b), cmap="viridis")
+    for k in range(nh + 1):
+        axs[1].axhline(k * b - 0.5, color="w", lw=0.5)
+    for k in range(nw + 1):
+        axs[1].axvline(k * b - 0.5, color="w", lw=0.5)
+    axs[1].add_patch(plt.Rectangle((-0.5, -0.5), hw[1], hw[0], fill=False, ec="r", lw=1))
+    axs[1].set_title(f"channel {channel}, B={b} (border zeroed, padded)", fontsize=9)
+    im = axs[2].imshow(energy, cmap="magma")
+    fig.colorbar(im, ax=axs[2], fraction=0.046, label="block energy (sum of squares)")
+    axs[2].set_title(f"block energy, {nh}x{nw} blocks", fontsize=9)
+    for a in axs:
+        a.set_xticks([]), a.set_yticks([])
+    return fig
+
+
+def plot_energy_cutoffs(energy: Tensor, cutoffs: dict[float, float], ratio: float, title: str = "", ax=None):
+    """The distribution of block energies (non-zero blocks, log axes) with the cut-off of each
+    ratio (``cutoffs``: ratio -> energy of the weakest kept block), each line labelled with its
+    ratio; ``ratio``'s in red. A cut-off of zero (the ratio keeps blocks with no energy) is
+    off the log axis and named in the legend. Returns the figure."""
+    fig, ax = _axes(ax)
+    e = np.asarray(energy, dtype=float).ravel()
+    e = e[e > 0]
+    if len(e):
+        ax.hist(e, bins=np.logspace(np.log10(e.min()), np.log10(e.max()), 100), log=True, color="0.35")
+    ax.set_xscale("log")
+    on_axis = {r: c for r, c in cutoffs.items() if c > 0}
+    label_at = ax.get_xaxis_transform()  # x in data, y in axes fraction
+    # one label per line, a step lower each (cut-offs of small ratios crowd the right tail)
+    for i, (r, c) in enumerate(sorted(on_axis.items(), key=lambda rc: rc[1])):
+        chosen = r == ratio
+        colour = "r" if chosen else "tab:blue"
+        ax.axvline(c, color=colour, lw=1.5 if chosen else 0.8, ls="-" if chosen else "--")
+        ax.text(c, 0.96 - 0.075 * i, f"r={r:g} ", transform=label_at, ha="right", va="top", fontsize=7,
+                color=colour, bbox=dict(boxstyle="square,pad=0.1", fc="w", ec="none", alpha=0.7))
+    handles = [Line2D([], [], color="r", lw=1.5, label=f"cut-off of ratio {ratio:g}"),
+               Line2D([], [], color="tab:blue", lw=0.8, ls="--", label="cut-offs of the other ratios")]
+    off = sorted(r for r in cutoffs if r not in on_axis)
+    if off:
+        handles.append(Line2D([], [], color="none", label=f"ratio {', '.join(f'{r:g}' for r in off)}: cut-off 0"))
+    ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1), borderaxespad=0)
+    ax.set(xlabel="block energy (sum of squares, non-zero blocks)", ylabel="blocks (log)")
+    ax.set_title(title, fontsize=9)
+    return fig
+
+
+def plot_code_lengths(symbols: np.ndarray, bits: int, title: str = ""):
+    """The quantized value symbols of a configuration's streams: their histogram over images,
+    and each level's Huffman code length beside its information content (-log2 p) under the
+    pooled histogram. The level axes tick at integer levels. Returns the figure."""
+    levels = np.arange(2 ** bits)
+    freq = np.bincount(symbols, minlength=len(levels)) if len(symbols) else np.zeros(len(levels), int)
+    lengths = huffman_lengths(freq)
+    p = freq / max(freq.sum(), 1)
+    info = np.where(p > 0, -np.log2(np.where(p > 0, p, 1)), 0)
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.3))
+    a1.bar(levels, freq, log=bool(freq.any()))
+    a1.set(xlabel=f"quantized level ({bits} bits)", ylabel="count over images (log)", title="value symbols")
+    a2.bar(levels, lengths, label="Huffman code length")
+    a2.plot(levels, info, "r.", label="-log2 p (ideal)")
+    a2.set(xlabel=f"quantized level ({bits} bits)", ylabel="bits", title="code length (pooled histogram)")
+    a2.legend(fontsize=7)
+    for a in (a1, a2):
+        if len(levels) <= 16:
+            a.set_xticks(levels)
+        else:
+            a.xaxis.set_major_locator(MaxNLocator(integer=True))
+        a.set_xlim(-0.6, len(levels) - 0.4)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+SPLIT_MARKERS = {"layer1": "o", "layer2": "s", "layer3": "^", "layer4": "D"}
+
+
+def card_histories(paths, family: Callable[[dict], str]) -> pd.DataFrame:
+    """The training histories recorded in the cards at ``paths``, one row per evaluation: ``run``
+    (the card's file stem), ``family`` (``family(card)``: a label in words), ``split_at``, ``seed``
+    and the history's columns (``step``, ``val_accuracy``, ...)."""
+    frames = []
+    for p in paths:
+        card = json.loads(Path(p).read_text())
+        frames.append(pd.DataFrame(card["history"]).assign(run=Path(p).stem, family=family(card),
+                                                          split_at=card.get("split_at"), seed=card.get("seed")))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
+        columns=["step", "val_accuracy", "run", "family", "split_at", "seed"])
+
+
+def finetuning_family(card: dict) -> str:
+    """A fine-tuning run's family in words, from its card's schedule: what is trained and with
+    which losses (learning rate and steps are the run's own; the x axis shows the steps)."""
+    s = card.get("schedule", {})
+    kd, gl = float(s.get("distill_weight", 0)), float(s.get("group_lasso_weight", 0))
+    what = "tail only" if s.get("train") == "tail" else "whole network"
+    losses = (["distillation"] if kd > 0 else []) + (["group-lasso"] if gl > 0 else [])
+    return f"{what}, {' + '.join(losses) if losses else 'cross-entropy only'}"
+
+
+def bottleneck_family(card: dict) -> str:
+    """A learned bottleneck's family: its rate weight (lambda)."""
+    return f"rate weight {float(card['lmbda']):g}"
+
+
+def plot_training_curves(runs: pd.DataFrame, reference: float | None = None,
+                         panels: dict[str, str] | None = None, title: str = ""):
+    """Training curves (validation, every evaluation) of several runs: one colour per family,
+    one marker per split, every seed of a family drawn alike.
+
+    ``runs`` has a row per evaluation (``card_histories``): ``run``, ``family``, ``split_at``,
+    ``step`` and one column per panel (``panels``: column -> axis label; default validation
+    accuracy). ``reference`` (the uncompressed model's validation accuracy) shades the band
+    within one point below it on the accuracy panel, whose y axis starts below the lowest
+    accuracy after the first evaluation (the first, before any training, is named in the
+    panel's title where it falls below the axis). One legend, right of the axes: families,
+    splits, the band. Returns the figure.
+    """
+    panels = panels or {"val_accuracy": "validation accuracy (%)"}
+    fig, axs = plt.subplots(1, len(panels), figsize=(4.6 * len(panels) + 2.8, 3.4), squeeze=False,
+                            layout="constrained")
+    axs = axs[0]
+    families = list(dict.fromkeys(runs["family"]))
+    colours = dict(zip(families, sns.color_palette(n_colors=max(len(families), 1))))
+    splits = sorted(set(runs["split_at"].dropna()))
+    markers = {s: SPLIT_MARKERS.get(s, m) for s, m in zip(splits, itertools.cycle("ovPX*"))}
+    for ax, (col, label) in zip(axs, panels.items()):
+        scale = 100 if col == "val_accuracy" else 1
+        for _, h in runs.groupby("run", sort=False):
+            h = h.sort_values("step")
+            ax.plot(h["step"], scale * h[col].astype(float), lw=1, ms=3.5, alpha=0.85,
+                    color=colours[h["family"].iloc[0]], marker=markers.get(h["split_at"].iloc[0], "o"))
+        ax.set(xlabel="step (64 images each)", ylabel=label)
+        if col == "val_accuracy" and len(runs):
+            first = runs["step"] == runs.groupby("run")["step"].transform("min")
+            later = 100 * runs.loc[~first, col].astype(float).dropna()
+            if len(later):
+                top = max([later.max()] + ([100 * reference] if reference is not None else []))
+                ax.set_ylim(later.min() - 2, top + 1)
+                start = 100 * runs.loc[first, col].astype(float).dropna()
+                if len(start) and start.max() < later.min() - 2:
+                    ax.set_title(f"before training (step {int(runs.loc[first, 'step'].min())}): "
+                                 f"{start.min():.0f}-{start.max():.0f}%, below the axis", fontsize=8)
+            if reference is not None:
+                ax.axhspan(100 * reference - 1, 100 * reference, color="0.85", zorder=0)
+                ax.axhline(100 * reference, color="k", lw=0.8, zorder=1)
+    handles = [Line2D([], [], color=colours[f], lw=2, label=f) for f in families]
+    handles += [Line2D([], [], color="0.3", marker=markers[s], ls="none", label=f"after {s}") for s in splits]
+    if reference is not None:
+        handles.append(Patch(facecolor="0.85", edgecolor="k", lw=0.8,
+                             label=f"within one point below uncompressed ({100 * reference:.1f}%)"))
+    fig.legend(handles=handles, fontsize=7, loc="outside right center")
+    if title:
+        fig.suptitle(title, fontsize=9)
     return fig
 
 

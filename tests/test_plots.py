@@ -1,10 +1,17 @@
-"""Plots: the explorer picks the configuration's row and shows what it measured."""
+"""Plots: the explorer picks the configuration's row and shows what it measured; figures a reader can
+read (one colour per family, one marker per split, short legends outside the axes, labelled lines and
+colour bars, integer level ticks)."""
+import re
+
 import matplotlib
+import matplotlib.colors as mcolors
+import numpy as np
 import pandas as pd
 import pytest
 import torch
 
 import blocksparse_utils as bsu
+from blocksparse import plots
 
 matplotlib.use("Agg")
 
@@ -115,3 +122,124 @@ def test_an_export_is_named_after_its_slider_state_and_never_tracked(tmp_path, m
     ignored = subprocess.run(["git", "check-ignore", "-q", "figures/exports/01_block_partitioning_ratio0.5.png"],
                              cwd=bsu.ROOT)
     assert ignored.returncode == 0  # git ignores every export
+
+
+# --- figures a reader can read: legends, labels, ticks ---------------------------------------------
+
+FILE_NAME = r"_seed\d|\.json|\.pt|layer\d_|bottleneck_layer|lmbda"
+
+
+def _legend(fig):
+    legends = fig.legends + [a.get_legend() for a in fig.axes if a.get_legend() is not None]
+    assert len(legends) == 1, "one legend"
+    return legends[0]
+
+
+def _outside_every_axes(fig, legend) -> bool:
+    fig.canvas.draw()
+    box = legend.get_window_extent()
+    return not any(box.overlaps(a.get_window_extent()) for a in fig.axes)
+
+
+def _runs(families=("distillation", "no distillation", "tail only"), splits=("layer1", "layer2", "layer3"),
+          seeds=(0, 1, 2)):
+    rows = []
+    for f in families:
+        for s in splits:
+            for seed in seeds:
+                run = f"{s}_global_B4_r0.005_2b_{f.replace(' ', '-')}_seed{seed}"  # a card's file stem
+                rows += [dict(run=run, family=f, split_at=s, seed=seed, step=k * 150, val_accuracy=0.1 + 0.08 * k,
+                              val_bpp_estimate=1.0 - 0.05 * k) for k in range(10)]
+    return pd.DataFrame(rows)
+
+
+def test_training_curves_colour_by_family_marker_by_split_and_one_short_legend_outside():
+    runs = _runs()
+    fig = plots.plot_training_curves(runs, reference=0.90)
+    ax = fig.axes[0]
+    lines = [l for l in ax.get_lines() if len(l.get_xdata()) > 2]  # the curves (not the reference line)
+    assert len(lines) == runs["run"].nunique() == 27
+    by_run = runs.drop_duplicates("run").set_index("run")
+    colour, marker = {}, {}
+    for line, run in zip(lines, runs["run"].drop_duplicates()):
+        colour.setdefault(by_run.loc[run, "family"], set()).add(mcolors.to_hex(line.get_color()))
+        marker.setdefault(by_run.loc[run, "split_at"], set()).add(line.get_marker())
+    assert all(len(c) == 1 for c in colour.values()) and len(set.union(*colour.values())) == 3  # one colour per family
+    assert all(len(m) == 1 for m in marker.values()) and len(set.union(*marker.values())) == 3  # one marker per split
+    legend = _legend(fig)
+    texts = [t.get_text() for t in legend.get_texts()]
+    assert len(texts) <= 8 and len(texts) == len(set(texts))
+    assert not any(re.search(FILE_NAME, t) for t in texts), texts
+    assert {"distillation", "no distillation", "tail only", "after layer1", "after layer2", "after layer3"} <= set(texts)
+    assert _outside_every_axes(fig, legend)
+    spans = [(round(p.get_y(), 6), round(p.get_y() + p.get_height(), 6)) for p in ax.patches]
+    assert spans == [(89.0, 90.0)]  # the band within one point below the reference, in percent
+    assert ax.get_ylim()[0] > 10  # the first evaluation (10%) is below the axis, as its title says
+    assert "10-10%" in ax.get_title()
+
+
+def test_the_shipped_models_curves_have_at_most_eight_legend_entries_and_no_file_names():
+    """The figures notebooks 05 and 06 save, drawn from the committed cards."""
+    frontier = sorted(bsu.repo_path("data", "frontier").glob("layer*.json"))
+    ablation = sorted(bsu.repo_path("data", "ablation").glob("layer*.json"))
+    bottleneck = sorted(bsu.repo_path("data", "frontier").glob("bottleneck_*.json"))
+    assert len(frontier) + len(ablation) > 8 and len(bottleneck) > 8  # more runs than legend entries
+    for fig in (plots.plot_training_curves(plots.card_histories(frontier + ablation, plots.finetuning_family), 0.934),
+                plots.plot_training_curves(plots.card_histories(bottleneck, plots.bottleneck_family), 0.934,
+                                           {"val_accuracy": "validation accuracy (%)",
+                                            "val_bpp_estimate": "estimated bpp (validation)"})):
+        legend = _legend(fig)
+        texts = [t.get_text() for t in legend.get_texts()]
+        assert 3 <= len(texts) <= 8 and len(texts) == len(set(texts)), texts
+        assert not any(re.search(FILE_NAME, t) for t in texts), texts
+        assert _outside_every_axes(fig, legend)
+
+
+def test_finetuning_family_names_what_is_trained_and_the_losses():
+    finetuning_family, bottleneck_family = plots.finetuning_family, plots.bottleneck_family
+    s = dict(train="all", distill_weight=0.5, group_lasso_weight=1e-5, lr=1e-3, steps=1800)
+    assert finetuning_family(dict(schedule=s)) == "whole network, distillation + group-lasso"
+    assert finetuning_family(dict(schedule=s | dict(group_lasso_weight=0.0))) == "whole network, distillation"
+    assert finetuning_family(dict(schedule=s | dict(train="tail", distill_weight=0.0, group_lasso_weight=0.0))) == \
+        "tail only, cross-entropy only"
+    assert bottleneck_family(dict(lmbda=0.2)) == "rate weight 0.2"
+
+
+def test_energy_cutoffs_are_labelled_with_their_ratio():
+    energy = torch.tensor([0.0, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 32.0])
+    cutoffs = {1.0: 0.0, 0.5: 2.0, 0.25: 8.0, 0.125: 32.0}
+    fig = plots.plot_energy_cutoffs(energy, cutoffs, 0.25)
+    ax = fig.axes[0]
+    lines = {float(l.get_xdata()[0]): l for l in ax.get_lines()}
+    assert sorted(lines) == [2.0, 8.0, 32.0]  # the zero cut-off is off the log axis
+    labels = {t.get_text().strip() for t in ax.texts}
+    assert labels == {"r=0.5", "r=0.25", "r=0.125"}
+    assert mcolors.to_hex(lines[8.0].get_color()) == "#ff0000" != mcolors.to_hex(lines[2.0].get_color())  # the chosen ratio
+    legend = _legend(fig)
+    texts = [t.get_text() for t in legend.get_texts()]
+    assert "cut-off of ratio 0.25" in texts and any("ratio 1: cut-off 0" in t for t in texts)
+    assert _outside_every_axes(fig, legend)
+
+
+def test_block_partition_colour_bar_is_labelled():
+    z = torch.rand(1, 2, 6, 6)
+    blocks, energy = bsu.partition(z, 4)[0, 0], bsu.block_energy(z, 4)[0, 0]
+    fig = plots.plot_block_partition(torch.zeros(1, 6, 6), blocks, energy, (6, 6))
+    bar = fig.axes[-1]
+    assert "energy" in bar.get_ylabel()
+    assert fig.axes[2].get_title() == "block energy, 2x2 blocks"
+
+
+@pytest.mark.parametrize("bits", [2, 3, 4, 8])
+def test_code_length_axes_tick_at_integer_levels(bits):
+    symbols = np.random.default_rng(0).integers(0, 2 ** bits, size=500)
+    fig = plots.plot_code_lengths(symbols, bits, "global, B=2, ratio 0.05")
+    fig.canvas.draw()
+    for ax in fig.axes:
+        ticks = [t for t in ax.get_xticks() if ax.get_xlim()[0] <= t <= ax.get_xlim()[1]]
+        assert ticks and all(float(t).is_integer() and 0 <= t < 2 ** bits for t in ticks), ticks
+        if bits <= 4:
+            assert ticks == list(range(2 ** bits))  # every level
+        labels = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
+        assert labels and all(t.lstrip("\u2212-").isdigit() for t in labels), labels
+
