@@ -9,17 +9,25 @@ from .codec import RATIOS
 from .plots import save_figure
 
 
-def controls(ratios=tuple(RATIOS), block_sizes=(1, 2, 4, 8), modes=None) -> dict:
-    """The study's sliders (and a mode selector): ``ratio``, ``block_size``[, ``mode``].
+def _slider(name: str, values, value=None) -> w.SelectionSlider:
+    """A slider over ``values`` running upward (low to high, whatever order they are given in),
+    at ``value`` or the middle option."""
+    options = sorted(values)
+    return w.SelectionSlider(options=options, value=options[len(options) // 2] if value is None else value,
+                             description=name, continuous_update=False)
 
-    ``continuous_update=False``: a callback runs when a slider is released, not per pixel.
+
+def controls(ratios=tuple(RATIOS), block_sizes=(1, 2, 4, 8), modes=None, bits=None) -> dict:
+    """The study's sliders (and a mode selector): ``ratio``, ``block_size``[, ``mode``][, ``bits``].
+
+    Every slider runs upward, low to high, in every notebook; ``bits`` starts at the deepest
+    quantizer. ``continuous_update=False``: a callback runs when a slider is released, not per pixel.
     """
-    c = dict(ratio=w.SelectionSlider(options=list(ratios), value=ratios[len(ratios) // 2], description="ratio",
-                                     continuous_update=False),
-             block_size=w.SelectionSlider(options=list(block_sizes), value=block_sizes[len(block_sizes) // 2],
-                                          description="block_size", continuous_update=False))
+    c = dict(ratio=_slider("ratio", ratios), block_size=_slider("block_size", block_sizes))
     if modes:
         c["mode"] = w.ToggleButtons(options=list(modes), description="mode")
+    if bits:
+        c["bits"] = _slider("bits", bits, max(bits))
     return c
 
 

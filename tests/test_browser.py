@@ -125,8 +125,9 @@ def test_sliders_redraw_and_export(lab, tmp_path):
         expect(sliders).to_have_count(2, timeout=120_000)
         before = _figure(page)
         ratio, block = sliders.nth(0), sliders.nth(1)
-        options = {"ratio": [str(r) for r in bsu.PRESETS["ci"]["ratios"]],
-                   "block": [str(b) for b in bsu.PRESETS["ci"]["block_sizes"]]}
+        # the sliders run upward, low to high, whatever order the preset lists
+        options = {"ratio": [str(r) for r in sorted(bsu.PRESETS["ci"]["ratios"])],
+                   "block": [str(b) for b in sorted(bsu.PRESETS["ci"]["block_sizes"])]}
         start = ratio.locator(".widget-readout").inner_text()
         # move the ratio slider one option towards the other end
         _drag(page, ratio, 1 if start == options["ratio"][0] else -1, len(options["ratio"]))
