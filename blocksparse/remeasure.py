@@ -9,6 +9,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 from torch.utils.data import TensorDataset
+from tqdm.auto import tqdm
 
 from .bottleneck import load_bottleneck
 from .bottleneck_training import (bottleneck_row, evaluate_bottlenecks)
@@ -122,7 +123,10 @@ def remeasure_cached(cards: list[str | Path], kind: str, recompute: bool = False
         if todo:
             rows, p = remeasure_bottleneck_models(todo, **settings)
             ahead = {c: ([r], [q]) for c, r, q in zip(todo, rows, p)}
-    for c in cards:
+    # a frontier model not in the cache is measured here, one at a time (minutes each on a CPU at full size):
+    # a bar counts them (bottlenecks not cached were measured together above)
+    to_measure = sum(not is_cached(f"{kind}_model", keys[c], recompute) for c in cards) if kind == "frontier" else 0
+    for c in tqdm(cards, desc=f"{kind} models ({to_measure} to measure)", disable=not to_measure):
         def one(c=c):
             rows, p = ahead[c] if c in ahead else measure[kind]([c], **settings)
             frame = to_frame(rows)
