@@ -51,49 +51,66 @@ def _true(v) -> bool:
     return v is not None and not pd.isna(v) and bool(v)
 
 
-def _curve_label(row: pd.Series, name_layer1: bool = False) -> str:
-    """The legend entry of a results row; a split other than the original's (layer1) is named,
-    layer1 too with ``name_layer1`` (a figure that holds several splits)."""
-    split = row.get("split_at")
-    after = f" after {split}" if isinstance(split, str) and (split != "layer1" or name_layer1) else ""
-    if row["method"] == "blocksparse":
-        return f"{row['mode']}{after}{' (fine-tuned)' if _true(row['finetuned']) else ''}"
-    if row["method"] == "dense":
-        return "dense (border zeroed)"
-    if row["method"] == "learned-bottleneck":  # always trained: no "(fine-tuned)"
-        return f"learned-bottleneck{after}"
-    return (f"{row['method']}{' (fine-tuned)' if _true(row.get('finetuned')) else ''}"
-            f"{' (estimate)' if _true(row.get('rate_is_estimate')) else ''}")
+FAMILY_NAMES = {"blocksparse": "block-sparse", "learned-bottleneck": "learned bottleneck", "webp": "WebP",
+                "jpeg": "JPEG", "avif": "AVIF", "png": "PNG", "webp-lossless": "WebP lossless",
+                "dense": "dense (border zeroed)", "original-accounting": "original's estimate"}
+MARKERS = "osD^vP*Xph"
+
+
+def _family(row: pd.Series) -> str:
+    """A results row's family, the colour of its curve: the method, fine-tuned or not (a learned
+    bottleneck is always trained, so it never says so)."""
+    name = FAMILY_NAMES.get(row["method"], str(row["method"]))
+    tuned = _true(row.get("finetuned")) and row["method"] != "learned-bottleneck"
+    return name + (", fine-tuned" if tuned and row["method"] == "blocksparse" else
+                   ", fine-tuned classifier" if tuned else "")
 
 
 def plot_accuracy_vs_bpp(df: pd.DataFrame, reference: float | None = None, ax=None, logx: bool = True,
                          rate: str = "bpp"):
-    """Accuracy against rate, one hue per method (block-sparse: per mode, fine-tuned or not).
+    """Accuracy against rate: one colour per family (``_family``), one marker per split where the
+    rows hold several (else per block-sparse mode; an image codec's marker says "input image").
 
-    Each curve is its Pareto front; accuracies carry their 95% interval as error bars where
-    the rows have one. ``rate`` names the column on the x axis (``bpp``: amortized real streams,
-    ``bpp_self_contained``: tables in every stream). Returns the figure.
+    Each curve is the Pareto front of one family, split and mode; accuracies carry their 95%
+    interval as error bars where the rows have one; the band within one point of ``reference``
+    is shaded. ``rate`` names the column on the x axis (``bpp``: amortized real streams,
+    ``bpp_self_contained``: tables in every stream). The legend sits outside the axes, a family
+    and a marker an entry. Returns the figure.
     """
     fig, ax = _axes(ax)
     d = df[df["method"] != "uncompressed"].dropna(subset=[rate, "accuracy"]).copy()
     several = "split_at" in d and d["split_at"].dropna().nunique() > 1
-    d["curve"] = d.apply(_curve_label, axis=1, name_layer1=several)
-    fronts = pd.concat([pareto(g, x=rate) for _, g in d.groupby("curve")], ignore_index=True) if len(d) else d
-    fronts = fronts.assign(acc=100 * fronts["accuracy"].astype(float))
-    sns.lineplot(data=fronts, x=rate, y="acc", hue="curve", style="curve", markers=True, dashes=False,
-                 estimator=None, sort=True, ax=ax, markersize=4)
-    if "accuracy_lo" in fronts and fronts["accuracy_lo"].notna().any():
-        e = fronts.dropna(subset=["accuracy_lo", "accuracy_hi"])
-        ax.errorbar(e[rate].astype(float), e["acc"], fmt="none", ecolor="0.5", elinewidth=0.6,
-                    yerr=[e["acc"] - 100 * e["accuracy_lo"].astype(float), 100 * e["accuracy_hi"].astype(float) - e["acc"]])
+    d["family"] = [_family(r) for _, r in d.iterrows()]
+    split = d["split_at"] if "split_at" in d else pd.Series(pd.NA, index=d.index)
+    mode = d["mode"] if "mode" in d else pd.Series(pd.NA, index=d.index)
+    d["marker"] = [("input image" if pd.isna(sp) else f"after {sp}") if several else
+                   (str(m) if isinstance(m, str) else "input image") for sp, m in zip(split, mode)]
+    d["curve"] = d["family"] + "|" + d["marker"] + "|" + mode.astype("string").fillna("")
+    families, markers = list(dict.fromkeys(sorted(d["family"]))), list(dict.fromkeys(sorted(d["marker"])))
+    colour = dict(zip(families, sns.color_palette("tab10" if len(families) <= 10 else "husl", len(families))))
+    shape = dict(zip(markers, itertools.cycle(MARKERS)))
+    for _, g in d.groupby("curve", sort=True):
+        f = pareto(g, x=rate).sort_values(rate)
+        acc = 100 * f["accuracy"].astype(float)
+        fam, mk = f["family"].iloc[0], f["marker"].iloc[0]
+        ax.plot(f[rate].astype(float), acc, color=colour[fam], marker=shape[mk], markersize=4, lw=1.2)
+        e = f.dropna(subset=["accuracy_lo", "accuracy_hi"]) if "accuracy_lo" in f else f.iloc[:0]
+        if len(e):
+            ea = 100 * e["accuracy"].astype(float)
+            ax.errorbar(e[rate].astype(float), ea, fmt="none", ecolor="0.6", elinewidth=0.6,
+                        yerr=[ea - 100 * e["accuracy_lo"].astype(float), 100 * e["accuracy_hi"].astype(float) - ea])
+    handles = [Line2D([], [], color=colour[f], lw=2, label=f) for f in families]
+    handles += [Line2D([], [], color="0.4", marker=shape[m], ls="", label=m) for m in markers]
     if reference is not None:
-        ax.axhline(100 * reference, color="k", lw=0.8, label="uncompressed")
-        ax.axhline(100 * reference - 1, color="k", lw=0.8, ls=":", label="-1 point")
+        ax.axhline(100 * reference, color="k", lw=0.8)
+        ax.axhspan(100 * reference - 1, 100 * reference, color="0.85", zorder=0)
+        handles += [Line2D([], [], color="k", lw=0.8, label=f"uncompressed ({100 * reference:.2f}%)"),
+                    Patch(color="0.85", label="within one point")]
     if logx:
         _log_rate_axis(ax)
     what = {"bpp": "real per-image streams", "bpp_self_contained": "self-contained streams"}.get(rate, rate)
     ax.set(xlabel=f"bits per input pixel ({what})", ylabel="top-1 accuracy (%)")
-    ax.legend(fontsize=7)
+    ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1), borderaxespad=0)
     return fig
 
 

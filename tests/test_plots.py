@@ -50,17 +50,13 @@ def test_plot_explorer_states_the_row_and_its_bytes():
     assert "no result" in empty.axes[0].get_title()
 
 
-def test_curve_labels_read_flags_of_loaded_results():
-    from blocksparse.plots import _curve_label
+def test_families_read_flags_of_loaded_results():
+    from blocksparse.plots import _family
     r = _rows()
-    labels = [_curve_label(row) for _, row in r.iterrows()]
-    assert labels == ["global", "global (fine-tuned)", "global (fine-tuned)", "global", "webp"]
-    layer2 = r.iloc[1].copy()
-    layer2["split_at"] = "layer2"
-    assert _curve_label(layer2) == "global after layer2 (fine-tuned)"
-    bn = pd.Series(dict(method="learned-bottleneck", finetuned=True, split_at="layer3"))
-    assert _curve_label(bn) == "learned-bottleneck after layer3"
-    assert _curve_label(bn.drop("split_at")) == "learned-bottleneck"
+    assert [_family(row) for _, row in r.iterrows()] == ["block-sparse", "block-sparse, fine-tuned",
+                                                          "block-sparse, fine-tuned", "block-sparse", "WebP"]
+    assert _family(pd.Series(dict(method="webp", finetuned=True))) == "WebP, fine-tuned classifier"
+    assert _family(pd.Series(dict(method="learned-bottleneck", finetuned=True))) == "learned bottleneck"
 
 
 def test_plot_split_points_draws_each_front_and_the_mean_of_each_models_seeds():
@@ -91,17 +87,28 @@ def test_plot_split_points_draws_each_front_and_the_mean_of_each_models_seeds():
     assert "after layer1, fine-tuned" not in " ".join(handles)
 
 
-def test_accuracy_vs_bpp_names_every_split_when_it_holds_several_and_labels_the_rate_plainly():
+def test_accuracy_vs_bpp_colours_families_marks_splits_and_keeps_the_legend_outside():
     r = _rows()
     one = bsu.plot_accuracy_vs_bpp(r, 0.93)
     names = [t.get_text() for t in one.axes[0].get_legend().get_texts()]
-    assert "global (fine-tuned)" in names and not any("after" in n for n in names)  # one split: not named
+    # one split: the markers are the modes (and the input image), no split named
+    assert names == ["WebP", "block-sparse", "block-sparse, fine-tuned", "global", "input image",
+                     "uncompressed (93.00%)", "within one point"]
     later = r.iloc[[1]].assign(split_at="layer3", bpp=0.3)
     fig = bsu.plot_accuracy_vs_bpp(pd.concat([r.assign(split_at="layer1"), later], ignore_index=True), 0.93)
-    names = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
-    assert "global after layer1 (fine-tuned)" in names and "global after layer3 (fine-tuned)" in names
     ax = fig.axes[0]
+    names = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert "after layer1" in names and "after layer3" in names and "global" not in names
+    lines = [l for l in ax.get_lines() if len(l.get_xdata())]
+    tuned = [l for l in lines if 0.3 in list(l.get_xdata()) or 0.62 in list(l.get_xdata())]
+    assert len({l.get_color() if isinstance(l.get_color(), str) else tuple(l.get_color()) for l in tuned}) == 1
+    assert len({l.get_marker() for l in tuned}) == 2  # one family, two splits
     fig.canvas.draw()
+    legend, axes = ax.get_legend().get_window_extent(), ax.get_window_extent()
+    assert legend.x0 >= axes.x1  # outside, right of the axes
+    band = [p for p in ax.patches if p.get_facecolor()[:3] == pytest.approx((0.85, 0.85, 0.85))]
+    y0, y1 = band[0].get_y(), band[0].get_y() + band[0].get_height()
+    assert (y0, y1) == pytest.approx((92.0, 93.0))  # the one-point band
     labels = [t.get_text() for t in ax.get_xticklabels(minor=True) + ax.get_xticklabels() if t.get_text()]
     assert "0.5" in labels and "2" in labels and "1" in labels  # plain numbers at 1, 2, 5 per decade
     assert not any("times" in t or "^" in t for t in labels)
