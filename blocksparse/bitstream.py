@@ -9,7 +9,7 @@ import torch
 from bitarray import bitarray
 from torch import Tensor
 
-from .codec import (MODES, CodecConfig, analyze, from_bf16, reconstruct, valid_pixels)
+from .codec import (MODES, CodecConfig, analyze, from_bf16, levels_in_range, reconstruct, valid_pixels)
 from .entropy import (POSITION_CODINGS, Reader, encode_positions, entropy_bits, huffman_encode,
                       huffman_lengths, table_bits, unpack_bits)
 
@@ -114,7 +114,8 @@ def _parse(blob: bytes) -> dict:
               if signed else torch.zeros(n, dtype=torch.uint16))
     pos += nbytes
     if not (torch.isfinite(from_bf16(scale)).all() and (from_bf16(scale) > 0).all()
-            and torch.isfinite(from_bf16(offset)).all() and (from_bf16(offset) <= 0).all()):
+            and torch.isfinite(from_bf16(offset)).all() and (from_bf16(offset) <= 0).all()
+            and levels_in_range(scale.numpy(), offset.numpy(), 2 ** cfg.bits - 1).all()):
         raise ValueError("corrupted stream: invalid scale or offset")
     header_bits = 8 * pos
     body = bitarray()

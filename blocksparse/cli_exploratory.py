@@ -116,7 +116,8 @@ def select_command(argv: list[str]) -> None:
         a.target_from = dict(method=a.target_bpp, quality=int(row["quality"]), bpp=float(row["bpp"]),
                              accuracy=float(row["accuracy"]), n_images=int(row["n_images"]), tolerance=a.tolerance)
         a.target_bpp = float(row["bpp"])  # the codec's own rate (rounded only in the file name)
-        print(f"target: {a.target_from['method']} q={a.target_from['quality']} is within {100 * a.tolerance:g} point(s) at "
+        points = "one point" if abs(a.tolerance - 0.01) < 1e-12 else f"{100 * a.tolerance:g} points"
+        print(f"target: {a.target_from['method']} q={a.target_from['quality']} is within {points} at "
               f"{a.target_bpp:.3f} bpp ({a.target_from['n_images']:,} test images)", flush=True)
     set_seed(0)
     device = default_device()

@@ -40,7 +40,7 @@ from bitarray import bitarray
 from torch import Tensor
 
 from . import bitstream, priors
-from .codec import CodecConfig, analyze, from_bf16_numpy, reconstruct, valid_numpy
+from .codec import CodecConfig, analyze, from_bf16_numpy, levels_in_range, reconstruct, valid_numpy
 # the tables' names are re-exported: ``codebook`` is the amortized streams' one front
 from .codetables import (CODERS, MAX_VALUE_TABLE, POSITION_MODELS, TABLES, VALUE_MODELS, VERSION, Codebook,  # noqa: F401
                          codebook_bytes, codebook_from_bytes, fit_codebook, geometry, load_codebook,  # noqa: F401
@@ -72,17 +72,11 @@ def encode_batch(x: Tensor, cb: Codebook) -> list[bytes]:
         if table == "values":
             np.maximum.at(top, img, sym)
     scale, offset = (a[k].numpy() for k in ("scale", "offset"))
-    if not _in_range(scale, offset, top).all():
+    if not levels_in_range(scale, offset, top).all():
         raise ValueError("x holds values too large to dequantize in float32")
     scale, offset = scale.astype(np.int64), offset.astype(np.int64)
     bodies = (_huffman_bodies if cb.coder == "huffman" else _ans_bodies)(fields, n, cb, scale, offset)
     return [bytes([crc8(body, cb.seed)]) + body for body in bodies]
-
-
-def _in_range(scale: np.ndarray, offset: np.ndarray, top: np.ndarray) -> np.ndarray:
-    """Whether each image's largest level dequantizes to a finite float32 (bf16 patterns, levels)."""
-    with np.errstate(over="ignore", invalid="ignore"):
-        return np.isfinite(from_bf16_numpy(offset) + top.astype(np.float32) * from_bf16_numpy(scale))
 
 
 def _huffman_bodies(fields: list, n: int, cb: Codebook, scale: np.ndarray, offset: np.ndarray) -> list[bytes]:
@@ -317,7 +311,7 @@ def _parse(blob: bytes, cb: Codebook) -> dict:
     s, o = float(from_bf16_numpy(sc)[0]), float(from_bf16_numpy(off)[0])
     if not (np.isfinite(s) and s > 0 and np.isfinite(o) and o <= 0):
         raise ValueError("corrupted stream: invalid scale or offset")
-    if not _in_range(sc, off, np.array([p["symbols"].max(initial=0)])).all():
+    if not levels_in_range(sc, off, np.array([p["symbols"].max(initial=0)])).all():
         raise ValueError("corrupted stream: scale too large for the levels")
     p["scale"], p["offset"] = torch.from_numpy(sc), torch.from_numpy(off)
     p["breakdown"] = dict(header=header, tables=0, positions=p["positions_bits"],

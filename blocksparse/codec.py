@@ -255,6 +255,14 @@ def from_bf16_numpy(pattern: np.ndarray) -> np.ndarray:
     return (pattern.astype(np.uint32) << 16).view(np.float32)
 
 
+def levels_in_range(scale: np.ndarray, offset: np.ndarray, top) -> np.ndarray:
+    """Whether each image's largest level ``top`` dequantizes to a finite float32 (``scale`` and
+    ``offset`` as bf16 patterns): every decoder checks this before it dequantizes, so a corrupted
+    scale near bf16's maximum cannot turn into infinities."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return np.isfinite(from_bf16_numpy(offset) + np.asarray(top).astype(np.float32) * from_bf16_numpy(scale))
+
+
 def quantization_params(blocks: Tensor, valid: Tensor, image: Tensor, n: int,
                         bits: int) -> tuple[Tensor, Tensor]:
     """Per-image ``(scale, offset)`` as bfloat16 bit patterns (2 bytes each in the stream).

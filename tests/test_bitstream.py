@@ -119,6 +119,20 @@ def _reseal(rest: bytes) -> bytes:
     return MAGIC + bytes([VERSION]) + struct.pack("<H", binascii.crc_hqx(rest, 0)) + rest
 
 
+def test_a_scale_whose_top_level_overflows_float32_is_refused():
+    """bf16's largest finite scale times the top level is infinite in float32: the fuzzer's example
+    (a mutated scale, checksum resealed) decoded to infinities before the check."""
+    x = torch.arange(1.0, 17.0).reshape(1, 1, 4, 4)
+    blob = bsu.encode(x, bsu.CodecConfig(2, 1.0, "global", 8))
+    rest = bytearray(blob[5:])
+    at = 1 + 6  # the flags byte, then six one-byte varints (block size 2, N 1, C 1, H 4, W 4, kept 4)
+    assert struct.unpack("<H", bytes(rest[at:at + 2]))[0] == bsu.inspect_stream(blob)["scale"][0]
+    assert torch.equal(bsu.decode(_reseal(bytes(rest))), bsu.compress(x, bsu.CodecConfig(2, 1.0, "global", 8)))
+    rest[at:at + 2] = struct.pack("<H", 0x7F7F)  # 3.39e38, finite on its own
+    with pytest.raises(ValueError, match="invalid scale"):
+        bsu.decode(_reseal(bytes(rest)))
+
+
 def test_decode_rejects_absurd_header_before_allocating():
     absurd = bytes([0b0110_0100]) + b"".join(varint(v) for v in (4, 1 << 20, 1 << 20, 1 << 16, 1 << 16, 1))
     with pytest.raises(ValueError, match="too large"):
