@@ -164,8 +164,8 @@ def test_explorer_highlights_the_picked_configuration_and_redraws_fast(lab, caps
         start = ratio.locator(".widget-readout").inner_text()
         n_ratios = pd.read_csv(bsu.ROOT / "data" / "results" / "sweep.csv")["ratio"].nunique()
         released = _drag(page, ratio, -1, n_ratios)
-        page.wait_for_function("b => document.querySelector('.widget-output img').src !== b", arg=before,
-                               timeout=60_000)
+        page.wait_for_function("b => document.querySelector('.widget-output img') && "
+                               "document.querySelector('.widget-output img').src !== b", arg=before, timeout=60_000)
         seconds = time.perf_counter() - released
         assert ratio.locator(".widget-readout").inner_text() != start
         page.get_by_role("button", name="export figure").click()
