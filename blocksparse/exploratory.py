@@ -44,6 +44,13 @@ def diff_words(p: dict) -> str:
     return f"{100 * p['difference']:+.2f} [{100 * p['lo']:+.2f}, {100 * p['hi']:+.2f}]"
 
 
+def seeds_diff_words(p: list[dict]) -> str:
+    """Several seeds' paired tests in points: the mean difference and the widest span of their
+    intervals, ``"-1.47 [-2.10, -0.80]"``."""
+    return (f"{100 * np.mean([q['difference'] for q in p]):+.2f} [{100 * min(q['lo'] for q in p):+.2f}, "
+            f"{100 * max(q['hi'] for q in p):+.2f}]")
+
+
 def with_columns(models: pd.DataFrame, extra: list[str]) -> pd.DataFrame:
     """``models`` in the results schema, keeping the ``extra`` columns where present."""
     keep = [c for c in extra if c in models.columns]
@@ -171,9 +178,7 @@ def trained_table(models: pd.DataFrame | None = None, paired: list[dict] = (), b
         lo, hi = g["accuracy_lo"].astype("Float64"), g["accuracy_hi"].astype("Float64")
         row = dict(method=method, setting=setting, seeds=len(g), bpp=round(float(g["bpp"].mean()), 3),
                    accuracy=pct(g["accuracy"].astype(float).mean()), interval=interval(lo.min(), hi.max()),
-                   vs_uncompressed=(f"{100 * np.mean([q['difference'] for q in p]):+.2f} "
-                                    f"[{100 * min(q['lo'] for q in p):+.2f}, {100 * max(q['hi'] for q in p):+.2f}]"
-                                    if p else "n/a"),
+                   vs_uncompressed=seeds_diff_words(p) if p else "n/a",
                    within=bool(p) and all(q["within"] for q in p), n_images=int(g["n_images"].max()))
         if vs:
             row["vs_finetuned_reference"] = _vs_reference_words(list(vs_ref), len(g))
@@ -217,8 +222,7 @@ def _vs_reference_words(p: list[dict], seeds: int) -> str:
     if not p:
         return "n/a"
     differs = sorted({k for q in p for k in q.get("budget_differs", [])})
-    return (f"{100 * np.mean([q['difference'] for q in p]):+.2f} [{100 * min(q['lo'] for q in p):+.2f}, "
-            f"{100 * max(q['hi'] for q in p):+.2f}], {sum(bool(q['within']) for q in p)}/{len(p)} within"
+    return (f"{seeds_diff_words(p)}, {sum(bool(q['within']) for q in p)}/{len(p)} within"
             + (f", {seeds - len(p)} unpaired" if len(p) < seeds else "")
             + (f" ({', '.join(differs)} differ)" if differs else ""))
 
