@@ -66,6 +66,18 @@ def walk(cards: list[dict], family: str, split_at: str | None) -> tuple[dict | N
     return None, None  # no rung within one point
 
 
+def shipped(cards: list[dict]) -> set[str]:
+    """The cards whose weights ship (their ``path``): the reference's seed 0 and each family's
+    operating point at each split (seed 0). Every other run keeps its card, not its weights."""
+    keep = {c["path"] for c in cards if c["family"] == "reference" and c["seed"] == 0}
+    for family in FAMILIES:
+        for split_at in ([None] if family in SPLIT_FREE else SPLITS):
+            op, _ = walk(cards, family, split_at)
+            if op is not None:
+                keep.add(op["path"])
+    return keep
+
+
 def plan(cards: list[dict], screened: set[tuple[str, float]] = frozenset()) -> list[dict]:
     """The next steps, in order: the reference's seed 0 first (every rule needs it), then per split
     and family the ladder's next rung (block-sparse: its screen first, unless ``(split, rung)`` is in

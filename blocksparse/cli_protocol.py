@@ -7,7 +7,7 @@ from pathlib import Path
 
 from . import answer
 from .model import SPLIT_POINTS
-from .protocol_runs import ANSWER_DIR, TRAINED, costs, next_steps, run_step, test_run, train_run
+from .protocol_runs import ANSWER_DIR, TRAINED, costs, next_steps, prune, run_step, test_run, train_run
 from .report import splice
 from .runtime import DATA_DIR, ROOT, results_dir
 
@@ -69,6 +69,8 @@ def protocol_command(argv: list[str]) -> None:
             last = steps[0]
             print(f"step: {json.dumps(steps[0])}", flush=True)
             print(f"wrote {run_step(steps[0], a.dataset, a.out, a.state_dir)}", flush=True)
+            for f in prune(a.out):
+                print(f"deleted {f} (not shipped; its card keeps its results)", flush=True)
         return
     if a.action == "answer":
         table = answer.answer_table(answer.read_cards(a.out), costs())

@@ -152,6 +152,9 @@ def load_run(card_path: str | Path) -> tuple[SplitResNet18, dict, object]:
     if card.get("weights") is None:  # an image codec before the shipped model: nothing trained
         return load_pretrained(card["dataset"]), card, None
     weights = p.with_name(card["weights"])
+    if card.get("weights_kept") is False:
+        raise ValueError(f"card_path: {p}'s weights were not kept (only the answer's seed-0 models ship); "
+                         "its card holds its per-image results")
     if not weights.exists():
         raise ValueError(f"card_path: {p} names weights {weights.name}, which are not there")
     if hashlib.sha256(weights.read_bytes()).hexdigest() != card["sha256"]:
@@ -300,8 +303,39 @@ def run_step(step: dict, dataset: str = "fashion-mnist", out_dir: str | Path = A
             setting = dict(lmbda=step["rung"], latent_channels=8, stride=BOTTLENECK_STRIDES[step["split_at"]])
         else:
             setting = {}
-    return train_run(family, setting, step["seed"], step.get("split_at"), dataset, out_dir, state_dir,
+    card = train_run(family, setting, step["seed"], step.get("split_at"), dataset, out_dir, state_dir,
                      rung=step.get("rung"))
+    if chosen(step):  # tested in the same step: its weights need not outlive the session
+        test_run(card)
+    return card
+
+
+def chosen(step: dict) -> bool:
+    """Whether a training step's model is reported whatever it scores: a reference (every rule needs
+    it), or an operating point's seed (its setting was chosen on val-select before it was trained).
+    A ladder's rung is not: it is tested only if the rule picks it."""
+    return step["action"] == "train" and (step["family"] == "reference" or step.get("setting") is not None)
+
+
+def prune(out_dir: str | Path = ANSWER_DIR) -> list[Path]:
+    """Delete the weights of finished runs that do not ship (``answer.shipped``): ladder rungs the rule
+    passed over, and seeds 1-2 once tested. Their cards stay, with every per-image result, and say
+    ``weights_kept: false``. Returns the files deleted."""
+    cards = answer.read_cards(out_dir)
+    keep, gone = answer.shipped(cards), []
+    for c in cards:
+        if c["path"] in keep or not c.get("weights") or c.get("weights_kept") is False:
+            continue
+        if c["seed"] != 0 and "test" not in c:
+            continue  # an operating point's seed not tested yet
+        p = Path(c["path"])
+        for name in (c["weights"], c.get("bottleneck")):
+            if name and p.with_name(name).exists():
+                p.with_name(name).unlink()
+                gone.append(p.with_name(name))
+        card = json.loads(p.read_text()) | dict(weights_kept=False)
+        p.write_text(json.dumps(card, indent=1, default=float))
+    return gone
 
 
 def _no_configuration(step: dict, dataset: str, out_dir: str | Path) -> Path:

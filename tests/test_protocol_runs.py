@@ -76,3 +76,46 @@ def test_protocol_next_stops_when_a_step_leaves_the_plan_unmoved(monkeypatch, tm
     with pytest.raises(SystemExit, match="left the plan where it was"):
         cli_protocol.protocol_command(["next", "--max-steps", "5", "--out", str(tmp_path)])
     assert made == [step]  # made once, not five times
+
+
+def _card(folder, name, family, seed, correct, rung=None, tested=False, split_at=None):
+    """A finished run's card with weights on disk; ``correct``: val-select per-image results."""
+    from blocksparse.results import pack_correct
+    import numpy as np
+    setting = {"webp-finetuned": dict(quality=rung), "bottleneck": dict(lmbda=rung)}.get(family, {})
+    card = dict(family=family, split_at=split_at, setting=setting, seed=seed, rung=rung, weights=f"{name}.pt",
+                val_select=dict(accuracy=float(np.mean(correct)), correct=pack_correct(np.array(correct, bool))))
+    if tested:
+        card["test"] = card["val_select"]
+    (folder / f"{name}.pt").write_bytes(b"w")
+    (folder / f"{name}.json").write_text(json.dumps(card))
+    return folder / f"{name}.pt"
+
+
+def test_prune_keeps_the_reference_and_operating_points_and_drops_passed_rungs_and_tested_seeds(tmp_path):
+    n = 400
+    good, bad = [True] * n, [True] * (n // 2) + [False] * (n // 2)  # bad: 50 points below the reference
+    ref = _card(tmp_path, "reference_seed0", "reference", 0, good)
+    ref1 = _card(tmp_path, "reference_seed1", "reference", 1, good, tested=True)
+    low = _card(tmp_path, "webp-finetuned_q0_seed0", "webp-finetuned", 0, bad, rung=0)
+    op = _card(tmp_path, "webp-finetuned_q5_seed0", "webp-finetuned", 0, good, rung=5)
+    seed1 = _card(tmp_path, "webp-finetuned_q5_seed1", "webp-finetuned", 1, good, rung=5, tested=True)
+    seed2 = _card(tmp_path, "webp-finetuned_q5_seed2", "webp-finetuned", 2, good, rung=5)  # not tested yet
+    gone = pr.prune(tmp_path)
+    assert sorted(gone) == sorted([ref1, low, seed1])
+    assert ref.exists() and op.exists() and seed2.exists() and not low.exists()
+    assert json.loads(low.with_suffix(".json").read_text())["weights_kept"] is False
+    with pytest.raises(ValueError, match="not kept"):
+        pr.load_run(low.with_suffix(".json"))
+    assert pr.prune(tmp_path) == []
+
+
+def test_chosen_runs_are_tested_in_the_step_that_trains_them_and_rungs_are_not(tmp_path, monkeypatch):
+    tested = []
+    monkeypatch.setattr(pr, "train_run", lambda family, *a, **k: tmp_path / f"{family}.json")
+    monkeypatch.setattr(pr, "test_run", lambda card: tested.append(card.name))
+    pr.run_step(dict(action="train", family="reference", split_at=None, seed=1))
+    pr.run_step(dict(action="train", family="webp-finetuned", split_at=None, rung=5, seed=0))  # a rung
+    pr.run_step(dict(action="train", family="bottleneck", split_at="layer2", rung=0.8, seed=2,
+                     setting=dict(lmbda=0.8, latent_channels=8, stride=2)))  # an operating point's seed
+    assert tested == ["reference.json", "bottleneck.json"]
