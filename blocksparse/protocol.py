@@ -36,9 +36,13 @@ SPLIT_FREE = ("reference", "webp-finetuned", "webp")  # the same model whatever 
 LADDERS = {"block-sparse": (0.25, 0.5, 1.0, 2.0, 4.0), "bottleneck": (3.2, 0.8, 0.2, 0.05),
            "webp-finetuned": (0, 5, 10, 20, 30, 50, 70, 90), "webp": (0, 5, 10, 20, 30, 50, 70, 90)}
 # successive halving on val-select among the configurations at or under a rung's rate, each with
-# and without the block group-lasso: 60 steps, then the better half 120 steps
+# and without the block group-lasso: 60 steps, then the better half 120 steps, each arm scored on
+# 1,000 val-select images before and after its training (``evals``). The arms are the frontier of
+# the configurations under the rung: for each mode, block size and bit depth only the largest keep
+# ratio at or under it (a smaller ratio of the same codec keeps a subset of its blocks, so it is
+# not a candidate for the best accuracy at that rate).
 SCREEN = dict(screen_steps=60, rounds=2, group_lasso_weights=(0.0, 1e-5), val_select_images=1000,
-              rate_images=200, fit_images=2000)
+              rate_images=200, fit_images=2000, evals=1, frontier_only=True)
 
 
 @dataclasses.dataclass(frozen=True)

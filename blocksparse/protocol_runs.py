@@ -212,10 +212,13 @@ def screen(split_at: str, rung: float, dataset: str = "fashion-mnist", out_dir: 
                              fit_data=load_dataset(dataset, "train", subset=settings["fit_images"]))
     out = dict(split_at=split_at, rung=rung, settings=settings, budget=budget.asdict(),
                candidates=[dict(mode=c.mode, block_size=c.block_size, ratio=c.ratio, bits=c.bits, bpp=b) for c, b in rated])
+    arms = frontier_of(rated) if settings.get("frontier_only") else [c for c, _ in rated]
+    out["arms"] = [dict(mode=c.mode, block_size=c.block_size, ratio=c.ratio, bits=c.bits) for c in arms]
     if rated:
         kw = {k: v for k, v in budget.kwargs().items() if k not in ("steps", "eval_every", "patience")}
-        rows = select_after_finetuning(lambda: load_pretrained(dataset, split_at), [c for c, _ in rated],
+        rows = select_after_finetuning(lambda: load_pretrained(dataset, split_at), arms,
                                        settings["screen_steps"], rounds=settings["rounds"],
+                                       evals=settings.get("evals", 4),
                                        group_lasso_weights=list(settings["group_lasso_weights"]), dataset=dataset,
                                        val_data=selection_data(dataset, subset=settings["val_select_images"]),
                                        train_data=load_dataset(dataset, "train"), progress=False, **kw)
@@ -230,6 +233,17 @@ def screen(split_at: str, rung: float, dataset: str = "fashion-mnist", out_dir: 
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=1, default=float))
     return path
+
+
+def frontier_of(rated: list[tuple[CodecConfig, float]]) -> list[CodecConfig]:
+    """Of configurations rated under a rung, for each (mode, block size, bits) the one with the
+    largest keep ratio, in the order of ``rated``."""
+    best = {}
+    for c, _ in rated:
+        key = (c.mode, c.block_size, c.bits)
+        if key not in best or c.ratio > best[key].ratio:
+            best[key] = c
+    return [c for c, _ in rated if best[(c.mode, c.block_size, c.bits)] is c]
 
 
 def screened(out_dir: str | Path = ANSWER_DIR) -> dict[tuple[str, float], dict | None]:

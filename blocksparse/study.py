@@ -138,7 +138,8 @@ _FINETUNE_LR = inspect.signature(finetune).parameters["lr"].default
 
 def select_after_finetuning(load_model: Callable[[], SplitResNet18], candidates: list[CodecConfig],
                             screen_steps: int, keep: float = 0.5, rounds: int = 2, lrs: list[float] | None = None,
-                            group_lasso_weights: list[float] | None = None, **finetune_kwargs) -> pd.DataFrame:
+                            group_lasso_weights: list[float] | None = None, evals: int = 4,
+                            **finetune_kwargs) -> pd.DataFrame:
     """Successive halving on *post*-fine-tuning validation accuracy.
 
     The arms are the ``candidates``, each with every learning rate of ``lrs`` (default: only
@@ -146,12 +147,15 @@ def select_after_finetuning(load_model: Callable[[], SplitResNet18], candidates:
     ``group_lasso_weights`` (default: only ``group_lasso_weight`` if given, else 0; the rows then
     carry ``group_lasso_weight``). Round r fine-tunes every surviving arm from
     ``load_model()`` for ``screen_steps * 2**r`` steps and keeps the best ``keep`` fraction (at
-    least one) by the best validation accuracy it reached; it stops early when one survivor is
+    least one) by the best validation accuracy it reached (evaluated before training and ``evals``
+    times during it, evenly); it stops early when one survivor is
     left. The test set is not touched. Returns one row per arm and round: ``mode, block_size,
     ratio, bits, lr, round, steps, val_accuracy``; the last round's best row is the pick.
     """
     if not candidates:
         raise ValueError("candidates is empty: no configuration reaches the target rate")
+    if not isinstance(evals, int) or evals < 1:
+        raise ValueError(f"evals must be an integer >= 1, got {evals!r}")
     if not 0 < keep <= 1 or rounds < 1 or screen_steps < 1:
         raise ValueError(f"need 0 < keep <= 1, rounds >= 1, screen_steps >= 1; got {keep}, {rounds}, {screen_steps}")
     if lrs is not None and (not len(lrs) or not all(isinstance(v, (int, float)) and v > 0 for v in lrs)):
@@ -167,7 +171,7 @@ def select_after_finetuning(load_model: Callable[[], SplitResNet18], candidates:
         steps = screen_steps * 2 ** r
         scored = []
         for cfg, lr, g in alive:
-            _, hist = finetune(load_model(), cfg, steps=steps, eval_every=max(1, steps // 4),
+            _, hist = finetune(load_model(), cfg, steps=steps, eval_every=max(1, steps // evals),
                                patience=steps, lr=lr, group_lasso_weight=g, **finetune_kwargs)
             acc = max(h["val_accuracy"] for h in hist)
             scored.append((acc, (cfg, lr, g)))

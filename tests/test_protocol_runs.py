@@ -119,3 +119,29 @@ def test_chosen_runs_are_tested_in_the_step_that_trains_them_and_rungs_are_not(t
     pr.run_step(dict(action="train", family="bottleneck", split_at="layer2", rung=0.8, seed=2,
                      setting=dict(lmbda=0.8, latent_channels=8, stride=2)))  # an operating point's seed
     assert tested == ["reference.json", "bottleneck.json"]
+
+
+def test_a_screen_halves_over_the_frontier_under_its_rung_and_records_its_pick(tmp_path, monkeypatch):
+    C = pr.CodecConfig
+    rated = [(C(2, 0.01, "global", 2), 0.20), (C(2, 0.005, "global", 2), 0.12), (C(4, 0.005, "global", 2), 0.22),
+             (C(2, 0.002, "global", 4), 0.10), (C(2, 0.005, "region-wise", 2), 0.24), (C(2, 0.002, "global", 2), 0.07)]
+    # by hand: per (mode, B, bits) the largest ratio: global B2 2b -> 0.01, global B4 2b -> 0.005,
+    # global B2 4b -> 0.002, region-wise B2 2b -> 0.005
+    want = [rated[0][0], rated[2][0], rated[3][0], rated[4][0]]
+    assert pr.frontier_of(rated) == want
+    seen = {}
+    monkeypatch.setattr(pr, "load_pretrained", lambda *a, **k: None)
+    monkeypatch.setattr(pr, "candidates_under", lambda *a, **k: rated)
+    monkeypatch.setattr(pr, "load_dataset", lambda *a, **k: None)
+    monkeypatch.setattr(pr, "selection_data", lambda *a, **k: None)
+
+    def fake_select(load, arms, steps, rounds, evals, group_lasso_weights, **kw):
+        seen.update(arms=arms, evals=evals, gl=group_lasso_weights)
+        import pandas as pd
+        return pd.DataFrame([dict(mode=c.mode, block_size=c.block_size, ratio=c.ratio, bits=c.bits, round=0,
+                                  group_lasso_weight=1e-5, val_accuracy=0.5 + 0.1 * (c.block_size == 4)) for c in arms])
+    monkeypatch.setattr(pr, "select_after_finetuning", fake_select)
+    sc = json.loads(pr.screen("layer2", 0.25, out_dir=tmp_path).read_text())
+    assert seen == dict(arms=want, evals=1, gl=[0.0, 1e-5]) and len(sc["candidates"]) == 6 and len(sc["arms"]) == 4
+    assert sc["pick"] == dict(mode="global", block_size=4, ratio=0.005, bits=2, group_lasso_weight=1e-5)
+    assert pr.screened(tmp_path) == {("layer2", 0.25): sc["pick"]}

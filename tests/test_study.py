@@ -392,3 +392,15 @@ def test_group_lasso_weights_are_arms_of_the_halving(monkeypatch):
     assert calls[:4] == [(0.3, 0.0), (0.3, 1e-5), (0.1, 0.0), (0.1, 1e-5)]
     best = rows[rows["round"] == 1].sort_values("val_accuracy").iloc[-1]
     assert (best["ratio"], best["group_lasso_weight"]) == (0.3, 1e-5)
+
+
+def test_the_halving_evaluates_each_arm_as_often_as_asked(monkeypatch):
+    seen = []
+    monkeypatch.setattr(blocksparse.study, "finetune", lambda model, cfg, steps, eval_every, **kw:
+                        seen.append((steps, eval_every)) or (model, [dict(val_accuracy=0.5)]))
+    cands = [bsu.CodecConfig(4, 0.1, "global", 2)]
+    blocksparse.study.select_after_finetuning(lambda: None, cands, screen_steps=60, rounds=1)
+    blocksparse.study.select_after_finetuning(lambda: None, cands, screen_steps=60, rounds=1, evals=1)
+    assert seen == [(60, 15), (60, 60)]
+    with pytest.raises(ValueError, match="evals"):
+        blocksparse.study.select_after_finetuning(lambda: None, cands, screen_steps=60, evals=0)
