@@ -21,6 +21,6 @@ Units sit in column names: ``*_bits`` and ``*_bytes`` are per image stream.
 
 MODULES = ("runtime", "stats", "codec", "entropy", "priors", "bitstream", "codetables", "codebook", "data",
            "results", "protocol", "model", "training", "evaluation", "limits", "baselines", "original",
-           "bottleneck", "bottleneck_training", "analysis", "answer", "exploratory", "report", "cache", "study",
+           "bottleneck", "bottleneck_training", "costs", "analysis", "answer", "exploratory", "report", "cache", "study",
            "shipping", "remeasure", "protocol_runs", "plots", "widgets", "notebook_runner", "bench", "cli_exploratory",
            "cli_protocol", "cli")

@@ -19,8 +19,8 @@ from .stats import ONE_POINT, hierarchical_bootstrap, within
 
 ANSWER_COLUMNS = ("split_at", "family", "setting", "status", "seeds", "bpp", "bpp_file", "accuracy", "accuracy_lo",
                   "accuracy_hi", "diff", "diff_lo", "diff_hi", "reference", "within", "val_select_accuracy",
-                  "val_select_diff", "val_select_diff_lo", "n_images", "weights", "head_macs", "encoder_macs",
-                  "encoder_params")
+                  "val_select_diff", "val_select_diff_lo", "n_images", "weights", "head_macs", "head_params",
+                  "encoder_macs", "encoder_params", "head_ms", "encoder_ms", "latency_machine")
 
 
 def read_cards(folder: str | Path) -> list[dict]:
@@ -69,13 +69,20 @@ def walk(cards: list[dict], family: str, split_at: str | None) -> tuple[dict | N
 def shipped(cards: list[dict]) -> set[str]:
     """The cards whose weights ship (their ``path``): the reference's seed 0 and each family's
     operating point at each split (seed 0). Every other run keeps its card, not its weights."""
-    keep = {c["path"] for c in cards if c["family"] == "reference" and c["seed"] == 0}
+    refs = {c["path"] for c in cards if c["family"] == "reference" and c["seed"] == 0}
+    return refs | {op["path"] for op in operating_points(cards).values()}
+
+
+def operating_points(cards: list[dict]) -> dict[tuple[str, str], dict]:
+    """(split, family) -> the operating point's seed-0 card, where the rule found one (the families
+    that do not depend on the split appear under every split)."""
+    out = {}
     for family in FAMILIES:
-        for split_at in ([None] if family in SPLIT_FREE else SPLITS):
-            op, _ = walk(cards, family, split_at)
+        for split_at in SPLITS:
+            op, _ = walk(cards, family, None if family in SPLIT_FREE else split_at)
             if op is not None:
-                keep.add(op["path"])
-    return keep
+                out[split_at, family] = op
+    return out
 
 
 def plan(cards: list[dict], screened: set[tuple[str, float]] = frozenset()) -> list[dict]:
@@ -159,7 +166,7 @@ def answer_table(cards: list[dict], costs: dict | None = None) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=list(ANSWER_COLUMNS))
 
 
-SHOWN = ("family", "status", "setting", "seeds", "bpp", "accuracy", "diff", "within", "encoder_macs")
+SHOWN = ("family", "status", "setting", "seeds", "bpp", "accuracy", "diff", "within", "encoder_macs", "encoder_ms")
 
 
 def _cell(v, scale: float = 1.0, decimals: int = 2) -> str:
@@ -184,21 +191,28 @@ def _with_interval(r: pd.Series, col: str) -> str:
 def render_answer(table: pd.DataFrame, tested: int) -> str:
     """The README's answer block: a caption, then per split a heading with the head's cost and a
     table of ``SHOWN`` (accuracy and diff in points with their 95% intervals, bpp, the encoder's
-    MACs in millions per image)."""
+    MACs in millions per image and its batch-1 latency in ms, on the machine the table names)."""
     done = int((table["status"] == "tested").sum())
+    machines = table["latency_machine"].dropna().unique()
+    on = f" on {', '.join(map(str, machines))}" if len(machines) else ""
     out = [f"{done} of {len(table)} rows tested under the protocol; {tested} models evaluated on the test set in all, "
            f"earlier exploratory ones included. Accuracy and diff in points with 95% intervals (diff: against the "
-           f"fine-tuned reference, paired by seed; within: its lower end >= -1); encoder MACs in millions per image."]
+           f"fine-tuned reference, paired by seed; within: its lower end >= -1); encoder MACs in millions per image; "
+           f"latencies: batch 1, median ms{on}."]
     for split_at, g in table.groupby("split_at", sort=False):
         t = pd.DataFrame(dict(
             family=g["family"], status=g["status"], setting=[_cell(v) for v in g["setting"]],
             seeds=[_cell(v) for v in g["seeds"]], bpp=[_cell(v, 1.0, 3) for v in g["bpp"]],
             accuracy=[_with_interval(r, "accuracy") for _, r in g.iterrows()],
             diff=[_with_interval(r, "diff") for _, r in g.iterrows()], within=[_cell(v) for v in g["within"]],
-            encoder_macs=[_cell(v, 1e-6) for v in g["encoder_macs"]]))
-        head = g["head_macs"].dropna()
-        cost = f" (the head before it: {_cell(head.iloc[0], 1e-6)} million MACs per image)" if len(head) else ""
-        out.append(f"**After {split_at}**{cost}\n\n{t.to_markdown(index=False)}")
+            encoder_macs=[_cell(v, 1e-6) for v in g["encoder_macs"]], encoder_ms=[_cell(v, 1.0, 3) for v in g["encoder_ms"]]))
+        head = g[g["head_macs"].fillna(0) > 0]
+        cost = ""
+        if len(head):
+            h = head.iloc[0]
+            cost = (f" (the head before it: {_cell(h['head_macs'], 1e-6)} million MACs, {_cell(h['head_params'], 1e-6)} "
+                    f"million parameters" + (f", {_cell(h['head_ms'], 1.0, 3)} ms" if _cell(h["head_ms"]) else "") + ")")
+        out.append(f"**After {split_at}**{cost}\n\n{t.to_markdown(index=False, disable_numparse=True)}")
     return "\n\n".join(out)
 
 

@@ -141,7 +141,7 @@ def decode_image(blob: bytes, channels: int) -> np.ndarray:
     return out[..., None] if channels == 1 else out
 
 
-def _uint8_images(data: TensorDataset, dataset: str) -> np.ndarray:
+def uint8_images(data: TensorDataset, dataset: str) -> np.ndarray:
     """The normalized images of ``data`` as uint8 ``[N, H, W, C]``."""
     mean, std = mean_std(dataset)
     x = data.tensors[0]
@@ -209,7 +209,7 @@ def code_images_payload(data: TensorDataset, dataset: str, fmt: str,
                         quality: int | None = None) -> tuple[TensorDataset, np.ndarray, np.ndarray]:
     """``code_images`` with, third, each image's ``payload_bytes`` (int64 ``[N]``)."""
     quality = _check_format(fmt, quality)
-    imgs = _uint8_images(data, dataset)
+    imgs = uint8_images(data, dataset)
     out = np.empty_like(imgs)
     sizes, payload = np.empty(len(imgs), np.int64), np.empty(len(imgs), np.int64)
     for i, img in enumerate(imgs):

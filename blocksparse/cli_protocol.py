@@ -7,7 +7,8 @@ from pathlib import Path
 
 from . import answer
 from .model import SPLIT_POINTS
-from .protocol_runs import ANSWER_DIR, TRAINED, costs, next_steps, prune, run_step, test_run, train_run
+from .costs import costs, latencies, machine
+from .protocol_runs import ANSWER_DIR, TRAINED, next_steps, prune, run_step, test_run, train_run
 from .report import splice
 from .runtime import DATA_DIR, ROOT, results_dir
 
@@ -73,7 +74,11 @@ def protocol_command(argv: list[str]) -> None:
                 print(f"deleted {f} (not shipped; its card keeps its results)", flush=True)
         return
     if a.action == "answer":
-        table = answer.answer_table(answer.read_cards(a.out), costs())
+        cards, cost = answer.read_cards(a.out), costs()
+        for key, v in latencies(answer.operating_points(cards)).items():
+            measured = any(v[k] for k in ("head_ms", "encoder_ms"))
+            cost[key] |= v | dict(latency_machine=machine() if measured else None)
+        table = answer.answer_table(cards, cost)
         d = results_dir()
         d.mkdir(parents=True, exist_ok=True)
         table.to_csv(d / "answer.csv", index=False)

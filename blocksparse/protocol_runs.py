@@ -22,9 +22,10 @@ from .bottleneck import Bottleneck, load_bottleneck, save_bottleneck
 from .bottleneck_training import evaluate_bottleneck, train_bottleneck
 from .codebook import codebook_bytes, fit_codebook, load_codebook, save_codebook
 from .codec import SELECTION_GRID, CodecConfig
+from .costs import BOTTLENECK_STRIDES, LATENT_CHANNELS
 from .data import load_dataset
 from .evaluation import evaluate, head_features
-from .model import SPLIT_POINTS, SplitResNet18, build_model, checkpoint_card, load_pretrained, save_weights
+from .model import SplitResNet18, checkpoint_card, load_pretrained, save_weights
 from .protocol import BUDGET, SCREEN, VAL_SELECT, VAL_STOP, Budget, selection_data, stopping_data
 from .results import pack_correct
 from .runtime import DATA_DIR, module_device
@@ -33,7 +34,6 @@ from .training import finetune
 
 ANSWER_DIR = DATA_DIR / "answer"
 TRAINED = ("reference", "block-sparse", "bottleneck", "webp-finetuned")
-BOTTLENECK_STRIDES = {"layer1": 4, "layer2": 2, "layer3": 2}  # latents of 7x7, 7x7 and 4x4
 FIT_IMAGES = 5000  # evenly spaced training images the code tables are fitted on
 
 
@@ -255,45 +255,6 @@ def screened(out_dir: str | Path = ANSWER_DIR) -> dict[tuple[str, float], dict |
     return out
 
 
-def _macs(module: torch.nn.Module, x: torch.Tensor, run=None) -> int:
-    """Multiply-accumulates of the convolutions and linear layers that ``run(x)`` (default
-    ``module(x)``) goes through, counted with forward hooks."""
-    total = [0]
-
-    def hook(m, _, out):
-        if isinstance(m, torch.nn.Conv2d):
-            total[0] += out.numel() * (m.in_channels // m.groups) * m.kernel_size[0] * m.kernel_size[1]
-        elif isinstance(m, torch.nn.Linear):
-            total[0] += out.numel() * m.in_features
-    handles = [m.register_forward_hook(hook) for m in module.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
-    with torch.no_grad():
-        (run or module)(x)
-    for h in handles:
-        h.remove()
-    return total[0]
-
-
-def costs(dataset: str = "fashion-mnist", input_hw: tuple[int, int] = (28, 28)) -> dict:
-    """What the device computes, per (split, family), for one image: ``head_macs`` (the network
-    before the split; none for an image codec), ``encoder_macs`` and ``encoder_params`` (the learned
-    bottleneck's encoder; block-sparse: one multiply-add per feature for the block energies, no
-    parameters; WebP: not counted in MACs)."""
-    out = {}
-    x = torch.zeros(1, 1 if dataset == "fashion-mnist" else 3, *input_hw)
-    for split_at in SPLIT_POINTS:
-        model = build_model(dataset, split_at).eval()
-        head = _macs(model, x, model.head)
-        with torch.no_grad():
-            z = model.head(x)
-        bn = Bottleneck(in_channels=model.split_channels, latent_channels=8, stride=BOTTLENECK_STRIDES[split_at]).eval()
-        out[split_at, "block-sparse"] = dict(head_macs=head, encoder_macs=z.numel(), encoder_params=0)
-        out[split_at, "bottleneck"] = dict(head_macs=head, encoder_macs=_macs(bn.encoder, z),
-                                           encoder_params=sum(p.numel() for p in bn.encoder.parameters()))
-        for family in ("webp-finetuned", "webp"):
-            out[split_at, family] = dict(head_macs=0, encoder_macs=None, encoder_params=0)
-    return out
-
-
 def run_step(step: dict, dataset: str = "fashion-mnist", out_dir: str | Path = ANSWER_DIR,
              state_dir: str | Path | None = None) -> Path:
     """Carry out one step of ``answer.plan``; returns the file it wrote."""
@@ -314,7 +275,7 @@ def run_step(step: dict, dataset: str = "fashion-mnist", out_dir: str | Path = A
         elif family == "webp-finetuned":
             setting = dict(quality=int(step["rung"]))
         elif family == "bottleneck":
-            setting = dict(lmbda=step["rung"], latent_channels=8, stride=BOTTLENECK_STRIDES[step["split_at"]])
+            setting = dict(lmbda=step["rung"], latent_channels=LATENT_CHANNELS, stride=BOTTLENECK_STRIDES[step["split_at"]])
         else:
             setting = {}
     card = train_run(family, setting, step["seed"], step.get("split_at"), dataset, out_dir, state_dir,

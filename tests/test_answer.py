@@ -77,3 +77,19 @@ def test_tested_models_counts_each_card_with_a_test_once(tmp_path):
     (tmp_path / "b.json").write_text(json.dumps(dict(family="x", test=dict(accuracy=0.9))))
     (tmp_path / "c.json").write_text(json.dumps(dict(family="x", val_select={})))
     assert answer.tested_models([tmp_path]) == 2
+
+
+def test_the_rendered_answer_heads_each_split_with_its_cost_and_shows_the_encoders_latency():
+    refs, ref_val = _reference(protocol.SEEDS)
+    op = _card("webp-finetuned", 0, ref_val, None, None, None, dict(quality=0), "w0.json")
+    assert answer.operating_points(refs + [op]) == {(s, "webp-finetuned"): op for s in protocol.SPLITS}
+    assert answer.shipped(refs + [op]) == {"ref0.json", "w0.json"}
+    cost = {("layer2", "block-sparse"): dict(head_macs=2.5e8, head_params=6.7e5, head_ms=1.234, encoder_ms=0.5,
+                                            encoder_macs=1e5, latency_machine="box"),
+            ("layer2", "webp-finetuned"): dict(head_macs=0, head_params=0, head_ms=0.0, encoder_ms=0.25)}
+    text = answer.render_answer(answer.answer_table(refs + [op], cost), 7)
+    assert "7 models evaluated on the test set" in text and "median ms on box" in text
+    assert "**After layer2** (the head before it: 250.00 million MACs, 0.67 million parameters, 1.234 ms)" in text
+    layer2 = text.split("**After layer2**")[1].split("**After layer3**")[0]
+    row = [line for line in layer2.splitlines() if line.startswith("| webp-finetuned")][0]
+    assert row.rstrip("| ").endswith("0.250") and "**After layer1**\n" in text  # no cost given: a bare heading
