@@ -29,6 +29,11 @@ def _setting(s: str) -> dict:
     return v
 
 
+def _family(step: dict) -> str:
+    """The family a step of the plan belongs to (a test step: its card's)."""
+    return step.get("family") or json.loads(Path(step["card"]).read_text())["family"]
+
+
 def protocol_command(argv: list[str]) -> None:
     ap = argparse.ArgumentParser(prog="blocksparse_utils.py protocol",
                                  description="train a candidate (val-stop, val-select) or test a chosen run once")
@@ -48,6 +53,8 @@ def protocol_command(argv: list[str]) -> None:
     pl.add_argument("--out", default=str(ANSWER_DIR))
     nx = sub.add_parser("next", help="make the next steps of the plan, one after another (resumable)")
     nx.add_argument("--max-steps", type=int, default=1)
+    nx.add_argument("--family", choices=("reference",) + answer.FAMILIES, default=None,
+                    help="only this family's steps (their order in the plan kept); default: the plan's order")
     nx.add_argument("--dataset", default="fashion-mnist")
     nx.add_argument("--out", default=str(ANSWER_DIR))
     nx.add_argument("--state-dir", default=str(STATE_DIR))
@@ -61,9 +68,9 @@ def protocol_command(argv: list[str]) -> None:
     if a.action == "next":
         last = None
         for _ in range(a.max_steps):
-            steps = next_steps(a.out)
+            steps = [s for s in next_steps(a.out) if a.family in (None, _family(s))]
             if not steps:
-                print("nothing left: every answer row is tested")
+                print("nothing left: every answer row is tested" if a.family is None else f"no {a.family} step left now")
                 return
             if steps[0] == last:  # a step that leaves no card would be made again forever
                 raise SystemExit(f"the step {json.dumps(last)} left the plan where it was: see its output above")

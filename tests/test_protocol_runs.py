@@ -136,3 +136,19 @@ def test_a_screen_halves_over_the_frontier_under_its_rung_and_records_its_pick(t
     assert seen == dict(arms=want, evals=1, gl=[0.0, 1e-5]) and len(sc["candidates"]) == 6 and len(sc["arms"]) == 4
     assert sc["pick"] == dict(mode="global", block_size=4, ratio=0.005, bits=2, group_lasso_weight=1e-5)
     assert pr.screened(tmp_path) == {("layer2", 0.25): sc["pick"]}
+
+
+def test_protocol_next_for_one_family_skips_the_others_steps(monkeypatch, tmp_path):
+    from blocksparse import cli_protocol
+    card = tmp_path / "bn.json"
+    card.write_text(json.dumps(dict(family="bottleneck")))
+    plan = [dict(action="screen", family="block-sparse", split_at="layer1", rung=0.25),
+            dict(action="test", card=str(card)),
+            dict(action="score", family="webp", split_at=None, rung=0, seed=0)]
+    made = []
+    monkeypatch.setattr(cli_protocol, "next_steps", lambda out: [s for s in plan if s not in made])
+    monkeypatch.setattr(cli_protocol, "run_step", lambda s, *a: made.append(s) or tmp_path)
+    monkeypatch.setattr(cli_protocol, "prune", lambda out: [])
+    cli_protocol.protocol_command(["next", "--max-steps", "5", "--family", "webp", "--out", str(tmp_path)])
+    cli_protocol.protocol_command(["next", "--max-steps", "5", "--family", "bottleneck", "--out", str(tmp_path)])
+    assert made == [plan[2], plan[1]]
