@@ -7,15 +7,16 @@ from pathlib import Path
 
 from . import answer
 from .model import SPLIT_POINTS
-from .costs import costs, latencies, machine
+from .costs import costs, latencies
 from .protocol_runs import ANSWER_DIR, TRAINED, next_steps, prune, run_step, test_run, train_run
 from .report import splice
-from .runtime import DATA_DIR, ROOT, results_dir
+from .runtime import DATA_DIR, ROOT, machine, results_dir
 
 # the cards of the models tested before the protocol (exploratory), counted in "models tested in all"
 EXPLORATORY = [DATA_DIR / d for d in ("frontier", "reference", "baselines", "ablation")]
 
-# resumable states live outside the work tree, which a new session lays anew (the machine may be kept)
+# resumable states live outside the work tree; they last as long as the machine (a new session may
+# start on a new one: a run is made, tested and committed within one session)
 STATE_DIR = Path.home() / ".cache" / "blocksparse" / "runs"
 
 

@@ -3,8 +3,6 @@ encoder's multiply-adds and parameters (counted), and their batch-1 latency (mea
 machine's CPU: a figure of the machine, printed with it, never a target)."""
 from __future__ import annotations
 
-import os
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -79,15 +77,10 @@ def median_ms(f, n: int = 100, warmup: int = 5) -> float:
     return 1000 * statistics.median(times)
 
 
-def machine() -> str:
-    """What the latencies were measured on, e.g. ``x86_64, 2 CPU threads, torch 2.14.1``."""
-    return f"{platform.machine()}, {torch.get_num_threads()} of {os.cpu_count()} CPU threads, torch {torch.__version__}"
-
-
 def latencies(operating_points: dict, dataset: str = "fashion-mnist", n: int = 100) -> dict:
     """Batch-1 latency in ms, per (split, family): ``head_ms`` (the head on one image, eval, no
-    grad; only at splits with a block-sparse or bottleneck operating point) and ``encoder_ms`` (what runs after it to make the stream: block-sparse selection,
-    quantization and coding with the model's code tables; the bottleneck's encoder and its entropy
+    grad; only at splits with a block-sparse or bottleneck operating point) and ``encoder_ms``
+    (what runs after it to make the stream: block-sparse selection, quantization and coding with the model's code tables; the bottleneck's encoder and its entropy
     coding; WebP's encoder on the 8-bit image), for each ``operating_points[split, family]``, a
     card (its ``path``, ``setting`` and ``codebook`` or ``bottleneck`` files). Measured on one
     training image (speed does not depend on which); weights do not change the speed, so the head

@@ -1,6 +1,7 @@
 """Running the notebooks headless with papermill (the only module that imports it)."""
 from __future__ import annotations
 
+import datetime
 import queue
 import time
 from pathlib import Path
@@ -10,7 +11,10 @@ from papermill.clientwrap import PapermillNotebookClient
 from papermill.engines import NBClientEngine, papermill_engines as pm_engines
 from papermill.log import logger as pm_log
 
-from .runtime import NOTEBOOK_DIR, ROOT
+import pandas as pd
+
+from .cache import recompute_requested
+from .runtime import NOTEBOOK_DIR, ROOT, machine, results_dir
 from .study import PRESETS
 
 
@@ -74,12 +78,14 @@ pm_engines.register("bsu-sliced", SlicedPollEngine)
 def run_notebooks(preset: str = "default", out_dir: str | Path = ROOT / "build" / "notebooks",
                   only: list[str] | None = None) -> list[Path]:
     """Execute notebooks 01-07 in order with papermill, injecting the preset's parameters
-    (each notebook gets the ones its ``parameters`` cell declares). Returns the executed copies."""
+    (each notebook gets the ones its ``parameters`` cell declares). Returns the executed copies.
+    A run of all seven writes its timing (``study_timing.csv``: seconds per notebook, the preset,
+    whether the cache was read, the date and the machine), which the README states."""
     if preset not in PRESETS:
         raise ValueError(f"preset must be one of {tuple(PRESETS)}, got {preset!r}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    done = []
+    done, seconds = [], {}
     for nb in sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb")):
         if only and not any(nb.name.startswith(o) for o in only):
             continue
@@ -92,6 +98,14 @@ def run_notebooks(preset: str = "default", out_dir: str | Path = ROOT / "build" 
         pm.execute_notebook(str(nb), str(out_dir / nb.name), parameters=params, cwd=str(NOTEBOOK_DIR),
                             kernel_name="python3", progress_bar=False, execution_timeout=CELL_TIMEOUT,
                             extra_arguments=KERNEL_ARGS, engine_name="bsu-sliced")
-        print(f"[{preset}] {nb.name} done in {time.time() - t0:.0f} s", flush=True)
+        seconds[nb.name] = time.time() - t0
+        print(f"[{preset}] {nb.name} done in {seconds[nb.name]:.0f} s", flush=True)
         done.append(out_dir / nb.name)
+    if not only:
+        d = results_dir()
+        d.mkdir(parents=True, exist_ok=True)
+        pd.DataFrame(dict(notebook=list(seconds), seconds=[round(v, 1) for v in seconds.values()], preset=preset,
+                          recompute=recompute_requested(),
+                          date=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d"),
+                          machine=machine())).to_csv(d / "study_timing.csv", index=False)
     return done

@@ -70,9 +70,9 @@ def sections(results: pd.DataFrame | None = None, trained: dict | None = None, *
                               max_bpp, vs_reference=t.get("vs_reference", []))
         add("Trained models on all test images",
             f"Mean over seeds; `vs_uncompressed`: paired test against the shipped model on the same images (points, "
-            f"widest seed interval); `within`: every seed within {pts}; WebP as is by point estimate. Block-sparse "
-            f"rates are from the code tables each model was measured with (codec version 1; version 2's fitted "
-            f"priors lower them, see the codec's limits).", table)
+            f"widest seed interval); `within`: every seed within {pts}; WebP by point estimate. Block-sparse rates: "
+            f"seeds whose weights ship re-measured with codec version 2, the others with their version-1 code tables "
+            f"(a mean can mix both; per seed: `docs/results.md`).", table)
     if t.get("models") is not None and len(t["models"]):
         add("Fine-tuned block-sparse models, per seed", "Weights in `data/frontier/` where shipped; every card "
             "records its per-image test results.", models_table(t["models"], t.get("paired", [])))
@@ -168,6 +168,15 @@ def render_readme(parts: list[tuple[str, str, pd.DataFrame]]) -> str:
            f"baselines, the original's accounting): [`{DOC}`]({DOC}).\n"
 
 
+def render_timing(timing: pd.DataFrame) -> str:
+    """The README's line on ``make study``'s run time, from the ``study_timing.csv`` its last run wrote."""
+    t = timing.iloc[0]
+    each = ", ".join(f"{n[:2]} {s / 60:.1f}" for n, s in zip(timing["notebook"], timing["seconds"]))
+    cache = "recomputing every step (`make study-full`)" if bool(t["recompute"]) else "reading the committed cache"
+    return (f"The last `make study` ran its notebooks in **{timing['seconds'].sum() / 60:.1f} min** ({each} min), "
+            f"{cache}, on {t['date']}, {t['machine']}.")
+
+
 def splice(path: str | Path, text: str, name: str = "results") -> Path:
     """Replace the text between ``<!-- <name>:begin -->`` and ``<!-- <name>:end -->`` in ``path``
     with ``text``; everything outside the markers, the markers included, is kept byte for byte.
@@ -211,6 +220,8 @@ def main(argv: list[str] | None = None) -> None:
     args.doc.parent.mkdir(parents=True, exist_ok=True)
     args.doc.write_text((d / "results_doc.md").read_text())
     splice(args.readme, (d / "results_readme.md").read_text())
+    if (d / "study_timing.csv").exists():
+        splice(args.readme, render_timing(pd.read_csv(d / "study_timing.csv")), "study-time")
     print(f"{args.readme}: results block replaced; {args.doc} written")
 
 

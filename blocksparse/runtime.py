@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 import os
 import pickle
+import platform
 import random
 import time
 import zipfile
@@ -109,3 +110,10 @@ def in_repo(p: Path) -> str:
     """``p`` relative to the repository when it lies inside it (results and cards name files portably)."""
     p = Path(p).resolve()
     return str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(p)
+
+
+def machine() -> str:
+    """What a time was measured on, e.g. ``x86_64, 2 of 2 CPU threads, torch 2.14.1`` (with the GPU's
+    name where torch sees one)."""
+    gpu = f", {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
+    return f"{platform.machine()}, {torch.get_num_threads()} of {os.cpu_count()} CPU threads{gpu}, torch {torch.__version__}"

@@ -52,7 +52,7 @@ def test_notebooks_run_top_to_bottom(tmp_path, monkeypatch):
         counts = [c["execution_count"] for c in json.loads(p.read_text())["cells"] if c["cell_type"] == "code"]
         assert counts == list(range(1, len(counts) + 1)), f"{p.name} ran out of order"
     for name in ("sweep.csv", "finetune.csv", "results.csv", "results.json", "compression_results.json",
-                 "results_doc.md", "results_readme.md"):
+                 "results_doc.md", "results_readme.md", "study_timing.csv"):
         assert (tmp_path / "results" / name).exists(), name
     figures = {p.name for p in (tmp_path / "figures").iterdir()}
     for name in ("feature_distribution", "block_energy_dist", "feature_maps_ratio", "accuracy_vs_compression",

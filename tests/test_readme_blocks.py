@@ -41,6 +41,13 @@ def test_the_results_block_and_docs_results_are_the_render_of_the_results_files(
     assert (ROOT / report.DOC).read_text() == report.render_doc(parts)
 
 
+def test_the_study_time_block_is_the_render_of_the_committed_timing():
+    from blocksparse import report
+    timing = pd.read_csv(RESULTS / "study_timing.csv")
+    assert list(timing["notebook"].str[:2]) == ["01", "02", "03", "04", "05", "06", "07"]
+    assert block("study-time") == report.render_timing(timing)
+
+
 def test_the_readme_fits_on_a_few_screens():
     lines = (ROOT / "README.md").read_text().split("\n")
     assert len(lines) <= 250 and max(map(len, lines)) <= 400

@@ -5,6 +5,7 @@ import pytest
 
 from blocksparse.analysis import bd_rate_table, positions_share
 from blocksparse.original import original_choices_table, original_vs_real
+from blocksparse import report
 from blocksparse.report import BEGIN, END, markdown, render, render_doc, render_readme, sections, splice, write
 from blocksparse.results import to_frame
 
@@ -195,3 +196,12 @@ def test_original_choices_table():
         original_choices_table(df.drop(columns="bpp"))
     with pytest.raises(ValueError, match="as computed"):
         original_choices_table(df[df["choice"] != "as computed"])
+
+
+def test_the_study_time_is_the_sum_of_the_notebooks_in_minutes():
+    timing = pd.DataFrame(dict(notebook=["01_a.ipynb", "02_b.ipynb", "03_c.ipynb"], seconds=[60.0, 120.0, 12.0],
+                               preset="default", recompute=False, date="2026-12-05", machine="box"))
+    text = report.render_timing(timing)
+    assert "**3.2 min** (01 1.0, 02 2.0, 03 0.2 min)" in text and "reading the committed cache" in text
+    assert text.endswith("on 2026-12-05, box.")
+    assert "recomputing every step" in report.render_timing(timing.assign(recompute=True))
