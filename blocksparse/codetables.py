@@ -331,29 +331,37 @@ def fit_codebook(features: Tensor, cfg: CodecConfig, coder: str = "huffman",
     levels = 2 ** cfg.bits
     per_channel_fits = shape[0] * priors.value_contexts(cfg.bits) * levels <= MAX_VALUE_TABLE
     value_models = [value_model] if value_model else [v for v in values_allowed if v == "global" or per_channel_fits]
+    # every model counts the same analysis (selection and quantization) of the images: made once
     if len(codings) > 1 or len(value_models) > 1:
         held = torch.arange(len(features)) % 5 == 4
-        fit, judge = (features[~held], features[held]) if len(features) >= 10 else (features, features)
-        trial = {(c, v): _fit(fit, cfg, coder, c, v, batch_size) for c in codings for v in value_models}
-        cost = {key: _held_out_bits(judge, cb, batch_size) for key, cb in trial.items()}
+        split = len(features) >= 10
+        fit = [analyze(c, cfg) for c in (features[~held] if split else features).split(batch_size)]
+        judge = [analyze(c, cfg) for c in features[held].split(batch_size)] if split else fit
+        # positions judged with the first value model, values with the first position coding
+        # (the two sections are coded independently), so only those trials are fitted
+        trials = {(c, value_models[0]) for c in codings} | {(codings[0], v) for v in value_models}
+        cost = {key: _held_out_bits(judge, _fit(fit, len(features) - int(held.sum()) if split else len(features),
+                                                cfg, shape, coder, *key)) for key in trials}
         position_coding = min(codings, key=lambda c: cost[(c, value_models[0])]["positions"])
         value_model = min(value_models, key=lambda v: cost[(codings[0], v)]["values"])
+        every = fit + judge if split else fit
     else:
         position_coding, value_model = codings[0], value_models[0]
-    return _fit(features, cfg, coder, position_coding, value_model, batch_size)
+        every = [analyze(c, cfg) for c in features.split(batch_size)]
+    return _fit(every, len(features), cfg, shape, coder, position_coding, value_model)
 
 
-def _fit(features: Tensor, cfg: CodecConfig, coder: str, coding: str, value_model: str, batch_size: int) -> Codebook:
-    """The codebook of ``coding`` and ``value_model`` fitted on all of ``features``."""
-    shape = tuple(features.shape[1:])
+def _fit(analyses: list[dict], n_images: int, cfg: CodecConfig, shape: tuple, coder: str, coding: str,
+         value_model: str) -> Codebook:
+    """The codebook of ``coding`` and ``value_model`` fitted on ``n_images`` images' ``analyses``
+    (``codec.analyze`` of each batch; counts are sums, so the batches' order does not matter)."""
     counts = {k: np.zeros(s, np.int64) for k, s in _alphabets(cfg, shape, coding, value_model).items()}
     levels, contexts = 2 ** cfg.bits, priors.value_contexts(cfg.bits)
     # a codebook of the same shape whose models are not the ones being fitted, to reuse stream_fields
     plain = Codebook(cfg, shape, coder, "bitmap" if coding == "prior" else coding,
                      {k: np.ones(s, np.int64) if coder == "ans" else _complete(s)
                       for k, s in _alphabets(cfg, shape, "bitmap" if coding == "prior" else coding).items()})
-    for chunk in features.split(batch_size):
-        a = analyze(chunk, cfg)
+    for a in analyses:
         if coding == "prior":
             flat = cell_flags(a, cfg)
             counts["positions"] += flat.sum(0)
@@ -367,7 +375,7 @@ def _fit(features: Tensor, cfg: CodecConfig, coder: str, coding: str, value_mode
             if table is not None and not _counts(table, coding, value_model):
                 counts[table] += np.bincount(sym, minlength=len(counts[table]))
     tables = {k: v if _counts(k, coding, value_model) else _weights(v + 1, coder) for k, v in counts.items()}
-    return Codebook(cfg, shape, coder, coding, tables, len(features), value_model)
+    return Codebook(cfg, shape, coder, coding, tables, n_images, value_model)
 
 
 def _weights(counts: np.ndarray, coder: str) -> np.ndarray:
@@ -382,12 +390,12 @@ def _complete(size: int) -> np.ndarray:
     return huffman_lengths(np.ones(size, np.int64)) if size else np.zeros(0, np.int64)
 
 
-def _held_out_bits(features: Tensor, cb: Codebook, batch_size: int) -> dict:
-    """Information content (bits, summed over ``features``) of the positions and values sections
-    under ``cb``'s models: what an ideal entropy coder with these models would spend."""
+def _held_out_bits(analyses: list[dict], cb: Codebook) -> dict:
+    """Information content (bits, summed over the images of ``analyses``) of the positions and values
+    sections under ``cb``'s models: what an ideal entropy coder with these models would spend."""
     out = dict(positions=0.0, values=0.0)
-    for chunk in features.split(batch_size):
-        for field in stream_fields(analyze(chunk, cb.cfg), cb):
+    for a in analyses:
+        for field in stream_fields(a, cb):
             out[_section(field[0])] += float(_field_bits(field, cb).sum())
     return out
 
