@@ -304,7 +304,8 @@ def prune(out_dir: str | Path = ANSWER_DIR) -> list[Path]:
         if c["seed"] != 0 and "test" not in c:
             continue  # an operating point's seed not tested yet
         p = Path(c["path"])
-        for name in (c["weights"], c.get("bottleneck")):
+        bn = c.get("bottleneck")  # the bottleneck's file and its own card beside it
+        for name in (c["weights"], bn, bn and Path(bn).with_suffix(".json").name):
             if name and p.with_name(name).exists():
                 p.with_name(name).unlink()
                 gone.append(p.with_name(name))

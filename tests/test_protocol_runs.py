@@ -92,8 +92,14 @@ def test_prune_keeps_the_reference_and_operating_points_and_drops_passed_rungs_a
     op = _card(tmp_path, "webp-finetuned_q5_seed0", "webp-finetuned", 0, good, rung=5)
     seed1 = _card(tmp_path, "webp-finetuned_q5_seed1", "webp-finetuned", 1, good, rung=5, tested=True)
     seed2 = _card(tmp_path, "webp-finetuned_q5_seed2", "webp-finetuned", 2, good, rung=5)  # not tested yet
+    bn = _card(tmp_path, "bottleneck_layer1_seed0", "bottleneck", 0, bad, rung=3.2, split_at="layer1")
+    card = json.loads(bn.with_suffix(".json").read_text()) | dict(bottleneck="bottleneck_layer1_seed0.bottleneck.pt")
+    bn.with_suffix(".json").write_text(json.dumps(card))
+    parts = [tmp_path / "bottleneck_layer1_seed0.bottleneck.pt", tmp_path / "bottleneck_layer1_seed0.bottleneck.json"]
+    for f in parts:
+        f.write_text("{}")
     gone = pr.prune(tmp_path)
-    assert sorted(gone) == sorted([ref1, low, seed1])
+    assert sorted(gone) == sorted([ref1, low, seed1, bn, *parts])
     assert ref.exists() and op.exists() and seed2.exists() and not low.exists()
     assert json.loads(low.with_suffix(".json").read_text())["weights_kept"] is False
     with pytest.raises(ValueError, match="not kept"):
