@@ -73,6 +73,18 @@ def shipped(cards: list[dict]) -> set[str]:
     return refs | {op["path"] for op in operating_points(cards).values()}
 
 
+def closest(cards: list[dict], family: str, split_at: str | None, reference: dict) -> str:
+    """The status of a family whose whole ladder missed: the rung whose val-select difference from
+    the reference has the highest lower end, with that difference and its interval in points."""
+    scored = [(val_select_pair(c, reference), c) for c in _runs(cards, family, split_at)
+              if c["seed"] == 0 and c.get("val_select") is not None]
+    if not scored:
+        return "no rung within one point"
+    pair, card = max(scored, key=lambda t: t[0]["lo"])
+    return (f"no rung within one point (closest on val-select: rung {rung_of(card):g}, "
+            f"{100 * pair['difference']:+.2f} [{100 * pair['lo']:+.2f}, {100 * pair['hi']:+.2f}])")
+
+
 def operating_points(cards: list[dict]) -> dict[tuple[str, str], dict]:
     """(split, family) -> the operating point's seed-0 card, where the rule found one (the families
     that do not depend on the split appear under every split)."""
@@ -137,7 +149,7 @@ def answer_table(cards: list[dict], costs: dict | None = None) -> pd.DataFrame:
             row = dict.fromkeys(ANSWER_COLUMNS) | dict(split_at=split_at, family=family,
                                                        **(costs or {}).get((split_at, family), {}))
             if op is None:
-                row["status"] = "no rung within one point" if rung is None else f"pending: rung {rung:g}"
+                row["status"] = closest(cards, family, key, refs.get(0)) if rung is None else f"pending: rung {rung:g}"
                 rows.append(row)
                 continue
             runs = {c["seed"]: c for c in _runs(cards, family, key) if rung_of(c) == rung_of(op)}

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import statistics
-import time
 from pathlib import Path
 
 import pandas as pd
@@ -12,21 +11,10 @@ import zstandard
 from . import codebook as cbk
 from .bitstream import decode, encode
 from .codec import CodecConfig, compress
+from .costs import timings
 from .data import load_dataset
 from .model import load_pretrained
 from .runtime import ROOT, set_seed
-
-
-def _timings(f, n: int, warmup: int) -> list[float]:
-    """Seconds of ``n`` calls of ``f`` after ``warmup`` untimed ones."""
-    for _ in range(warmup):
-        f()
-    times = []
-    for _ in range(n):
-        t = time.perf_counter()
-        f()
-        times.append(time.perf_counter() - t)
-    return times
 
 
 def benchmark() -> None:
@@ -41,7 +29,7 @@ def benchmark() -> None:
     mb = x.numel() * 4 / 1e6
 
     def best(f, k=5):
-        return min(_timings(f, k, warmup=1))
+        return min(timings(f, k, warmup=1))
 
     blob = encode(x, cfg)
     raw = x.numpy().tobytes()
@@ -57,7 +45,7 @@ def benchmark() -> None:
 
     # batch-1 latency at the operating point: what one request costs next to the head's compute
     def median_ms(f, n=200):  # (median, min) in ms; the min shows what a busy machine hides
-        times = _timings(f, n, warmup=5)
+        times = timings(f, n, warmup=5)
         return 1000 * statistics.median(times), 1000 * min(times)
 
     op = CodecConfig(4, 0.005, "global", 2)

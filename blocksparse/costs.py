@@ -63,8 +63,8 @@ def costs(dataset: str = "fashion-mnist", input_hw: tuple[int, int] = (28, 28)) 
     return out
 
 
-def median_ms(f, n: int = 100, warmup: int = 5) -> float:
-    """Median milliseconds of ``n`` calls of ``f`` after ``warmup`` untimed ones."""
+def timings(f, n: int, warmup: int) -> list[float]:
+    """Seconds of ``n`` calls of ``f`` after ``warmup`` untimed ones."""
     if not isinstance(n, int) or n < 1:
         raise ValueError(f"n must be an integer >= 1, got {n!r}")
     for _ in range(warmup):
@@ -74,7 +74,12 @@ def median_ms(f, n: int = 100, warmup: int = 5) -> float:
         t = time.perf_counter()
         f()
         times.append(time.perf_counter() - t)
-    return 1000 * statistics.median(times)
+    return times
+
+
+def median_ms(f, n: int = 100, warmup: int = 5) -> float:
+    """Median milliseconds of ``n`` calls of ``f`` after ``warmup`` untimed ones."""
+    return 1000 * statistics.median(timings(f, n, warmup))
 
 
 def latencies(operating_points: dict, dataset: str = "fashion-mnist", n: int = 100) -> dict:

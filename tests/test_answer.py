@@ -93,3 +93,17 @@ def test_the_rendered_answer_heads_each_split_with_its_cost_and_shows_the_encode
     layer2 = text.split("**After layer2**")[1].split("**After layer3**")[0]
     row = [line for line in layer2.splitlines() if line.startswith("| webp-finetuned")][0]
     assert row.rstrip("| ").endswith("0.250") and "**After layer1**\n" in text  # no cost given: a bare heading
+
+
+def test_a_ladder_that_misses_everywhere_says_which_rung_came_closest_on_val_select():
+    refs, ref_val = _reference()
+    cards = list(refs)
+    for i, q in enumerate(protocol.LADDERS["webp"]):
+        val = ref_val.copy()
+        val[np.flatnonzero(ref_val)[:100 - 10 * i]] = False  # 4.0 points below, then 3.6, ... 1.2 at the top
+        cards.append(_card("webp", 0, val, None, None, None, dict(quality=q), f"webp{q}.json"))
+    assert answer.walk(cards, "webp", None) == (None, None)
+    status = answer.answer_table(cards).query("family == 'webp'")["status"]
+    top = protocol.LADDERS["webp"][-1]
+    # by hand: the top rung loses 30 of 2,500 images and gains none: -1.20 points
+    assert (status.str.startswith(f"no rung within one point (closest on val-select: rung {top}, -1.20 [")).all()
