@@ -15,7 +15,7 @@ import pandas as pd
 
 from .protocol import FAMILIES, LADDERS, SEEDS, SPLIT_FREE, SPLITS
 from .results import unpack_correct
-from .stats import ONE_POINT, hierarchical_bootstrap, within
+from .stats import ONE_POINT, diff_words, hierarchical_bootstrap, within
 
 ANSWER_COLUMNS = ("split_at", "family", "setting", "status", "seeds", "bpp", "bpp_file", "accuracy", "accuracy_lo",
                   "accuracy_hi", "diff", "diff_lo", "diff_hi", "reference", "within", "val_select_accuracy",
@@ -81,8 +81,7 @@ def closest(cards: list[dict], family: str, split_at: str | None, reference: dic
     if not scored:
         return "no rung within one point"
     pair, card = max(scored, key=lambda t: t[0]["lo"])
-    return (f"no rung within one point (closest on val-select: rung {rung_of(card):g}, "
-            f"{100 * pair['difference']:+.2f} [{100 * pair['lo']:+.2f}, {100 * pair['hi']:+.2f}])")
+    return f"no rung within one point (closest on val-select: rung {rung_of(card):g}, {diff_words(pair)})"
 
 
 def operating_points(cards: list[dict]) -> dict[tuple[str, str], dict]:

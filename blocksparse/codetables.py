@@ -340,20 +340,18 @@ def fit_codebook(features: Tensor, cfg: CodecConfig, coder: str = "huffman",
         # positions judged with the first value model, values with the first position coding
         # (the two sections are coded independently), so only those trials are fitted
         trials = {(c, value_models[0]) for c in codings} | {(codings[0], v) for v in value_models}
-        cost = {key: _held_out_bits(judge, _fit(fit, len(features) - int(held.sum()) if split else len(features),
-                                                cfg, shape, coder, *key)) for key in trials}
+        cost = {key: _held_out_bits(judge, _fit(fit, cfg, shape, coder, *key)) for key in trials}
         position_coding = min(codings, key=lambda c: cost[(c, value_models[0])]["positions"])
         value_model = min(value_models, key=lambda v: cost[(codings[0], v)]["values"])
         every = fit + judge if split else fit
     else:
         position_coding, value_model = codings[0], value_models[0]
         every = [analyze(c, cfg) for c in features.split(batch_size)]
-    return _fit(every, len(features), cfg, shape, coder, position_coding, value_model)
+    return _fit(every, cfg, shape, coder, position_coding, value_model)
 
 
-def _fit(analyses: list[dict], n_images: int, cfg: CodecConfig, shape: tuple, coder: str, coding: str,
-         value_model: str) -> Codebook:
-    """The codebook of ``coding`` and ``value_model`` fitted on ``n_images`` images' ``analyses``
+def _fit(analyses: list[dict], cfg: CodecConfig, shape: tuple, coder: str, coding: str, value_model: str) -> Codebook:
+    """The codebook of ``coding`` and ``value_model`` fitted on the images of ``analyses``
     (``codec.analyze`` of each batch; counts are sums, so the batches' order does not matter)."""
     counts = {k: np.zeros(s, np.int64) for k, s in _alphabets(cfg, shape, coding, value_model).items()}
     levels, contexts = 2 ** cfg.bits, priors.value_contexts(cfg.bits)
@@ -375,7 +373,7 @@ def _fit(analyses: list[dict], n_images: int, cfg: CodecConfig, shape: tuple, co
             if table is not None and not _counts(table, coding, value_model):
                 counts[table] += np.bincount(sym, minlength=len(counts[table]))
     tables = {k: v if _counts(k, coding, value_model) else _weights(v + 1, coder) for k, v in counts.items()}
-    return Codebook(cfg, shape, coder, coding, tables, n_images, value_model)
+    return Codebook(cfg, shape, coder, coding, tables, sum(a["shape"][0] for a in analyses), value_model)
 
 
 def _weights(counts: np.ndarray, coder: str) -> np.ndarray:

@@ -85,8 +85,9 @@ def median_ms(f, n: int = 100, warmup: int = 5) -> float:
 def latencies(operating_points: dict, dataset: str = "fashion-mnist", n: int = 100) -> dict:
     """Batch-1 latency in ms, per (split, family): ``head_ms`` (the head on one image, eval, no
     grad; only at splits with a block-sparse or bottleneck operating point) and ``encoder_ms``
-    (what runs after it to make the stream: block-sparse selection, quantization and coding with the model's code tables; the bottleneck's encoder and its entropy
-    coding; WebP's encoder on the 8-bit image), for each ``operating_points[split, family]``, a
+    (what runs after it to make the stream: block-sparse selection, quantization and coding with
+    the model's code tables; the bottleneck's encoder and its entropy coding; WebP's encoder on the
+    8-bit image), for each ``operating_points[split, family]``, a
     card (its ``path``, ``setting`` and ``codebook`` or ``bottleneck`` files). Measured on one
     training image (speed does not depend on which); weights do not change the speed, so the head
     is the untrained network's."""
@@ -118,4 +119,3 @@ def latencies(operating_points: dict, dataset: str = "fashion-mnist", n: int = 1
                     row["encoder_ms"] = median_ms(lambda: encode_image(pixels, "webp", q), n)
             out[split_at, family] = row
     return out
-

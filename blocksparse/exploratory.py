@@ -18,6 +18,7 @@ import pandas as pd
 from .analysis import best_under, blocksparse_rows, describe, lowest_within, pair_with_reference
 from .baselines import IMAGE_FORMATS
 from .results import model_key, model_stem, to_frame
+from .stats import diff_words
 
 RECIPE = ["distill_weight", "group_lasso_weight", "steps", "lr"]  # from the cards (``ablation_frame``)
 DEFAULT_LR = 1e-3  # fine-tuning's; a recipe names its learning rate only when it is another
@@ -37,11 +38,6 @@ def pct(v, decimals: int = 2):
 def interval(lo, hi) -> str:
     """A 95% interval in percent, ``"[lo, hi]"``; ``"n/a"`` where either end is missing."""
     return "n/a" if pd.isna(lo) or pd.isna(hi) else f"[{100 * float(lo):.2f}, {100 * float(hi):.2f}]"
-
-
-def diff_words(p: dict) -> str:
-    """A paired test's difference and interval in points, ``"-0.46 [-0.80, -0.11]"``."""
-    return f"{100 * p['difference']:+.2f} [{100 * p['lo']:+.2f}, {100 * p['hi']:+.2f}]"
 
 
 def seeds_diff_words(p: list[dict]) -> str:

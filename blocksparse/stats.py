@@ -141,6 +141,11 @@ def paired_test(correct_a: ArrayLike, correct_b: ArrayLike, confidence: float = 
                 n_images=n, b_only=b_only, a_only=a_only)
 
 
+def diff_words(p: dict) -> str:
+    """A paired test's (``within``) difference and interval in points, ``"-0.46 [-0.80, -0.11]"``."""
+    return f"{100 * p['difference']:+.2f} [{100 * p['lo']:+.2f}, {100 * p['hi']:+.2f}]"
+
+
 def within(correct_ref: ArrayLike, correct_x: ArrayLike, tolerance: float = 0.01, confidence: float = 0.95,
            n_boot: int = 10000, seed: int = 0) -> dict:
     """Is X within ``tolerance`` of the reference (non-inferiority on the same images)?
