@@ -43,7 +43,8 @@ def test_latencies_time_the_operating_points_encoders_and_leave_the_rest_empty(t
     card = dict(path=str(tmp_path / "x.json"), setting=dict(mode="global", block_size=2, ratio=0.01, bits=2),
                 codebook="cb.codebook", val_select={})
     webp = dict(path=str(tmp_path / "w.json"), setting=dict(quality=5), val_select={})
-    got = costs.latencies({("layer3", "block-sparse"): card, ("layer1", "webp"): webp}, n=3)
+    got = costs.latencies({("layer3", "block-sparse"): card, ("layer1", "webp"): webp, ("layer2", "webp"): webp}, n=3)
+    assert got["layer1", "webp"]["encoder_ms"] == got["layer2", "webp"]["encoder_ms"]  # one codec, one timing
     assert got["layer3", "block-sparse"]["encoder_ms"] > 0 and got["layer3", "block-sparse"]["head_ms"] > 0
     assert got["layer1", "webp"]["encoder_ms"] > 0 and got["layer1", "webp"]["head_ms"] == 0
     assert got["layer2", "bottleneck"]["encoder_ms"] is None and got["layer2", "bottleneck"]["head_ms"] is None
