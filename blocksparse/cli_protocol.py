@@ -35,6 +35,11 @@ def _family(step: dict) -> str:
     return step.get("family") or json.loads(Path(step["card"]).read_text())["family"]
 
 
+def _split(step: dict) -> str | None:
+    """The split a step of the plan belongs to (a test step: its card's; None: a split-free family)."""
+    return step["split_at"] if "split_at" in step else json.loads(Path(step["card"]).read_text())["split_at"]
+
+
 def protocol_command(argv: list[str]) -> None:
     ap = argparse.ArgumentParser(prog="blocksparse_utils.py protocol",
                                  description="train a candidate (val-stop, val-select) or test a chosen run once")
@@ -56,6 +61,8 @@ def protocol_command(argv: list[str]) -> None:
     nx.add_argument("--max-steps", type=int, default=1)
     nx.add_argument("--family", choices=("reference",) + answer.FAMILIES, default=None,
                     help="only this family's steps (their order in the plan kept); default: the plan's order")
+    nx.add_argument("--split-at", choices=SPLIT_POINTS, default=None,
+                    help="only this split's steps (and split-free families'); default: every split")
     nx.add_argument("--dataset", default="fashion-mnist")
     nx.add_argument("--out", default=str(ANSWER_DIR))
     nx.add_argument("--state-dir", default=str(STATE_DIR))
@@ -69,9 +76,11 @@ def protocol_command(argv: list[str]) -> None:
     if a.action == "next":
         last = None
         for _ in range(a.max_steps):
-            steps = [s for s in next_steps(a.out) if a.family in (None, _family(s))]
+            steps = [s for s in next_steps(a.out) if a.family in (None, _family(s))
+                     and (a.split_at is None or _split(s) in (None, a.split_at))]
             if not steps:
-                print("nothing left: every answer row is tested" if a.family is None else f"no {a.family} step left now")
+                print("nothing left: every answer row is tested" if (a.family, a.split_at) == (None, None)
+                      else f"no {a.family or 'protocol'} step left now{f' at {a.split_at}' if a.split_at else ''}")
                 return
             if steps[0] == last:  # a step that leaves no card would be made again forever
                 raise SystemExit(f"the step {json.dumps(last)} left the plan where it was: see its output above")

@@ -158,3 +158,22 @@ def test_protocol_next_for_one_family_skips_the_others_steps(monkeypatch, tmp_pa
     cli_protocol.protocol_command(["next", "--max-steps", "5", "--family", "webp", "--out", str(tmp_path)])
     cli_protocol.protocol_command(["next", "--max-steps", "5", "--family", "bottleneck", "--out", str(tmp_path)])
     assert made == [plan[2], plan[1]]
+
+
+def test_protocol_next_at_one_split_skips_the_other_splits_steps(monkeypatch, tmp_path):
+    from blocksparse import cli_protocol
+    card = tmp_path / "bn.json"
+    card.write_text(json.dumps(dict(family="bottleneck", split_at="layer3")))
+    plan = [dict(action="screen", family="block-sparse", split_at="layer1", rung=0.25),
+            dict(action="screen", family="block-sparse", split_at="layer3", rung=0.25),
+            dict(action="test", card=str(card)),
+            dict(action="train", family="reference", split_at=None, rung=None, seed=1)]
+    made = []
+    monkeypatch.setattr(cli_protocol, "next_steps", lambda out: [s for s in plan if s not in made])
+    monkeypatch.setattr(cli_protocol, "run_step", lambda s, *a: made.append(s) or tmp_path)
+    monkeypatch.setattr(cli_protocol, "prune", lambda out: [])
+    cli_protocol.protocol_command(["next", "--max-steps", "5", "--family", "block-sparse", "--split-at", "layer3",
+                                   "--out", str(tmp_path)])
+    assert made == [plan[1]]
+    cli_protocol.protocol_command(["next", "--max-steps", "5", "--split-at", "layer3", "--out", str(tmp_path)])
+    assert made == [plan[1], plan[2], plan[3]]  # a split-free family's steps belong to every split
