@@ -5,10 +5,12 @@ import argparse
 import json
 from pathlib import Path
 
+import pandas as pd
+
 from . import answer
 from .model import SPLIT_POINTS
 from .costs import costs, latencies
-from .protocol_runs import ANSWER_DIR, TRAINED, next_steps, prune, run_step, test_run, train_run
+from .protocol_runs import ANSWER_DIR, TRAINED, next_steps, prune, remeasure_run, run_step, test_run, train_run
 from .report import splice
 from .runtime import DATA_DIR, ROOT, machine, results_dir
 
@@ -66,6 +68,10 @@ def protocol_command(argv: list[str]) -> None:
     nx.add_argument("--dataset", default="fashion-mnist")
     nx.add_argument("--out", default=str(ANSWER_DIR))
     nx.add_argument("--state-dir", default=str(STATE_DIR))
+    rm = sub.add_parser("remeasure", help="measure the shipped models again and compare with their cards' test")
+    rm.add_argument("cards", nargs="*", help="default: every shipped model of the answer that was tested")
+    rm.add_argument("--n-test", type=int, default=None, help="evenly spaced test images (default all 10,000)")
+    rm.add_argument("--out", default=str(ANSWER_DIR))
     an = sub.add_parser("answer", help="write data/results/answer.csv from the cards")
     an.add_argument("--out", default=str(ANSWER_DIR))
     a = ap.parse_args(argv)
@@ -89,6 +95,14 @@ def protocol_command(argv: list[str]) -> None:
             print(f"wrote {run_step(steps[0], a.dataset, a.out, a.state_dir)}", flush=True)
             for f in prune(a.out):
                 print(f"deleted {f} (not shipped; its card keeps its results)", flush=True)
+        return
+    if a.action == "remeasure":
+        cards = a.cards or sorted(p for p in answer.shipped(answer.read_cards(a.out))
+                                  if "test" in json.loads(Path(p).read_text()))
+        rows = [remeasure_run(c, a.n_test) for c in cards]
+        print(pd.DataFrame(rows).to_markdown(index=False) if rows else "no shipped model tested yet")
+        if any(r["differing"] for r in rows):
+            print("some images differ from the cards' test: a numerical difference of this machine, or other weights")
         return
     if a.action == "answer":
         cards, cost = answer.read_cards(a.out), costs()

@@ -23,11 +23,11 @@ from .bottleneck_training import evaluate_bottleneck, train_bottleneck
 from .codebook import codebook_bytes, fit_codebook, load_codebook, save_codebook
 from .codec import SELECTION_GRID, CodecConfig
 from .costs import BOTTLENECK_STRIDES, LATENT_CHANNELS
-from .data import load_dataset
+from .data import evenly_spaced, load_dataset
 from .evaluation import evaluate, head_features
 from .model import SplitResNet18, checkpoint_card, load_pretrained, save_weights
 from .protocol import BUDGET, SCREEN, VAL_SELECT, VAL_STOP, Budget, selection_data, stopping_data
-from .results import pack_correct
+from .results import pack_correct, unpack_correct
 from .runtime import DATA_DIR, module_device
 from .study import candidates_under, select_after_finetuning
 from .training import finetune
@@ -178,6 +178,24 @@ def test_run(card_path: str | Path, n_test: int | None = None) -> dict:
     card["test"] = _scored(model, test, card["family"], card["setting"], codebook, card["dataset"])
     p.write_text(json.dumps(card, indent=1, default=float))
     return card
+
+
+def remeasure_run(card_path: str | Path, n_test: int | None = None) -> dict:
+    """A tested run measured again from its shipped weights, its card untouched: accuracy on
+    ``n_test`` evenly spaced test images (default all 10,000) beside the card's own test on the
+    same images, and how many of those images' correctness differs (0: the card reproduced)."""
+    p = Path(card_path)
+    model, card, codebook = load_run(p)
+    if "test" not in card:
+        raise ValueError(f"card_path: {p} has no test result to re-measure against")
+    test = load_dataset(card["dataset"], "test", subset=n_test)
+    recorded = unpack_correct(card["test"]["correct"])
+    if n_test is not None:
+        recorded = recorded[evenly_spaced(len(recorded), n_test).numpy()]
+    now = _scored(model, test, card["family"], card["setting"], codebook, card["dataset"])
+    correct = unpack_correct(now["correct"])
+    return dict(card=p.name, n_images=len(correct), accuracy=now["accuracy"], card_accuracy=float(recorded.mean()),
+                differing=int((correct != recorded).sum()), bpp=now.get("bpp"), card_bpp=card["test"].get("bpp"))
 
 
 def score_codec(quality: int, dataset: str = "fashion-mnist", out_dir: str | Path = ANSWER_DIR) -> Path:

@@ -177,3 +177,31 @@ def test_protocol_next_at_one_split_skips_the_other_splits_steps(monkeypatch, tm
     assert made == [plan[1]]
     cli_protocol.protocol_command(["next", "--max-steps", "5", "--split-at", "layer3", "--out", str(tmp_path)])
     assert made == [plan[1], plan[2], plan[3]]  # a split-free family's steps belong to every split
+
+
+@pytest.mark.parametrize("card", sorted(answer.shipped(answer.read_cards(pr.ANSWER_DIR))))
+def test_every_shipped_answer_model_reproduces_its_cards_test_image_for_image(card):
+    """The done-when of the answer's models: the shipped weights give the card's per-image test
+    results (here on 200 evenly spaced images; ``protocol remeasure`` checks all 10,000)."""
+    if "test" not in json.loads(open(card).read()):
+        pytest.skip("an operating point whose seed 0 is not tested yet")
+    r = pr.remeasure_run(card, n_test=200)
+    assert (r["n_images"], r["differing"]) == (200, 0) and r["accuracy"] == r["card_accuracy"]
+
+
+def test_remeasure_counts_images_whose_correctness_differs_from_the_card(tmp_path):
+    src = pr.ANSWER_DIR / "reference_seed0.json"
+    card = json.loads(src.read_text())
+    bits = unpack_correct(card["test"]["correct"])
+    idx = pr.evenly_spaced(len(bits), 200).numpy()
+    bits[idx[[3, 150]]] ^= True  # two of the re-measured images recorded the other way
+    bits[idx[3] + 1] ^= True  # and one that is not re-measured
+    from blocksparse.results import pack_correct
+    card["test"]["correct"] = pack_correct(bits)
+    (tmp_path / src.name).write_text(json.dumps(card))
+    (tmp_path / card["weights"]).symlink_to(src.with_name(card["weights"]))
+    assert pr.remeasure_run(tmp_path / src.name, n_test=200)["differing"] == 2
+    del card["test"]
+    (tmp_path / src.name).write_text(json.dumps(card))
+    with pytest.raises(ValueError, match="no test result"):
+        pr.remeasure_run(tmp_path / src.name, n_test=200)
