@@ -20,7 +20,9 @@ from .stats import ONE_POINT, diff_words, hierarchical_bootstrap, within
 ANSWER_COLUMNS = ("split_at", "family", "setting", "status", "seeds", "bpp", "bpp_file", "accuracy", "accuracy_lo",
                   "accuracy_hi", "diff", "diff_lo", "diff_hi", "reference", "within", "val_select_accuracy",
                   "val_select_diff", "val_select_diff_lo", "n_images", "weights", "head_macs", "head_params",
-                  "encoder_macs", "encoder_params", "head_ms", "encoder_ms", "latency_machine")
+                  "encoder_macs", "encoder_params", "head_ms", "encoder_ms", "latency_machine",
+                  "diff_shipped", "diff_shipped_lo", "diff_shipped_hi")
+SHIPPED_MODEL = "shipped-model"  # the family of the shipped model's card: the second reference, tested once, trained by no one
 
 
 def read_cards(folder: str | Path) -> list[dict]:
@@ -140,6 +142,7 @@ def answer_table(cards: list[dict], costs: dict | None = None) -> pd.DataFrame:
     what is pending. ``costs``: (split, family) -> dict of ``head_macs``, ``encoder_macs``,
     ``encoder_params``."""
     refs = {c["seed"]: c for c in cards if c["family"] == "reference"}
+    shipped = next((c for c in cards if c["family"] == SHIPPED_MODEL and "test" in c), None)
     rows = []
     for split_at in SPLITS:
         for family in FAMILIES:
@@ -173,6 +176,9 @@ def answer_table(cards: list[dict], costs: dict | None = None) -> pd.DataFrame:
                         diff=diff["estimate"], diff_lo=diff["lo"], diff_hi=diff["hi"], within=diff["within"],
                         reference=f"uncompressed, fine-tuned with the same budget, seeds {', '.join(map(str, SEEDS))}",
                         n_images=acc["n_images"])
+            if shipped is not None:  # the second reference: one model, paired with every seed
+                d2 = hierarchical_bootstrap(x, np.repeat(unpack_correct(shipped["test"]["correct"])[None], len(SEEDS), 0))
+                row |= dict(diff_shipped=d2["estimate"], diff_shipped_lo=d2["lo"], diff_shipped_hi=d2["hi"])
             rows.append(row)
     return pd.DataFrame(rows, columns=list(ANSWER_COLUMNS))
 
@@ -199,7 +205,7 @@ def _with_interval(r: pd.Series, col: str) -> str:
     return v and f"{v} [{_cell(r[f'{col}_lo'], 100)}, {_cell(r[f'{col}_hi'], 100)}]"
 
 
-def render_answer(table: pd.DataFrame, tested: int) -> str:
+def render_answer(table: pd.DataFrame, tested: int, refs: str = "") -> str:
     """The README's answer block: a caption, then per split a heading with the head's cost and a
     table of ``SHOWN`` (accuracy and diff in points with their 95% intervals, bpp, the encoder's
     MACs in millions per image and its batch-1 latency in ms, on the machine the table names)."""
@@ -209,7 +215,7 @@ def render_answer(table: pd.DataFrame, tested: int) -> str:
     out = [f"{done} of {len(table)} rows tested under the protocol; {tested} models evaluated on the test set in all, "
            f"earlier exploratory ones included. Accuracy and diff in points with 95% intervals (diff: against the "
            f"fine-tuned reference, paired by seed; within: its lower end >= -1); encoder MACs in millions per image; "
-           f"latencies: batch 1, median ms{on}."]
+           f"latencies: batch 1, median ms{on}."] + ([refs] if refs else [])
     for split_at, g in table.groupby("split_at", sort=False):
         t = pd.DataFrame(dict(
             family=g["family"], status=g["status"], setting=[_cell(v) for v in g["setting"]],
@@ -225,6 +231,31 @@ def render_answer(table: pd.DataFrame, tested: int) -> str:
                     f"million parameters" + (f", {_cell(h['head_ms'], 1.0, 3)} ms" if _cell(h["head_ms"]) else "") + ")")
         out.append(f"**After {split_at}**{cost}\n\n{t.to_markdown(index=False, disable_numparse=True)}")
     return "\n\n".join(out)
+
+
+def references(cards: list[dict]) -> str:
+    """The answer's two references on the test set, from their cards: the fine-tuned reference (its
+    seeds by the hierarchical bootstrap), the shipped model, and their paired difference."""
+    refs = [c for c in sorted((c for c in cards if c["family"] == "reference"), key=lambda c: c["seed"]) if "test" in c]
+    shipped = next((c for c in cards if c["family"] == SHIPPED_MODEL and "test" in c), None)
+    words = lambda b: f"{100 * b['estimate']:.2f} [{100 * b['lo']:.2f}, {100 * b['hi']:.2f}]"
+    parts = []
+    if refs:
+        x = np.stack([unpack_correct(c["test"]["correct"]) for c in refs])
+        seeds = ", ".join(str(c["seed"]) for c in refs)
+        parts.append(f"the fine-tuned reference {words(hierarchical_bootstrap(x))} (seed{'s' * (len(refs) > 1)} {seeds})")
+    if shipped is not None:
+        s = unpack_correct(shipped["test"]["correct"])
+        parts.append(f"the shipped model {words(hierarchical_bootstrap(s[None]))}")
+        if refs:
+            d = hierarchical_bootstrap(x, np.repeat(s[None], len(refs), 0))
+            parts.append(f"fine-tuned minus shipped {100 * d['estimate']:+.2f} [{100 * d['lo']:+.2f}, {100 * d['hi']:+.2f}] "
+                         "points, paired")
+    n = len(unpack_correct((refs or [shipped])[0]["test"]["correct"])) if parts else 0
+    if not parts:
+        return "No reference tested yet."
+    return (f"References on {n:,} test images: " + "; ".join(parts) + "."
+            + (" Each row's difference from the shipped model: `diff_shipped` in `answer.csv`." if shipped else ""))
 
 
 def _mean(values: list) -> float | None:

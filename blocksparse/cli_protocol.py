@@ -10,7 +10,8 @@ import pandas as pd
 from . import answer
 from .model import SPLIT_POINTS
 from .costs import costs, latencies
-from .protocol_runs import ANSWER_DIR, TRAINED, next_steps, prune, remeasure_run, run_step, test_run, train_run
+from .protocol_runs import (ANSWER_DIR, TRAINED, next_steps, prune, remeasure_run, run_step, test_run,
+                            test_shipped_model, train_run)
 from .report import splice
 from .runtime import DATA_DIR, ROOT, machine, results_dir
 
@@ -105,6 +106,7 @@ def protocol_command(argv: list[str]) -> None:
             print("some images differ from the cards' test: a numerical difference of this machine, or other weights")
         return
     if a.action == "answer":
+        test_shipped_model(out_dir=a.out)  # the second reference, tested once
         cards, cost = answer.read_cards(a.out), costs()
         for key, v in latencies(answer.operating_points(cards)).items():
             measured = any(v[k] for k in ("head_ms", "encoder_ms"))
@@ -113,7 +115,7 @@ def protocol_command(argv: list[str]) -> None:
         d = results_dir()
         d.mkdir(parents=True, exist_ok=True)
         table.to_csv(d / "answer.csv", index=False)
-        text = answer.render_answer(table, answer.tested_models(EXPLORATORY + [Path(a.out)]))
+        text = answer.render_answer(table, answer.tested_models(EXPLORATORY + [Path(a.out)]), answer.references(cards))
         splice(ROOT / "README.md", text, "answer")
         print(text)
         return

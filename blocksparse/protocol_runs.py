@@ -198,6 +198,20 @@ def remeasure_run(card_path: str | Path, n_test: int | None = None) -> dict:
                 differing=int((correct != recorded).sum()), bpp=now.get("bpp"), card_bpp=card["test"].get("bpp"))
 
 
+def test_shipped_model(dataset: str = "fashion-mnist", out_dir: str | Path = ANSWER_DIR) -> Path:
+    """The answer's second reference: the shipped model (trained by no one here) on every test image,
+    once; its card (family ``answer.SHIPPED_MODEL``) is kept and never written again."""
+    path = Path(out_dir) / "shipped_model.json"
+    if path.exists():
+        return path
+    card = dict(family=answer.SHIPPED_MODEL, split_at=None, setting={}, seed=0, dataset=dataset, rung=None, weights=None,
+                base_checkpoint=checkpoint_card(dataset).get("sha256"))
+    card["test"] = _scored(load_pretrained(dataset), load_dataset(dataset, "test"), "reference", {}, None, dataset)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(card, indent=1, default=float))
+    return path
+
+
 def score_codec(quality: int, dataset: str = "fashion-mnist", out_dir: str | Path = ANSWER_DIR) -> Path:
     """WebP as is: the shipped model on val-select images coded at ``quality`` (nothing is trained);
     writes its card (family "webp") and returns its path."""

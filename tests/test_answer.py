@@ -107,3 +107,24 @@ def test_a_ladder_that_misses_everywhere_says_which_rung_came_closest_on_val_sel
     top = protocol.LADDERS["webp"][-1]
     # by hand: the top rung loses 30 of 2,500 images and gains none: -1.20 points
     assert (status.str.startswith(f"no rung within one point (closest on val-select: rung {top}, -1.20 [")).all()
+
+
+def test_the_shipped_model_is_the_second_reference_paired_with_every_seed():
+    refs, ref_val = _reference(protocol.SEEDS)
+    runs = [_card("webp-finetuned", s, ref_val, _correct(0.92, N_TEST, 20 + s), None, None, dict(quality=0),
+                  f"w{s}.json") for s in protocol.SEEDS]
+    shipped_test = _correct(0.925, N_TEST, 99)
+    shipped = dict(family=answer.SHIPPED_MODEL, seed=0, split_at=None, setting={}, path="s.json",
+                   test=dict(accuracy=float(shipped_test.mean()), correct=pack_correct(shipped_test)))
+    assert answer.answer_table(refs + runs)["diff_shipped"].isna().all()  # not tested yet: empty, not made up
+    row = answer.answer_table(refs + runs + [shipped]).query("family == 'webp-finetuned'").iloc[0]
+    want = np.mean([_correct(0.92, N_TEST, 20 + s).mean() for s in protocol.SEEDS]) - shipped_test.mean()
+    assert row["diff_shipped"] == pytest.approx(want) and row["diff_shipped_lo"] < want < row["diff_shipped_hi"]
+    assert row["diff"] != pytest.approx(row["diff_shipped"])  # the first reference is still the fine-tuned one
+    text = answer.references(refs + runs + [shipped])
+    ref_mean = np.mean([r["test"]["accuracy"] for r in refs])
+    assert text.startswith(f"References on 1,000 test images: the fine-tuned reference {100 * ref_mean:.2f} [")
+    assert f"the shipped model {100 * shipped_test.mean():.2f} [" in text
+    assert f"fine-tuned minus shipped {100 * (ref_mean - shipped_test.mean()):+.2f} [" in text
+    assert answer.references([]) == "No reference tested yet."
+    assert "shipped-model" not in answer.answer_table(refs + [shipped])["family"].values  # a reference, not a row

@@ -205,3 +205,16 @@ def test_remeasure_counts_images_whose_correctness_differs_from_the_card(tmp_pat
     (tmp_path / src.name).write_text(json.dumps(card))
     with pytest.raises(ValueError, match="no test result"):
         pr.remeasure_run(tmp_path / src.name, n_test=200)
+
+
+def test_the_shipped_model_is_tested_once_on_test_images_and_its_card_kept(tmp_path, monkeypatch):
+    real, calls = pr.load_dataset, []
+    monkeypatch.setattr(pr, "load_dataset", lambda name, split, subset=None: calls.append(split) or real(name, split, subset=40))
+    path = pr.test_shipped_model(out_dir=tmp_path)
+    card = json.loads(path.read_text())
+    assert calls == ["test"] and card["family"] == answer.SHIPPED_MODEL and card["weights"] is None
+    want = pr.evaluate(pr.load_pretrained("fashion-mnist"), None, real("fashion-mnist", "test", subset=40))
+    assert card["test"]["n_images"] == 40 and card["test"]["accuracy"] == pytest.approx(want["accuracy"])
+    assert (unpack_correct(card["test"]["correct"]) == want["correct"].numpy()).all()
+    assert pr.test_shipped_model(out_dir=tmp_path) == path and calls == ["test"]  # never evaluated again
+    assert answer.tested_models([tmp_path]) == 1 and pr.prune(tmp_path) == []

@@ -23,7 +23,8 @@ def block(name: str) -> str:
 def test_the_answer_block_is_the_render_of_answer_csv():
     table = pd.read_csv(RESULTS / "answer.csv")
     assert list(table.columns) == list(answer.ANSWER_COLUMNS)
-    assert block("answer") == answer.render_answer(table, answer.tested_models(EXPLORATORY + [Path(ANSWER_DIR)]))
+    assert block("answer") == answer.render_answer(table, answer.tested_models(EXPLORATORY + [Path(ANSWER_DIR)]),
+                                                   answer.references(answer.read_cards(ANSWER_DIR)))
 
 
 def test_the_codec_block_is_the_render_of_codec_limits_csv():
