@@ -10,13 +10,10 @@ import pandas as pd
 from . import answer
 from .model import SPLIT_POINTS
 from .costs import costs, latencies
-from .protocol_runs import (ANSWER_DIR, TRAINED, next_steps, prune, remeasure_run, run_step, test_run,
-                            test_shipped_model, train_run)
+from .protocol_runs import (ANSWER_DIR, TRAINED, answer_markdown, next_steps, prune, remeasure_run, run_step,
+                            test_run, test_shipped_model, train_run)
 from .report import splice
-from .runtime import DATA_DIR, ROOT, machine, results_dir
-
-# the cards of the models tested before the protocol (exploratory), counted in "models tested in all"
-EXPLORATORY = [DATA_DIR / d for d in ("frontier", "reference", "baselines", "ablation")]
+from .runtime import ROOT, machine, results_dir
 
 # resumable states live outside the work tree; they last as long as the machine (a new session may
 # start on a new one: a run is made, tested and committed within one session)
@@ -115,7 +112,7 @@ def protocol_command(argv: list[str]) -> None:
         d = results_dir()
         d.mkdir(parents=True, exist_ok=True)
         table.to_csv(d / "answer.csv", index=False)
-        text = answer.render_answer(table, answer.tested_models(EXPLORATORY + [Path(a.out)]), answer.references(cards))
+        text = answer_markdown(table, a.out)
         splice(ROOT / "README.md", text, "answer")
         print(text)
         return

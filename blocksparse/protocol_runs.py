@@ -35,6 +35,8 @@ from .training import finetune
 ANSWER_DIR = DATA_DIR / "answer"
 TRAINED = ("reference", "block-sparse", "bottleneck", "webp-finetuned")
 FIT_IMAGES = 5000  # evenly spaced training images the code tables are fitted on
+# the cards of the models tested before the protocol (exploratory), counted in "models tested in all"
+EXPLORATORY = [DATA_DIR / d for d in ("frontier", "reference", "baselines", "ablation")]
 
 
 def run_name(family: str, setting: dict, seed: int, split_at: str | None = None) -> str:
@@ -210,6 +212,13 @@ def test_shipped_model(dataset: str = "fashion-mnist", out_dir: str | Path = ANS
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(card, indent=1, default=float))
     return path
+
+
+def answer_markdown(table, out_dir: str | Path = ANSWER_DIR) -> str:
+    """The answer as the README and notebook 07 show it: ``answer.render_answer`` of ``table`` (the
+    frame of ``answer.csv``), with every model tested so far counted and the references' line."""
+    return answer.render_answer(table, answer.tested_models(EXPLORATORY + [Path(out_dir)]),
+                                answer.references(answer.read_cards(out_dir)))
 
 
 def score_codec(quality: int, dataset: str = "fashion-mnist", out_dir: str | Path = ANSWER_DIR) -> Path:

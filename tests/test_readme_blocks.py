@@ -1,13 +1,11 @@
 """The README's answer and codec blocks are the renders of the committed results files (nothing typed)."""
 import re
-from pathlib import Path
 
 import pandas as pd
 
 from blocksparse import answer
-from blocksparse.cli_protocol import EXPLORATORY
 from blocksparse.limits import render_limits
-from blocksparse.protocol_runs import ANSWER_DIR
+from blocksparse.protocol_runs import answer_markdown
 from blocksparse.runtime import ROOT
 
 RESULTS = ROOT / "data" / "results"
@@ -23,8 +21,7 @@ def block(name: str) -> str:
 def test_the_answer_block_is_the_render_of_answer_csv():
     table = pd.read_csv(RESULTS / "answer.csv")
     assert list(table.columns) == list(answer.ANSWER_COLUMNS)
-    assert block("answer") == answer.render_answer(table, answer.tested_models(EXPLORATORY + [Path(ANSWER_DIR)]),
-                                                   answer.references(answer.read_cards(ANSWER_DIR)))
+    assert block("answer") == answer_markdown(table)
 
 
 def test_the_codec_block_is_the_render_of_codec_limits_csv():
