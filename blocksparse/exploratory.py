@@ -189,7 +189,9 @@ def trained_table(models: pd.DataFrame | None = None, paired: list[dict] = (), b
     if bottleneck is not None and len(bottleneck):
         for label, g in bottleneck_groups(with_columns(bottleneck, BN_RECIPE), name_split=False):
             split = g["split_at"].iloc[0]
-            add(f"learned bottleneck ({split})" if isinstance(split, str) else "learned bottleneck", label, g,
+            # every exploratory bottleneck kept the ResNet frozen: the protocol's train the whole network
+            add(f"learned bottleneck, ResNet frozen ({split})" if isinstance(split, str)
+                else "learned bottleneck, ResNet frozen", label, g,
                 paired_for(g, bottleneck_paired))
     if codec_models is not None and len(codec_models):
         by = {codec_key(q.get("method"), q.get("quality"), q.get("seed")): q for q in codec_paired}

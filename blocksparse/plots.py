@@ -51,7 +51,7 @@ def _true(v) -> bool:
     return v is not None and not pd.isna(v) and bool(v)
 
 
-FAMILY_NAMES = {"blocksparse": "block-sparse", "learned-bottleneck": "learned bottleneck", "webp": "WebP",
+FAMILY_NAMES = {"blocksparse": "block-sparse", "learned-bottleneck": "learned bottleneck (ResNet frozen)", "webp": "WebP",
                 "jpeg": "JPEG", "avif": "AVIF", "png": "PNG", "webp-lossless": "WebP lossless",
                 "dense": "dense (border zeroed)", "original-accounting": "original's estimate"}
 MARKERS = "osD^vP*Xph"

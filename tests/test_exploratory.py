@@ -89,8 +89,8 @@ def test_bottlenecks_at_two_splits_are_kept_apart():
     assert "layer1, lambda=0.8, stride 4" in set(t["model"]) and "layer3, lambda=0.8, stride 2" in set(t["model"])
     answer = ex.trained_table(None, [], frame, paired)
     # the method names the split; the setting does not again
-    a3 = _row(answer, method="learned bottleneck (layer3)", setting="lambda=0.8, stride 2")
-    a1 = _row(answer, method="learned bottleneck (layer1)", setting="lambda=0.8, stride 4")
+    a3 = _row(answer, method="learned bottleneck, ResNet frozen (layer3)", setting="lambda=0.8, stride 2")
+    a1 = _row(answer, method="learned bottleneck, ResNet frozen (layer1)", setting="lambda=0.8, stride 4")
     assert (a3["bpp"], a3["accuracy"], a1["bpp"]) == (0.3, 92.0, 0.6)
 
 

@@ -56,7 +56,7 @@ def test_families_read_flags_of_loaded_results():
     assert [_family(row) for _, row in r.iterrows()] == ["block-sparse", "block-sparse, fine-tuned",
                                                           "block-sparse, fine-tuned", "block-sparse", "WebP"]
     assert _family(pd.Series(dict(method="webp", finetuned=True))) == "WebP, fine-tuned classifier"
-    assert _family(pd.Series(dict(method="learned-bottleneck", finetuned=True))) == "learned bottleneck"
+    assert _family(pd.Series(dict(method="learned-bottleneck", finetuned=True))) == "learned bottleneck (ResNet frozen)"
 
 
 def test_plot_split_points_draws_each_front_and_the_mean_of_each_models_seeds():
