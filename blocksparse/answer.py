@@ -142,7 +142,7 @@ def answer_table(cards: list[dict], costs: dict | None = None) -> pd.DataFrame:
     what is pending. ``costs``: (split, family) -> dict of ``head_macs``, ``encoder_macs``,
     ``encoder_params``."""
     refs = {c["seed"]: c for c in cards if c["family"] == "reference"}
-    shipped = next((c for c in cards if c["family"] == SHIPPED_MODEL and "test" in c), None)
+    shipped = _shipped_model(cards)
     rows = []
     for split_at in SPLITS:
         for family in FAMILIES:
@@ -177,7 +177,7 @@ def answer_table(cards: list[dict], costs: dict | None = None) -> pd.DataFrame:
                         reference=f"uncompressed, fine-tuned with the same budget, seeds {', '.join(map(str, SEEDS))}",
                         n_images=acc["n_images"])
             if shipped is not None:  # the second reference: one model, paired with every seed
-                d2 = hierarchical_bootstrap(x, np.repeat(unpack_correct(shipped["test"]["correct"])[None], len(SEEDS), 0))
+                d2 = hierarchical_bootstrap(x, np.repeat(shipped[None], len(SEEDS), 0))
                 row |= dict(diff_shipped=d2["estimate"], diff_shipped_lo=d2["lo"], diff_shipped_hi=d2["hi"])
             rows.append(row)
     return pd.DataFrame(rows, columns=list(ANSWER_COLUMNS))
@@ -233,11 +233,19 @@ def render_answer(table: pd.DataFrame, tested: int, refs: str = "") -> str:
     return "\n\n".join(out)
 
 
+def _shipped_model(cards: list[dict]) -> np.ndarray | None:
+    """The shipped model's per-image test correctness (its ``SHIPPED_MODEL`` card), or None."""
+    card = next((c for c in cards if c["family"] == SHIPPED_MODEL and "test" in c), None)
+    return None if card is None else unpack_correct(card["test"]["correct"])
+
+
 def references(cards: list[dict]) -> str:
     """The answer's two references on the test set, from their cards: the fine-tuned reference (its
     seeds by the hierarchical bootstrap), the shipped model, and their paired difference."""
     refs = [c for c in sorted((c for c in cards if c["family"] == "reference"), key=lambda c: c["seed"]) if "test" in c]
-    shipped = next((c for c in cards if c["family"] == SHIPPED_MODEL and "test" in c), None)
+    shipped = _shipped_model(cards)
+    if not refs and shipped is None:
+        return "No reference tested yet."
     words = lambda b: f"{100 * b['estimate']:.2f} [{100 * b['lo']:.2f}, {100 * b['hi']:.2f}]"
     parts = []
     if refs:
@@ -245,17 +253,14 @@ def references(cards: list[dict]) -> str:
         seeds = ", ".join(str(c["seed"]) for c in refs)
         parts.append(f"the fine-tuned reference {words(hierarchical_bootstrap(x))} (seed{'s' * (len(refs) > 1)} {seeds})")
     if shipped is not None:
-        s = unpack_correct(shipped["test"]["correct"])
-        parts.append(f"the shipped model {words(hierarchical_bootstrap(s[None]))}")
+        parts.append(f"the shipped model {words(hierarchical_bootstrap(shipped[None]))}")
         if refs:
-            d = hierarchical_bootstrap(x, np.repeat(s[None], len(refs), 0))
+            d = hierarchical_bootstrap(x, np.repeat(shipped[None], len(refs), 0))
             parts.append(f"fine-tuned minus shipped {100 * d['estimate']:+.2f} [{100 * d['lo']:+.2f}, {100 * d['hi']:+.2f}] "
                          "points, paired")
-    n = len(unpack_correct((refs or [shipped])[0]["test"]["correct"])) if parts else 0
-    if not parts:
-        return "No reference tested yet."
+    n = x.shape[1] if refs else len(shipped)
     return (f"References on {n:,} test images: " + "; ".join(parts) + "."
-            + (" Each row's difference from the shipped model: `diff_shipped` in `answer.csv`." if shipped else ""))
+            + (" Each row's difference from the shipped model: `diff_shipped` in `answer.csv`." if shipped is not None else ""))
 
 
 def _mean(values: list) -> float | None:

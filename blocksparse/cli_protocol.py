@@ -95,8 +95,9 @@ def protocol_command(argv: list[str]) -> None:
                 print(f"deleted {f} (not shipped; its card keeps its results)", flush=True)
         return
     if a.action == "remeasure":
-        cards = a.cards or sorted(p for p in answer.shipped(answer.read_cards(a.out))
-                                  if "test" in json.loads(Path(p).read_text()))
+        answer_cards = answer.read_cards(a.out)
+        keep = answer.shipped(answer_cards)
+        cards = a.cards or [c["path"] for c in answer_cards if c["path"] in keep and "test" in c]
         rows = [remeasure_run(c, a.n_test) for c in cards]
         print(pd.DataFrame(rows).to_markdown(index=False) if rows else "no shipped model tested yet")
         if any(r["differing"] for r in rows):
