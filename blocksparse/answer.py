@@ -186,6 +186,24 @@ def answer_table(cards: list[dict], costs: dict | None = None) -> pd.DataFrame:
 SHOWN = ("family", "status", "setting", "seeds", "bpp", "accuracy", "diff", "within", "encoder_macs", "encoder_ms")
 
 
+WORDS = (("mode", "{}"), ("block_size", "B={}"), ("ratio", "ratio {:g}"), ("bits", "{} bits"),
+         ("group_lasso_weight", "group-lasso {:g}"), ("lmbda", "lambda={:g}"), ("latent_channels", "{} channels"),
+         ("stride", "stride {}"), ("quality", "q={}"))
+
+
+def setting_words(setting: str | dict | None) -> str:
+    """A row's setting (the JSON of ``answer.csv`` or its dict) in the words the tables use:
+    ``"global, B=4, ratio 0.05, 2 bits, group-lasso 1e-05"``, ``"lambda=0.05, 8 channels, stride 4"``,
+    ``"q=90"``; a weight of 0 is said as ``"no group-lasso"``; a key not in ``WORDS`` as ``key=value``."""
+    if setting is None or (isinstance(setting, float) and np.isnan(setting)) or setting == "":
+        return ""
+    s = json.loads(setting) if isinstance(setting, str) else dict(setting)
+    fmt = dict(WORDS)
+    words = ["no group-lasso" if k == "group_lasso_weight" and not s[k] else fmt[k].format(s[k])
+             for k, _ in WORDS if k in s]
+    return ", ".join(words + [f"{k}={v}" for k, v in sorted(s.items()) if k not in fmt])
+
+
 def _cell(v, scale: float = 1.0, decimals: int = 2) -> str:
     """One table cell as text, the same whether the value comes from the frame or from its CSV:
     missing is empty, a whole number has no decimals, a flag is yes or no."""
@@ -218,7 +236,7 @@ def render_answer(table: pd.DataFrame, tested: int, refs: str = "") -> str:
            f"latencies: batch 1, median ms{on}."] + ([refs] if refs else [])
     for split_at, g in table.groupby("split_at", sort=False):
         t = pd.DataFrame(dict(
-            family=g["family"], status=g["status"], setting=[_cell(v) for v in g["setting"]],
+            family=g["family"], status=g["status"], setting=[setting_words(v) for v in g["setting"]],
             seeds=[_cell(v) for v in g["seeds"]], bpp=[_cell(v, 1.0, 3) for v in g["bpp"]],
             accuracy=[_with_interval(r, "accuracy") for _, r in g.iterrows()],
             diff=[_with_interval(r, "diff") for _, r in g.iterrows()], within=[_cell(v) for v in g["within"]],

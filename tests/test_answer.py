@@ -128,3 +128,13 @@ def test_the_shipped_model_is_the_second_reference_paired_with_every_seed():
     assert f"fine-tuned minus shipped {100 * (ref_mean - shipped_test.mean()):+.2f} [" in text
     assert answer.references([]) == "No reference tested yet."
     assert "shipped-model" not in answer.answer_table(refs + [shipped])["family"].values  # a reference, not a row
+
+
+def test_settings_are_shown_in_words_and_the_csv_keeps_the_json():
+    bs = '{"bits": 2, "block_size": 4, "group_lasso_weight": 1e-05, "mode": "global", "ratio": 0.05}'
+    assert answer.setting_words(bs) == "global, B=4, ratio 0.05, 2 bits, group-lasso 1e-05"
+    assert answer.setting_words(dict(mode="channel", block_size=2, ratio=0.5, bits=4, group_lasso_weight=0.0)) \
+        == "channel, B=2, ratio 0.5, 4 bits, no group-lasso"
+    assert answer.setting_words('{"stride": 4, "latent_channels": 8, "lmbda": 0.05}') == "lambda=0.05, 8 channels, stride 4"
+    assert answer.setting_words({"quality": 90, "method": 6}) == "q=90, method=6"
+    assert answer.setting_words(None) == answer.setting_words(float("nan")) == ""
