@@ -100,8 +100,10 @@ def protocol_command(argv: list[str]) -> None:
         cards = a.cards or [c["path"] for c in answer_cards if c["path"] in keep and "test" in c]
         rows = [remeasure_run(c, a.n_test) for c in cards]
         print(pd.DataFrame(rows).to_markdown(index=False) if rows else "no shipped model tested yet")
-        if any(r["differing"] for r in rows):
-            print("some images differ from the cards' test: a numerical difference of this machine, or other weights")
+        if any(r["mcnemar_p"] < 0.05 for r in rows):
+            print("some models differ from their cards' test beyond sampling error (McNemar p < 0.05): other weights or code")
+        elif any(r["differing"] for r in rows):
+            print("some images differ from the cards' test, within sampling error: a numerical difference of this machine")
         return
     if a.action == "answer":
         test_shipped_model(out_dir=a.out)  # the second reference, tested once

@@ -29,6 +29,7 @@ from .model import SplitResNet18, checkpoint_card, load_pretrained, save_weights
 from .protocol import BUDGET, SCREEN, VAL_SELECT, VAL_STOP, Budget, selection_data, stopping_data
 from .results import pack_correct, unpack_correct
 from .runtime import DATA_DIR, module_device
+from .stats import mcnemar_p
 from .study import candidates_under, select_after_finetuning
 from .training import finetune
 
@@ -185,7 +186,9 @@ def test_run(card_path: str | Path, n_test: int | None = None) -> dict:
 def remeasure_run(card_path: str | Path, n_test: int | None = None) -> dict:
     """A tested run measured again from its shipped weights, its card untouched: accuracy on
     ``n_test`` evenly spaced test images (default all 10,000) beside the card's own test on the
-    same images, and how many of those images' correctness differs (0: the card reproduced)."""
+    same images, how many of those images' correctness differs (0: the card reproduced) and the
+    exact McNemar p-value of the differing images (at or above 0.05: a difference within sampling
+    error, e.g. another machine's arithmetic, on a user's quick check of 2,000 images)."""
     p = Path(card_path)
     model, card, codebook = load_run(p)
     if "test" not in card:
@@ -197,7 +200,9 @@ def remeasure_run(card_path: str | Path, n_test: int | None = None) -> dict:
     now = _scored(model, test, card["family"], card["setting"], codebook, card["dataset"])
     correct = unpack_correct(now["correct"])
     return dict(card=p.name, n_images=len(correct), accuracy=now["accuracy"], card_accuracy=float(recorded.mean()),
-                differing=int((correct != recorded).sum()), bpp=now.get("bpp"), card_bpp=card["test"].get("bpp"))
+                differing=int((correct != recorded).sum()),
+                mcnemar_p=mcnemar_p(int((correct & ~recorded).sum()), int((recorded & ~correct).sum())),
+                bpp=now.get("bpp"), card_bpp=card["test"].get("bpp"))
 
 
 def test_shipped_model(dataset: str = "fashion-mnist", out_dir: str | Path = ANSWER_DIR) -> Path:

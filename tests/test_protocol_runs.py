@@ -200,7 +200,14 @@ def test_remeasure_counts_images_whose_correctness_differs_from_the_card(tmp_pat
     card["test"]["correct"] = pack_correct(bits)
     (tmp_path / src.name).write_text(json.dumps(card))
     (tmp_path / card["weights"]).symlink_to(src.with_name(card["weights"]))
-    assert pr.remeasure_run(tmp_path / src.name, n_test=200)["differing"] == 2
+    r = pr.remeasure_run(tmp_path / src.name, n_test=200)
+    assert r["differing"] == 2 and r["mcnemar_p"] >= 0.5  # two images either way: within sampling error
+    right = [i for i in idx if bits[i] and i not in idx[[3, 150]]][:10]
+    bits[right] = False  # ten more recorded wrong that the model gets right: one-sided, 2 * 2**-10
+    card["test"]["correct"] = pack_correct(bits)
+    (tmp_path / src.name).write_text(json.dumps(card))
+    r = pr.remeasure_run(tmp_path / src.name, n_test=200)
+    assert r["differing"] == 12 and r["mcnemar_p"] < 0.05
     del card["test"]
     (tmp_path / src.name).write_text(json.dumps(card))
     with pytest.raises(ValueError, match="no test result"):
