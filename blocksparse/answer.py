@@ -15,6 +15,7 @@ import pandas as pd
 
 from .protocol import FAMILIES, LADDERS, SEEDS, SPLIT_FREE, SPLITS
 from .results import unpack_correct
+from .runtime import in_repo
 from .stats import ONE_POINT, diff_words, hierarchical_bootstrap, within
 
 ANSWER_COLUMNS = ("split_at", "family", "setting", "status", "seeds", "bpp", "bpp_file", "accuracy", "accuracy_lo",
@@ -98,6 +99,17 @@ def operating_points(cards: list[dict]) -> dict[tuple[str, str], dict]:
     return out
 
 
+def reported(card: dict, cards: list[dict]) -> bool:
+    """Whether ``card`` is a model the protocol reports, by ``cards``: a reference, or a seed of an
+    operating point (its family, split, rung and setting) the rule has found."""
+    if card["family"] in ("reference", SHIPPED_MODEL):
+        return True
+    split_at = None if card["family"] in SPLIT_FREE else card.get("split_at")
+    op = operating_points(cards).get((split_at or SPLITS[0], card["family"]))
+    return op is not None and op.get("split_at") == card.get("split_at") and rung_of(op) == rung_of(card) \
+        and op["setting"] == card["setting"]
+
+
 def plan(cards: list[dict], screened: set[tuple[str, float]] = frozenset()) -> list[dict]:
     """The next steps, in order: the reference's seed 0 first (every rule needs it), then per split
     and family the ladder's next rung (block-sparse: its screen first, unless ``(split, rung)`` is in
@@ -159,7 +171,7 @@ def answer_table(cards: list[dict], costs: dict | None = None) -> pd.DataFrame:
             pair = val_select_pair(op, refs[0])
             row |= dict(setting=json.dumps(op["setting"], sort_keys=True), val_select_accuracy=op["val_select"]["accuracy"],
                         val_select_diff=pair["difference"], val_select_diff_lo=pair["lo"],
-                        weights=op.get("weights") and str(Path(op["path"]).with_name(op["weights"])))
+                        weights=op.get("weights") and in_repo(Path(op["path"]).with_name(op["weights"])))
             missing = [s for s in seeds if "test" not in runs.get(s, {})] + [s for s in SEEDS if "test" not in refs.get(s, {})]
             if missing:
                 row["status"] = "pending: seeds or tests " + ", ".join(map(str, sorted(set(missing))))

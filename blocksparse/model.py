@@ -12,7 +12,7 @@ from torch import Tensor, nn
 from .bitstream import decode, encode
 from .codec import CodecConfig, compress, compress_ste
 from .data import dataset_info
-from .runtime import DATA_DIR, default_device, read_torch_file
+from .runtime import DATA_DIR, ROOT, default_device, read_torch_file
 
 
 SPLIT_POINTS = ("layer1", "layer2", "layer3")
@@ -223,7 +223,9 @@ def load_pretrained(dataset: str = "fashion-mnist", split_at: str = "layer1",
         Any ResNet-18 state_dict of matching shapes instead of the shipped checkpoint.
     weights : path, optional
         Fine-tuned weights (a full or partial state_dict, e.g. only the trained layers) applied
-        on top of the checkpoint, such as the shipped frontier models in ``data/``.
+        on top of the checkpoint, such as the shipped frontier models in ``data/``; a relative
+        path not found from the working directory is read from the repository (``answer.csv``'s
+        ``weights`` load from a notebook's folder too).
 
     ``path`` or ``weights`` may name a model-hub file, ``"hub:<owner>/<repo>/<file>"``
     (``hub_file``): a whole ResNet-18 used as the checkpoint. Where the project ships no
@@ -247,6 +249,8 @@ def load_pretrained(dataset: str = "fashion-mnist", split_at: str = "layer1",
     load_state(model, _read_state(p))
     if weights is not None:
         w = Path(weights)
+        if not w.is_absolute() and not w.exists() and (ROOT / w).exists():
+            w = ROOT / w  # a path the results files give relative to the repository (e.g. answer.csv's)
         if not w.exists():
             raise ValueError(f"weights: no file at {w}")
         _check_card(w)

@@ -96,6 +96,9 @@ def train_run(family: str, setting: dict, seed: int, split_at: str | None = None
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     name = run_name(family, setting, seed, split_at)
+    if (out / f"{name}.json").exists():
+        raise ValueError(f"out_dir: {out / name}.json exists (a finished run; training it again would replace its "
+                         "val-select scores and any test): delete it first to retrain")
     state = None
     if state_dir is not None:
         Path(state_dir).mkdir(parents=True, exist_ok=True)
@@ -172,11 +175,16 @@ def load_run(card_path: str | Path) -> tuple[SplitResNet18, dict, object]:
 def test_run(card_path: str | Path, n_test: int | None = None) -> dict:
     """The one test evaluation of a chosen run: all test images (``n_test`` evenly spaced ones for
     tests of this code only), recorded on its card as ``test`` (accuracy, rate, per-image
-    correctness). A card that already holds a test result is a ValueError: test is touched once."""
+    correctness). A card that already holds a test result, or that is not a model the protocol
+    reports (``answer.reported``: a reference or an operating point's seed, by the cards beside
+    it), is a ValueError: test is touched once per reported model."""
     p = Path(card_path)
     model, card, codebook = load_run(p)
     if "test" in card:
         raise ValueError(f"card_path: {p} was tested already (test is touched once per model)")
+    if not answer.reported(card, answer.read_cards(p.parent)):
+        raise ValueError(f"card_path: {p} is neither a reference nor an operating point's seed by the cards beside "
+                         "it (a rung the rule passed over, or one it has not reached): the protocol does not test it")
     test = load_dataset(card["dataset"], "test", subset=n_test)
     card["test"] = _scored(model, test, card["family"], card["setting"], codebook, card["dataset"])
     p.write_text(json.dumps(card, indent=1, default=float))

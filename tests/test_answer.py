@@ -1,7 +1,9 @@
 """The answer from cards (blocksparse.answer): the ladder walk, the plan, the rows; test results never choose."""
 import json
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from blocksparse import answer, protocol
@@ -138,3 +140,34 @@ def test_settings_are_shown_in_words_and_the_csv_keeps_the_json():
     assert answer.setting_words('{"stride": 4, "latent_channels": 8, "lmbda": 0.05}') == "lambda=0.05, 8 channels, stride 4"
     assert answer.setting_words({"quality": 90, "method": 6}) == "q=90, method=6"
     assert answer.setting_words(None) == answer.setting_words(float("nan")) == ""
+
+
+def test_answer_csv_names_its_weights_relative_to_the_repository_and_they_load_from_any_folder(tmp_path, monkeypatch):
+    import torch
+    from blocksparse.model import load_pretrained
+    from blocksparse.runtime import ROOT
+    table = pd.read_csv(ROOT / "data" / "results" / "answer.csv")
+    named = table.dropna(subset=["weights"])
+    for w in named["weights"]:
+        assert not Path(w).is_absolute() and (ROOT / w).is_file(), w
+    if len(named):
+        r = named.iloc[0]
+        want = load_pretrained("fashion-mnist", r["split_at"], weights=ROOT / r["weights"]).state_dict()
+        monkeypatch.chdir(tmp_path)  # e.g. a notebook's folder
+        got = load_pretrained("fashion-mnist", r["split_at"], weights=r["weights"]).state_dict()
+        assert all(torch.equal(got[k], want[k]) for k in want)
+        with pytest.raises(ValueError, match="weights: no file"):
+            load_pretrained("fashion-mnist", r["split_at"], weights="data/answer/none.pt")
+
+
+def test_only_references_and_operating_points_seeds_are_reported():
+    refs, ref_val = _reference(protocol.SEEDS)
+    s = dict(mode="global", block_size=2, ratio=0.01, bits=2)
+    miss = _card("block-sparse", 0, np.zeros(N_VAL, bool), None, "layer2", 0.25, s, "miss.json")
+    hit = _card("block-sparse", 0, ref_val, None, "layer2", 0.5, s, "hit.json")
+    cards = refs + [miss, hit]
+    assert answer.reported(refs[1], cards) and answer.reported(hit, cards)
+    assert answer.reported(hit | dict(seed=2), cards)  # another seed of the operating point
+    assert not answer.reported(miss, cards)  # a rung the rule passed over
+    assert not answer.reported(hit | dict(split_at="layer3"), cards)  # the same setting at another split
+    assert not answer.reported(hit | dict(setting=s | dict(bits=4)), cards)

@@ -20,13 +20,20 @@ def test_a_run_is_scored_on_val_select_never_on_test_and_tested_once(tmp_path, m
     monkeypatch.setattr(pr, "load_dataset", spy)
     setting = dict(mode="global", block_size=2, ratio=0.01, bits=2, group_lasso_weight=1e-5)
     card_path = pr.train_run("block-sparse", setting, 0, "layer3", out_dir=tmp_path, budget=TINY, train_subset=16,
-                             fit_images=8, rung=1.0, val_subset=12)
+                             fit_images=8, rung=0.25, val_subset=12)
     assert "test" not in seen
     card = json.loads(card_path.read_text())
-    assert card["budget"] == TINY.asdict() and card["rung"] == 1.0 and card["protocol"]["stop_images"] == 12
+    assert card["budget"] == TINY.asdict() and card["rung"] == 0.25 and card["protocol"]["stop_images"] == 12
     assert len(card["history"]) == 3 and card["val_select"]["n_images"] == 12 and "test" not in card
     model, _, codebook = pr.load_run(card_path)
     assert codebook is not None and (codebook.position_coding, codebook.value_model) != (None, None)
+    with pytest.raises(ValueError, match="neither a reference nor an operating point"):
+        pr.test_run(card_path, n_test=10)  # no reference beside it: the rule has chosen nothing
+    with pytest.raises(ValueError, match="exists"):
+        pr.train_run("block-sparse", setting, 0, "layer3", out_dir=tmp_path, budget=TINY, train_subset=16,
+                     fit_images=8, rung=0.25, val_subset=12)
+    ref = dict(family="reference", seed=0, split_at=None, setting={}, rung=None, val_select=card["val_select"])
+    (tmp_path / "reference_seed0.json").write_text(json.dumps(ref))  # the same val-select results: within
     tested = pr.test_run(card_path, n_test=10)
     assert tested["test"]["n_images"] == 10 and len(unpack_correct(tested["test"]["correct"])) == 10
     with pytest.raises(ValueError, match="tested already"):
