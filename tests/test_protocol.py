@@ -1,7 +1,6 @@
 """The protocol (blocksparse.protocol): disjoint validation halves, one budget, one rule, no test data in choices."""
 import dataclasses
 
-import pandas as pd
 import pytest
 import torch
 
@@ -22,14 +21,6 @@ def test_selection_helpers_refuse_every_split_but_val_select():
     for split in ("test", "val", "val-stop", "train"):
         with pytest.raises(ValueError, match="split"):
             protocol.selection_data("fashion-mnist", split)
-
-
-def test_the_rule_never_sees_a_test_column_and_takes_the_lowest_rate_within():
-    c = pd.DataFrame(dict(val_select_bpp=[0.3, 0.5, 0.9, 0.7], val_select_diff_lo=[-0.02, -0.009, -0.001, -0.012]))
-    assert protocol.operating_point(c)["val_select_bpp"] == 0.5
-    assert protocol.operating_point(c.assign(val_select_diff_lo=-0.05)) is None
-    with pytest.raises(ValueError, match="test"):
-        protocol.operating_point(c.assign(test_accuracy=0.9))
 
 
 def test_one_budget_runs_every_step_and_is_compared_by_equality():
