@@ -48,8 +48,17 @@ def _runs(cards: list[dict], family: str, split_at: str | None) -> list[dict]:
     return [c for c in cards if c["family"] == family and (family in SPLIT_FREE or c.get("split_at") == split_at)]
 
 
+def same_budget(card: dict, reference: dict) -> None:
+    """A ValueError unless a trained run's card records the budget its reference's card records
+    (one budget for every trained family: a run made with another is not compared)."""
+    if "budget" in card and card.get("budget") != reference.get("budget"):
+        raise ValueError(f"cards: {card.get('path', card['family'])} was trained with budget {card['budget']}, "
+                         f"its reference with {reference.get('budget')}: one budget for every family")
+
+
 def val_select_pair(card: dict, reference: dict) -> dict:
     """The paired test of a candidate against the reference (seed 0) on val-select, from the cards."""
+    same_budget(card, reference)
     return within(unpack_correct(reference["val_select"]["correct"]), unpack_correct(card["val_select"]["correct"]),
                   ONE_POINT)
 
@@ -177,6 +186,8 @@ def answer_table(cards: list[dict], costs: dict | None = None) -> pd.DataFrame:
                 row["status"] = "pending: seeds or tests " + ", ".join(map(str, sorted(set(missing))))
                 rows.append(row)
                 continue
+            for s in seeds:
+                same_budget(runs[s], refs[s])
             x = np.stack([unpack_correct(runs[s]["test"]["correct"]) for s in seeds])
             x = np.repeat(x, len(SEEDS), 0) if family == "webp" else x  # one untrained model, paired with every seed
             ref = np.stack([unpack_correct(refs[s]["test"]["correct"]) for s in SEEDS])

@@ -171,3 +171,14 @@ def test_only_references_and_operating_points_seeds_are_reported():
     assert not answer.reported(miss, cards)  # a rung the rule passed over
     assert not answer.reported(hit | dict(split_at="layer3"), cards)  # the same setting at another split
     assert not answer.reported(hit | dict(setting=s | dict(bits=4)), cards)
+
+
+def test_a_run_trained_with_another_budget_than_its_reference_is_not_compared():
+    refs, ref_val = _reference()
+    refs[0]["budget"] = protocol.BUDGET.asdict()
+    card = _card("bottleneck", 0, ref_val, None, "layer2", 3.2, dict(lmbda=3.2), "b.json")
+    card["budget"] = protocol.BUDGET.asdict() | dict(steps=1200)
+    with pytest.raises(ValueError, match="one budget"):
+        answer.walk(refs + [card], "bottleneck", "layer2")
+    card["budget"] = protocol.BUDGET.asdict()
+    assert answer.walk(refs + [card], "bottleneck", "layer2") == (card, None)
