@@ -100,9 +100,10 @@ def test_the_rendered_answer_heads_each_split_with_its_cost_and_shows_the_encode
 def test_a_ladder_that_misses_everywhere_says_which_rung_came_closest_on_val_select():
     refs, ref_val = _reference()
     cards = list(refs)
-    for i, q in enumerate(protocol.LADDERS["webp"]):
+    ladder = protocol.LADDERS["webp"]
+    for i, q in enumerate(ladder):
         val = ref_val.copy()
-        val[np.flatnonzero(ref_val)[:100 - 10 * i]] = False  # 4.0 points below, then 3.6, ... 1.2 at the top
+        val[np.flatnonzero(ref_val)[:30 + 7 * (len(ladder) - 1 - i)]] = False  # ... 1.48, then 1.2 points below at the top
         cards.append(_card("webp", 0, val, None, None, None, dict(quality=q), f"webp{q}.json"))
     assert answer.walk(cards, "webp", None) == (None, None)
     status = answer.answer_table(cards).query("family == 'webp'")["status"]

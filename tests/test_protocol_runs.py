@@ -32,7 +32,8 @@ def test_a_run_is_scored_on_val_select_never_on_test_and_tested_once(tmp_path, m
     with pytest.raises(ValueError, match="exists"):
         pr.train_run("block-sparse", setting, 0, "layer3", out_dir=tmp_path, budget=TINY, train_subset=16,
                      fit_images=8, rung=0.25, val_subset=12)
-    ref = dict(family="reference", seed=0, split_at=None, setting={}, rung=None, val_select=card["val_select"])
+    ref = dict(family="reference", seed=0, split_at=None, setting={}, rung=None, budget=card["budget"],
+               val_select=card["val_select"])
     (tmp_path / "reference_seed0.json").write_text(json.dumps(ref))  # the same val-select results: within
     tested = pr.test_run(card_path, n_test=10)
     assert tested["test"]["n_images"] == 10 and len(unpack_correct(tested["test"]["correct"])) == 10
