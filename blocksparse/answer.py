@@ -211,7 +211,7 @@ SHOWN = ("family", "status", "setting", "seeds", "bpp", "accuracy", "diff", "wit
 
 WORDS = (("mode", "{}"), ("block_size", "B={}"), ("ratio", "ratio {:g}"), ("bits", "{} bits"),
          ("group_lasso_weight", "group-lasso {:g}"), ("lmbda", "lambda={:g}"), ("latent_channels", "{} channels"),
-         ("stride", "stride {}"), ("quality", "q={}"))
+         ("stride", "stride {}"), ("prior_lr", "prior lr {:g}"), ("quality", "q={}"))
 
 
 def setting_words(setting: str | dict | None) -> str:

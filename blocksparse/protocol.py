@@ -35,8 +35,16 @@ SPLIT_FREE = ("reference", "webp-finetuned", "webp")  # the same model whatever 
 # by a screen on val-select (``SCREEN``); bottleneck: rate weights, high to low; WebP: qualities, up
 # to its highest (95 and 100 were added when WebP as is missed at 90 on val-select: a baseline's
 # ladder ends at its strongest setting, not where ours happened to stop).
-LADDERS = {"block-sparse": (0.25, 0.5, 1.0, 2.0, 4.0), "bottleneck": (3.2, 0.8, 0.2, 0.05),
+LADDERS = {"block-sparse": (0.25, 0.5, 1.0, 2.0, 4.0), "bottleneck": (3.2, 0.8, 0.2, 0.05, 0.0125),
            "webp-finetuned": (0, 5, 10, 20, 30, 50, 70, 90, 95, 100), "webp": (0, 5, 10, 20, 30, 50, 70, 90, 95, 100)}
+# The learned bottleneck's entropy model learns at this rate (its other weights at the budget's):
+# with Adam each prior parameter moves about this much per step, whatever the rate weight. At the
+# budget's 1e-3 the layer1 ladder's rate fell by the same ~0.0002 bpp per step for every weight from
+# 0.05 to 3.2 (1.09 bpp at the start, 0.72-0.90 at step 1,800: the prior's speed set the rate, not
+# the weight); at 1e-2 the weight sets it (val-stop, 300 steps: ``data/answer/decisions/
+# bottleneck_prior_lr.json``). Chosen on val-stop curves, before any bottleneck was tested; the
+# layer1 ladder trained at 1e-3 is kept in ``data/answer/superseded/``.
+BOTTLENECK_PRIOR_LR = 1e-2
 # successive halving on val-select among the configurations at or under a rung's rate, each with
 # and without the block group-lasso: 60 steps, then the better half 120 steps, each arm scored on
 # 1,000 val-select images before and after its training (``evals``). The arms are the frontier of
