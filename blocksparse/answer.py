@@ -78,6 +78,33 @@ def walk(cards: list[dict], family: str, split_at: str | None) -> tuple[dict | N
     return None, None  # no rung within one point
 
 
+LADDER_COLUMNS = ("split_at", "family", "rung", "setting", "bpp", "accuracy", "diff", "diff_lo", "diff_hi", "within",
+                  "operating_point")
+
+
+def ladder_table(cards: list[dict]) -> pd.DataFrame:
+    """Every rung trained so far (seed 0) on val-select, the evidence each choice was made on: per
+    split and family, its rate (payload bytes for image codecs), accuracy and paired difference
+    from the reference's seed 0 with its interval, whether it is within one point and whether
+    it is the operating point. The families that do not depend on the split appear under every
+    split. Empty (with its columns) before the reference's seed 0 is trained."""
+    refs = {c["seed"]: c for c in cards if c["family"] == "reference"}
+    ops = operating_points(cards)
+    rows = []
+    for split_at in SPLITS if 0 in refs else ():
+        for family in FAMILIES:
+            runs = [c for c in _runs(cards, family, None if family in SPLIT_FREE else split_at)
+                    if c["seed"] == 0 and c.get("val_select") is not None]
+            for c in sorted(runs, key=lambda c: LADDERS[family].index(rung_of(c)) if rung_of(c) in LADDERS[family] else -1):
+                v, pair = c["val_select"], val_select_pair(c, refs[0])
+                op = ops.get((split_at, family))
+                rows.append(dict(split_at=split_at, family=family, rung=rung_of(c), setting=setting_words(c["setting"]),
+                                 bpp=v.get("bpp_payload", v.get("bpp")), accuracy=v["accuracy"], diff=pair["difference"],
+                                 diff_lo=pair["lo"], diff_hi=pair["hi"], within=pair["within"],
+                                 operating_point=op is not None and op.get("path") == c.get("path")))
+    return pd.DataFrame(rows, columns=list(LADDER_COLUMNS))
+
+
 def shipped(cards: list[dict]) -> set[str]:
     """The cards whose weights ship (their ``path``): the reference's seed 0 and each family's
     operating point at each split (seed 0). Every other run keeps its card, not its weights."""

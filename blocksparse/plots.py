@@ -401,3 +401,42 @@ def plot_explorer(results: pd.DataFrame, reference: float | None, row: pd.Series
             a.set_xticks([]), a.set_yticks([])
     fig.tight_layout()
     return fig
+
+
+LADDER_COLOURS = {"block-sparse": "tab:blue", "bottleneck": "tab:orange", "webp-finetuned": "tab:green", "webp": "tab:red"}
+
+
+def plot_ladders(ladders: pd.DataFrame, splits: tuple[str, ...] = ("layer1", "layer2", "layer3"), floor: float = -6.0):
+    """The protocol's evidence: every rung trained so far (``answer.ladder_table``), one panel per
+    split, its val-select difference from the reference (points, 95% paired interval) against its
+    rate; each family's rungs joined in ladder order, the line at -1 the rule's bound (a rung is
+    within when its whole interval lies above it), the operating point ringed. Rungs more than
+    ``-floor`` points below are drawn on the floor as down-pointing triangles. Returns the figure."""
+    fig, axes = plt.subplots(1, len(splits), figsize=(4.2 * len(splits), 3.6), sharex=True, sharey=True, squeeze=False)
+    for ax, split_at in zip(axes[0], splits):
+        g = ladders[ladders["split_at"] == split_at]
+        for family, f in g.groupby("family", sort=False):
+            low = 100 * f["diff"].astype(float) < floor
+            ax.plot(f["bpp"][low].astype(float), np.full(int(low.sum()), floor), "v", ms=5,
+                    color=LADDER_COLOURS.get(family, "0.3"))
+            f = f[~low]
+            d = 100 * f["diff"].astype(float)
+            ax.errorbar(f["bpp"].astype(float), d, yerr=[d - 100 * f["diff_lo"].astype(float), 100 * f["diff_hi"].astype(float) - d],
+                        color=LADDER_COLOURS.get(family, "0.3"), marker="o", ms=3.5, lw=1, elinewidth=0.7, capsize=2,
+                        label=family)
+            op = f[f["operating_point"].astype(bool)]
+            ax.plot(op["bpp"].astype(float), 100 * op["diff"].astype(float), "o", ms=11, mfc="none", mec="k", mew=1.2)
+        ax.axhline(-1, color="k", ls="--", lw=0.8)
+        ax.axhline(0, color="0.6", lw=0.6)
+        ax.set_ylim(floor - 0.5, None)
+        if len(g):
+            _log_rate_axis(ax)
+        ax.set(title=f"after {split_at}", xlabel="bits per input pixel (val-select)")
+    axes[0][0].set_ylabel("val-select accuracy minus reference (points)")
+    handles = [Line2D([], [], color=c, marker="o", ms=3.5, label=f) for f, c in LADDER_COLOURS.items()]
+    handles += [Line2D([], [], color="k", ls="--", lw=0.8, label="one point below"),
+                Line2D([], [], color="0.3", ls="", marker="v", ms=5, label=f"below {floor:g} points"),
+                Line2D([], [], ls="", marker="o", ms=11, mfc="none", mec="k", label="operating point")]
+    axes[0][-1].legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1), borderaxespad=0)
+    fig.tight_layout()
+    return fig

@@ -183,3 +183,33 @@ def test_a_run_trained_with_another_budget_than_its_reference_is_not_compared():
         answer.walk(refs + [card], "bottleneck", "layer2")
     card["budget"] = protocol.BUDGET.asdict()
     assert answer.walk(refs + [card], "bottleneck", "layer2") == (card, None)
+
+
+def test_the_ladder_table_holds_every_rung_on_val_select_and_marks_the_operating_point():
+    refs, ref_val = _reference()
+    s = dict(mode="global", block_size=2, ratio=0.01, bits=2)
+    low = ref_val.copy()
+    low[np.flatnonzero(ref_val)[:50]] = False  # 50 of 2,500 images lost: -2.00 points
+    miss = _card("block-sparse", 0, low, None, "layer2", 0.25, s, "miss.json")
+    hit = _card("block-sparse", 0, ref_val, None, "layer2", 0.5, s | dict(ratio=0.02), "hit.json")
+    webp = _card("webp", 0, low, None, None, None, dict(quality=0), "w0.json")
+    webp["val_select"] |= dict(bpp=1.5, bpp_payload=1.25)
+    t = answer.ladder_table(refs + [hit, miss, webp])
+    bs = t[(t["split_at"] == "layer2") & (t["family"] == "block-sparse")]
+    assert list(bs["rung"]) == [0.25, 0.5] and list(bs["operating_point"]) == [False, True]
+    assert bs["diff"].iloc[0] == pytest.approx(-0.02) and bs["diff"].iloc[1] == 0 and list(bs["within"]) == [False, True]
+    w = t[t["family"] == "webp"]
+    assert list(w["split_at"]) == list(protocol.SPLITS) and (w["bpp"] == 1.25).all()  # the payload, under every split
+    assert answer.ladder_table(refs[:0] + [hit]).empty
+
+
+def test_the_ladder_figure_draws_one_panel_per_split_and_rings_each_operating_point():
+    import matplotlib
+    matplotlib.use("Agg")
+    from blocksparse import plots
+    refs, ref_val = _reference()
+    hit = _card("block-sparse", 0, ref_val, None, "layer2", 0.25, dict(mode="global", block_size=2, ratio=0.01, bits=2), "h.json")
+    fig = plots.plot_ladders(answer.ladder_table(refs + [hit]))
+    assert [a.get_title() for a in fig.axes] == [f"after {s}" for s in protocol.SPLITS]
+    rings = [line for line in fig.axes[1].lines if line.get_markersize() == 11 and len(line.get_xdata())]
+    assert len(rings) == 1 and list(rings[0].get_xdata()) == [0.25]  # the card's rate (its rung, in these cards)
