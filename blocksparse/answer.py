@@ -267,10 +267,18 @@ def _cell(v, scale: float = 1.0, decimals: int = 2) -> str:
     return str(v)
 
 
+def _signed(text: str) -> str:
+    """``"0.03"`` as ``"+0.03"``; empty and negative text as they are."""
+    return text if not text or text.startswith("-") else "+" + text
+
+
 def _with_interval(r: pd.Series, col: str) -> str:
-    """``"93.38 [92.70, 94.02]"``: a column in points with its interval (``<col>_lo``, ``<col>_hi``)."""
-    v = _cell(r[col], 100)
-    return v and f"{v} [{_cell(r[f'{col}_lo'], 100)}, {_cell(r[f'{col}_hi'], 100)}]"
+    """``"93.38 [92.70, 94.02]"``: a column in points with its interval (``<col>_lo``, ``<col>_hi``);
+    a difference (``diff``, ``diff_shipped``) signed, ``"-0.23 [-0.48, +0.03]"``."""
+    signed = col.startswith("diff")
+    cell = lambda v: _signed(_cell(v, 100)) if signed else _cell(v, 100)  # noqa: E731
+    v = cell(r[col])
+    return v and f"{v} [{cell(r[f'{col}_lo'])}, {cell(r[f'{col}_hi'])}]"
 
 
 def render_answer(table: pd.DataFrame, tested: int, refs: str = "") -> str:
@@ -284,6 +292,13 @@ def render_answer(table: pd.DataFrame, tested: int, refs: str = "") -> str:
            f"earlier exploratory ones included. Accuracy and diff in points with 95% intervals (diff: against the "
            f"fine-tuned reference, paired by seed; within: its lower end >= -1); encoder MACs in millions per image; "
            f"latencies: batch 1, median ms{on}."] + ([refs] if refs else [])
+    found = table[(table["status"] == "tested")]
+    if len(found):
+        out.insert(0, "**So far**: " + "; ".join(
+            f"{r['family']} after {r['split_at']}" + (f", {_cell(r['bpp'], 1.0, 3)} bpp" if _cell(r["bpp"]) else "") + ": "
+            f"{'within one point' if _cell(r['within']) == 'yes' else 'not within one point'} "
+            f"({_with_interval(r, 'accuracy')}%, {_with_interval(r, 'diff')} points, {_cell(r['seeds'])} seeds)"
+            for _, r in found.iterrows()) + ".")
     for split_at, g in table.groupby("split_at", sort=False):
         t = pd.DataFrame(dict(
             family=g["family"], status=g["status"], setting=[setting_words(v) for v in g["setting"]],

@@ -72,6 +72,9 @@ def test_a_tested_row_pairs_each_seed_with_the_reference_run_of_its_seed():
     assert rows["diff_lo"].iloc[0] < want < rows["diff_hi"].iloc[0]
     assert bool(rows["within"].iloc[0]) == (rows["diff_lo"].iloc[0] >= -0.01)
     assert table[table["family"] == "block-sparse"]["status"].str.startswith("pending").all()
+    head = answer.render_answer(table, 6).splitlines()[0]  # the tested rows lead, one per split
+    assert head.startswith("**So far**: webp-finetuned after layer1: ") and head.count("webp-finetuned after") == 3
+    assert ("not within one point" in head) == (not bool(rows["within"].iloc[0])) and "3 seeds" in head
 
 
 def test_tested_models_counts_each_card_with_a_test_once(tmp_path):
@@ -213,3 +216,10 @@ def test_the_ladder_figure_draws_one_panel_per_split_and_rings_each_operating_po
     assert [a.get_title() for a in fig.axes] == [f"after {s}" for s in protocol.SPLITS]
     rings = [line for line in fig.axes[1].lines if line.get_markersize() == 11 and len(line.get_xdata())]
     assert len(rings) == 1 and list(rings[0].get_xdata()) == [0.25]  # the card's rate (its rung, in these cards)
+
+
+def test_differences_are_shown_signed_and_accuracies_plain():
+    r = pd.Series(dict(diff=-0.0023, diff_lo=-0.0048, diff_hi=0.0003, accuracy=0.9342, accuracy_lo=0.9295, accuracy_hi=0.9389))
+    assert answer._with_interval(r, "diff") == "-0.23 [-0.48, +0.03]"
+    assert answer._with_interval(r, "accuracy") == "93.42 [92.95, 93.89]"
+    assert answer._with_interval(pd.Series(dict(diff=None, diff_lo=None, diff_hi=None)), "diff") == ""
