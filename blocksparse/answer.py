@@ -140,8 +140,9 @@ def reported(card: dict, cards: list[dict]) -> bool:
     operating point (its family, split, rung and setting) the rule has found."""
     if card["family"] in ("reference", SHIPPED_MODEL):
         return True
-    split_at = None if card["family"] in SPLIT_FREE else card.get("split_at")
-    op = operating_points(cards).get((split_at or SPLITS[0], card["family"]))
+    if card["family"] not in LADDERS:
+        return False
+    op, _ = walk(cards, card["family"], None if card["family"] in SPLIT_FREE else card.get("split_at"))
     return op is not None and op.get("split_at") == card.get("split_at") and rung_of(op) == rung_of(card) \
         and op["setting"] == card["setting"]
 
