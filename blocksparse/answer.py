@@ -63,9 +63,11 @@ def val_select_pair(card: dict, reference: dict) -> dict:
                   ONE_POINT)
 
 
-def walk(cards: list[dict], family: str, split_at: str | None) -> tuple[dict | None, float | None]:
+def walk(cards: list[dict], family: str, split_at: str | None,
+         pair=val_select_pair) -> tuple[dict | None, float | None]:
     """(the operating point's seed-0 card or None, the first rung still to train or None) of one
-    family at one split: the ladder walked upward until a rung is within one point on val-select."""
+    family at one split: the ladder walked upward until a rung is within one point on val-select.
+    ``pair``: the paired test (``val_select_pair``, or a memo of it a caller shares)."""
     refs = {c["seed"]: c for c in cards if c["family"] == "reference"}
     seed0 = {rung_of(c): c for c in _runs(cards, family, split_at) if c["seed"] == 0}
     for rung in LADDERS[family]:
@@ -73,7 +75,7 @@ def walk(cards: list[dict], family: str, split_at: str | None) -> tuple[dict | N
             return None, rung
         if seed0[rung].get("val_select") is None:  # the rung has no configuration (screen found none)
             continue
-        if val_select_pair(seed0[rung], refs[0])["within"]:
+        if pair(seed0[rung], refs[0])["within"]:
             return seed0[rung], None
     return None, None  # no rung within one point
 
@@ -89,18 +91,26 @@ def ladder_table(cards: list[dict]) -> pd.DataFrame:
     it is the operating point. The families that do not depend on the split appear under every
     split. Empty (with its columns) before the reference's seed 0 is trained."""
     refs = {c["seed"]: c for c in cards if c["family"] == "reference"}
-    ops = operating_points(cards)
+    memo = {}
+
+    def pair(card, reference):  # each rung bootstrapped once, for its row and for the walk
+        key = id(card), id(reference)
+        if key not in memo:
+            memo[key] = val_select_pair(card, reference)
+        return memo[key]
+
+    ops = operating_points(cards, pair)
     rows = []
     for split_at in SPLITS if 0 in refs else ():
         for family in FAMILIES:
             runs = [c for c in _runs(cards, family, None if family in SPLIT_FREE else split_at)
                     if c["seed"] == 0 and c.get("val_select") is not None]
             for c in sorted(runs, key=lambda c: LADDERS[family].index(rung_of(c)) if rung_of(c) in LADDERS[family] else -1):
-                v, pair = c["val_select"], val_select_pair(c, refs[0])
+                v, p = c["val_select"], pair(c, refs[0])
                 op = ops.get((split_at, family))
                 rows.append(dict(split_at=split_at, family=family, rung=rung_of(c), setting=setting_words(c["setting"]),
-                                 bpp=v.get("bpp_payload", v.get("bpp")), accuracy=v["accuracy"], diff=pair["difference"],
-                                 diff_lo=pair["lo"], diff_hi=pair["hi"], within=pair["within"],
+                                 bpp=v.get("bpp_payload", v.get("bpp")), accuracy=v["accuracy"], diff=p["difference"],
+                                 diff_lo=p["lo"], diff_hi=p["hi"], within=p["within"],
                                  operating_point=op is not None and op.get("path") == c.get("path")))
     return pd.DataFrame(rows, columns=list(LADDER_COLUMNS))
 
@@ -123,13 +133,13 @@ def closest(cards: list[dict], family: str, split_at: str | None, reference: dic
     return f"no rung within one point (closest on val-select: rung {rung_of(card):g}, {diff_words(pair)})"
 
 
-def operating_points(cards: list[dict]) -> dict[tuple[str, str], dict]:
+def operating_points(cards: list[dict], pair=val_select_pair) -> dict[tuple[str, str], dict]:
     """(split, family) -> the operating point's seed-0 card, where the rule found one (the families
-    that do not depend on the split appear under every split)."""
+    that do not depend on the split appear under every split). ``pair`` as in ``walk``."""
     out = {}
     for family in FAMILIES:
         for split_at in SPLITS:
-            op, _ = walk(cards, family, None if family in SPLIT_FREE else split_at)
+            op, _ = walk(cards, family, None if family in SPLIT_FREE else split_at, pair)
             if op is not None:
                 out[split_at, family] = op
     return out

@@ -206,6 +206,19 @@ def test_the_ladder_table_holds_every_rung_on_val_select_and_marks_the_operating
     assert answer.ladder_table(refs[:0] + [hit]).empty
 
 
+def test_the_ladder_table_bootstraps_each_rung_once(monkeypatch):
+    refs, ref_val = _reference()
+    s = dict(mode="global", block_size=2, ratio=0.01, bits=2)
+    cards = refs + [_card("block-sparse", 0, ref_val, None, "layer2", 0.25, s, "a.json"),
+                    _card("webp", 0, ref_val, None, None, None, dict(quality=0), "w.json")]
+    calls = []
+    real = answer.val_select_pair
+    monkeypatch.setattr(answer, "val_select_pair", lambda c, r: calls.append(c["path"]) or real(c, r))
+    t = answer.ladder_table(cards)
+    assert len(t) == 1 + len(protocol.SPLITS)  # webp's one rung shown under every split
+    assert sorted(calls) == ["a.json", "w.json"]  # yet paired once each, for the rows and the walks
+
+
 def test_the_ladder_figure_draws_one_panel_per_split_and_rings_each_operating_point():
     import matplotlib
     matplotlib.use("Agg")
