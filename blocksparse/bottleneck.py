@@ -74,6 +74,9 @@ def check_int(name: str, v, low: int = 1) -> int:
     return int(v)
 
 
+QUANTIZATIONS = ("noise", "mixed")  # what the tail sees in training: Bottleneck.forward
+
+
 class Bottleneck(nn.Module):
     """Encoder, integer latents with a factorized logistic entropy model, decoder.
 
@@ -182,22 +185,29 @@ class Bottleneck(nn.Module):
             raise ValueError(f"latents {tuple(y_hat.shape)} decode to {tuple(out.shape[-2:])}, smaller than {size}")
         return F.relu(out[..., :h, :w])
 
-    def forward(self, z: Tensor, generator: torch.Generator | None = None) -> tuple[Tensor, Tensor]:
+    def forward(self, z: Tensor, generator: torch.Generator | None = None,
+                quantization: str = "noise") -> tuple[Tensor, Tensor]:
         """(features the tail sees, likelihoods of the latents).
 
         Training mode adds uniform noise U(-0.5, 0.5) to the latents (drawn from the CPU
-        ``generator`` where given); eval mode quantizes them as the coder does, in one batch
+        ``generator`` where given) for the likelihoods; the tail sees the same noisy latents
+        (``quantization="noise"``) or the latents as coded, with a straight-through gradient
+        (``"mixed"``: what the decoder will return, so a tail cannot learn to read signal
+        that rounding erases). Eval mode quantizes them as the coder does, in one batch
         (``reconstruct`` is the exact, image-by-image path).
         """
+        if quantization not in QUANTIZATIONS:
+            raise ValueError(f"quantization must be one of {QUANTIZATIONS}, got {quantization!r}")
         self._check_features(z)
         y = self.encoder(z)
-        if self.training:
-            u = (torch.rand(y.shape, generator=generator, dtype=y.dtype).to(y.device)
-                 if generator is not None else torch.rand_like(y))
-            y = y + (u - 0.5)
-        else:
+        if not self.training:
             y = self.quantize(y)
-        return self.decode_latent(y, z.shape[-2:]), self.likelihoods(y)
+            return self.decode_latent(y, z.shape[-2:]), self.likelihoods(y)
+        u = (torch.rand(y.shape, generator=generator, dtype=y.dtype).to(y.device)
+             if generator is not None else torch.rand_like(y))
+        noisy = y + (u - 0.5)
+        seen = noisy if quantization == "noise" else y + (self.quantize(y) - y).detach()
+        return self.decode_latent(seen, z.shape[-2:]), self.likelihoods(noisy)
 
     @torch.no_grad()
     def reconstruct(self, z: Tensor) -> Tensor:

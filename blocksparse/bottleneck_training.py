@@ -18,7 +18,7 @@ from torch.utils.data import TensorDataset
 from tqdm.auto import tqdm
 
 from .stats import wilson_interval
-from .bottleneck import Bottleneck, check_int, coded_latents, latent_streams, decode
+from .bottleneck import QUANTIZATIONS, Bottleneck, check_int, coded_latents, latent_streams, decode
 from .data import evenly_spaced, load_dataset
 from .model import SplitResNet18
 from .runtime import DATA_DIR, autocast, module_device, set_seed
@@ -68,7 +68,8 @@ def train_bottleneck(model: SplitResNet18, bn: Bottleneck, lmbda: float, dataset
                      train_data: TensorDataset | None = None, val_data: TensorDataset | None = None,
                      progress: bool = True, root: str | Path = DATA_DIR,
                      bf16: bool | None = None, select_on: str = "objective",
-                     prior_lr: float | None = None, train: str = "frozen") -> tuple[Bottleneck, list[dict]]:
+                     prior_lr: float | None = None, train: str = "frozen",
+                     quantization: str = "noise") -> tuple[Bottleneck, list[dict]]:
     """Train the bottleneck at the split of a ResNet, frozen by default; early stopping on validation.
 
     ``train="all"`` trains the whole network with the bottleneck (the protocol's budget, as every
@@ -105,6 +106,9 @@ def train_bottleneck(model: SplitResNet18, bn: Bottleneck, lmbda: float, dataset
         Learning rate of the entropy model's parameters (``loc``, ``raw_scale``; default
         ``lr``): with Adam each moves about ``prior_lr`` per step, so a prior that must narrow
         a lot within a short schedule needs a larger one.
+    quantization : {"noise", "mixed"}
+        What the tail sees in training (``Bottleneck.forward``): the noisy latents the rate is
+        measured on, or the rounded latents with a straight-through gradient.
     eval_every, patience : int
         Validation on the real rounded path (eval mode, float32) every ``eval_every`` steps;
         training stops after ``patience`` evaluations without improvement and the best weights
@@ -140,6 +144,8 @@ def train_bottleneck(model: SplitResNet18, bn: Bottleneck, lmbda: float, dataset
         raise ValueError(f"lmbda must be a number >= 0, got {lmbda!r}")
     if not 0 <= distill_weight <= 1:
         raise ValueError(f"distill_weight must be in [0, 1], got {distill_weight!r}")
+    if quantization not in QUANTIZATIONS:
+        raise ValueError(f"quantization must be one of {QUANTIZATIONS}, got {quantization!r}")
     if prior_lr is not None and not (isinstance(prior_lr, (int, float)) and prior_lr > 0):
         raise ValueError(f"prior_lr must be > 0 (or None for lr), got {prior_lr!r}")
     if not temperature > 0 or not feature_weight >= 0 or not lr > 0:
@@ -203,7 +209,7 @@ def train_bottleneck(model: SplitResNet18, bn: Bottleneck, lmbda: float, dataset
                     z = model.head(xb)
                     teacher = model.tail(z) if distill_weight > 0 else None
             z = z.float()
-            z_tilde, lik = bn(z, generator=g)
+            z_tilde, lik = bn(z, generator=g, quantization=quantization)
             with autocast(device, bf16):
                 logits = model.tail(z_tilde).float()
             rate = -torch.log2(lik).sum() / (len(xb) * pixels)

@@ -79,6 +79,27 @@ def test_eval_forward_is_the_coded_path_and_training_adds_bounded_noise(bn):
         bn.eval()
 
 
+def test_mixed_training_shows_the_tail_what_the_decoder_returns_and_rates_the_noisy_latents(bn):
+    z = _features(3)
+    bn.train()
+    try:
+        g1, g2 = torch.Generator().manual_seed(7), torch.Generator().manual_seed(7)
+        out, lik = bn(z, generator=g1, quantization="mixed")
+        with torch.no_grad():
+            y = bn.encoder(z)
+        u = torch.rand(y.shape, generator=g2) - 0.5
+        assert torch.equal(out.detach(), bn.reconstruct(z))  # the coded path, image by image
+        assert torch.equal(lik.detach(), bn.likelihoods(y + u).detach())  # the rate still on the noisy latents
+        bn.zero_grad()
+        out.sum().backward()  # straight through the rounding, to the encoder
+        assert float(bn.encoder[-1].weight.grad.abs().sum()) > 0
+        with pytest.raises(ValueError, match="quantization"):
+            bn(z, quantization="round")
+    finally:
+        bn.zero_grad()
+        bn.eval()
+
+
 # --- the stream's length is its information content -------------------------------------------------
 def _logistic_cdf(x: float) -> float:
     return 1 / (1 + math.exp(-x)) if x >= 0 else math.exp(x) / (1 + math.exp(x))

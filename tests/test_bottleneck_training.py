@@ -149,6 +149,8 @@ def test_train_bad_arguments():
         T.train_bottleneck(model, bn, lmbda=1.0, distill_weight=2.0)
     with pytest.raises(ValueError, match="steps"):
         T.train_bottleneck(model, bn, lmbda=1.0, steps=0)
+    with pytest.raises(ValueError, match="quantization"):
+        T.train_bottleneck(model, bn, lmbda=1.0, quantization="ste")
 
 
 # --- evaluation and results -------------------------------------------------------------------
