@@ -249,7 +249,8 @@ SHOWN = ("family", "status", "setting", "seeds", "bpp", "accuracy", "diff", "wit
 
 WORDS = (("mode", "{}"), ("block_size", "B={}"), ("ratio", "ratio {:g}"), ("bits", "{} bits"),
          ("group_lasso_weight", "group-lasso {:g}"), ("lmbda", "lambda={:g}"), ("latent_channels", "{} channels"),
-         ("stride", "stride {}"), ("prior_lr", "prior lr {:g}"), ("quality", "q={}"))
+         ("stride", "stride {}"), ("prior_lr", "prior lr {:g}"), ("quantization", "{} quantization"),
+         ("quality", "q={}"))
 
 
 def setting_words(setting: str | dict | None) -> str:

@@ -45,6 +45,14 @@ LADDERS = {"block-sparse": (0.25, 0.5, 1.0, 2.0, 4.0), "bottleneck": (3.2, 0.8, 
 # bottleneck_prior_lr.json``). Chosen on val-stop curves, before any bottleneck was tested; the
 # layer1 ladder trained at 1e-3 is kept in ``data/answer/superseded/``.
 BOTTLENECK_PRIOR_LR = 1e-2
+# ... and its tail trains on the latents as coded (rounded, with a straight-through gradient; the
+# rate still on the noisy ones: ``Bottleneck.forward(quantization="mixed")``). Trained on noisy
+# latents the tail learned to read the noise, not the code: at lambda=3.2 the rounded path's val-stop
+# accuracy fell to 24% by step 600 (0.19 bpp), on rounded latents it held 88% (0.24 bpp) (val-stop,
+# 600 steps after layer1: ``data/answer/decisions/bottleneck_quantization.json``). Chosen on val-stop
+# curves before any bottleneck was tested; the ladders trained on noisy latents are kept in
+# ``data/answer/superseded/``.
+BOTTLENECK_QUANTIZATION = "mixed"
 # successive halving on val-select among the configurations at or under a rung's rate, each with
 # and without the block group-lasso: 60 steps, then the better half 120 steps, each arm scored on
 # 1,000 val-select images before and after its training (``evals``). The arms are the frontier of

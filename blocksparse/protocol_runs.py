@@ -26,7 +26,7 @@ from .costs import BOTTLENECK_STRIDES, LATENT_CHANNELS
 from .data import evenly_spaced, load_dataset
 from .evaluation import evaluate, head_features
 from .model import SplitResNet18, checkpoint_card, load_pretrained, save_weights
-from .protocol import BOTTLENECK_PRIOR_LR, BUDGET, SCREEN, VAL_SELECT, VAL_STOP, Budget, selection_data, stopping_data
+from .protocol import BOTTLENECK_PRIOR_LR, BOTTLENECK_QUANTIZATION, BUDGET, SCREEN, VAL_SELECT, VAL_STOP, Budget, selection_data, stopping_data
 from .results import pack_correct, unpack_correct
 from .runtime import DATA_DIR, module_device
 from .stats import mcnemar_p
@@ -52,8 +52,9 @@ def run_name(family: str, setting: dict, seed: int, split_at: str | None = None)
         return f"webp-finetuned_q{setting['quality']}_seed{seed}"
     if family == "bottleneck":
         plr = f"_plr{setting['prior_lr']:g}" if setting.get("prior_lr") is not None else ""
+        quant = f"_{setting['quantization']}" if setting.get("quantization", "noise") != "noise" else ""
         return (f"bottleneck_{split_at}_M{setting['latent_channels']}_S{setting['stride']}_lmbda{setting['lmbda']:g}"
-                f"{plr}_seed{seed}")
+                f"{plr}{quant}_seed{seed}")
     raise ValueError(f"family must be one of {TRAINED}, got {family!r}")
 
 
@@ -124,7 +125,8 @@ def train_run(family: str, setting: dict, seed: int, split_at: str | None = None
                         stride=setting["stride"]).to(module_device(model))
         kw = {k: v for k, v in kwargs.items() if k not in ("optimizer", "train")}
         bn, history = train_bottleneck(model, bn, float(setting["lmbda"]), dataset, train="all",
-                                       prior_lr=setting.get("prior_lr"), **kw)
+                                       prior_lr=setting.get("prior_lr"),
+                                       quantization=setting.get("quantization", "noise"), **kw)
         tuned = model
     else:
         tuned, history = finetune(model, cfg, dataset, **kwargs)
@@ -333,7 +335,7 @@ def run_step(step: dict, dataset: str = "fashion-mnist", out_dir: str | Path = A
             setting = dict(quality=int(step["rung"]))
         elif family == "bottleneck":
             setting = dict(lmbda=step["rung"], latent_channels=LATENT_CHANNELS, stride=BOTTLENECK_STRIDES[step["split_at"]],
-                           prior_lr=BOTTLENECK_PRIOR_LR)
+                           prior_lr=BOTTLENECK_PRIOR_LR, quantization=BOTTLENECK_QUANTIZATION)
         else:
             setting = {}
     card = train_run(family, setting, step["seed"], step.get("split_at"), dataset, out_dir, state_dir,

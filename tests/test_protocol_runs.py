@@ -54,13 +54,15 @@ def test_webp_as_is_is_scored_without_training_and_the_plan_moves_on(tmp_path, m
 
 
 def test_a_bottleneck_run_trains_the_whole_network_and_ships_both_parts(tmp_path, monkeypatch):
-    setting = dict(lmbda=0.2, latent_channels=4, stride=2, prior_lr=0.05)
+    setting = dict(lmbda=0.2, latent_channels=4, stride=2, prior_lr=0.05, quantization="mixed")
     seen, real = [], pr.train_bottleneck
-    monkeypatch.setattr(pr, "train_bottleneck", lambda *a, **k: seen.append(k["prior_lr"]) or real(*a, **k))
+    monkeypatch.setattr(pr, "train_bottleneck",
+                        lambda *a, **k: seen.append((k["prior_lr"], k["quantization"])) or real(*a, **k))
     card_path = pr.train_run("bottleneck", setting, 0, "layer3", out_dir=tmp_path, budget=TINY, train_subset=16,
                              rung=0.2, val_subset=12)
     card = json.loads(card_path.read_text())
-    assert seen == [0.05] and card["setting"] == setting and card_path.name.endswith("_plr0.05_seed0.json")
+    assert seen == [(0.05, "mixed")] and card["setting"] == setting
+    assert card_path.name.endswith("_plr0.05_mixed_seed0.json")
     assert card["bottleneck"].endswith(".bottleneck.pt") and card["val_select"]["bpp"] > 0
     model, _, bn = pr.load_run(card_path)
     shipped = pr.load_pretrained(split_at="layer3")
@@ -129,12 +131,16 @@ def test_chosen_runs_are_tested_in_the_step_that_trains_them_and_rungs_are_not(t
     assert tested == ["reference.json", "bottleneck.json"]
 
 
-def test_a_bottleneck_rung_is_trained_with_the_protocols_prior_learning_rate(tmp_path, monkeypatch):
+def test_a_bottleneck_rung_is_trained_with_the_protocols_prior_learning_rate_and_quantization(tmp_path, monkeypatch):
     settings = []
     monkeypatch.setattr(pr, "train_run", lambda family, setting, *a, **k: settings.append(setting) or tmp_path / "b.json")
     pr.run_step(dict(action="train", family="bottleneck", split_at="layer1", rung=0.8, seed=0))
-    assert settings == [dict(lmbda=0.8, latent_channels=8, stride=4, prior_lr=protocol.BOTTLENECK_PRIOR_LR)]
-    assert pr.run_name("bottleneck", settings[0], 0, "layer1") == "bottleneck_layer1_M8_S4_lmbda0.8_plr0.01_seed0"
+    assert settings == [dict(lmbda=0.8, latent_channels=8, stride=4, prior_lr=protocol.BOTTLENECK_PRIOR_LR,
+                             quantization=protocol.BOTTLENECK_QUANTIZATION)]
+    assert pr.run_name("bottleneck", settings[0], 0, "layer1") == "bottleneck_layer1_M8_S4_lmbda0.8_plr0.01_mixed_seed0"
+    # a setting without the key (the cards trained before it) keeps its name
+    assert pr.run_name("bottleneck", dict(lmbda=0.8, latent_channels=8, stride=4, prior_lr=0.01), 0, "layer1") \
+        == "bottleneck_layer1_M8_S4_lmbda0.8_plr0.01_seed0"
 
 
 def test_a_screen_halves_over_the_frontier_under_its_rung_and_records_its_pick(tmp_path, monkeypatch):
