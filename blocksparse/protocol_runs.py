@@ -26,7 +26,8 @@ from .costs import BOTTLENECK_STRIDES, LATENT_CHANNELS
 from .data import evenly_spaced, load_dataset
 from .evaluation import evaluate, head_features
 from .model import SplitResNet18, checkpoint_card, load_pretrained, save_weights
-from .protocol import BOTTLENECK_PRIOR_LR, BOTTLENECK_QUANTIZATION, BUDGET, SCREEN, VAL_SELECT, VAL_STOP, Budget, selection_data, stopping_data
+from .protocol import (BOTTLENECK_PRIOR_LR, BOTTLENECK_QUANTIZATION, BUDGET, SCREEN, VAL_SELECT, VAL_STOP, Budget,
+                       selection_data, stopping_data)
 from .results import pack_correct, unpack_correct
 from .runtime import DATA_DIR, module_device
 from .stats import mcnemar_p
