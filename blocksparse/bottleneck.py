@@ -75,6 +75,7 @@ def check_int(name: str, v, low: int = 1) -> int:
 
 
 QUANTIZATIONS = ("noise", "mixed")  # what the tail sees in training: Bottleneck.forward
+DEFAULT_QUANTIZATION = "noise"  # the default, and what a card without a "quantization" field was trained with
 
 
 class Bottleneck(nn.Module):
@@ -186,7 +187,7 @@ class Bottleneck(nn.Module):
         return F.relu(out[..., :h, :w])
 
     def forward(self, z: Tensor, generator: torch.Generator | None = None,
-                quantization: str = "noise") -> tuple[Tensor, Tensor]:
+                quantization: str = DEFAULT_QUANTIZATION) -> tuple[Tensor, Tensor]:
         """(features the tail sees, likelihoods of the latents).
 
         Training mode adds uniform noise U(-0.5, 0.5) to the latents (drawn from the CPU

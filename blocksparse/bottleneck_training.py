@@ -18,7 +18,8 @@ from torch.utils.data import TensorDataset
 from tqdm.auto import tqdm
 
 from .stats import wilson_interval
-from .bottleneck import QUANTIZATIONS, Bottleneck, check_int, coded_latents, latent_streams, decode
+from .bottleneck import (DEFAULT_QUANTIZATION, QUANTIZATIONS, Bottleneck, check_int, coded_latents, latent_streams,
+                         decode)
 from .data import evenly_spaced, load_dataset
 from .model import SplitResNet18
 from .runtime import DATA_DIR, autocast, module_device, set_seed
@@ -69,7 +70,7 @@ def train_bottleneck(model: SplitResNet18, bn: Bottleneck, lmbda: float, dataset
                      progress: bool = True, root: str | Path = DATA_DIR,
                      bf16: bool | None = None, select_on: str = "objective",
                      prior_lr: float | None = None, train: str = "frozen",
-                     quantization: str = "noise") -> tuple[Bottleneck, list[dict]]:
+                     quantization: str = DEFAULT_QUANTIZATION) -> tuple[Bottleneck, list[dict]]:
     """Train the bottleneck at the split of a ResNet, frozen by default; early stopping on validation.
 
     ``train="all"`` trains the whole network with the bottleneck (the protocol's budget, as every

@@ -18,7 +18,7 @@ from torch.utils.data import TensorDataset
 
 from . import answer
 from .baselines import code_images, image_codec_baseline
-from .bottleneck import Bottleneck, load_bottleneck, save_bottleneck
+from .bottleneck import DEFAULT_QUANTIZATION, Bottleneck, load_bottleneck, save_bottleneck
 from .bottleneck_training import evaluate_bottleneck, train_bottleneck
 from .codebook import codebook_bytes, fit_codebook, load_codebook, save_codebook
 from .codec import SELECTION_GRID, CodecConfig
@@ -53,7 +53,8 @@ def run_name(family: str, setting: dict, seed: int, split_at: str | None = None)
         return f"webp-finetuned_q{setting['quality']}_seed{seed}"
     if family == "bottleneck":
         plr = f"_plr{setting['prior_lr']:g}" if setting.get("prior_lr") is not None else ""
-        quant = f"_{setting['quantization']}" if setting.get("quantization", "noise") != "noise" else ""
+        quantization = setting.get("quantization", DEFAULT_QUANTIZATION)
+        quant = f"_{quantization}" if quantization != DEFAULT_QUANTIZATION else ""
         return (f"bottleneck_{split_at}_M{setting['latent_channels']}_S{setting['stride']}_lmbda{setting['lmbda']:g}"
                 f"{plr}{quant}_seed{seed}")
     raise ValueError(f"family must be one of {TRAINED}, got {family!r}")
@@ -127,7 +128,7 @@ def train_run(family: str, setting: dict, seed: int, split_at: str | None = None
         kw = {k: v for k, v in kwargs.items() if k not in ("optimizer", "train")}
         bn, history = train_bottleneck(model, bn, float(setting["lmbda"]), dataset, train="all",
                                        prior_lr=setting.get("prior_lr"),
-                                       quantization=setting.get("quantization", "noise"), **kw)
+                                       quantization=setting.get("quantization", DEFAULT_QUANTIZATION), **kw)
         tuned = model
     else:
         tuned, history = finetune(model, cfg, dataset, **kwargs)
