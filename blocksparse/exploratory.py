@@ -385,9 +385,11 @@ def load_trained_models(results: str | Path | None = None, data: str | Path | No
     """Every trained model's exploratory record, read from the files that exist (a missing file
     gives None or []): ``models``, ``paired``, ``bottleneck``, ``bottleneck_paired``,
     ``codec_models``, ``codec_paired``, ``codec_grid``, ``vs_reference``, ``screenings`` (list of
-    (frame, config)), ``ablation``, ``splits`` (split -> sweep, two or more) and ``test_stopping``
-    (a card). ``results``: the results folder (default ``runtime.results_dir()``); ``data``: the
-    folder holding ``frontier/``, ``ablation/`` and ``reference/`` cards (default ``data/``)."""
+    (frame, config)), ``ablation``, ``splits`` (split -> sweep, two or more), ``test_stopping``
+    (a card) and ``weights_removed`` (the weight files that left the tree: their cards say so in
+    ``weights_removed`` and keep the row measured from them). ``results``: the results folder
+    (default ``runtime.results_dir()``); ``data``: the folder holding ``frontier/``, ``ablation/``
+    and ``reference/`` cards (default ``data/``)."""
     from .results import REFERENCE_NAME, load_results, read_cards
     from .runtime import ROOT, results_dir
     d = Path(results) if results is not None else results_dir()
@@ -410,6 +412,8 @@ def load_trained_models(results: str | Path | None = None, data: str | Path | No
                          for f in sorted(d.glob("screening_layer*bpp*.csv"))]  # every split's and target's
     ablation = table("ablation")
     cards = {p.stem: json.loads(p.read_text()) for f in ("frontier", "ablation") for p in (data / f).glob("*.json")}
+    out["weights_removed"] = sorted(f"data/{f}/{p.stem}.pt" for f in ("frontier", "ablation")
+                                    for p in (data / f).glob("*.json") if cards[p.stem].get("weights_removed"))
     if out["models"] is not None and len(out["models"]):
         out["models"] = ablation_frame(out["models"], cards)  # each model's recipe from its card
     if out["bottleneck"] is not None and len(out["bottleneck"]):

@@ -64,6 +64,10 @@ def sections(results: pd.DataFrame | None = None, trained: dict | None = None, *
     def add(title, caption, table):
         if table is not None and len(table):
             out.append((title, caption, table))
+    removed = t.get("weights_removed", [])
+    gone = (f" Weights that left the tree for git history (their cards keep the rows measured from them): "
+            f"{', '.join(f'`{w}`' for w in removed)}." if removed else "")
+    left = f", and the {len(removed)} weight files that left the tree" if removed else ""
     if t.get("models") is not None or t.get("bottleneck") is not None or t.get("codec_models") is not None:
         table = trained_table(t.get("models"), t.get("paired", []), t.get("bottleneck"), t.get("bottleneck_paired", []),
                               t.get("codec_models"), t.get("codec_paired", []), t.get("codec_grid"), tolerance,
@@ -71,11 +75,11 @@ def sections(results: pd.DataFrame | None = None, trained: dict | None = None, *
         add("Trained models on all test images",
             f"Mean over seeds; `vs_uncompressed`: paired test against the shipped model on the same images (points, "
             f"widest seed interval); `within`: every seed within {pts}; WebP by point estimate. Block-sparse rates: "
-            f"seeds whose weights ship re-measured with codec version 2, the others with their version-1 code tables "
-            f"(a mean can mix both; per seed: `docs/results.md`).", table)
+            f"codec version 2 for seeds whose weights ship{' or shipped' if removed else ''}, version-1 code tables "
+            f"for the others (a mean can mix both; per seed{left}: `docs/results.md`).", table)
     if t.get("models") is not None and len(t["models"]):
         add("Fine-tuned block-sparse models, per seed", "Weights in `data/frontier/` where shipped; every card "
-            "records its per-image test results.", models_table(t["models"], t.get("paired", [])))
+            f"records its per-image test results.{gone}", models_table(t["models"], t.get("paired", [])))
     if t.get("bottleneck") is not None and len(t["bottleneck"]):
         add("Learned bottleneck, per seed", "Encoder, factorized entropy model and decoder trained with the ResNet "
             "frozen; bpp of real per-image ANS streams.", bottleneck_table(t["bottleneck"], t.get("bottleneck_paired", [])))

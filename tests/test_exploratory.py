@@ -182,6 +182,10 @@ def test_load_trained_models_reads_what_exists(tmp_path, monkeypatch):
     got = ex.load_trained_models(data=tmp_path)
     assert len(got["ablation"]) == 4 and set(got["ablation"]["train"]) == {"tail", "all"}  # the shipped run joins
     assert got["test_stopping"]["schedule"]["train"] == "all" and got["bottleneck"] is None
+    assert got["weights_removed"] == []
+    stem = next(s for s in cards if s.endswith("_all_seed0"))  # its weights leave the tree: its card says so
+    (tmp_path / "ablation" / f"{stem}.json").write_text(json.dumps(cards[stem] | dict(history=[], weights_removed="why")))
+    assert ex.load_trained_models(data=tmp_path)["weights_removed"] == [f"data/ablation/{stem}.pt"]
 
 
 def _sweep(split, rows):

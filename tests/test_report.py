@@ -92,6 +92,11 @@ def test_sections_leave_out_what_is_absent_and_order_the_trained_models_first():
     assert "This run's sweep" not in readme  # the README shows the trained models only
     doc = render_doc(parts)
     assert doc.count("\n## ") == len(parts) and "## This run's sweep: the frontier" in doc
+    assert "left the tree" not in doc
+    gone = sections(None, dict(models=models, paired=paired, weights_removed=["data/frontier/m1.pt", "data/frontier/m2.pt"]))
+    captions = {title: caption for title, caption, _ in gone}
+    assert "`data/frontier/m1.pt`, `data/frontier/m2.pt`." in captions["Fine-tuned block-sparse models, per seed"]
+    assert "the 2 weight files that left the tree" in captions["Trained models on all test images"]  # the README's
 
 
 def test_markdown_is_to_markdown_with_missing_values_as_n_a():
