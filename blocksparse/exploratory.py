@@ -411,9 +411,10 @@ def load_trained_models(results: str | Path | None = None, data: str | Path | No
     out["screenings"] = [(pd.read_csv(f), json.loads(f.with_suffix(".json").read_text())["config"])
                          for f in sorted(d.glob("screening_layer*bpp*.csv"))]  # every split's and target's
     ablation = table("ablation")
-    cards = {p.stem: json.loads(p.read_text()) for f in ("frontier", "ablation") for p in (data / f).glob("*.json")}
-    out["weights_removed"] = sorted(f"data/{f}/{p.stem}.pt" for f in ("frontier", "ablation")
-                                    for p in (data / f).glob("*.json") if cards[p.stem].get("weights_removed"))
+    card_files = [p for f in ("frontier", "ablation") for p in (data / f).glob("*.json")]
+    cards = {p.stem: json.loads(p.read_text()) for p in card_files}
+    out["weights_removed"] = sorted(f"data/{p.parent.name}/{p.stem}.pt" for p in card_files
+                                    if cards[p.stem].get("weights_removed"))
     if out["models"] is not None and len(out["models"]):
         out["models"] = ablation_frame(out["models"], cards)  # each model's recipe from its card
     if out["bottleneck"] is not None and len(out["bottleneck"]):
