@@ -293,6 +293,25 @@ def _with_interval(r: pd.Series, col: str) -> str:
     return v and f"{v} [{cell(r[f'{col}_lo'])}, {cell(r[f'{col}_hi'])}]"
 
 
+def headline(table: pd.DataFrame) -> str:
+    """The answer in a few lines, one per split: its tested rows by rate (within one point or not, with
+    accuracy, difference and seeds), how many rows are still pending, or that no family came within.
+    Led by ``**The answer**`` once no row is pending, ``**So far**`` before."""
+    pending = table["status"].str.startswith("pending")
+    lines = ["**The answer** (every row settled), per split, lowest rate first:" if not pending.any()
+             else f"**So far** ({int(pending.sum())} of {len(table)} rows pending), per split, lowest rate first:"]
+    for split_at, g in table.groupby("split_at", sort=False):
+        tested = g[g["status"] == "tested"].sort_values("bpp")
+        words = [f"{r['family']}" + (f" at {_cell(r['bpp'], 1.0, 3)} bpp" if _cell(r["bpp"]) else "") + ": "
+                 f"{'within one point' if _cell(r['within']) == 'yes' else 'not within one point'} "
+                 f"({_with_interval(r, 'accuracy')}%, {_with_interval(r, 'diff')} points, {_cell(r['seeds'])} seeds)"
+                 for _, r in tested.iterrows()]
+        n = int(pending[g.index].sum())
+        words += [f"{n} famil{'ies' if n > 1 else 'y'} pending"] if n else []
+        lines.append(f"- after {split_at}: " + ("; ".join(words) if words else "no family within one point on val-select"))
+    return "\n".join(lines)
+
+
 def render_answer(table: pd.DataFrame, tested: int, refs: str = "") -> str:
     """The README's answer block: a caption, then per split a heading with the head's cost and a
     table of ``SHOWN`` (accuracy and diff in points with their 95% intervals, bpp, the encoder's
@@ -304,13 +323,7 @@ def render_answer(table: pd.DataFrame, tested: int, refs: str = "") -> str:
            f"earlier exploratory ones included. Accuracy and diff in points with 95% intervals (diff: against the "
            f"fine-tuned reference, paired by seed; within: its lower end >= -1); encoder MACs in millions per image; "
            f"latencies: batch 1, median ms{on}."] + ([refs] if refs else [])
-    found = table[(table["status"] == "tested")]
-    if len(found):
-        out.insert(0, "**So far**: " + "; ".join(
-            f"{r['family']} after {r['split_at']}" + (f", {_cell(r['bpp'], 1.0, 3)} bpp" if _cell(r["bpp"]) else "") + ": "
-            f"{'within one point' if _cell(r['within']) == 'yes' else 'not within one point'} "
-            f"({_with_interval(r, 'accuracy')}%, {_with_interval(r, 'diff')} points, {_cell(r['seeds'])} seeds)"
-            for _, r in found.iterrows()) + ".")
+    out.insert(0, headline(table))
     for split_at, g in table.groupby("split_at", sort=False):
         t = pd.DataFrame(dict(
             family=g["family"], status=g["status"], setting=[setting_words(v) for v in g["setting"]],

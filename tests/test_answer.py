@@ -72,9 +72,25 @@ def test_a_tested_row_pairs_each_seed_with_the_reference_run_of_its_seed():
     assert rows["diff_lo"].iloc[0] < want < rows["diff_hi"].iloc[0]
     assert bool(rows["within"].iloc[0]) == (rows["diff_lo"].iloc[0] >= -0.01)
     assert table[table["family"] == "block-sparse"]["status"].str.startswith("pending").all()
-    head = answer.render_answer(table, 6).splitlines()[0]  # the tested rows lead, one per split
-    assert head.startswith("**So far**: webp-finetuned after layer1: ") and head.count("webp-finetuned after") == 3
-    assert ("not within one point" in head) == (not bool(rows["within"].iloc[0])) and "3 seeds" in head
+    table.loc[table["family"] == "webp-finetuned", "bpp"] = 2.5
+    head = answer.render_answer(table, 6).split("\n\n")[0].splitlines()  # the tested rows lead, one line per split
+    assert head[0].startswith("**So far** (9 of 12 rows pending)") and len(head) == 4
+    for line, split_at in zip(head[1:], protocol.SPLITS):
+        assert line.startswith(f"- after {split_at}: webp-finetuned at 2.500 bpp: ") and line.endswith("3 seeds); 3 families pending")
+        assert ("not within one point" in line) == (not bool(rows["within"].iloc[0]))
+    settled = table.assign(status=table["status"].where(table["family"] == "webp-finetuned", "no rung within one point"))
+    settled.loc[(settled["split_at"] == "layer2") & (settled["family"] == "webp-finetuned"), "status"] = "no rung within"
+    three = (settled["split_at"] == "layer3")
+    bs = three & (settled["family"] == "block-sparse")
+    webp = settled[three & (settled["family"] == "webp-finetuned")].iloc[0]
+    for col in ("status", "seeds", "accuracy", "accuracy_lo", "accuracy_hi", "diff", "diff_lo", "diff_hi"):
+        settled.loc[bs, col] = webp[col]
+    settled.loc[bs, ["bpp", "within"]] = [0.4, True]  # a cheaper row leads its split
+    head = answer.headline(settled).splitlines()
+    assert head[3].startswith("- after layer3: block-sparse at 0.400 bpp: within one point (")
+    assert head[3].count("; webp-finetuned at ") == 1
+    assert head[0].startswith("**The answer** (every row settled)") and "pending" not in "".join(head)
+    assert head[2] == "- after layer2: no family within one point on val-select"
 
 
 def test_tested_models_counts_each_card_with_a_test_once(tmp_path):
