@@ -74,20 +74,22 @@ def benchmark() -> None:
 SHIPPED_LAYER2 = ROOT / "data" / "frontier" / "layer2_global_B2_r0.005_2b_gl_seed0.pt"
 
 
-def codec_limits(weights: Path = SHIPPED_LAYER2, fit_images: int = 3000, n_test: int = 500) -> pd.DataFrame:
+def codec_limits(weights: Path = SHIPPED_LAYER2, fit_images: int = 3000, n_images: int = 500) -> pd.DataFrame:
     """Each stream section against its information limit (``limits.section_limits``) for the shipped
     layer2 model (global, B=2, ratio 0.005, 2 bits): code tables fitted on its own head's features of
-    ``fit_images`` evenly spaced training images, streams of ``n_test`` evenly spaced test images.
-    Prints the table (mean bits per image) and returns it."""
+    ``fit_images`` evenly spaced training images, streams of ``n_images`` evenly spaced val-select
+    images (the table marks ``fit_codebook``'s default, a choice: no test image is read). Prints the
+    table (mean bits per image) and returns it, with ``images="val-select"``."""
     from .evaluation import head_features
     from .limits import section_limits
+    from .protocol import selection_data
     cfg = CodecConfig(2, 0.005, "global", 2)
     model = load_pretrained("fashion-mnist", "layer2", weights=weights, device="cpu")
     fit = head_features(model, load_dataset("fashion-mnist", "train", subset=fit_images))
-    test = head_features(model, load_dataset("fashion-mnist", "test", subset=n_test))
-    table = section_limits(fit, test, cfg, (28, 28))
+    val = head_features(model, selection_data("fashion-mnist", subset=n_images))
+    table = section_limits(fit, val, cfg, (28, 28)).assign(images="val-select")
     print(f"\nstream sections against their limits: {weights.name}, {cfg}, ANS; tables fitted on {fit_images} "
-          f"training images, {n_test} test images (bits per image; *_model_bits: the information content "
+          f"training images, {n_images} val-select images (bits per image; *_model_bits: the information content "
           f"under the fitted model)")
     print(table.round(2).to_markdown(index=False))
     return table

@@ -57,11 +57,12 @@ def section_limits(fit_features: Tensor, features: Tensor, cfg: CodecConfig, inp
 
 def render_limits(table: pd.DataFrame) -> str:
     """The README's codec block: a one-line caption and ``to_markdown`` of the mean bits per image of
-    each section, real and under the fitted model, per position and value model."""
+    each section, real and under the fitted model, per position and value model; the caption names
+    the images measured (``images``, e.g. ``"val-select"``)."""
     cols = ["position_coding", "value_model", "chosen", "bpp", "positions_bits", "positions_model_bits",
             "values_bits", "values_model_bits", "header_bits", "padding_bits", "codebook_bytes"]
     r = table.iloc[0]
-    caption = (f"Bits per image of each section ({int(r['n_images'])} test images, tables fitted on "
+    caption = (f"Bits per image of each section ({int(r['n_images'])} {r['images']} images, tables fitted on "
                f"{int(r['n_fit'])} training images); the positions' references: "
                f"{r['uniform_set_bits']:.1f} bits for an unordered set under a uniform model, "
                f"{r['all_cells_prior_bits']:.1f} bits for the per-cell prior applied to every cell.")
