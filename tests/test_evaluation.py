@@ -29,6 +29,34 @@ def test_evaluate_rates_are_real_streams(shipped):
 
 
 
+@pytest.mark.parametrize("split_at", ["layer2", "layer3"])
+def test_bpp_counts_input_pixels_where_the_map_is_smaller_than_the_input(split_at):
+    """bpp = 8 x stream bytes / input pixels (28 x 28), not / feature-map pixels: after layer2 the
+    map is 14x14 and after layer3 7x7, so dividing by the map's pixels would read 4x or 16x higher
+    (at layer1 the map is 28x28 like the input, so only these splits can tell the two apart)."""
+    model = bsu.load_pretrained("fashion-mnist", split_at=split_at)
+    data = bsu.load_dataset("fashion-mnist", "test", subset=12)
+    z = bsu.head_features(model, data)
+    input_pixels = 28 * 28
+    assert tuple(data.tensors[0].shape[-2:]) == (28, 28) and z.shape[-1] * z.shape[-2] < input_pixels
+    cfg = bsu.CodecConfig(block_size=2, ratio=0.1, mode="global", bits=2)
+    cb = bsu.fit_codebook(bsu.head_features(model, bsu.load_dataset("fashion-mnist", "train", subset=20)), cfg, "ans")
+    ev = bsu.evaluate(model, cfg, data, rate_sample=4, codebook=cb)
+    idx = range(0, 12, 3)  # 4 evenly spaced of 12: floor(i * 12 / 4)
+    # the streams encoded here, one image at a time, and their bytes counted
+    amortized = [len(bsu.encode(z[i:i + 1], cb)) for i in idx]
+    self_contained = [len(bsu.encode(z[i:i + 1], cfg)) for i in idx]
+    assert ev["bytes"] == pytest.approx(np.mean(amortized))
+    assert ev["bpp"] == pytest.approx(8 * np.mean(amortized) / input_pixels)
+    assert ev["bpp_self_contained"] == pytest.approx(8 * np.mean(self_contained) / input_pixels)
+    ev = bsu.evaluate(model, cfg, data, rate_sample=4)
+    assert ev["bpp"] == pytest.approx(8 * np.mean(self_contained) / input_pixels)
+    # uncompressed: float32 features, 32 bits per value over the input's pixels; by hand,
+    # layer2: 128 channels x 14 x 14 x 32 / 784 = 1024, layer3: 256 x 7 x 7 x 32 / 784 = 512
+    ev = bsu.evaluate(model, None, data)
+    assert ev["bpp"] == {"layer2": 1024, "layer3": 512}[split_at]
+
+
 def test_interval_and_result_row_follow_the_schema(shipped):
     data = bsu.load_dataset("fashion-mnist", "test", subset=30)
     cfg = bsu.CodecConfig(block_size=4, ratio=0.1, mode="global", bits=2)
