@@ -23,6 +23,15 @@ def test_selection_helpers_refuse_every_split_but_val_select():
             protocol.selection_data("fashion-mnist", split)
 
 
+def test_selection_and_stopping_data_read_their_own_half(monkeypatch):
+    """The spy sits on the module that reads (``protocol.load_dataset``, the name protocol calls)."""
+    seen = []
+    monkeypatch.setattr(protocol, "load_dataset", lambda name, split, subset=None: seen.append((name, split, subset)))
+    protocol.selection_data(subset=7)
+    protocol.stopping_data("cifar10", subset=3)
+    assert seen == [("fashion-mnist", "val-select", 7), ("cifar10", "val-stop", 3)]
+
+
 def test_one_budget_runs_every_step_and_is_compared_by_equality():
     b = protocol.BUDGET
     assert b.patience * b.eval_every > b.steps  # early stopping never cuts a run short

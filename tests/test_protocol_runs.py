@@ -4,24 +4,26 @@ import json
 import pytest
 import torch
 
-from blocksparse import answer, protocol, protocol_runs as pr
+from blocksparse import answer, data, protocol, protocol_runs as pr
 from blocksparse.results import unpack_correct
 
 TINY = protocol.Budget(steps=2, batch_size=4, eval_every=1)
 
 
 def test_a_run_is_scored_on_val_select_never_on_test_and_tested_once(tmp_path, monkeypatch):
+    # the spy sits where every split is read (data._arrays, behind load_dataset), so a read from any
+    # module counts: protocol.selection_data, protocol_runs, or one they call
     seen = []
-    real = pr.load_dataset
+    real = data._arrays
 
-    def spy(name="fashion-mnist", split="test", *a, **k):
-        seen.append(split)
-        return real(name, split, *a, **k)
-    monkeypatch.setattr(pr, "load_dataset", spy)
+    def spy(name, train, root):
+        seen.append("train" if train else "test")
+        return real(name, train, root)
+    monkeypatch.setattr(data, "_arrays", spy)
     setting = dict(mode="global", block_size=2, ratio=0.01, bits=2, group_lasso_weight=1e-5)
     card_path = pr.train_run("block-sparse", setting, 0, "layer3", out_dir=tmp_path, budget=TINY, train_subset=16,
                              fit_images=8, rung=0.25, val_subset=12)
-    assert "test" not in seen
+    assert "test" not in seen and "train" in seen
     card = json.loads(card_path.read_text())
     assert card["budget"] == TINY.asdict() and card["rung"] == 0.25 and card["protocol"]["stop_images"] == 12
     assert len(card["history"]) == 3 and card["val_select"]["n_images"] == 12 and "test" not in card
