@@ -1,9 +1,11 @@
 """Golden streams: the exact bytes of every stream format, frozen (CompressAI keeps bitstream checksums).
 
-A format change that still round-trips passes every other test; here it fails until the expected
-digests are regenerated on purpose: ``GENERATE_GOLDEN=1 make test`` (then say why in the commit).
+``golden/streams.json`` holds the bytes themselves (hex): every self-contained stream, and every
+codebook file with its amortized streams. A format change that still round-trips passes every other
+test; here it fails until the golden bytes are regenerated on purpose: ``GENERATE_GOLDEN=1 make
+test`` (then say why in the commit). The frozen bytes are also decoded as they are, so a decoder
+that stops reading an old stream fails too.
 """
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -43,21 +45,32 @@ def _features(n: int, seed: int, signed: bool) -> torch.Tensor:
     return torch.from_numpy(x if signed else np.maximum(x, 0))
 
 
-def _digests(cfg, how, signed):
+def _streams(cfg, how, signed) -> dict:
+    """The case's bytes, hex: ``stream`` (self-contained, 4 images), or ``codebook`` and one
+    amortized ``streams`` entry per image."""
     x = _features(4, 1, signed)
     if how is None:
-        blob = bitstream.encode(x, cfg)
-        return dict(stream_sha256=hashlib.sha256(blob).hexdigest(), stream_bytes=len(blob))
+        return dict(stream=bitstream.encode(x, cfg).hex())
     coder, coding, values = how
     cb = cbm.fit_codebook(_features(12, 2, signed), cfg, coder, coding, value_model=values)
-    blobs = cbm.encode_batch(x, cb)
-    joined = b"".join(len(b).to_bytes(4, "little") + b for b in blobs)
-    return dict(codebook_sha256=hashlib.sha256(cb.to_bytes()).hexdigest(), codebook_bytes=cbm.codebook_bytes(cb),
-                streams_sha256=hashlib.sha256(joined).hexdigest(), stream_bytes=[len(b) for b in blobs])
+    return dict(codebook=cb.to_bytes().hex(), streams=[b.hex() for b in cbm.encode_batch(x, cb)])
 
 
 def _all():
-    return {name: _digests(cfg, how, name.endswith("signed")) for name, cfg, how in CASES}
+    return {name: _streams(cfg, how, name.endswith("signed")) for name, cfg, how in CASES}
+
+
+def _golden() -> dict:
+    want = json.loads(GOLDEN.read_text())
+    assert (want["bitstream_version"], want["codebook_version"]) == (bitstream.VERSION, cbm.VERSION), \
+        "the format version changed: regenerate the golden streams (GENERATE_GOLDEN=1 make test)"
+    assert set(want["cases"]) == {name for name, _, _ in CASES}
+    return want["cases"]
+
+
+def _first_difference(got: bytes, want: bytes) -> str:
+    at = next((i for i, (a, b) in enumerate(zip(got, want)) if a != b), min(len(got), len(want)))
+    return f"{len(got)} bytes against the golden {len(want)}, first difference at byte {at}"
 
 
 def test_streams_and_codebooks_are_byte_for_byte_the_golden_ones():
@@ -66,23 +79,31 @@ def test_streams_and_codebooks_are_byte_for_byte_the_golden_ones():
         GOLDEN.write_text(json.dumps(dict(bitstream_version=bitstream.VERSION, codebook_version=cbm.VERSION,
                                           cases=got), indent=1) + "\n")
         pytest.skip(f"regenerated {GOLDEN}")
-    want = json.loads(GOLDEN.read_text())
-    assert (want["bitstream_version"], want["codebook_version"]) == (bitstream.VERSION, cbm.VERSION), \
-        "the format version changed: regenerate the golden streams (GENERATE_GOLDEN=1 make test)"
-    assert set(got) == set(want["cases"])
+    want = _golden()
     for name in got:
-        assert got[name] == want["cases"][name], f"{name}: the bytes changed; a format change needs GENERATE_GOLDEN=1"
+        for key in got[name]:
+            g, w = got[name][key], want[name][key]
+            pairs = zip(g, w) if isinstance(g, list) else [(g, w)]
+            assert not isinstance(g, list) or len(g) == len(w), f"{name}: {len(g)} streams, golden {len(w)}"
+            for i, (gi, wi) in enumerate(pairs):
+                assert gi == wi, (f"{name} {key}[{i}]: the bytes changed ({_first_difference(bytes.fromhex(gi), bytes.fromhex(wi))}); "
+                                  "a format change needs GENERATE_GOLDEN=1")
 
 
-def test_golden_streams_still_decode_to_the_codec_output():
-    """The frozen cases are real streams: each decodes to what the codec keeps."""
+def test_the_golden_bytes_decode_to_the_codec_output():
+    """The frozen bytes, read from the golden file (not encoded again), decode to what the codec
+    keeps: the decoder still reads every stream the formats ever wrote at this version."""
     from blocksparse.codec import compress
+    want = _golden()
     for name, cfg, how in CASES:
         x = _features(4, 1, name.endswith("signed"))
         if how is None:
-            assert torch.equal(bitstream.decode(bitstream.encode(x, cfg)), compress(x, cfg))
+            blob = bytes.fromhex(want[name]["stream"])
+            assert torch.equal(bitstream.decode(blob), compress(x, cfg)), name
+            assert bitstream.rate(blob, (28, 28))["bytes"] == len(blob)
             continue
-        cb = cbm.fit_codebook(_features(12, 2, name.endswith("signed")), cfg, how[0], how[1], value_model=how[2])
-        assert (cb.position_coding, cb.value_model) == how[1:]
-        for i, blob in enumerate(cbm.encode_batch(x, cb)):
-            assert torch.equal(cbm.decode(blob, cb), compress(x[i:i + 1], cfg))
+        cb = cbm.codebook_from_bytes(bytes.fromhex(want[name]["codebook"]))
+        assert (cb.coder, cb.position_coding, cb.value_model) == how, name
+        assert len(want[name]["streams"]) == len(x)
+        for i, hexed in enumerate(want[name]["streams"]):
+            assert torch.equal(cbm.decode(bytes.fromhex(hexed), cb), compress(x[i:i + 1], cfg)), f"{name}[{i}]"
