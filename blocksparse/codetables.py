@@ -286,7 +286,7 @@ def _section(table: str | None) -> str:
     return "values" if table == "values" else "positions"
 
 
-def fit_codebook(features: Tensor, cfg: CodecConfig, coder: str = "huffman",
+def fit_codebook(features: Tensor, cfg: CodecConfig, coder: str = "ans",
                  position_coding: str | None = None, batch_size: int = 256,
                  value_model: str | None = None) -> Codebook:
     """Fit the value and position models on training features.
@@ -296,7 +296,9 @@ def fit_codebook(features: Tensor, cfg: CodecConfig, coder: str = "huffman",
     features : Tensor
         Float features [N, C, H, W] of the fitting images; streams are then for (C, H, W).
     cfg : CodecConfig
-    coder : {"huffman", "ans"}
+    coder : {"ans", "huffman"}
+        Default "ans", the coder of the study (the protocol's runs and the command line): its
+        streams are the ones the answer counts; "huffman" for the bitarray-decodable streams.
     position_coding : {"delta", "bitmap", "prior"}, optional
         Default: whichever costs the fewest bits on held-out fitting images ("prior": ANS only).
     batch_size : int

@@ -291,24 +291,35 @@ def test_huffman_tables_are_optimal_for_the_smoothed_counts(case):
         assert sum(f * int(lengths[s]) for s, f in freq.items()) == sum(f * len(code[s]) for s, f in freq.items())
 
 
+def test_the_default_coder_is_the_study_s_ans():
+    """The study codes with ANS (the protocol's runs, the CLI's --coder): a codebook fitted without
+    naming a coder is the ANS one, the same file byte for byte."""
+    g = torch.Generator().manual_seed(3)
+    z = torch.randn(12, 4, 10, 10, generator=g).relu()
+    cfg = CodecConfig(2, 0.1, "global", 2)
+    default = cbm.fit_codebook(z, cfg)
+    assert default.coder == "ans"
+    assert default.to_bytes() == cbm.fit_codebook(z, cfg, "ans").to_bytes() != cbm.fit_codebook(z, cfg, "huffman").to_bytes()
+
+
 def test_position_coding_chosen_at_fit_is_the_cheaper_one():
-    """Across the delta/bitmap crossover (fewer than ten images: judged on the fitting images
+    """Huffman streams: across the delta/bitmap crossover (fewer than ten images: judged on the fitting images
     themselves), the chosen coding's real position bits are never more than the other's."""
     g = torch.Generator().manual_seed(4)
     z = torch.randn(6, 4, 16, 16, generator=g).relu()
     chosen_codings = set()
     for ratio in (1.0, 0.02, *np.linspace(0.05, 0.6, 23).round(3)):
         cfg = CodecConfig(2, ratio, "global", 2)
-        chosen = cbm.fit_codebook(z, cfg).position_coding
+        chosen = cbm.fit_codebook(z, cfg, "huffman").position_coding
         bits = {}
         for cd in bitstream.POSITION_CODINGS:
-            cb = cbm.fit_codebook(z, cfg, position_coding=cd)
+            cb = cbm.fit_codebook(z, cfg, "huffman", position_coding=cd)
             bits[cd] = sum(cbm.rate(b, (28, 28), cb)["breakdown"]["positions"] for b in cbm.encode_batch(z, cb))
         assert bits[chosen] <= min(bits.values()), (ratio, chosen, bits)
         chosen_codings.add(chosen)
     assert chosen_codings == set(bitstream.POSITION_CODINGS)  # the sweep crosses over
-    assert cbm.fit_codebook(z, CodecConfig(2, 1.0, "global", 2)).position_coding == "bitmap"
-    assert cbm.fit_codebook(z, CodecConfig(2, 0.02, "global", 2)).position_coding == "delta"
+    assert cbm.fit_codebook(z, CodecConfig(2, 1.0, "global", 2), "huffman").position_coding == "bitmap"
+    assert cbm.fit_codebook(z, CodecConfig(2, 0.02, "global", 2), "huffman").position_coding == "delta"
 
 
 # ---------------------------------------------------------------------------
@@ -410,7 +421,7 @@ def test_codebook_file_fuzz(key, data):
 def test_bad_arguments_raise_value_errors_naming_them():
     cfg = CodecConfig(2, 0.1, "global", 2)
     z = torch.rand(2, 3, 8, 8)
-    cb = cbm.fit_codebook(z, cfg)
+    cb = cbm.fit_codebook(z, cfg, "huffman")
     for call, name in [
         (lambda: cbm.fit_codebook(z, cfg, coder="lzw"), "coder"),
         (lambda: cbm.fit_codebook(z, cfg, position_coding="rle"), "position_coding"),
