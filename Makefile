@@ -18,13 +18,25 @@ env: .venv/.installed
 	-@git rev-parse --git-dir >/dev/null 2>&1 && .venv/bin/nbstripout --install --attributes .gitattributes
 	touch $@
 
-# Fashion-MNIST: Debian's package where apt is there, else torchvision's downloader (into data/).
+# Fashion-MNIST: Debian's package, installed by apt where none of FASHION_DIRS holds it. apt waits up
+# to 10 min for another apt process to release its lock; if it still fails (offline, no sudo), make
+# stops with what to do, and tries no download (torchvision's downloader needs a network too).
+# Without apt, load_dataset's downloader is the only way, and says what to copy where if it fails.
+FASHION_DIRS ?= /usr/share/datasets/fashion-mnist data/fashion-mnist data/FashionMNIST/raw
+APT_GET := $(SUDO) apt-get -o DPkg::Lock::Timeout=600
 data: env
-	@if [ ! -d /usr/share/datasets/fashion-mnist ] && command -v apt-get >/dev/null; then \
-	  echo "installing Debian's dataset-fashion-mnist"; \
-	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq dataset-fashion-mnist || \
-	  echo "apt failed: falling back to torchvision's downloader"; fi
-	$(PY) -c "import blocksparse_utils as b; [b.load_dataset(split=s) for s in ('train', 'test')]; print('Fashion-MNIST ready')"
+	@found=; for d in $(FASHION_DIRS); do [ -d "$$d" ] && found=1; done; \
+	if [ -z "$$found" ] && command -v apt-get >/dev/null; then \
+	  echo "installing Debian's dataset-fashion-mnist (waiting up to 10 min for apt's lock)"; \
+	  $(APT_GET) update -qq && $(APT_GET) install -y -qq dataset-fashion-mnist || { \
+	    echo "make data: apt-get could not install dataset-fashion-mnist (offline? no sudo? lock held over 10 min?)." >&2; \
+	    echo "  Run 'sudo apt-get install dataset-fashion-mnist' when it can, or copy the four Fashion-MNIST" >&2; \
+	    echo "  idx files (train-images-idx3-ubyte.gz, ...) into data/fashion-mnist/, then 'make data' again." >&2; \
+	    exit 1; }; \
+	elif [ -z "$$found" ]; then echo "no apt-get: torchvision's downloader fetches Fashion-MNIST into data/ (needs a network)"; fi
+	@$(PY) -c "import sys; sys.excepthook = lambda t, e, tb: print('make data:', e, file=sys.stderr) if t is ValueError \
+	  else sys.__excepthook__(t, e, tb); import blocksparse_utils as b; [b.load_dataset(split=s) for s in ('train', 'test')]; \
+	  print('Fashion-MNIST ready')"
 
 checkpoint: env
 	@$(PY) -c "import blocksparse_utils as b; b.load_pretrained(); print('checkpoint ok (sha256 verified):', b.checkpoint_path())" \
