@@ -23,7 +23,7 @@ from pathlib import Path
 from blocksparse.codec import (MODES, RATIOS, CodecConfig, block_energy, compress, compress_ste,
                                kept_per_group, distinct_configs, partition, pixel_mask, select_blocks)
 # streams: self-contained (cfg) or amortized with fitted code tables (Codebook), Huffman or ANS
-from blocksparse.bitstream import inspect_stream
+from blocksparse.bitstream import bpp, inspect_stream
 from blocksparse.limits import section_limits
 from blocksparse.codebook import (Codebook, codebook_bytes, decode, encode, encode_batch, fit_codebook,
                                   load_codebook, rate, save_codebook)

@@ -21,6 +21,7 @@ import torch
 from PIL import Image, features
 from torch.utils.data import TensorDataset
 
+from .bitstream import bpp
 from .stats import wilson_interval
 from .data import mean_std
 from .model import SplitResNet18
@@ -249,8 +250,8 @@ def image_codec_baseline(model: SplitResNet18, data: TensorDataset, dataset: str
     lo, hi = wilson_interval(k, n)
     stream_bytes = float(sizes.mean())
     return dict(accuracy=k / n, accuracy_lo=lo, accuracy_hi=hi, n_images=n,
-                bpp=8 * stream_bytes / (x.shape[-2] * x.shape[-1]), stream_bytes=stream_bytes,
-                bpp_payload=8 * float(payload.mean()) / (x.shape[-2] * x.shape[-1]), correct=correct)
+                bpp=bpp(stream_bytes, tuple(x.shape[-2:])), stream_bytes=stream_bytes,
+                bpp_payload=bpp(payload.mean(), tuple(x.shape[-2:])), correct=correct)
 
 
 def codec_row(ev: dict, fmt: str, quality: int | None, **extra) -> dict:

@@ -187,6 +187,25 @@ def decode(blob: bytes) -> Tensor:
 # ---------------------------------------------------------------------------
 # rate
 # ---------------------------------------------------------------------------
+def bpp(stream_bytes: float, input_hw: tuple[int, int], n_images: int = 1) -> float:
+    """Bits per input pixel: ``8 * stream_bytes / (n_images * H * W)``, the one place the rate's unit is made.
+
+    Parameters
+    ----------
+    stream_bytes : float
+        Bytes of the streams of ``n_images`` images (a mean over images with ``n_images=1``;
+        an estimate in bits is ``bits / 8``).
+    input_hw : (int, int)
+        Height and width of the network's input image (never the feature map's).
+    n_images : int
+        Images the bytes code.
+    """
+    hh, ww = input_hw
+    if hh < 1 or ww < 1 or n_images < 1:
+        raise ValueError(f"input_hw and n_images must be positive, got {input_hw} and {n_images}")
+    return 8.0 * float(stream_bytes) / (n_images * hh * ww)
+
+
 def rate(blob: bytes, input_hw: tuple[int, int]) -> dict:
     """Real rate of a stream, per input pixel.
 
@@ -211,7 +230,7 @@ def rate(blob: bytes, input_hw: tuple[int, int]) -> dict:
     if hh < 1 or ww < 1:
         raise ValueError(f"input_hw must be positive, got {input_hw}")
     n = p["shape"][0]
-    return dict(bytes=len(blob), bpp=8 * len(blob) / (n * hh * ww), breakdown=p["breakdown"],
+    return dict(bytes=len(blob), bpp=bpp(len(blob), input_hw, n), breakdown=p["breakdown"],
                 position_coding=p["coding"], kept_values=len(p["symbols"]),
                 estimates=dict(values_entropy_bits=entropy_bits(p["symbols"]),
                                positions_entropy_bits=entropy_bits(p["position_symbols"]) + p["mantissa_bits"]))

@@ -17,6 +17,7 @@ from torch.nn import functional as F
 from torch.utils.data import TensorDataset
 from tqdm.auto import tqdm
 
+from . import bitstream
 from .stats import wilson_interval
 from .bottleneck import (DEFAULT_QUANTIZATION, QUANTIZATIONS, Bottleneck, check_int, coded_latents, latent_streams,
                          decode)
@@ -45,7 +46,7 @@ def _val_accuracy(model: SplitResNet18, bn: Bottleneck, data: TensorDataset,
         logits = model.tail(z_hat).float()
         ce += float(F.cross_entropy(logits, y[s:s + batch_size].to(device), reduction="sum"))
         correct += int((logits.argmax(1).cpu() == y[s:s + batch_size]).sum())
-    return correct / len(x), bits / (len(x) * x.shape[-2] * x.shape[-1]), ce / len(x)
+    return correct / len(x), bitstream.bpp(bits / 8, tuple(x.shape[-2:]), len(x)), ce / len(x)
 
 
 SELECT_ON = ("objective", "accuracy")
@@ -329,8 +330,8 @@ def evaluate_bottlenecks(model: SplitResNet18, bns: list[Bottleneck], data: Tens
         lo, hi = wilson_interval(k, len(x))
         sizes = a["sizes"]
         out.append(dict(accuracy=k / len(x), accuracy_lo=lo, accuracy_hi=hi, n_images=len(x), n_rate=len(sizes),
-                        bpp=8.0 * float(np.mean(sizes)) / (hw[0] * hw[1]), bytes=float(np.mean(sizes)),
-                        bpp_estimate=a["bits"] / (len(x) * hw[0] * hw[1]), clamped_share=a["clamped"] / a["latents"],
+                        bpp=bitstream.bpp(np.mean(sizes), hw), bytes=float(np.mean(sizes)),
+                        bpp_estimate=bitstream.bpp(a["bits"] / 8, hw, len(x)), clamped_share=a["clamped"] / a["latents"],
                         raw_bytes=4 * feature_shape[0] * feature_shape[1] * feature_shape[2],  # float32 features
                         latent_shape=(bn.args["latent_channels"], *bn.latent_hw(*feature_shape[1:])), correct=correct))
     return out

@@ -379,7 +379,7 @@ def rate(blob: bytes, input_hw: tuple[int, int], codebook: Codebook | None = Non
             or not all(isinstance(v, (int, np.integer)) and v >= 1 for v in input_hw)):
         raise ValueError(f"input_hw must be two positive integers, got {input_hw!r}")
     p = _parse(blob, codebook)
-    return dict(bytes=len(blob), bpp=8 * len(blob) / (input_hw[0] * input_hw[1]), breakdown=p["breakdown"],
+    return dict(bytes=len(blob), bpp=bitstream.bpp(len(blob), input_hw), breakdown=p["breakdown"],
                 model_bits=p["model_bits"], position_coding=codebook.position_coding,
                 value_model=codebook.value_model, kept_values=len(p["symbols"]),
                 estimates=dict(values_entropy_bits=entropy_bits(p["symbols"]),

@@ -6,6 +6,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import TensorDataset
 
+from .bitstream import bpp
 from .codebook import Codebook, codebook_bytes, decode, encode, encode_batch, rate
 from .codec import CodecConfig, compress
 from .data import evenly_spaced
@@ -92,7 +93,7 @@ def evaluate(model: SplitResNet18, cfg: CodecConfig | None, data: TensorDataset,
     out = dict(accuracy=k / len(x), accuracy_lo=lo, accuracy_hi=hi, n_images=len(x), n_rate=len(rates),
                raw_bytes=raw, correct=correct)
     if cfg is None:
-        return out | dict(bpp=8.0 * raw / (hw[0] * hw[1]), bytes=float(raw))
+        return out | dict(bpp=bpp(raw, hw), bytes=float(raw))
     out |= dict(bpp=float(np.mean([r["bpp"] for r in rates])), bytes=float(np.mean([r["bytes"] for r in rates])),
                 bpp_self_contained=float(np.mean([r.get("self_contained_bpp", r["bpp"]) for r in rates])),
                 coder=codebook.coder if codebook is not None else "huffman",

@@ -38,6 +38,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import TensorDataset
 
+from . import bitstream
 from .codec import CodecConfig, partition, pixel_mask
 from .entropy import huffman_lengths
 from .results import to_frame
@@ -293,7 +294,6 @@ def original_choices(features: Tensor, cfg: CodecConfig, input_hw: tuple[int, in
     if features.ndim != 4 or len(features) == 0:
         raise ValueError(f"features must be a non-empty [N, C, H, W] tensor, got shape {tuple(features.shape)}")
     z = features.detach().float().cpu()
-    pixels = input_hw[0] * input_hw[1]
     rows = []
     for choice, flags in CHOICES.items():
         flags = dict(flags)
@@ -303,7 +303,8 @@ def original_choices(features: Tensor, cfg: CodecConfig, input_hw: tuple[int, in
         if cfg.ratio >= 1 and not measure:
             bpp = BASELINE_BPP
         else:
-            bpp = sum(original_bit_breakdown(b, cfg, **flags)["total_bits"] for b in batches) / (n * pixels)
+            bpp = bitstream.bpp(sum(original_bit_breakdown(b, cfg, **flags)["total_bits"] for b in batches) / 8,
+                                input_hw, n)
         rows.append(dict(choice=choice, bpp=bpp, n_rate=n, rate_is_estimate=True))
     return rows
 
@@ -324,7 +325,7 @@ def original_bpp(features: Tensor, cfg: CodecConfig, input_hw: tuple[int, int]) 
         raise ValueError(f"input_hw must be (height, width) of the input images, got {input_hw!r}")
     if cfg.ratio >= 1:
         return BASELINE_BPP
-    return original_bits(features, cfg) / (features.shape[0] * input_hw[0] * input_hw[1])
+    return bitstream.bpp(original_bits(features, cfg) / 8, input_hw, features.shape[0])
 
 
 def original_reconstruct(features: Tensor, cfg: CodecConfig) -> Tensor:
@@ -384,8 +385,7 @@ def original_accounting(model: "SplitResNet18", cfg: CodecConfig, data: TensorDa
     out = dict(method=METHOD, accuracy=correct / len(x), n_images=len(x), rate_is_estimate=True)
     if baseline:
         return out | dict(bpp=BASELINE_BPP, n_rate=0, values_bits=None, positions_bits=None)
-    hw = x.shape[-2] * x.shape[-1]
-    return out | dict(bpp=first["total_bits"] / (first["n"] * hw), n_rate=first["n"],
+    return out | dict(bpp=bitstream.bpp(first["total_bits"] / 8, tuple(x.shape[-2:]), first["n"]), n_rate=first["n"],
                       values_bits=first["values_bits"] / first["n"],
                       positions_bits=first["positions_bits"] / first["n"])
 

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
+from .bitstream import bpp
 from .bottleneck import Bottleneck, load_bottleneck, save_bottleneck
 from .bottleneck_training import (best_evaluation, bottleneck_row, evaluate_bottleneck, train_bottleneck)
 from .stats import within
@@ -324,7 +325,7 @@ def train_codec_baseline_model(fmt: str, quality: int | None, seed: int, out_dir
     against = _against_uncompressed(dataset, "layer1", test, ev)  # the split does not change the whole network
     card = dict(dataset=dataset, format=fmt, quality=quality, seed=seed, schedule=_schedule(finetune_kwargs),
                 train_images=len(train),
-                train_bpp=8 * float(train_bytes.mean()) / (train.tensors[0].shape[-2] * train.tensors[0].shape[-1]),
+                train_bpp=bpp(train_bytes.mean(), tuple(train.tensors[0].shape[-2:])),
                 base_checkpoint=checkpoint_card(dataset).get("sha256"), history=history,
                 val_accuracy=max(h["val_accuracy"] for h in history), test_accuracy=ev["accuracy"],
                 test_images=ev["n_images"], test_bpp=ev["bpp"], dtype="float16", sha256=sha,

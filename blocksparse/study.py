@@ -12,7 +12,7 @@ from torch import Tensor
 from torch.utils.data import TensorDataset
 from tqdm.auto import tqdm
 
-from .bitstream import encode, rate
+from .bitstream import bpp, encode, rate
 from .codebook import Codebook, encode_batch, fit_codebook
 from .codec import MODES, RATIOS, CodecConfig, distinct_configs
 from .evaluation import evaluate, head_features, result_row
@@ -110,7 +110,7 @@ def measured_bpp(features: Tensor, cfg: CodecConfig, input_hw: tuple[int, int],
     self-contained ones, or with ``codebook`` the amortized ones."""
     if codebook is None:
         return float(np.mean([rate(encode(features[i:i + 1], cfg), input_hw)["bpp"] for i in range(len(features))]))
-    return float(np.mean([8 * len(b) / (input_hw[0] * input_hw[1]) for b in encode_batch(features, codebook)]))
+    return float(np.mean([bpp(len(b), input_hw) for b in encode_batch(features, codebook)]))
 
 
 def candidates_under(model: SplitResNet18, configs: list[CodecConfig], data: TensorDataset,

@@ -206,3 +206,22 @@ def test_parser_on_mutated_real_streams_with_valid_checksums(data):
             i = data.draw(st.integers(0, len(rest) - 1))
             rest[i] = data.draw(st.integers(0, 255)) if kind == "set" else rest[i] ^ (1 << data.draw(st.integers(0, 7)))
     _parse_or_value_error(_reseal(bytes(rest)))
+
+
+def test_bpp_is_eight_bits_per_byte_over_the_input_pixels_and_the_only_place_it_is_computed():
+    import re
+    from blocksparse.bitstream import bpp
+    from blocksparse.runtime import ROOT
+    assert bpp(98, (28, 28)) == 1.0  # 784 bits over 784 pixels
+    assert bpp(98, (28, 28), n_images=2) == 0.5 and bpp(12.25, [14, 7]) == 1.0
+    for bad in (((0, 28), 1), ((28, 28), 0)):
+        with pytest.raises(ValueError, match="positive"):
+            bpp(1, *bad)
+    x = torch.rand(2, 3, 14, 14)
+    blob = bsu.encode(x, bsu.CodecConfig(2, 0.5, "global", 2))
+    assert bsu.rate(blob, (28, 28))["bpp"] == 8 * len(blob) / (2 * 28 * 28)  # by hand: two images of 28x28
+    # every other module calls bpp(): no second formula of 8 x bytes over pixels
+    formula = re.compile(r"\b8(\.0)? \*[^#\n]*/ \(")
+    offenders = [f"{p.name}:{i + 1}" for p in sorted((ROOT / "blocksparse").glob("*.py")) if p.name != "bitstream.py"
+                 for i, line in enumerate(p.read_text().split("\n")) if formula.search(line)]
+    assert offenders == []
