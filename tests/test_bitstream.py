@@ -224,4 +224,4 @@ def test_bpp_is_eight_bits_per_byte_over_the_input_pixels_and_the_only_place_it_
     formula = re.compile(r"\b8(\.0)? \*[^#\n]*/ \(")
     offenders = [f"{p.name}:{i + 1}" for p in sorted((ROOT / "blocksparse").glob("*.py")) if p.name != "bitstream.py"
                  for i, line in enumerate(p.read_text().split("\n")) if formula.search(line)]
-    assert offenders == []
+    assert offenders == [], f"{offenders}: compute bits per input pixel with blocksparse.bitstream.bpp"
