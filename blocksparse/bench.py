@@ -1,6 +1,7 @@
 """Speed and rate figures that are printed, never asserted: ``python blocksparse_utils.py bench``."""
 from __future__ import annotations
 
+import json
 import statistics
 from pathlib import Path
 
@@ -71,22 +72,26 @@ def benchmark() -> None:
     codec_limits()
 
 
-SHIPPED_LAYER2 = ROOT / "data" / "frontier" / "layer2_global_B2_r0.005_2b_gl_seed0.pt"
+ANSWER_MODEL = ROOT / "data" / "answer" / "block-sparse_layer3_global_B4_r0.05_2b_gl1e-05_seed0.json"
 
 
-def codec_limits(weights: Path = SHIPPED_LAYER2, fit_images: int = 3000, n_images: int = 500) -> pd.DataFrame:
-    """Each stream section against its information limit (``limits.section_limits``) for the shipped
-    layer2 model (global, B=2, ratio 0.005, 2 bits): code tables fitted on its own head's features of
-    ``fit_images`` evenly spaced training images, streams of ``n_images`` evenly spaced val-select
-    images (the table marks ``fit_codebook``'s default, a choice: no test image is read). Prints the
-    table (mean bits per image) and returns it, with ``images="val-select"``."""
+def codec_limits(card: Path = ANSWER_MODEL, fit_images: int = 3000, n_images: int = 500) -> pd.DataFrame:
+    """Each stream section against its information limit (``limits.section_limits``) for a shipped
+    block-sparse model of the answer (its card; default the one after layer3: global, B=4, ratio
+    0.05, 2 bits): code tables fitted on its own head's features of ``fit_images`` evenly spaced
+    training images, streams of ``n_images`` evenly spaced val-select images (the table marks
+    ``fit_codebook``'s default, a choice: no test image is read). Prints the table (mean bits per
+    image) and returns it, with ``images="val-select"``."""
     from .evaluation import head_features
     from .limits import section_limits
     from .protocol import selection_data
-    cfg = CodecConfig(2, 0.005, "global", 2)
-    model = load_pretrained("fashion-mnist", "layer2", weights=weights, device="cpu")
-    fit = head_features(model, load_dataset("fashion-mnist", "train", subset=fit_images))
-    val = head_features(model, selection_data("fashion-mnist", subset=n_images))
+    c = json.loads(Path(card).read_text())
+    s = c["setting"]
+    cfg = CodecConfig(s["block_size"], s["ratio"], s["mode"], s["bits"])
+    weights = Path(card).with_name(c["weights"])
+    model = load_pretrained(c["dataset"], c["split_at"], weights=weights, device="cpu")
+    fit = head_features(model, load_dataset(c["dataset"], "train", subset=fit_images))
+    val = head_features(model, selection_data(c["dataset"], subset=n_images))
     table = section_limits(fit, val, cfg, (28, 28)).assign(images="val-select")
     print(f"\nstream sections against their limits: {weights.name}, {cfg}, ANS; tables fitted on {fit_images} "
           f"training images, {n_images} val-select images (bits per image; *_model_bits: the information content "

@@ -12,7 +12,7 @@ from .model import SPLIT_POINTS
 from .costs import costs, latencies
 from .protocol_runs import (ANSWER_DIR, TRAINED, answer_markdown, next_steps, prune, remeasure_run, run_step,
                             test_run, test_shipped_model, train_run)
-from .report import splice
+from .report import splice, splice_glance
 from .runtime import ROOT, machine, results_dir
 
 # resumable states live outside the work tree; they last as long as the machine (a new session may
@@ -117,6 +117,7 @@ def protocol_command(argv: list[str]) -> None:
         table.to_csv(d / "answer.csv", index=False)
         text = answer_markdown(table, a.out)
         splice(ROOT / "README.md", text, "answer")
+        splice_glance(ROOT / "README.md", table, cards)  # the README's first paragraph and its table, from the same rows
         print(text)
         return
     if a.action == "train":

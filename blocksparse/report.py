@@ -10,18 +10,24 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
+import textwrap
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
+from .answer import read_cards, setting_words
 from .analysis import bd_rate_table, frontier_table, levers_table, positions_share
 from .exploratory import (BOTTLENECK_METHOD, ablation_table, baselines_table, bottleneck_table, codec_models_table,
                           finetune_table, load_trained_models, models_table, split_table, test_stopping_table,
                           trained_table)
 from .original import METHOD as ORIGINAL_METHOD
 from .original import original_choices_table, original_vs_real
-from .results import to_frame
-from .runtime import results_dir
+from .protocol import SPLIT_FREE
+from .results import to_frame, unpack_correct
+from .runtime import DATA_DIR, results_dir
+from .stats import hierarchical_bootstrap
 
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 DOC = "docs/results.md"
@@ -181,6 +187,144 @@ def render_timing(timing: pd.DataFrame) -> str:
             f"{cache}, on {t['date']}, {t['machine']}.")
 
 
+# ---------------------------------------------------------------------------
+# the answer at a glance: the README's first paragraph, its table and notebook 07's first screen,
+# rendered from answer.csv (the protocol's rows) and the reference's cards; numbers rounded for reading
+# ---------------------------------------------------------------------------
+FAMILY_WORDS = {"block-sparse": "block-sparse coding of the feature map", "bottleneck": "a learned bottleneck",
+                "webp-finetuned": "WebP on the input image with a fine-tuned classifier",
+                "webp": "WebP on the input image with the shipped classifier"}
+FAMILY_SHORT = {"block-sparse": "block-sparse", "bottleneck": "learned bottleneck",
+                "webp-finetuned": "WebP, fine-tuned classifier", "webp": "WebP, shipped classifier"}
+INTRO = ("A ResNet-18 classifying Fashion-MNIST (28x28 grayscale images of clothing, 10 classes) is split in two: "
+         "its first stages (the head, on the device) compute a feature map, a codec turns the map into bytes, and "
+         "the rest of the network (the tail) classifies what the decoder returns.")
+
+
+def answer_reference(cards: list[dict]) -> dict | None:
+    """The fine-tuned reference on the test set, from its cards: the uncompressed ResNet-18 fine-tuned
+    with the protocol's budget, its seeds combined by ``stats.hierarchical_bootstrap`` (``estimate``,
+    ``lo``, ``hi`` as fractions, ``seeds``, ``n_images``); None before a seed is tested."""
+    refs = sorted((c for c in cards if c["family"] == "reference" and "test" in c), key=lambda c: c["seed"])
+    if not refs:
+        return None
+    b = hierarchical_bootstrap(np.stack([unpack_correct(c["test"]["correct"]) for c in refs]))
+    return b | dict(seeds=[int(c["seed"]) for c in refs])
+
+
+def _bpp(v: float) -> str:
+    """A rate for reading: two significant digits (0.752 -> 0.75, 3.705 -> 3.7)."""
+    return f"{float(v):.2g}"
+
+
+def _splits(splits: list[str]) -> str:
+    return splits[0] if len(splits) == 1 else ", ".join(splits[:-1]) + " and " + splits[-1]
+
+
+def _tested(table: pd.DataFrame) -> pd.DataFrame:
+    t = table[table["status"] == "tested"].copy()
+    t["within"] = t["within"].astype(str).eq("True")
+    return t
+
+
+def answer_sentence(table: pd.DataFrame, reference: dict | None = None) -> str:
+    """The answer in one sentence with its numbers, from ``answer.csv``'s rows: the lowest rate within
+    one point of the reference over every split, then per other split its lowest rate within (or
+    that none is); ``So far`` while rows are pending."""
+    tested = _tested(table)
+    within = tested[tested["within"]].sort_values(["bpp", "split_at"])
+    pending = int(table["status"].astype(str).str.startswith("pending").sum())
+    lead = f"So far ({pending} of {len(table)} rows still pending), " if pending else ""
+    if within.empty:
+        return lead + "no method tested keeps accuracy within one point of the uncompressed model."
+    best = within.iloc[0]
+    ref = f" against {100 * reference['estimate']:.1f}%" if reference else ""
+    seeds = f"{int(best['seeds'])} seeds, " if not pd.isna(best["seeds"]) else ""
+    out = (f"{lead}the fewest bits that keep accuracy within one point of the uncompressed model (fine-tuned with the "
+           f"same budget) are **{_bpp(best['bpp'])} bits per input pixel** (bpp), by {FAMILY_WORDS[best['family']]} "
+           f"after {best['split_at']} ({100 * best['accuracy']:.1f}%{ref}, {seeds}"
+           f"{int(best['n_images']):,} test images)")
+    groups: dict[tuple, list[str]] = {}
+    for split_at in dict.fromkeys(table["split_at"]):
+        if split_at == best["split_at"]:
+            continue
+        w = within[within["split_at"] == split_at]
+        key = (w.iloc[0]["family"], _bpp(w.iloc[0]["bpp"]), len(w) == 1) if len(w) else None
+        groups.setdefault(key, []).append(split_at)
+    rest = []
+    for key, splits in groups.items():
+        if key is None:
+            rest.append(f"after {_splits(splits)} no tested method stays within")
+        else:
+            family, bpp, only = key
+            rest.append(f"after {_splits(splits)} {'only ' if only else 'the cheapest within is '}"
+                        f"{FAMILY_WORDS[family]}{' stays within' if only else ''}, at {bpp} bpp")
+    return out + ("; " + "; ".join(rest) if rest else "") + "."
+
+
+def headline(table: pd.DataFrame, reference: dict | None = None) -> str:
+    """The README's first paragraph: the model, the data set and the answer in one sentence (wrapped
+    at 110 characters, never inside a word)."""
+    return textwrap.fill(f"{INTRO} **The answer:** {answer_sentence(table, reference)}", 110,
+                         break_long_words=False, break_on_hyphens=False)
+
+
+def _points(v, lo, hi, signed: bool = False) -> str:
+    f = (lambda x: f"{100 * x:+.1f}") if signed else (lambda x: f"{100 * x:.1f}")  # noqa: E731
+    return f"{f(v)} [{f(lo)}, {f(hi)}]"
+
+
+def glance_table(table: pd.DataFrame) -> pd.DataFrame:
+    """The tested rows of ``answer.csv`` for reading: split, method, setting, bpp, test accuracy and
+    its difference from the reference in points with 95% intervals (rounded to 0.1), within one
+    point; a column that holds no value in any row is left out."""
+    t = _once(_tested(table)).sort_values(["bpp", "split_at"])
+    out = pd.DataFrame({
+        "after": [ANY_SPLIT if f in SPLIT_FREE else s for f, s in zip(t["family"], t["split_at"])], "method": [FAMILY_SHORT.get(f, f) for f in t["family"]],
+        "setting": [setting_words(s) for s in t["setting"]], "bpp": [f"{float(v):.3g}" for v in t["bpp"]],
+        "seeds": [str(int(v)) if not pd.isna(v) else "" for v in t["seeds"]],
+        "test accuracy (%)": [_points(r["accuracy"], r["accuracy_lo"], r["accuracy_hi"]) for _, r in t.iterrows()],
+        "minus reference (points)": [_points(r["diff"], r["diff_lo"], r["diff_hi"], True) for _, r in t.iterrows()],
+        "within one point": ["yes" if w else "no" for w in t["within"]]})
+    return out.loc[:, [c for c in out.columns if out[c].astype(str).str.len().gt(0).any()]].reset_index(drop=True)
+
+
+ANY_SPLIT = "any split (codes the image)"
+
+
+def _once(rows: pd.DataFrame) -> pd.DataFrame:
+    """The rows with a family that does not depend on the split (an image codec) kept once, at its first split."""
+    return rows[~(rows["family"].isin(SPLIT_FREE) & rows.duplicated("family"))]
+
+
+CLOSEST = re.compile(r"closest on val-select: rung [^,]+, ([-+0-9.]+) \[")
+
+
+def untested_lines(table: pd.DataFrame) -> list[str]:
+    """One short line per family with rows that were not tested: where no rate of its ladder came
+    within one point on the validation images (with the closest difference per split), or what is
+    still pending."""
+    rows = _once(table[table["status"] != "tested"])
+    lines = []
+    for family, g in rows.groupby("family", sort=False):
+        missed = g[g["status"].str.startswith("no rung")]
+        if len(missed):
+            closest = [m.group(1) for m in map(CLOSEST.search, missed["status"]) if m]
+            near = f" (closest: {', '.join(closest)} points)" if len(closest) == len(missed) else ""
+            where = "" if family in SPLIT_FREE else f" after {_splits(list(missed['split_at']))}"
+            lines.append(f"- {FAMILY_SHORT.get(family, family)}{where}: no rate "
+                         f"setting came within one point on the validation images, so none was tested{near}.")
+        for _, r in g[~g.index.isin(missed.index)].iterrows():
+            lines.append(f"- {FAMILY_SHORT.get(family, family)} after {r['split_at']}: {r['status']}.")
+    return lines
+
+
+def render_glance(table: pd.DataFrame) -> str:
+    """The README's answer-at-a-glance block: the tested rows as a table, then one line per untested family."""
+    return (glance_table(table).to_markdown(index=False, disable_numparse=True) + "\n\n"
+            + "\n".join(untested_lines(table)))
+
+
 def splice(path: str | Path, text: str, name: str = "results") -> Path:
     """Replace the text between ``<!-- <name>:begin -->`` and ``<!-- <name>:end -->`` in ``path``
     with ``text``; everything outside the markers, the markers included, is kept byte for byte.
@@ -199,6 +343,14 @@ def splice(path: str | Path, text: str, name: str = "results") -> Path:
 
 
 
+def splice_glance(readme: str | Path, table: pd.DataFrame, cards: list[dict]) -> Path:
+    """Put the answer at a glance into ``readme``: its first paragraph (``headline``, between the
+    ``headline`` markers) and the tested rows with one line per untested family (``render_glance``,
+    between the ``glance`` markers), from ``answer.csv``'s ``table`` and the protocol's ``cards``."""
+    splice(readme, headline(table, answer_reference(cards)), "headline")
+    return splice(readme, render_glance(table), "glance")
+
+
 def write(parts: list[tuple[str, str, pd.DataFrame]], folder: str | Path | None = None) -> dict[str, Path]:
     """Write ``results_doc.md`` and ``results_readme.md`` to ``folder`` (default the results folder),
     for ``make study`` to copy into ``docs/results.md`` and the README."""
@@ -211,22 +363,23 @@ def write(parts: list[tuple[str, str, pd.DataFrame]], folder: str | Path | None 
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m blocksparse.report README.md docs/results.md``: put notebook 07's rendered
-    record into the README's results block and the results document."""
+    """``python -m blocksparse.report README.md docs/results.md``: put the answer at a glance
+    (``answer.csv`` and the protocol's cards) and the last study's run time into the README, and
+    notebook 07's rendered record of this run's sweep into the results document."""
     ap = argparse.ArgumentParser(prog="python -m blocksparse.report", description=main.__doc__)
     ap.add_argument("readme", type=Path)
     ap.add_argument("doc", type=Path)
     args = ap.parse_args(argv)
     d = results_dir()
-    for f in ("results_doc.md", "results_readme.md"):
+    for f in ("results_doc.md", "answer.csv"):
         if not (d / f).exists():
-            ap.error(f"{d / f} does not exist: run notebook 07 (make study) first")
+            ap.error(f"{d / f} does not exist: run notebook 07 (make study) and `protocol answer` first")
     args.doc.parent.mkdir(parents=True, exist_ok=True)
     args.doc.write_text((d / "results_doc.md").read_text())
-    splice(args.readme, (d / "results_readme.md").read_text())
+    splice_glance(args.readme, pd.read_csv(d / "answer.csv"), read_cards(DATA_DIR / "answer"))
     if (d / "study_timing.csv").exists():
         splice(args.readme, render_timing(pd.read_csv(d / "study_timing.csv")), "study-time")
-    print(f"{args.readme}: results block replaced; {args.doc} written")
+    print(f"{args.readme}: the answer at a glance and the study's time replaced; {args.doc} written")
 
 
 if __name__ == "__main__":

@@ -210,3 +210,101 @@ def test_the_study_time_is_the_sum_of_the_notebooks_in_minutes():
     assert "**3.2 min** (01 1.0, 02 2.0, 03 0.2 min)" in text and "reading the committed cache" in text
     assert text.endswith("on 2026-12-05, box.")
     assert "recomputing every step" in report.render_timing(timing.assign(recompute=True))
+
+
+def _answer_rows():
+    """An answer.csv by hand: after layer1 only WebP (fine-tuned) within at 3.705 bpp; after layer2 a
+    block-sparse row tested but not within and WebP within; after layer3 block-sparse within at 0.752 bpp.
+    The bottleneck's ladder missed at layer1; the shipped-classifier WebP missed (split-free)."""
+    def row(split_at, family, **kw):
+        return dict(split_at=split_at, family=family, setting=None, status="tested", seeds=None, bpp=None,
+                    accuracy=None, accuracy_lo=None, accuracy_hi=None, diff=None, diff_lo=None, diff_hi=None,
+                    within=None, n_images=None) | kw
+    webp = dict(setting='{"quality": 90}', seeds=3.0, bpp=3.7045, accuracy=0.9363, accuracy_lo=0.9316,
+                accuracy_hi=0.9408, diff=-0.0002, diff_lo=-0.0021, diff_hi=0.0016, within=True, n_images=10000.0)
+    missed = "no rung within one point (closest on val-select: rung {}, {} [-1.00, +0.08])"
+    return pd.DataFrame([
+        row("layer1", "block-sparse", status="pending: rung 2"),
+        row("layer1", "bottleneck", status=missed.format(0.0125, "-1.48")),
+        row("layer1", "webp-finetuned", **webp), row("layer1", "webp", status=missed.format(100, "-0.76")),
+        row("layer2", "block-sparse", setting='{"bits": 2, "block_size": 2, "mode": "global", "ratio": 0.01}',
+            seeds=3.0, bpp=0.5, accuracy=0.92, accuracy_lo=0.91, accuracy_hi=0.93, diff=-0.012, diff_lo=-0.02,
+            diff_hi=-0.004, within=False, n_images=10000.0),
+        row("layer2", "webp-finetuned", **webp), row("layer2", "webp", status=missed.format(100, "-0.76")),
+        row("layer3", "block-sparse", setting='{"bits": 2, "block_size": 4, "mode": "global", "ratio": 0.05}',
+            seeds=3.0, bpp=0.75174, accuracy=0.9342, accuracy_lo=0.9295, accuracy_hi=0.9389, diff=-0.00227,
+            diff_lo=-0.0048, diff_hi=0.0003, within=True, n_images=10000.0),
+        row("layer3", "webp-finetuned", **webp), row("layer3", "webp", status=missed.format(100, "-0.76"))])
+
+
+def test_the_answer_sentence_names_the_lowest_rate_within_and_each_other_split():
+    reference = dict(estimate=0.93647, lo=0.932, hi=0.941, seeds=[0, 1, 2], n_images=10000)
+    s = report.answer_sentence(_answer_rows(), reference)
+    assert s.startswith("So far (1 of 10 rows still pending), the fewest bits")
+    assert "**0.75 bits per input pixel** (bpp), by block-sparse coding of the feature map after layer3 " \
+           "(93.4% against 93.6%, 3 seeds, 10,000 test images)" in s
+    # layer2's block-sparse row is tested but not within: WebP is the only one within there, as at layer1
+    assert s.endswith("; after layer1 and layer2 only WebP on the input image with a fine-tuned classifier stays "
+                      "within, at 3.7 bpp.")
+    settled = _answer_rows().assign(status=lambda t: t["status"].str.replace("pending: rung 2", "no rung within"))
+    assert report.answer_sentence(settled, None).startswith("the fewest bits")
+    assert "against" not in report.answer_sentence(settled, None)  # no reference given: none claimed
+    none = _answer_rows().assign(within=False)
+    assert "no method tested keeps accuracy within one point" in report.answer_sentence(none, reference)
+    head = " ".join(report.headline(settled, reference).split())  # wrapped at 110 characters
+    assert max(map(len, report.headline(settled, reference).split("\n"))) <= 110
+    assert "ResNet-18" in head and "Fashion-MNIST (28x28 grayscale" in head and "0.75 bits per input pixel" in head
+
+
+def test_the_glance_table_shows_tested_rows_once_and_only_columns_with_values():
+    t = report.glance_table(_answer_rows())
+    assert list(t["bpp"]) == ["0.5", "0.752", "3.7"]  # by rate; WebP, which codes the image, once
+    assert list(t["after"]) == ["layer2", "layer3", report.ANY_SPLIT]
+    assert list(t["within one point"]) == ["no", "yes", "yes"]
+    assert t.loc[1, "test accuracy (%)"] == "93.4 [93.0, 93.9]" and t.loc[1, "minus reference (points)"] == "-0.2 [-0.5, +0.0]"
+    assert t.loc[2, "setting"] == "q=90" and t.loc[0, "setting"] == "global, B=2, ratio 0.01, 2 bits"
+    no_seeds = report.glance_table(_answer_rows().assign(seeds=None))
+    assert "seeds" not in no_seeds.columns and "seeds" in t.columns  # an empty column is left out
+
+
+def test_each_untested_method_is_one_short_line():
+    lines = report.untested_lines(_answer_rows())
+    assert lines == [
+        "- block-sparse after layer1: pending: rung 2.",
+        "- learned bottleneck after layer1: no rate setting came within one point on the validation images, so "
+        "none was tested (closest: -1.48 points).",
+        "- WebP, shipped classifier: no rate setting came within one point on the validation images, so none was "
+        "tested (closest: -0.76 points)."]  # split-free: once, without a split
+    block = report.render_glance(_answer_rows())
+    assert block.count("\n- ") == 3 and block.startswith("| after")
+
+
+def test_the_answer_reference_is_the_bootstrap_of_the_reference_cards():
+    from blocksparse.results import pack_correct
+    import numpy as np
+    correct = [np.array([1, 1, 1, 0] * 25, bool), np.array([1, 1, 0, 0] * 25, bool)]
+    cards = [dict(family="reference", seed=s, test=dict(correct=pack_correct(c))) for s, c in enumerate(correct)]
+    cards += [dict(family="reference", seed=2), dict(family="webp", seed=0, test=dict(correct=pack_correct(correct[0])))]
+    ref = report.answer_reference(cards)
+    assert ref["estimate"] == pytest.approx((0.75 + 0.5) / 2) and ref["seeds"] == [0, 1] and ref["n_images"] == 100
+    assert ref["lo"] < ref["estimate"] < ref["hi"]
+    assert report.answer_reference(cards[2:]) is None  # no seed tested
+
+
+def test_main_puts_the_answer_at_a_glance_into_the_readme_and_writes_the_doc(tmp_path, monkeypatch):
+    results = tmp_path / "results"
+    results.mkdir()
+    monkeypatch.setenv("BSU_RESULTS_DIR", str(results))
+    _answer_rows().to_csv(results / "answer.csv", index=False)
+    (results / "results_doc.md").write_text("# the sweep\n")
+    readme = tmp_path / "README.md"
+    readme.write_text("# T\n\n<!-- headline:begin -->\nold\n<!-- headline:end -->\n\n<!-- glance:begin -->\nold\n"
+                      "<!-- glance:end -->\nkept\n")
+    report.main([str(readme), str(tmp_path / "docs" / "results.md")])
+    text = readme.read_text()
+    assert "old" not in text and text.endswith("<!-- glance:end -->\nkept\n")
+    assert report.render_glance(_answer_rows()) in text and "0.75 bits per input pixel" in " ".join(text.split())
+    assert (tmp_path / "docs" / "results.md").read_text() == "# the sweep\n"
+    (results / "answer.csv").unlink()
+    with pytest.raises(SystemExit):  # a usage error that names the missing file
+        report.main([str(readme), str(tmp_path / "docs" / "results.md")])
