@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from .codec import MODES, RATIOS
 from .model import SPLIT_POINTS
@@ -21,8 +22,35 @@ from .cli_exploratory import (bottleneck_command, codec_finetune_command, codec_
 from .notebook_runner import run_notebooks
 
 
+# A file named on the command line (or by a card it names) that is missing or cannot be read ends the
+# command with one line, as a usage error (exit status 2), not a traceback. Other errors keep theirs.
+FILE_ERRORS = (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError, UnicodeDecodeError,
+               json.JSONDecodeError)
+
+
+def file_error(e: Exception, argv: list[str]) -> str:
+    """One line naming the file and what is wrong with it (a decoding error does not know its file:
+    then the files the command line names)."""
+    if isinstance(e, OSError):
+        return f"{e.filename}: {e.strerror or type(e).__name__}" if e.filename else str(e)
+    what = (f"not valid JSON ({e.msg} at line {e.lineno}, column {e.colno})" if isinstance(e, json.JSONDecodeError)
+            else f"not text ({e.reason} at byte {e.start})")
+    named = [a for a in argv if Path(a).is_file()]
+    return f"a file it reads is {what}" + (f"; the files it was given: {', '.join(named)}" if named else "")
+
+
 def main(argv: list[str] | None = None) -> None:
+    """``python blocksparse_utils.py ...``; a missing or unreadable file is a one-line error, exit 2."""
     argv = sys.argv[1:] if argv is None else argv
+    try:
+        return _main(argv)
+    except FILE_ERRORS as e:
+        command = argv[0] if argv[:1] and not argv[0].startswith("-") else None
+        print(f"blocksparse_utils.py{' ' + command if command else ''}: error: {file_error(e, argv)}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def _main(argv: list[str]) -> None:
     if argv[:1] == ["pretrain"]:
         ap = argparse.ArgumentParser(prog="blocksparse_utils.py pretrain")
         ap.add_argument("--dataset", default="fashion-mnist")

@@ -175,3 +175,34 @@ def test_reference_pair_only_pairs_the_cards_without_training(tmp_path, monkeypa
     assert len(pairs) == 1 and pairs[0]["weights"].endswith("layer3_x_seed0.json")
     assert pairs[0]["difference"] == -0.25 and pairs[0]["budget_differs"] == []
     assert "-25.00" in capsys.readouterr().out
+
+
+def test_a_missing_card_from_the_shell_is_one_line_not_a_traceback(tmp_path):
+    """The front door end to end (the issue's own example): exit status 2, one line naming the file."""
+    import subprocess
+    import sys
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    missing = tmp_path / "nope.json"
+    r = subprocess.run([sys.executable, "blocksparse_utils.py", "protocol", "remeasure", str(missing)], cwd=root,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert r.stderr.strip() == f"blocksparse_utils.py protocol: error: {missing}: No such file or directory"
+
+
+def test_only_file_errors_become_one_line_errors(monkeypatch):
+    """The one-line answer is for missing or unreadable files; any other failure keeps its traceback."""
+    import blocksparse.cli as cli
+
+    def broken():
+        raise RuntimeError("a bug, not a file")
+    monkeypatch.setattr(cli, "benchmark", broken)
+    with pytest.raises(RuntimeError, match="a bug"):
+        main(["bench"])
+
+    def unreadable():
+        open("/")  # IsADirectoryError, raised inside a command
+    monkeypatch.setattr(cli, "benchmark", unreadable)
+    with pytest.raises(SystemExit) as e:
+        main(["bench"])
+    assert e.value.code == 2

@@ -1,0 +1,74 @@
+"""``python blocksparse_utils.py protocol ...`` (blocksparse.cli_protocol): the plan, bad arguments and
+bad files, without training (every case here reads or refuses; none writes outside tmp_path)."""
+import json
+
+import pytest
+
+from blocksparse import cli_protocol
+from blocksparse.cli import main
+
+
+def _usage_error(capsys, argv: list[str], one_line: bool = True) -> str:
+    """stderr of a command that must end as a usage error (exit 2): argparse's usage and one error
+    line, or (a bad file) the error line alone; never a traceback."""
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    err = capsys.readouterr().err
+    assert e.value.code == 2, err
+    lines = err.strip().splitlines()
+    assert "Traceback" not in err and (len(lines) == 1 or not one_line and lines[0].startswith("usage:")), err
+    return lines[-1]
+
+
+def test_plan_of_an_empty_answer_folder_is_the_reference_first(tmp_path, capsys):
+    # every rung is judged against the fine-tuned reference's seed 0: with no card, it is the only step
+    main(["protocol", "plan", "--out", str(tmp_path)])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert [json.loads(line) for line in lines] == [dict(action="train", family="reference", split_at=None, seed=0)]
+
+
+def test_remeasure_with_no_tested_model_says_so(tmp_path, capsys):
+    main(["protocol", "remeasure", "--out", str(tmp_path)])
+    assert capsys.readouterr().out.strip() == "no shipped model tested yet"
+
+
+@pytest.mark.parametrize("argv, name", [
+    (["protocol", "train", "--family", "reference", "--setting", "[1]"], "--setting must be a JSON object"),
+    (["protocol", "train", "--family", "reference", "--setting", "{quality: 5"], "--setting must be a JSON object"),
+    (["protocol", "train", "--family", "nope"], "--family"),
+    (["protocol", "train", "--family", "bottleneck", "--split-at", "layer9"], "--split-at"),
+    (["protocol", "next", "--family", "nope"], "--family"),
+    (["protocol", "test"], "cards"),
+    (["protocol"], "action"),
+])
+def test_bad_arguments_are_usage_errors(argv, name, capsys):
+    assert name in _usage_error(capsys, argv, one_line=False)
+
+
+def test_the_setting_argument_is_a_json_object():
+    assert cli_protocol._setting('{"quality": 5, "x": [1]}') == {"quality": 5, "x": [1]}
+
+
+def test_a_test_step_s_family_and_split_are_read_from_its_card(tmp_path):
+    card = tmp_path / "bottleneck_layer2_seed0.json"
+    card.write_text(json.dumps(dict(family="bottleneck", split_at="layer2")))
+    assert cli_protocol._family(dict(action="test", card=str(card))) == "bottleneck"
+    assert cli_protocol._split(dict(action="test", card=str(card))) == "layer2"
+    assert cli_protocol._family(dict(action="train", family="webp", split_at=None, seed=0)) == "webp"
+    assert cli_protocol._split(dict(action="train", family="webp", split_at=None, seed=0)) is None
+
+
+@pytest.mark.parametrize("action", ["test", "remeasure"])
+@pytest.mark.parametrize("bad", ["missing", "folder", "not json", "not text"])
+def test_a_missing_or_unreadable_card_is_a_one_line_error(action, bad, tmp_path, capsys):
+    path = tmp_path / "card.json"
+    if bad == "folder":
+        path.mkdir()
+    elif bad == "not json":
+        path.write_text("{not json")
+    elif bad == "not text":
+        path.write_bytes(b"\xff\xfe\x00 weights?")
+    err = _usage_error(capsys, ["protocol", action, str(path)])
+    assert err.startswith("blocksparse_utils.py protocol") and str(path) in err
+    assert {"missing": "No such file", "folder": "Is a directory", "not json": "not valid JSON",
+            "not text": "not text"}[bad] in err
