@@ -77,3 +77,42 @@ def test_exports_from_notebooks_01_and_04_off_their_defaults_leave_git_status_cl
             p.unlink()
         if not existed and exports.exists() and not any(exports.iterdir()):
             exports.rmdir()
+
+
+def test_notebook_07s_explorer_redraws_and_exports_without_warnings_or_overlaps(tmp_path, monkeypatch):
+    """The explorer as notebook 07 builds it (sliders for ratio and block size, buttons for mode and
+    bits), every control moved with warnings as errors (tight_layout's "not applied" warned at every
+    redraw), then exported: the file is named after the state, its legend short and outside, no label
+    over another axes."""
+    import warnings
+
+    import ipywidgets
+    from test_plots import _collisions, _legends, _study
+
+    monkeypatch.setenv("BSU_FIGURES_DIR", str(tmp_path))
+    study = _study()
+    rows = study[~study["finetuned"].fillna(False).astype(bool)]
+    bs = rows[rows["method"] == "blocksparse"]
+    z, image = torch.rand(1, 64, 28, 28), torch.rand(1, 28, 28)
+    c = bsu.controls(sorted(bs["ratio"].unique()), sorted(bs["block_size"].unique()), sorted(bs["mode"].unique()))
+    c["bits"] = ipywidgets.ToggleButtons(options=sorted(bs["bits"].unique()), description="bits")
+    drawn = []
+
+    def draw(ratio, block_size, mode, bits):
+        fig = bsu.plot_explorer(rows, 0.94, bsu.pick_row(rows, mode, block_size, ratio, bits), image,
+                                bsu.compress(z, bsu.CodecConfig(block_size, ratio, mode, bits))[0])
+        drawn.append(fig)
+        return fig
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        box = bsu.interactive_figure(draw, "explorer", **c)
+        c["ratio"].value, c["block_size"].value, c["mode"].value, c["bits"].value = 0.05, 2, "region-wise", 4
+        status = _export(box)
+    assert len(drawn) == 5  # the first draw and one per control moved
+    name = "explorer_ratio0.05_block_size2_mode-region-wise_bits4"
+    assert f"saved {name}.png, {name}.pdf" in status and (tmp_path / "exports" / f"{name}.png").exists()
+    fig = drawn[-1]
+    assert fig.get_suptitle().startswith("region-wise, B=2, ratio 0.05, 4 bits, after layer1: ")
+    assert all(len(legend.get_texts()) <= 8 for legend in _legends(fig))
+    assert not _collisions(fig), _collisions(fig)
