@@ -10,9 +10,10 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 .PHONY: env data checkpoint study study-full test test-browser lab bench pretrain protocol clean
 
 env: .venv/.installed
-.venv/.installed: requirements.txt pyproject.toml
+.venv/.installed: requirements.txt requirements-nodeps.txt pyproject.toml
 	python3 -m venv .venv
 	$(PY) -m pip install -q -r requirements.txt
+	$(PY) -m pip install -q --no-deps -r requirements-nodeps.txt
 	$(PY) -m pip install -q --no-deps --no-build-isolation -e .
 	@# outputs never enter git: JupyterLab's autosave writes them, the filter strips them on add
 	-@git rev-parse --git-dir >/dev/null 2>&1 && .venv/bin/nbstripout --install --attributes .gitattributes

@@ -1,0 +1,278 @@
+"""Protocol v2's runs (``protocol.PROTOCOL_V2``): screens, trainings and the walk, for the learned bottleneck.
+
+A v2 card (``data/answer/v2/<name>.json``) is a v1 card (``protocol_runs``) plus the recipe; its
+screens lie in ``data/answer/v2/screens``. Every screen scores its arms on val-stop
+(``protocol.SCREEN_V2``), every pick reads val-select, and the test set is read only by the
+confirmation of an operating point's seeds.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.nn import functional as F
+from torch.utils.data import TensorDataset
+
+from .bottleneck import Bottleneck, load_bottleneck, save_bottleneck
+from .bottleneck_training import evaluate_bottleneck
+from .costs import BOTTLENECK_STRIDES
+from .data import load_dataset
+from .model import checkpoint_card, load_pretrained, save_weights
+from .protocol import (BOTTLENECK_RECIPES, BOTTLENECK_WIDTHS, BUDGET, LADDERS_V2, PICK_THRESHOLD, PROTOCOL_V2,
+                       REFINE, SCREEN_V2, VAL_SELECT, VAL_STOP, Budget, selection_data, stopping_data)
+from .recipes import make_bottleneck, train_recipe
+from .results import pack_correct, unpack_correct
+from .runtime import DATA_DIR, module_device
+from .stats import paired_test
+from .student import StudentBottleneck, load_student, save_student
+
+V2_DIR = DATA_DIR / "answer" / "v2"
+V1_DIR = DATA_DIR / "answer"
+
+
+def run_name(split_at: str, setting: dict, seed: int) -> str:
+    """A bottleneck run's file stem, e.g. ``bottleneck_layer3_two-stage_M24_lmbda3.2_seed0``."""
+    return f"bottleneck_{split_at}_{setting['recipe']}_M{setting['latent_channels']}_lmbda{setting['lmbda']:g}_seed{seed}"
+
+
+@torch.no_grad()
+def measure(model, bn, data: TensorDataset, batch_size: int = 250) -> dict:
+    """Accuracy on what the decoder returns, cross-entropy, and the rate of real per-image streams
+    (bpp = 8 x bytes / input pixels), with per-image correctness."""
+    model.eval()
+    bn.eval()
+    x, y = data.tensors
+    pixels = x.shape[-2] * x.shape[-1]
+    device = module_device(model)
+    if isinstance(bn, Bottleneck):  # v1's anchor: its exact image-by-image path and its own streams
+        ev = evaluate_bottleneck(model, bn, data)
+        ce = 0.0
+        for s in range(0, len(x), batch_size):
+            z = model.head(x[s:s + batch_size].to(device)).float()
+            ce += float(F.cross_entropy(model.tail(bn(z)[0]).float(), y[s:s + batch_size].to(device), reduction="sum"))
+        return dict(accuracy=ev["accuracy"], cross_entropy=ce / len(x), bpp=float(ev["bpp"]), n_images=len(x),
+                    correct=ev["correct"].numpy())
+    correct, ce, nbytes = [], 0.0, 0
+    for s in range(0, len(x), batch_size):
+        z = model.head(x[s:s + batch_size].to(device)).float()
+        streams = bn.encode_batch(z)
+        nbytes += sum(len(b) for b in streams)
+        logits = model.tail(bn.decode_batch(streams, z.shape[1:])).float()
+        yb = y[s:s + batch_size].to(device)
+        ce += float(F.cross_entropy(logits, yb, reduction="sum"))
+        correct.append((logits.argmax(1) == yb).cpu().numpy())
+    correct = np.concatenate(correct)
+    return dict(accuracy=float(correct.mean()), cross_entropy=ce / len(x), bpp=8.0 * nbytes / (len(x) * pixels),
+                n_images=len(x), correct=correct)
+
+
+def _arm(split_at: str, recipe: str, width: int, lmbda: float, steps: int, seed: int, dataset: str,
+         train: TensorDataset, stop_small: TensorDataset, budget: Budget):
+    model = load_pretrained(dataset, split_at)
+    bn = make_bottleneck(recipe, model, width, BOTTLENECK_STRIDES[split_at], seed)
+    # one evaluation at the end (and step 0): an arm keeps its last weights unless training made it worse
+    bn, _ = train_recipe(model, bn, recipe, lmbda, budget, train, stop_small, seed, steps=steps, eval_every=steps)
+    return model, bn
+
+
+def screen_path(out_dir: str | Path, split_at: str, lmbda: float) -> Path:
+    return Path(out_dir) / "screens" / f"bottleneck_{split_at}_lmbda{lmbda:g}.json"
+
+
+def screen_bottleneck(split_at: str, lmbda: float, dataset: str = "fashion-mnist", out_dir: str | Path = V2_DIR,
+                      budget: Budget = BUDGET, settings: dict = SCREEN_V2, seed: int = 0,
+                      train_subset: int | None = None, stop_subset: int | None = None, log=print) -> Path:
+    """The v2 screen of one bottleneck rung: every recipe x width (``BOTTLENECK_RECIPES`` x
+    ``BOTTLENECK_WIDTHS``) trained ``settings["rounds"][0]`` steps from the shipped model and scored on
+    val-stop by cross-entropy + lambda x bpp of real streams; the best ``keep`` trained again for
+    ``rounds[1]`` steps and scored; the lowest is the pick. ``train_subset``/``stop_subset`` are for
+    tests of this code only. Writes the screen; returns its path."""
+    path = screen_path(out_dir, split_at, lmbda)
+    if path.exists():
+        raise ValueError(f"out_dir: {path} exists (a finished screen): delete it first to screen again")
+    train = load_dataset(dataset, "train", subset=train_subset)
+    stop = stopping_data(dataset, stop_subset)
+    arms = [(r, w) for r in BOTTLENECK_RECIPES for w in BOTTLENECK_WIDTHS]
+    rows = []
+    for rnd, steps in enumerate(settings["rounds"]):
+        scored = []
+        for recipe, width in arms:
+            model, bn = _arm(split_at, recipe, width, lmbda, steps, seed, dataset, train, stop, budget)
+            m = measure(model, bn, stop)
+            row = dict(round=rnd, steps=steps, recipe=recipe, latent_channels=width, accuracy=m["accuracy"],
+                       cross_entropy=m["cross_entropy"], bpp=m["bpp"], objective=m["cross_entropy"] + lmbda * m["bpp"])
+            rows.append(row)
+            scored.append(row)
+            log(f"screen {split_at} lmbda={lmbda:g} round {rnd}: {recipe} M={width}: acc {m['accuracy']:.4f} "
+                f"bpp {m['bpp']:.3f} objective {row['objective']:.4f}")
+        scored.sort(key=lambda r: r["objective"])
+        arms = [(r["recipe"], r["latent_channels"]) for r in scored[:settings["keep"]]]
+    best = scored[0]
+    out = dict(protocol=PROTOCOL_V2, family="bottleneck", split_at=split_at, lmbda=lmbda, settings=dict(settings),
+               budget=budget.asdict(), images=dict(screen=VAL_STOP, n=len(stop.tensors[1])), rows=rows,
+               pick=dict(recipe=best["recipe"], latent_channels=best["latent_channels"], lmbda=lmbda,
+                         stride=BOTTLENECK_STRIDES[split_at]))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=1, default=float))
+    return path
+
+
+def train_run(split_at: str, setting: dict, seed: int, dataset: str = "fashion-mnist", out_dir: str | Path = V2_DIR,
+              state_dir: str | Path | None = None, budget: Budget = BUDGET, rung: float | None = None,
+              train_subset: int | None = None, val_subset: int | None = None, progress: bool = False) -> Path:
+    """Train one bottleneck run with ``budget`` (the recipe of ``setting``, early stopping on
+    val-stop), write its weights, score what ships on val-select, write its card; returns its path."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    name = run_name(split_at, setting, seed)
+    if (out / f"{name}.json").exists():
+        raise ValueError(f"out_dir: {out / name}.json exists (a finished run): delete it first to retrain")
+    state = Path(state_dir) / f"{name}.state.pt" if state_dir is not None else None
+    if state is not None:
+        state.parent.mkdir(parents=True, exist_ok=True)
+    train = load_dataset(dataset, "train", subset=train_subset)
+    stop = stopping_data(dataset, val_subset)
+    model = load_pretrained(dataset, split_at)
+    bn = make_bottleneck(setting["recipe"], model, setting["latent_channels"], setting["stride"], seed)
+    bn, history = train_recipe(model, bn, setting["recipe"], float(setting["lmbda"]), budget, train, stop, seed,
+                               state_path=state, progress=progress)
+    weights = out / f"{name}.pt"
+    sha = save_weights(model, weights)
+    model = load_pretrained(dataset, split_at, weights=weights)  # what ships is what is measured
+    bn_path = out / f"{name}.bottleneck.pt"
+    if isinstance(bn, StudentBottleneck):
+        save_student(bn, bn_path, lmbda=float(setting["lmbda"]))
+        bn = load_student(bn_path, module_device(model))
+    else:
+        save_bottleneck(bn, bn_path, float(setting["lmbda"]))
+        bn = load_bottleneck(bn_path, module_device(model))
+    m = measure(model, bn, selection_data(dataset, subset=val_subset))
+    card = dict(protocol=PROTOCOL_V2, family="bottleneck", split_at=split_at, setting=setting, seed=seed,
+                dataset=dataset, rung=rung, budget=budget.asdict(),
+                images=dict(stop=VAL_STOP, select=VAL_SELECT, stop_images=len(stop.tensors[1]),
+                            train_images=len(train.tensors[1])),
+                base_checkpoint=checkpoint_card(dataset).get("sha256"), history=history, weights=weights.name,
+                sha256=sha, bottleneck=bn_path.name, bottleneck_sha256=hashlib.sha256(bn_path.read_bytes()).hexdigest(),
+                torch=torch.__version__,
+                val_select=dict(accuracy=m["accuracy"], n_images=m["n_images"], bpp=m["bpp"],
+                                cross_entropy=m["cross_entropy"], correct=pack_correct(m["correct"])))
+    path = out / f"{name}.json"
+    path.write_text(json.dumps(card, indent=1, default=float))
+    return path
+
+
+def pick(card: dict, reference: dict) -> dict:
+    """The pick of one rung: its seed 0's paired difference from the reference's seed 0 on val-select
+    (a point estimate, with the interval for the record) and whether it is >= -``PICK_THRESHOLD``."""
+    t = paired_test(unpack_correct(reference["val_select"]["correct"]), unpack_correct(card["val_select"]["correct"]))
+    return t | dict(picked=bool(t["difference"] >= -PICK_THRESHOLD - 1e-9))
+
+
+def ladder(family: str, walked: dict[float, bool]) -> tuple[list[float], float | None]:
+    """The v2 walk of one family at one split over the rungs ``walked`` so far (rung -> picked).
+
+    Returns (the rungs in walking order so far, the next rung to train or None when the walk has
+    ended). Rungs are ordered from the lowest rate up: block-sparse's target rates ascending, the
+    bottleneck's rate weights descending. See ``protocol``: coarse ladder first; below a first
+    rung that is picked, the coarse factor again until one misses; then the rungs a factor
+    ``REFINE`` apart between the last miss and the coarse pick, lowest rate first.
+    """
+    coarse = list(LADDERS_V2[family])
+    up = family != "bottleneck"  # block-sparse rungs grow with rate, the bottleneck's rate weights shrink
+    from .protocol import COARSE_FACTOR
+    factor = COARSE_FACTOR[family]
+    order = []
+    # 1. the coarse ladder
+    first_pick = None
+    for r in coarse:
+        order.append(r)
+        if r not in walked:
+            return order, r
+        if walked[r]:
+            first_pick = r
+            break
+    if first_pick is None:
+        return order, None  # no rung picked: the family has no operating point at this split
+    # 2. below the first rung, while it is picked
+    miss = order[-2] if len(order) > 1 else None
+    if miss is None:
+        r = first_pick
+        while True:
+            r = r / factor if up else r * factor
+            r = float(f"{r:.6g}")
+            order.append(r)
+            if r not in walked:
+                return order, r
+            if not walked[r]:
+                miss = r
+                break
+            first_pick = r
+    # 3. refinement between the miss and the coarse pick, lowest rate first
+    r = miss
+    while True:
+        r = r * REFINE if up else r / REFINE
+        r = float(f"{r:.6g}")
+        if (up and r >= first_pick * 0.999) or (not up and r <= first_pick * 1.001):
+            return order, None
+        order.append(r)
+        if r not in walked:
+            return order, r
+        if walked[r]:
+            return order, None
+
+
+def read_cards(folder: str | Path = V2_DIR) -> list[dict]:
+    """Every v2 run's card in ``folder`` (screens are not cards), each with its ``path``."""
+    out = []
+    for p in sorted(Path(folder).glob("*.json")):
+        card = json.loads(p.read_text())
+        if card.get("protocol") == PROTOCOL_V2 and "family" in card:
+            out.append(card | dict(path=str(p)))
+    return out
+
+
+def reference(v1_dir: str | Path = V1_DIR, seed: int = 0) -> dict:
+    """The reference's card of ``seed`` (v1's: the same recipe, reused by v2)."""
+    p = Path(v1_dir) / f"reference_seed{seed}.json"
+    if not p.exists():
+        raise ValueError(f"v1_dir: no reference card {p} (v2 reuses v1's reference)")
+    return json.loads(p.read_text())
+
+
+def walked(cards: list[dict], family: str, split_at: str, ref: dict) -> dict[float, bool]:
+    """rung -> picked, for the seed-0 runs of ``family`` at ``split_at``."""
+    return {float(c["rung"]): pick(c, ref)["picked"] for c in cards
+            if c["family"] == family and c["split_at"] == split_at and c["seed"] == 0 and c.get("val_select")}
+
+
+def next_step(split_at: str, family: str = "bottleneck", out_dir: str | Path = V2_DIR,
+              v1_dir: str | Path = V1_DIR) -> dict | None:
+    """The next step of the v2 walk of ``family`` at ``split_at``: a screen of the next rung, the
+    training of its pick (seed 0), or None when the walk has ended (the operating point's seeds and
+    their confirmation are the next stage)."""
+    if family != "bottleneck":
+        raise ValueError(f"family: only the bottleneck's v2 walk is implemented so far, got {family!r}")
+    _, rung = ladder(family, walked(read_cards(out_dir), family, split_at, reference(v1_dir)))
+    if rung is None:
+        return None
+    sp = screen_path(out_dir, split_at, rung)
+    if not sp.exists():
+        return dict(action="screen", family=family, split_at=split_at, rung=rung)
+    return dict(action="train", family=family, split_at=split_at, rung=rung, seed=0,
+                setting=json.loads(sp.read_text())["pick"])
+
+
+def run_next(split_at: str, family: str = "bottleneck", out_dir: str | Path = V2_DIR,
+             state_dir: str | Path | None = None, log=print) -> Path | None:
+    """Carry out ``next_step``; returns the file it wrote (None: nothing left to walk)."""
+    step = next_step(split_at, family, out_dir)
+    log(f"v2 step: {step}")
+    if step is None:
+        return None
+    if step["action"] == "screen":
+        return screen_bottleneck(split_at, step["rung"], out_dir=out_dir, log=log)
+    return train_run(split_at, step["setting"], 0, out_dir=out_dir, state_dir=state_dir, rung=step["rung"],
+                     progress=True)
