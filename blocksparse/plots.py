@@ -523,10 +523,12 @@ def plot_training_curves(runs: pd.DataFrame, reference: float | None = None,
                 floor = later.min() - 2
                 ax.set_ylim(floor, top + 1)
                 start = 100 * runs.loc[first, col].astype(float).dropna()
-                if len(start) and start.max() < floor:
-                    span = f"{start.min():.1f}%" if round(start.min(), 1) == round(start.max(), 1) else \
-                        f"{start.min():.1f}-{start.max():.1f}%"
-                    ax.set_title(f"before training (step {int(runs.loc[first, 'step'].min())}): {span}, "
+                below = start[start < floor]
+                if len(below):
+                    span = f"{below.min():.1f}%" if round(below.min(), 1) == round(below.max(), 1) else \
+                        f"{below.min():.1f}-{below.max():.1f}%"
+                    some = "" if len(below) == len(start) else f" ({len(below)} of {len(start)} runs)"
+                    ax.set_title(f"before training (step {int(runs.loc[first, 'step'].min())}): {span}{some}, "
                                  "drawn on the axis as \u25bc", fontsize=8)
             if reference is not None:
                 ax.axhspan(100 * reference - 1, 100 * reference, color="0.85", zorder=0)

@@ -273,6 +273,11 @@ def test_training_curves_colour_by_family_marker_by_split_and_one_short_legend_o
     assert curves and all(min(l.get_ydata()) >= floor for l in curves)  # no line runs off the axis
     on_floor = [l for l in ax.get_lines() if l.get_marker() == "v"]
     assert sum(len(l.get_xdata()) for l in on_floor) == 27 and all(set(l.get_ydata()) == {floor} for l in on_floor)
+    started = runs.copy()  # runs that start near the end (a reference) and runs that start low: only the low ones named
+    started.loc[(started["step"] == 0) & (started["family"] == "tail only"), "val_accuracy"] = 0.8
+    started.loc[(started["step"] == 0) & (started["family"] == "distillation"), "val_accuracy"] = 0.123
+    title = plots.plot_training_curves(started, reference=0.90).axes[0].get_title()
+    assert title == "before training (step 0): 10.0-12.3% (18 of 27 runs), drawn on the axis as \u25bc"
 
 
 def test_the_shipped_models_curves_have_at_most_eight_legend_entries_and_no_file_names():
