@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -94,17 +95,14 @@ def protocol_command(argv: list[str]) -> None:
             for f in prune(a.out):
                 print(f"deleted {f} (not shipped; its card keeps its results)", flush=True)
         return
-    if a.action == "remeasure":
-        answer_cards = answer.read_cards(a.out)
-        keep = answer.shipped(answer_cards)
-        cards = a.cards or [c["path"] for c in answer_cards if c["path"] in keep and "test" in c]
-        rows = [remeasure_run(c, a.n_test) for c in cards]
-        print(pd.DataFrame(rows).to_markdown(index=False) if rows else "no shipped model tested yet")
-        if any(r["mcnemar_p"] < 0.05 for r in rows):
-            print("some models differ from their cards' test beyond sampling error (McNemar p < 0.05): other weights or code")
-        elif any(r["differing"] for r in rows):
-            print("some images differ from the cards' test, within sampling error: a numerical difference of this machine")
-        return
+    if a.action in ("test", "remeasure"):
+        try:
+            return _test_or_remeasure(a)
+        except (json.JSONDecodeError, UnicodeDecodeError):  # an unreadable file: cli.main names it
+            raise
+        except ValueError as e:  # a card the protocol cannot test or re-measure: what is wrong, in one line
+            print(f"blocksparse_utils.py protocol {a.action}: error: {e}", file=sys.stderr)
+            raise SystemExit(2) from None
     if a.action == "answer":
         test_shipped_model(out_dir=a.out)  # the second reference, tested once
         cards, cost = answer.read_cards(a.out), costs()
@@ -126,6 +124,20 @@ def protocol_command(argv: list[str]) -> None:
             print(f"{card}: val-select {json.loads(card.read_text())['val_select']['accuracy']:.4f}", flush=True)
             if a.test:
                 print(f"{card}: test {test_run(card)['test']['accuracy']:.4f}", flush=True)
-    else:
+
+
+def _test_or_remeasure(a: argparse.Namespace) -> None:
+    """``protocol test`` (the one test of chosen runs) or ``protocol remeasure`` (shipped models again)."""
+    if a.action == "test":
         for c in a.cards:
             print(f"{c}: test {test_run(c)['test']['accuracy']:.4f}", flush=True)
+        return
+    answer_cards = answer.read_cards(a.out)
+    keep = answer.shipped(answer_cards)
+    cards = a.cards or [c["path"] for c in answer_cards if c["path"] in keep and "test" in c]
+    rows = [remeasure_run(c, a.n_test) for c in cards]
+    print(pd.DataFrame(rows).to_markdown(index=False) if rows else "no shipped model tested yet")
+    if any(r["mcnemar_p"] < 0.05 for r in rows):
+        print("some models differ from their cards' test beyond sampling error (McNemar p < 0.05): other weights or code")
+    elif any(r["differing"] for r in rows):
+        print("some images differ from the cards' test, within sampling error: a numerical difference of this machine")

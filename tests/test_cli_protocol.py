@@ -72,3 +72,21 @@ def test_a_missing_or_unreadable_card_is_a_one_line_error(action, bad, tmp_path,
     assert err.startswith("blocksparse_utils.py protocol") and str(path) in err
     assert {"missing": "No such file", "folder": "Is a directory", "not json": "not valid JSON",
             "not text": "not text"}[bad] in err
+
+
+def _card(tmp_path, **fields):
+    path = tmp_path / "webp_q5_seed0.json"
+    path.write_text(json.dumps(dict(family="webp", seed=0, split_at=None, dataset="fashion-mnist", setting={},
+                                    rung=5) | fields))
+    return path
+
+
+@pytest.mark.parametrize("action, fields, reason", [
+    ("remeasure", dict(weights="webp_q5_seed0.pt", sha256="0" * 64, test={}), "which are not there"),  # its weights
+    ("test", dict(weights="webp_q5_seed0.pt", sha256="0" * 64), "which are not there"),
+    ("remeasure", dict(weights=None), "no test result"),
+    ("test", dict(weights=None, test={}), "tested already"),
+])
+def test_a_card_that_cannot_be_tested_or_remeasured_is_one_line(action, fields, reason, tmp_path, capsys):
+    err = _usage_error(capsys, ["protocol", action, str(_card(tmp_path, **fields))])
+    assert err.startswith(f"blocksparse_utils.py protocol {action}: error: ") and reason in err
