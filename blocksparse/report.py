@@ -1,10 +1,16 @@
-"""The exploratory record rendered as markdown: ``docs/results.md`` in full, the README's short
-block, both from the tables of ``exploratory`` and ``analysis`` (results as data: a title, a
-one-line caption and a table per section; no generated prose).
+"""The record rendered as markdown, from the results files through tested code (results as data: a
+title, a one-line caption and a table per section; no generated prose beyond one-line captions):
+
+* the answer at a glance (``answer.csv`` and the reference's cards): the README's first paragraph
+  (``headline``), its table of tested rows with one line per untested method (``render_glance``),
+  notebook 07's takeaway;
+* this run's sweep without fine-tuning (``results.csv``: block-sparse against the image codecs, dense
+  features and the original's accounting on the same test images, the shipped model as its
+  reference): ``docs/results.md``.
 
 ``splice`` puts a rendered block between a file's markers::
 
-    python -m blocksparse.report README.md docs/results.md   # from <results_dir>/results_doc.md
+    python -m blocksparse.report README.md docs/results.md   # from <results_dir>/results_doc.md and answer.csv
 """
 from __future__ import annotations
 
@@ -18,21 +24,18 @@ import numpy as np
 import pandas as pd
 
 from .answer import read_cards, setting_words
-from .analysis import bd_rate_table, frontier_table, levers_table, positions_share
-from .exploratory import (BOTTLENECK_METHOD, ablation_table, baselines_table, bottleneck_table, codec_models_table,
-                          finetune_table, load_trained_models, models_table, split_table, test_stopping_table,
-                          trained_table)
+from .analysis import bd_rate_table, blocksparse_rows, describe, frontier_table, levers_table, positions_share
 from .original import METHOD as ORIGINAL_METHOD
 from .original import original_choices_table, original_vs_real
 from .protocol import SPLIT_FREE
+from .baselines import IMAGE_FORMATS
 from .results import to_frame, unpack_correct
 from .runtime import DATA_DIR, results_dir
 from .stats import hierarchical_bootstrap
 
 BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
 DOC = "docs/results.md"
-EXPLORATORY = ("**Exploratory**: made before the protocol; splits, recipes and operating points were partly chosen "
-               "after seeing test numbers.")
+BOTTLENECK_METHOD = "learned-bottleneck"
 
 
 def markdown(table: pd.DataFrame) -> str:
@@ -42,72 +45,67 @@ def markdown(table: pd.DataFrame) -> str:
     return table.astype(object).where(table.notna(), "n/a").to_markdown(index=False)
 
 
-def sections(results: pd.DataFrame | None = None, trained: dict | None = None, *, reference: float | None = None,
-             tolerance: float = 0.01, max_bpp: float = 1.0, lever_bpp=(1.0, 2.0, 4.0, 8.0), anchor: str = "webp",
+def pct(v, decimals: int = 2):
+    """An accuracy (fraction) in percent, rounded; missing stays missing."""
+    return pd.NA if v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v)) else round(100 * float(v), decimals)
+
+
+def interval(lo, hi) -> str:
+    """A 95% interval in percent, ``"[lo, hi]"``; ``"n/a"`` where either end is missing."""
+    return "n/a" if pd.isna(lo) or pd.isna(hi) else f"[{100 * float(lo):.2f}, {100 * float(hi):.2f}]"
+
+
+def finetune_table(results: pd.DataFrame) -> pd.DataFrame:
+    """Each fine-tuned block-sparse row beside the same configuration without fine-tuning."""
+    results = to_frame(results)
+    raw, ft = blocksparse_rows(results, finetuned=False), blocksparse_rows(results, finetuned=True)
+    keys, rows = ["mode", "block_size", "bits"], []
+    for _, a in ft.iterrows():
+        same = raw[(raw[keys] == a[keys]).all(axis=1).fillna(False).to_numpy(bool)
+                   & np.isclose(raw["ratio"].to_numpy(float, na_value=np.nan), float(a["ratio"]))]
+        if len(same):
+            rows.append(dict(config=describe(a.drop(labels="finetuned")), seed=a["seed"], bpp=round(float(a["bpp"]), 3),
+                             before=pct(same.iloc[0]["accuracy"]), after=pct(a["accuracy"]),
+                             interval=interval(a["accuracy_lo"], a["accuracy_hi"]),
+                             val_accuracy=pct(a["val_accuracy"]), n_images=a["n_images"]))
+    return pd.DataFrame(rows)
+
+
+def baselines_table(results: pd.DataFrame) -> pd.DataFrame:
+    """Image codecs and dense features on the sweep's test images and classifier."""
+    results = to_frame(results)
+    b = results[results["method"].isin([*IMAGE_FORMATS, "dense"]).fillna(False).to_numpy(bool)]
+    return pd.DataFrame(dict(method=b["method"], setting=[describe(r) for _, r in b.iterrows()],
+                             accuracy=[pct(v) for v in b["accuracy"]],
+                             interval=[interval(a, c) for a, c in zip(b["accuracy_lo"], b["accuracy_hi"])],
+                             bpp=b["bpp"].astype(float).round(3), n_images=b["n_images"])).reset_index(drop=True)
+
+
+def sections(results: pd.DataFrame | None = None, *, reference: float | None = None, tolerance: float = 0.01,
+             max_bpp: float = 1.0, lever_bpp=(1.0, 2.0, 4.0, 8.0), anchor: str = "webp",
              original_choices: pd.DataFrame | None = None) -> list[tuple[str, str, pd.DataFrame]]:
-    """The exploratory record as (title, caption, table), in reading order; a section whose data
-    is absent is left out.
+    """This run's sweep as (title, caption, table), in reading order; a section whose data is absent
+    is left out.
 
     Parameters
     ----------
     results : DataFrame, optional
-        One run's sweep with its baselines (notebook 07's ``results``: block-sparse with and
-        without fine-tuning, image codecs, dense, the original's accounting, the uncompressed row).
-    trained : dict, optional
-        ``exploratory.load_trained_models()``: the trained models on all test images.
+        One run's sweep with its baselines (notebook 07's ``results``: block-sparse without fine-tuning
+        and the demo's fine-tuned rows, image codecs, dense, the original's accounting, the uncompressed row).
     reference : float, optional
-        The uncompressed accuracy on ``results``' images (fraction; default its uncompressed row).
+        The shipped model's accuracy on ``results``' images (fraction; default its uncompressed row).
     tolerance, max_bpp, lever_bpp, anchor
         "Within" is accuracy >= reference - tolerance; the rate of the frontier's second column;
         the rates of the levers table; the image codec of the BD-rates.
     original_choices : DataFrame, optional
         Rows of ``original.original_choices``.
     """
-    t = trained or {}
     pts = f"{100 * tolerance:g} point{'s' if tolerance != 0.01 else ''}"
     out = []
 
     def add(title, caption, table):
         if table is not None and len(table):
             out.append((title, caption, table))
-    removed = t.get("weights_removed", [])
-    gone = (f" Weights that left the tree for git history (their cards keep the rows measured from them): "
-            f"{', '.join(f'`{w}`' for w in removed)}." if removed else "")
-    left = f", and the {len(removed)} weight files that left the tree" if removed else ""
-    if t.get("models") is not None or t.get("bottleneck") is not None or t.get("codec_models") is not None:
-        table = trained_table(t.get("models"), t.get("paired", []), t.get("bottleneck"), t.get("bottleneck_paired", []),
-                              t.get("codec_models"), t.get("codec_paired", []), t.get("codec_grid"), tolerance,
-                              max_bpp, vs_reference=t.get("vs_reference", []))
-        add("Trained models on all test images",
-            f"Mean over seeds; `vs_uncompressed`: paired test against the shipped model on the same images (points, "
-            f"widest seed interval); `within`: every seed within {pts}; WebP by point estimate. Block-sparse rates: "
-            f"codec version 2 for seeds whose weights ship{' or shipped' if removed else ''}, version-1 code tables "
-            f"for the others (a mean can mix both; per seed{left}: `docs/results.md`).", table)
-    if t.get("models") is not None and len(t["models"]):
-        add("Fine-tuned block-sparse models, per seed", "Weights in `data/frontier/` where shipped; every card "
-            f"records its per-image test results.{gone}", models_table(t["models"], t.get("paired", [])))
-    if t.get("bottleneck") is not None and len(t["bottleneck"]):
-        add("Learned bottleneck, per seed", "Encoder, factorized entropy model and decoder trained with the ResNet "
-            "frozen; bpp of real per-image ANS streams.", bottleneck_table(t["bottleneck"], t.get("bottleneck_paired", [])))
-    if t.get("codec_models") is not None and len(t["codec_models"]):
-        add("Image codecs with a fine-tuned classifier", "The classifier fine-tuned on decoded training images; "
-            "`untuned`: the shipped classifier at the same quality.",
-            codec_models_table(t["codec_models"], t.get("codec_paired", []), t.get("codec_grid")))
-    if t.get("splits"):
-        add("The split point", f"Each split's sweep without fine-tuning on the same images (bits per input pixel); "
-            f"`finetuned_*`: the fine-tuned model at or under {max_bpp:g} bpp best on validation.",
-            split_table(t["splits"], tolerance, max_bpp, t.get("models")))
-    for df, config in t.get("screenings") or []:
-        add(f"Selection after {config.get('split_at', 'layer1')} at or under {config.get('target_bpp')} bpp",
-            f"Validation only: each configuration under the rate fine-tuned {config.get('screen_steps')} steps, the "
-            f"better half again; the pick is the best validation accuracy.", df)
-    if t.get("ablation") is not None and len(t["ablation"]):
-        add("What fine-tuning needs (ablation)", "One configuration and seed, one change per run, the same budget; "
-            "each run tested once.", ablation_table(t["ablation"]))
-    if t.get("test_stopping"):
-        add("Early stopping on the test set, measured", "One run whose test accuracy was recorded at every "
-            "evaluation (it never steered training): what stopping on test, as the original did, would report.",
-            test_stopping_table(t["test_stopping"]))
     if results is not None and len(results):
         results = to_frame(results)
         if reference is None:
@@ -115,17 +113,17 @@ def sections(results: pd.DataFrame | None = None, trained: dict | None = None, *
             reference = float(u["accuracy"].iloc[0]) if len(u) else None
         n = int(results["n_images"].max())
         if reference is not None:
-            add("This run's sweep: the frontier", f"On {n:,} evenly spaced test images, uncompressed "
-                f"{100 * reference:.2f}%: per method the lowest bpp within {pts} and the best accuracy at or under "
-                f"{max_bpp:g} bpp.", frontier_table(results, reference, tolerance, max_bpp,
-                                                    exclude=("uncompressed", ORIGINAL_METHOD)))
+            add("This run's sweep: the frontier", f"On {n:,} evenly spaced test images, against the shipped model, not "
+                f"fine-tuned ({100 * reference:.2f}%): per method the lowest bpp within {pts} and the best accuracy at "
+                f"or under {max_bpp:g} bpp.", frontier_table(results, reference, tolerance, max_bpp,
+                                                             exclude=("uncompressed", ORIGINAL_METHOD)))
         add(f"BD-rate against {anchor}", "Each mode's Pareto front without fine-tuning at equal accuracy over the "
             "range both cover (positive: the mode needs more bits).", bd_rate_table(results, anchor))
         if (results["method"] == BOTTLENECK_METHOD).fillna(False).any():
-            add("BD-rate against the learned bottleneck", "The shipped bottlenecks re-measured on the same images.",
+            add("BD-rate against the learned bottleneck", "The learned bottlenecks measured on the same images.",
                 bd_rate_table(results, BOTTLENECK_METHOD))
-        add("Fine-tuning, before and after", "Each fine-tuned configuration beside the same configuration untuned.",
-            finetune_table(results))
+        add("Fine-tuning, before and after", "Each fine-tuned configuration of notebook 05's demo beside the same "
+            "configuration untuned.", finetune_table(results))
         add("Baselines on the same images", "Image codecs at each quality (the whole file) and dense features.",
             baselines_table(results))
         share = positions_share(results)
@@ -143,18 +141,16 @@ def sections(results: pd.DataFrame | None = None, trained: dict | None = None, *
     return out
 
 
-def record(folder: str | Path | None = None, data: str | Path | None = None) -> list[tuple[str, str, pd.DataFrame]]:
-    """The exploratory record's sections from the files alone: ``results.csv`` with the settings
-    saved beside it (tolerance, max_bpp, lever_bpp, anchor), ``original_choices.csv`` and the
-    trained models (``load_trained_models``). What ``make study`` renders and the README test
-    regenerates. ``folder``: the results folder (default ``runtime.results_dir()``); ``data``:
-    the folder of the cards (default ``data/``)."""
+def record(folder: str | Path | None = None) -> list[tuple[str, str, pd.DataFrame]]:
+    """This run's sweep's sections from the files alone: ``results.csv`` with the settings saved beside
+    it (tolerance, max_bpp, lever_bpp, anchor) and ``original_choices.csv``. What ``make study``
+    renders into ``docs/results.md``. ``folder``: the results folder (default ``runtime.results_dir()``)."""
     from .results import load_results
     d = Path(folder) if folder is not None else results_dir()
     results = load_results("results", d) if (d / "results.csv").exists() else None
     config = json.loads((d / "results.json").read_text())["config"] if results is not None else {}
     choices = pd.read_csv(d / "original_choices.csv") if (d / "original_choices.csv").exists() else None
-    return sections(results, load_trained_models(d, data), original_choices=choices,
+    return sections(results, original_choices=choices,
                     **{k: config[k] for k in ("tolerance", "max_bpp", "lever_bpp", "anchor") if k in config})
 
 
@@ -164,18 +160,12 @@ def render(parts: list[tuple[str, str, pd.DataFrame]], level: int = 2) -> str:
 
 
 def render_doc(parts: list[tuple[str, str, pd.DataFrame]]) -> str:
-    """``docs/results.md``: the exploratory record, every section."""
-    return (f"# Results: the exploratory record\n\n{EXPLORATORY} The confirmatory answer is the README's protocol "
-            f"table. Generated by `make study` (notebook 07) from `data/results/` and the cards; do not edit.\n\n"
-            + render(parts))
-
-
-def render_readme(parts: list[tuple[str, str, pd.DataFrame]]) -> str:
-    """The README's results block: the trained models' table only, with a link to the full record."""
-    head = [p for p in parts if p[0] == "Trained models on all test images"]
-    body = render(head, level=3) if head else "(no trained models yet)\n"
-    return f"{EXPLORATORY}\n\n{body}\nEvery other table (per seed, split points, screening, ablation, sweeps, " \
-           f"baselines, the original's accounting): [`{DOC}`]({DOC}).\n"
+    """``docs/results.md``: this run's sweep, every section."""
+    return ("# Results: this run's sweep without fine-tuning\n\nThe block-sparse codec without fine-tuning beside "
+            "the image codecs, dense features and the original's accounting on the same test images, the shipped "
+            "model (not fine-tuned) as the reference; nothing here chooses anything in the answer (the README's, "
+            "under the protocol). The models trained before the protocol: `docs/exploratory.md`. Generated by "
+            "`make study` (notebook 07) from `data/results/`; do not edit.\n\n" + render(parts))
 
 
 def render_timing(timing: pd.DataFrame) -> str:
@@ -343,6 +333,24 @@ def splice(path: str | Path, text: str, name: str = "results") -> Path:
 
 
 
+def takeaway(table: pd.DataFrame, reference: dict | None = None) -> str:
+    """Notebook 07's takeaway, what the answer means, rounded for reading: the answer's sentence; per
+    split where two methods are within one point, how many times fewer bits the cheaper needs; and the
+    methods that were never tested (one line each). What the answer does not say is the notebook's
+    own hand-written text beside it."""
+    lines = [f"- **The answer:** {answer_sentence(table, reference)}"]
+    tested = _tested(table)
+    for split_at, g in tested[tested["within"]].groupby("split_at", sort=False):
+        g = g.sort_values("bpp")
+        if len(g) >= 2 and g["family"].iloc[0] != g["family"].iloc[1]:
+            a, b = g.iloc[0], g.iloc[1]
+            lines.append(f"- After {split_at}, {FAMILY_WORDS[a['family']]} needs {float(b['bpp']) / float(a['bpp']):.1f} "
+                         f"times fewer bits than {FAMILY_WORDS[b['family']]} ({_bpp(a['bpp'])} against "
+                         f"{_bpp(b['bpp'])} bpp), both within one point.")
+    lines += [f"- Not tested: {line[2:]}" for line in untested_lines(table)]
+    return "\n".join(lines)
+
+
 def splice_glance(readme: str | Path, table: pd.DataFrame, cards: list[dict]) -> Path:
     """Put the answer at a glance into ``readme``: its first paragraph (``headline``, between the
     ``headline`` markers) and the tested rows with one line per untested family (``render_glance``,
@@ -352,13 +360,12 @@ def splice_glance(readme: str | Path, table: pd.DataFrame, cards: list[dict]) ->
 
 
 def write(parts: list[tuple[str, str, pd.DataFrame]], folder: str | Path | None = None) -> dict[str, Path]:
-    """Write ``results_doc.md`` and ``results_readme.md`` to ``folder`` (default the results folder),
-    for ``make study`` to copy into ``docs/results.md`` and the README."""
+    """Write ``results_doc.md`` to ``folder`` (default the results folder), for ``make study`` to copy
+    into ``docs/results.md``."""
     folder = Path(folder) if folder is not None else results_dir()
     folder.mkdir(parents=True, exist_ok=True)
-    out = dict(doc=folder / "results_doc.md", readme=folder / "results_readme.md")
+    out = dict(doc=folder / "results_doc.md")
     out["doc"].write_text(render_doc(parts))
-    out["readme"].write_text(render_readme(parts))
     return out
 
 

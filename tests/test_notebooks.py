@@ -23,6 +23,9 @@ def test_committed_without_outputs_and_opened_the_same_way(path):
     for c in cells:
         if c["cell_type"] == "code":
             assert not c["outputs"] and c["execution_count"] is None, f"{path.name} carries outputs"
+    if path.name.startswith("07"):  # the report: its answer (sentence and figure) right after the imports, on the first screen
+        answer = "".join(cells.pop(2)["source"])
+        assert "report.answer_sentence(" in answer and "plots.plot_answer(" in answer
     kinds = [c["cell_type"] for c in cells[:4]]
     assert kinds == ["markdown", "code", "code", "code"]
     assert "".join(cells[0]["source"]).startswith("# ")
@@ -52,11 +55,11 @@ def test_notebooks_run_top_to_bottom(tmp_path, monkeypatch):
         counts = [c["execution_count"] for c in json.loads(p.read_text())["cells"] if c["cell_type"] == "code"]
         assert counts == list(range(1, len(counts) + 1)), f"{p.name} ran out of order"
     for name in ("sweep.csv", "finetune.csv", "results.csv", "results.json", "compression_results.json",
-                 "results_doc.md", "results_readme.md", "study_timing.csv"):
+                 "results_doc.md", "study_timing.csv"):
         assert (tmp_path / "results" / name).exists(), name
     figures = {p.name for p in (tmp_path / "figures").iterdir()}
     for name in ("feature_distribution", "block_energy_dist", "feature_maps_ratio", "accuracy_vs_compression",
-                 "bytes_breakdown", "finetuning_curves", "01_block_partitioning"):
+                 "bytes_breakdown", "finetuning_curves", "01_block_partitioning", "answer", "ladders"):
         assert {f"{name}.png", f"{name}.pdf"} <= figures, name
     import pandas as pd
     results = pd.read_csv(tmp_path / "results" / "results.csv")
@@ -68,10 +71,10 @@ def test_notebooks_run_top_to_bottom(tmp_path, monkeypatch):
 
 
 def report_opens_with_the_answer(nb: dict) -> bool:
-    """The first output of notebook 07 is the protocol's answer table (one heading per split)."""
-    first = next(o for c in nb["cells"] if c["cell_type"] == "code" for o in c.get("outputs", []))
-    text = "".join(first.get("data", {}).get("text/markdown", ""))
-    return all(f"**After {s}**" in text for s in ("layer1", "layer2", "layer3"))
+    """Notebook 07's first outputs are the answer: its sentence (with a rate in bpp), then its figure."""
+    outputs = [o for c in nb["cells"] if c["cell_type"] == "code" for o in c.get("outputs", [])]
+    text = "".join(outputs[0].get("data", {}).get("text/markdown", ""))
+    return text.startswith("**The answer:**") and "bpp" in text and "image/png" in outputs[1].get("data", {})
 
 
 def broken_images(nb: dict, folder) -> list[str]:

@@ -1,12 +1,12 @@
-"""Tests of the exploratory record's sweep tables and their rendering (``report``): a hand-made results
-table with known answers."""
+"""Tests of the record's tables and their rendering (``report``): a hand-made results table and a
+hand-made answer.csv with known answers."""
 import pandas as pd
 import pytest
 
 from blocksparse.analysis import bd_rate_table, positions_share
 from blocksparse.original import original_choices_table, original_vs_real
 from blocksparse import report
-from blocksparse.report import BEGIN, END, markdown, render, render_doc, render_readme, sections, splice, write
+from blocksparse.report import BEGIN, END, markdown, render, render_doc, sections, splice, write
 from blocksparse.results import to_frame
 
 REFERENCE = 0.949
@@ -78,25 +78,15 @@ def test_sections_of_a_sweep_and_their_known_values():
     assert levers.loc[("bits", 2), "<= 1.0 bpp"] == 81.8 and pd.isna(levers.loc[("bits", 4), "<= 1.0 bpp"])
 
 
-def test_sections_leave_out_what_is_absent_and_order_the_trained_models_first():
+def test_sections_leave_out_what_is_absent_and_name_the_shipped_model_as_the_reference():
     assert sections() == []
-    models = to_frame([dict(method="blocksparse", split_at="layer1", mode="global", block_size=4, ratio=0.005,
-                            bits=2, finetuned=True, seed=0, accuracy=0.9, accuracy_lo=0.894, accuracy_hi=0.906,
-                            n_images=10000, bpp=0.6, bpp_self_contained=0.7, weights="m0.pt")])
-    paired = [dict(weights="m0.pt", reference_accuracy=0.9322, difference=-0.03, lo=-0.035, hi=-0.025, within=False)]
-    parts = sections(to_frame(_rows()), dict(models=models, paired=paired))
-    assert _titles(parts)[:2] == ["Trained models on all test images", "Fine-tuned block-sparse models, per seed"]
-    readme = render_readme(parts)
-    assert readme.startswith("**Exploratory**") and "docs/results.md" in readme
-    assert "| block-sparse (layer1) | global, B=4, ratio 0.005, 2 bits |" in readme
-    assert "This run's sweep" not in readme  # the README shows the trained models only
+    parts = sections(to_frame(_rows()))
+    captions = {title: caption for title, caption, _ in parts}
+    assert "against the shipped model, not fine-tuned (94.90%)" in captions["This run's sweep: the frontier"]
+    assert "Trained models on all test images" not in captions  # the exploratory models are frozen in docs/exploratory.md
     doc = render_doc(parts)
-    assert doc.count("\n## ") == len(parts) and "## This run's sweep: the frontier" in doc
-    assert "left the tree" not in doc
-    gone = sections(None, dict(models=models, paired=paired, weights_removed=["data/frontier/m1.pt", "data/frontier/m2.pt"]))
-    captions = {title: caption for title, caption, _ in gone}
-    assert "`data/frontier/m1.pt`, `data/frontier/m2.pt`." in captions["Fine-tuned block-sparse models, per seed"]
-    assert "the 2 weight files that left the tree" in captions["Trained models on all test images"]  # the README's
+    assert doc.startswith("# Results: this run's sweep") and doc.count("\n## ") == len(parts)
+    assert "docs/exploratory.md" in doc
 
 
 def test_markdown_is_to_markdown_with_missing_values_as_n_a():
@@ -110,8 +100,8 @@ def test_write_puts_both_files_in_the_results_folder(tmp_path, monkeypatch):
     monkeypatch.setenv("BSU_RESULTS_DIR", str(tmp_path / "results"))
     parts = sections(to_frame(_rows()))
     out = write(parts)
-    assert out["doc"] == tmp_path / "results" / "results_doc.md"
-    assert out["doc"].read_text() == render_doc(parts) and out["readme"].read_text() == render_readme(parts)
+    assert out == dict(doc=tmp_path / "results" / "results_doc.md")
+    assert out["doc"].read_text() == render_doc(parts)
 
 
 def test_positions_share_by_hand():
@@ -308,3 +298,13 @@ def test_main_puts_the_answer_at_a_glance_into_the_readme_and_writes_the_doc(tmp
     (results / "answer.csv").unlink()
     with pytest.raises(SystemExit):  # a usage error that names the missing file
         report.main([str(readme), str(tmp_path / "docs" / "results.md")])
+
+
+def test_the_takeaway_says_how_many_times_fewer_bits_and_what_was_not_tested():
+    text = report.takeaway(_answer_rows(), dict(estimate=0.93647, lo=0.932, hi=0.941, seeds=[0, 1, 2], n_images=10000))
+    lines = text.split("\n")
+    assert lines[0].startswith("- **The answer:** So far (1 of 10 rows still pending)")
+    # after layer3: 3.7045 / 0.75174 = 4.93 times fewer bits; layer2's block-sparse row is not within: no comparison
+    assert lines[1] == ("- After layer3, block-sparse coding of the feature map needs 4.9 times fewer bits than WebP on "
+                        "the input image with a fine-tuned classifier (0.75 against 3.7 bpp), both within one point.")
+    assert len(lines) == 2 + 3 and lines[2] == "- Not tested: block-sparse after layer1: pending: rung 2."
