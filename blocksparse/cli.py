@@ -93,7 +93,7 @@ def _main(argv: list[str]) -> None:
         paths = run_notebooks(a.preset, a.out, a.only)
         print("executed notebooks:", *paths, f"figures: {figures_dir()}", f"results: {results_dir()}", sep="\n  ")
         return
-    ap = argparse.ArgumentParser(description="Sweep the ratios of one mode and block size "
+    ap = argparse.ArgumentParser(prog="blocksparse_utils.py", description="Sweep the ratios of one mode and block size "
                                  "(the original script's interface) and write results and a figure.")
     ap.add_argument("--dataset", default="fashion-mnist")
     ap.add_argument("--split-at", default="layer1", choices=SPLIT_POINTS)

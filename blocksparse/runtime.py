@@ -103,7 +103,10 @@ def read_torch_file(path: Path):
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
-        raise ValueError(f"{path} is not a readable torch file ({type(e).__name__}: {e})") from None
+        # one line: torch's unpickling errors run to paragraphs of advice (load unsafely) that do not apply
+        first = str(e).strip().split("\n")[0]
+        why = f"{type(e).__name__}: {first}" if first and len(first) <= 120 else type(e).__name__
+        raise ValueError(f"{path} is not a readable torch file ({why})") from None
 
 
 def in_repo(p: Path) -> str:

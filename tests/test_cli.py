@@ -206,3 +206,18 @@ def test_only_file_errors_become_one_line_errors(monkeypatch):
     with pytest.raises(SystemExit) as e:
         main(["bench"])
     assert e.value.code == 2
+
+
+@pytest.mark.parametrize("make", ["garbage", "folder", "missing"])
+def test_an_unreadable_checkpoint_is_a_usage_error_in_one_line(make, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("BSU_RESULTS_DIR", str(tmp_path))
+    path = tmp_path / "x.pt"
+    if make == "garbage":
+        path.write_bytes(b"garbage bytes")
+    elif make == "folder":
+        path.mkdir()
+    with pytest.raises(SystemExit) as e:
+        main(["--checkpoint", str(path), "--subset", "2", "--ratios", "0.5", "--bits", "2", "--finetune-steps", "0"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "Traceback" not in err
+    assert err.strip().splitlines()[-1].startswith("blocksparse_utils.py: error: ") and str(path) in err.strip().splitlines()[-1]

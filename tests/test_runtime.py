@@ -17,3 +17,16 @@ def test_machine_names_the_threads_and_torch():
     from blocksparse.runtime import machine
     m = machine()
     assert f"{torch.get_num_threads()} of {os.cpu_count()} CPU threads" in m and m.endswith(f"torch {torch.__version__}")
+
+
+def test_an_unreadable_weights_file_is_a_one_line_value_error_naming_it(tmp_path):
+    import pytest
+    from blocksparse.runtime import read_torch_file
+    bad = tmp_path / "garbage.pt"
+    bad.write_bytes(b"garbage bytes")  # torch's own message for this is a dozen lines of advice
+    folder = tmp_path / "folder.pt"
+    folder.mkdir()
+    for path in (bad, folder, tmp_path / "missing.pt"):
+        with pytest.raises(ValueError, match="not a readable torch file") as e:
+            read_torch_file(path)
+        assert str(path) in str(e.value) and "\n" not in str(e.value)
