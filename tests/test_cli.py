@@ -221,3 +221,14 @@ def test_an_unreadable_checkpoint_is_a_usage_error_in_one_line(make, tmp_path, m
     err = capsys.readouterr().err
     assert e.value.code == 2 and "Traceback" not in err
     assert err.strip().splitlines()[-1].startswith("blocksparse_utils.py: error: ") and str(path) in err.strip().splitlines()[-1]
+
+
+def test_a_corrupt_card_in_a_folder_a_command_reads_is_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("BSU_RESULTS_DIR", str(tmp_path / "results"))
+    (tmp_path / "frontier").mkdir(), (tmp_path / "reference").mkdir()
+    (tmp_path / "reference" / "uncompressed_finetuned_seed0.json").write_text('{"seed": 0,')  # cut short
+    with pytest.raises(SystemExit) as e:
+        main(["reference", "--pair-only", "--models", str(tmp_path / "frontier"), "--out", str(tmp_path / "reference")])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and len(err.strip().splitlines()) == 1
+    assert err.startswith("blocksparse_utils.py reference: error: a file it reads is not valid JSON")
