@@ -5,7 +5,9 @@ import hashlib
 import json
 import math
 import os
+import pickle
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -85,7 +87,11 @@ def pretrain(dataset: str = "fashion-mnist", epochs: int = 5, batch_size: int = 
     state_path = Path(root) / f"pretrain_state_{dataset}.pt"
     history, start = [], 0
     if resume and state_path.exists():
-        st = torch.load(state_path, weights_only=False, map_location=device)
+        try:  # our own state file (optimizer and RNG states too): not a weights-only load
+            st = torch.load(state_path, weights_only=False, map_location=device)
+        except (pickle.UnpicklingError, RuntimeError, EOFError, zipfile.BadZipFile, OSError) as e:
+            raise ValueError(f"resume: {state_path} is not a readable pretraining state ({type(e).__name__}); "
+                             "delete it to start over") from None
         model.load_state_dict(st["model"]), opt.load_state_dict(st["opt"])
         sched.load_state_dict(st["sched"]), torch.set_rng_state(st["rng"].cpu())
         history, start = st["history"], st["epoch"]

@@ -199,3 +199,12 @@ def test_pretrain_resumes_to_the_same_weights(tmp_path, monkeypatch):
     assert [h["epoch"] for h in resumed["history"]] == [1, 2]
     assert resumed["sha256"] == whole["sha256"]
     assert [h["val_accuracy"] for h in resumed["history"]] == [h["val_accuracy"] for h in whole["history"]]
+
+
+@pytest.mark.parametrize("content", [b"garbage bytes", b""])
+def test_pretrain_refuses_an_unreadable_resume_state_naming_it(content, tmp_path):
+    state = tmp_path / "pretrain_state_fashion-mnist.pt"
+    state.write_bytes(content)  # a state cut short or overwritten: torch raises UnpicklingError / EOFError
+    with pytest.raises(ValueError, match="resume") as e:
+        bsu.pretrain(epochs=1, resume=True, subset=16, root=tmp_path, threads=1)
+    assert str(state) in str(e.value) and "\n" not in str(e.value)
