@@ -39,16 +39,14 @@ from blocksparse.baselines import image_codec_baseline
 from blocksparse.original import original_accounting
 from blocksparse.bottleneck import Bottleneck, load_bottleneck, save_bottleneck
 from blocksparse.bottleneck_training import bottleneck_row, evaluate_bottleneck, train_bottleneck
-# results, analysis, the exploratory study's grid and selection
+# results, analysis, the sweep's grid and selection
 from blocksparse.results import SCHEMA, load_config, load_results, save_results, to_frame, write_compression_results
 from blocksparse.analysis import best_under, lowest_within, pareto, wilson_interval
 from blocksparse.study import PRESETS, candidates_under, select_after_finetuning, split_sweep, sweep
-from blocksparse.remeasure import remeasure_cached, write_reference_pairs
 from blocksparse.cache import cached
-# the record: the protocol's answer (answer.py) and the exploratory tables (exploratory.py)
+# the record: the protocol's answer (answer.py)
 from blocksparse.answer import answer_table, read_cards
 from blocksparse.analysis import bd_rate_table
-from blocksparse.exploratory import load_trained_models, trained_table
 # plots and widgets
 from blocksparse.plots import (pick_row, plot_accuracy_vs_bpp, plot_accuracy_vs_ratio, plot_explorer, plot_feature_maps,
                               plot_split_points, save_figure)

@@ -21,6 +21,5 @@ Units sit in column names: ``*_bits`` and ``*_bytes`` are per image stream.
 
 MODULES = ("runtime", "stats", "codec", "entropy", "priors", "bitstream", "codetables", "codebook", "data",
            "results", "protocol", "model", "training", "evaluation", "limits", "baselines", "original",
-           "bottleneck", "bottleneck_training", "costs", "analysis", "answer", "exploratory", "report", "cache", "study",
-           "shipping", "remeasure", "protocol_runs", "plots", "widgets", "notebook_runner", "bench", "cli_exploratory",
-           "cli_protocol", "cli")
+           "bottleneck", "bottleneck_training", "costs", "analysis", "answer", "report", "cache", "study",
+           "protocol_runs", "plots", "widgets", "notebook_runner", "bench", "cli_sweep", "cli_protocol", "cli")

@@ -13,7 +13,7 @@ from numpy.typing import ArrayLike
 
 from .baselines import IMAGE_FORMATS
 from .protocol import Budget
-from .results import SCHEMA, to_frame, unpack_correct
+from .results import SCHEMA, to_frame
 from .stats import ONE_POINT, EPS, mcnemar_p, paired_test, wilson_interval, within  # noqa: F401 (re-exported)
 
 
@@ -21,46 +21,6 @@ from .stats import ONE_POINT, EPS, mcnemar_p, paired_test, wilson_interval, with
 # (``steps_run``, the last evaluation's step; patience is not compared, only whether it cut a run short).
 # Group-lasso is left out: the reference has no blocks.
 BUDGET = (*(f.name for f in dataclasses.fields(Budget)), "val_subset", "train_subset")
-
-
-def run_budget(card: dict) -> dict:
-    """A training run's ``BUDGET`` settings from its card, with ``steps_run``."""
-    sch, history = card.get("schedule", {}), card.get("history") or [{}]
-    return {k: sch.get(k) for k in BUDGET} | dict(steps_run=history[-1].get("step"))
-
-
-def pair_with_reference(models: dict[str, dict], references: dict[str, dict], tolerance: float = ONE_POINT) -> list[dict]:
-    """Paired tests of trained models against a fine-tuned reference, from the per-image
-    correctness (``test_correct``) their cards recorded at their one test: nothing is evaluated.
-
-    ``models`` and ``references``: card path -> card. Each model is paired with the reference run
-    of its own seed on the same dataset, base checkpoint and number of test images (the test
-    subsets are evenly spaced, so the same number is the same images); a model without
-    ``test_correct`` or without such a reference is left out, two references of one key are a
-    ValueError. Returns one ``within`` result per pair with ``weights`` (the model's card),
-    ``seed``, ``reference`` (the reference's card), ``reference_accuracy``, ``reference_budget``
-    (``run_budget``), ``reference_paired`` (the reference's own paired test against the shipped
-    model, from its card) and ``budget_differs`` (the budget entries in which the runs differ)."""
-    def key(c: dict) -> tuple:
-        return c["dataset"], c["seed"], c["test_images"], c.get("base_checkpoint")
-    refs = {}
-    for path, rc in references.items():
-        if key(rc) in refs:
-            raise ValueError(f"references: {refs[key(rc)][0]} and {path} are runs of the same seed on the same "
-                             f"images: keep one (e.g. another --out)")
-        refs[key(rc)] = (path, rc)
-    out = []
-    for path, card in models.items():
-        if "test_correct" not in card or key(card) not in refs:
-            continue
-        rpath, rc = refs[key(card)]
-        ref = unpack_correct(rc["test_correct"])
-        mb, rb = run_budget(card), run_budget(rc)
-        out.append(dict(weights=path, seed=card["seed"], reference=rpath, reference_accuracy=float(ref.mean()),
-                        reference_budget=rb, reference_paired=rc.get("test_paired"),
-                        budget_differs=[k for k in mb if mb[k] != rb[k]],
-                        **within(ref, unpack_correct(card["test_correct"]), tolerance)))
-    return out
 
 
 # ---------------------------------------------------------------------------
@@ -99,33 +59,6 @@ def lowest_within(df: pd.DataFrame, reference: float, tolerance: float = 0.01, x
     return d.sort_values([x, y], ascending=[True, False]).iloc[0] if len(d) else None
 
 
-
-
-def codec_rate_within(grid: pd.DataFrame, method: str, tolerance: float = ONE_POINT,
-                      dataset: str | None = None) -> pd.Series:
-    """The row of image codec ``method`` at the lowest rate within ``tolerance`` of the
-    uncompressed row of the same ``grid`` (a ``codec-grid`` results table: one set of test
-    images, point estimates; the grid has no paired tests), on ``dataset``'s rows where given.
-    A grid without an uncompressed row or a row of ``method``, or with none within, is a
-    ValueError."""
-    if "method" not in grid.columns:
-        raise ValueError("grid has no method column")
-    if dataset is not None:
-        if "dataset" not in grid.columns or not (grid["dataset"] == dataset).any():
-            raise ValueError(f"grid has no rows of dataset {dataset!r}")
-        grid = grid[grid["dataset"] == dataset]
-    ref = grid[grid["method"] == "uncompressed"]
-    if ref.empty:
-        raise ValueError("grid has no uncompressed row to compare with")
-    rows = grid[grid["method"] == method]
-    if rows.empty:
-        raise ValueError(f"method {method!r} has no rows in the grid (it has {sorted(set(grid['method']))})")
-    if rows["n_images"].nunique() != 1 or int(rows["n_images"].iloc[0]) != int(ref["n_images"].iloc[0]):
-        raise ValueError(f"grid: {method} and the uncompressed row are on different numbers of test images")
-    low = lowest_within(rows, float(ref["accuracy"].iloc[0]), tolerance)
-    if low is None:
-        raise ValueError(f"no {method} row of the grid is within {tolerance} of the uncompressed accuracy")
-    return low
 
 
 def best_under(df: pd.DataFrame, max_x: float, x: str = "bpp", y: str = "accuracy") -> pd.Series | None:
@@ -202,6 +135,37 @@ def describe(row: pd.Series) -> str:
     if _plain("finetuned", row.get("finetuned", pd.NA)) is not pd.NA and bool(row["finetuned"]):
         parts.append("fine-tuned")
     return ", ".join(parts)
+
+
+# the rows of fine-tuned models grouped into models (a configuration and a recipe, its seeds' rows)
+CONFIG = ["split_at", "mode", "block_size", "ratio", "bits"]
+RECIPE = ["distill_weight", "group_lasso_weight", "steps", "lr"]
+
+
+def with_columns(models: pd.DataFrame, extra: list[str]) -> pd.DataFrame:
+    """``models`` in the results schema, keeping the ``extra`` columns where present."""
+    keep = [c for c in extra if c in models.columns]
+    out = to_frame(models.drop(columns=keep)).reset_index(drop=True)
+    for c in keep:
+        out[c] = models[c].to_numpy()
+    return out
+
+
+def with_recipe(models: pd.DataFrame) -> pd.DataFrame:
+    """``models`` in the results schema, keeping the recipe columns (``RECIPE``) where present."""
+    return with_columns(models, RECIPE)
+
+
+def model_groups(models: pd.DataFrame) -> list[pd.DataFrame]:
+    """``models``' rows grouped into models: one group per configuration and recipe (its seeds'
+    rows), in order of first appearance; a missing recipe value is a value, never a dropped row."""
+    keys = CONFIG + [c for c in RECIPE if c in models.columns]
+    return [g for _, g in models.groupby(keys, sort=False, dropna=False)]
+
+
+def model_splits(models: pd.DataFrame | None) -> set[str]:
+    """The splits ``models`` (fine-tuned models' rows; None or empty: none) has models at."""
+    return set() if models is None or len(models) == 0 else set(models["split_at"].dropna().astype(str))
 
 
 def frontier_table(df: pd.DataFrame, reference: float, tolerance: float = 0.01, max_bpp: float = 1.0,

@@ -1,7 +1,8 @@
-"""Command line: ``python blocksparse_utils.py [pretrain|bench|codec-limits|notebooks|protocol|<command>|<sweep options>]``.
+"""Command line: ``python blocksparse_utils.py [pretrain|bench|codec-limits|notebooks|protocol|<sweep options>]``.
 
-The commands live by family: ``cli_protocol`` (the protocol's runs), ``cli_exploratory`` (the grid,
-selection and the models trained before the protocol), ``bench``, ``notebook_runner``."""
+The commands live by family: ``cli_protocol`` (the protocol's runs), ``cli_sweep`` (the original script's
+sweep), ``bench``, ``notebook_runner``. The commands that trained the models before the protocol left
+with them (``docs/exploratory.md``; git history keeps ``cli_exploratory``)."""
 from __future__ import annotations
 
 import argparse
@@ -16,9 +17,7 @@ from .study import PRESETS
 from .training import pretrain
 from .cli_protocol import protocol_command
 from .bench import benchmark, codec_limits
-from .cli_exploratory import (bottleneck_command, codec_finetune_command, codec_grid_command, frontier_command,
-                              positive, ratio_arg, reference_command, select_command, split_sweep_command,
-                              sweep_command)
+from .cli_sweep import positive, ratio_arg, sweep_command
 from .notebook_runner import run_notebooks
 
 
@@ -69,9 +68,7 @@ def _main(argv: list[str]) -> None:
                         bf16={"auto": None, "on": True, "off": False}[a.bf16], anneal_at=a.anneal_at)
         print(json.dumps(card, indent=2))
         return
-    commands = {"select": select_command, "frontier": frontier_command, "bottleneck": bottleneck_command,
-                "codec-finetune": codec_finetune_command, "split-sweep": split_sweep_command,
-                "codec-grid": codec_grid_command, "reference": reference_command, "protocol": protocol_command}
+    commands = {"protocol": protocol_command}
     if argv[:1] and argv[0] in commands:
         return commands[argv[0]](argv[1:])
     if argv[:1] == ["bench"]:

@@ -235,7 +235,7 @@ def plot_split_points(sweeps: dict[str, pd.DataFrame], models: pd.DataFrame | No
     test images (``models_reference``: the uncompressed model's on the fine-tuned models' test
     images, whose band one point below is shaded). A new figure gets a second panel zoomed on the
     fine-tuned models; the legend sits outside. Returns the figure."""
-    from .exploratory import model_groups, model_splits, with_recipe
+    from .analysis import model_groups, model_splits, with_recipe
     splits = sorted(set(sweeps) | model_splits(models))
     marker = {s: SPLIT_MARKERS.get(s, m) for s, m in zip(splits, itertools.cycle("ovPX*"))}
     style = {s: SPLIT_LINES.get(s, "-") for s in splits}

@@ -395,28 +395,13 @@ def test_bd_bad_input(args, name):
         bd_accuracy([2.0, 2.0], [0.5, 0.6], [1.0, 2.0], [0.5, 0.6])
 
 
-def test_codec_rate_within_is_the_cheapest_codec_row_within_the_grid_s_own_uncompressed_accuracy():
-    from blocksparse.analysis import codec_rate_within
-    grid = pd.DataFrame([dict(method="uncompressed", accuracy=0.93, n_images=100, bpp=2048.0),
-                         dict(method="webp", quality=30, accuracy=0.925, n_images=100, bpp=3.0),
-                         dict(method="webp", quality=20, accuracy=0.92, n_images=100, bpp=2.0),  # exactly one point
-                         dict(method="webp", quality=10, accuracy=0.9199, n_images=100, bpp=1.0),
-                         dict(method="jpeg", quality=5, accuracy=0.93, n_images=100, bpp=0.5)])
-    assert codec_rate_within(grid, "webp")["quality"] == 20
-    assert codec_rate_within(grid, "webp", tolerance=0.02)["quality"] == 10
-    assert codec_rate_within(grid, "jpeg")["bpp"] == 0.5
-    with pytest.raises(ValueError, match="within"):
-        codec_rate_within(grid, "webp", tolerance=0.001)
-    with pytest.raises(ValueError, match="'avif' has no rows"):
-        codec_rate_within(grid, "avif")
-    with pytest.raises(ValueError, match="no uncompressed row"):
-        codec_rate_within(grid[grid["method"] != "uncompressed"], "webp")
-    with pytest.raises(ValueError, match="different numbers of test images"):
-        codec_rate_within(grid.assign(n_images=[100, 100, 100, 100, 50]).replace({"jpeg": "webp"}), "webp")
-    two = pd.concat([grid.assign(dataset="a"), grid.assign(dataset="b", accuracy=grid["accuracy"] - 0.5)])
-    two.loc[(two["dataset"] == "b") & (two["method"] == "uncompressed"), "accuracy"] = 0.9
-    assert codec_rate_within(two, "webp", dataset="a")["quality"] == 20  # b's rows are not a's
-    with pytest.raises(ValueError, match="within"):  # b's webp is far below its own uncompressed accuracy
-        codec_rate_within(two, "webp", dataset="b")
-    with pytest.raises(ValueError, match="no rows of dataset 'c'"):
-        codec_rate_within(two, "webp", dataset="c")
+def test_model_groups_keep_rows_with_a_missing_recipe_value():
+    from blocksparse.analysis import model_groups, model_splits
+    base = dict(split_at="layer1", mode="global", block_size=4, ratio=0.005, bits=2, distill_weight=0.5,
+                group_lasso_weight=0.0, steps=1200)
+    models = pd.DataFrame([base | dict(seed=0, lr=1e-3), base | dict(seed=1, lr=1e-3), base | dict(seed=0, lr=None),
+                           base | dict(seed=0, lr=3e-4, bits=4)])
+    groups = model_groups(models)
+    assert [list(g["seed"]) for g in groups] == [[0, 1], [0], [0]]  # the card without an lr is its own model
+    assert sum(len(g) for g in groups) == len(models)
+    assert model_splits(models) == {"layer1"} and model_splits(None) == set()
