@@ -7,11 +7,15 @@ returns. The internals live in the package ``blocksparse`` (one module per conce
 only downward); this module re-exports what notebooks and tests use::
 
     import blocksparse_utils as bsu
-    cfg = bsu.CodecConfig(block_size=4, ratio=0.05, mode="region-wise", bits=2)
-    model = bsu.load_pretrained("fashion-mnist", split_at="layer1")
-    blob = bsu.encode(model.head(x), cfg)          # bytes
-    z_hat = bsu.decode(blob)                       # == bsu.compress(model.head(x), cfg)
-    bsu.rate(blob, input_hw=(28, 28))              # bytes, bpp, bits per section
+    x, label = bsu.load_dataset("fashion-mnist", "test", subset=1).tensors   # one 28x28 grayscale image
+    model = bsu.load_pretrained("fashion-mnist", split_at="layer3", weights=...)  # e.g. the answer's model
+    codebook = bsu.load_codebook(...)               # its code tables, paid once (amortized streams)
+    blob = bsu.encode(model.head(x), codebook)      # bytes
+    z_hat = bsu.decode(blob, codebook)              # == bsu.compress(model.head(x), codebook.cfg)
+    predicted = model.tail(z_hat).argmax(1)
+    bsu.rate(blob, (28, 28), codebook)["bpp"]       # 8 x bytes / input pixels (bsu.bpp)
+
+The README's example runs this with the answer's layer3 model (``tests/test_readme_python.py``).
 
 ``python blocksparse_utils.py --help`` runs the command line (``blocksparse.cli``).
 """
