@@ -64,8 +64,11 @@ def _main(argv: list[str]) -> None:
         ap.add_argument("--anneal-at", type=int, default=None,
                         help="follow the one-cycle schedule for K-1 epochs, then anneal to zero in epoch K and stop")
         a = ap.parse_args(argv[1:])
-        card = pretrain(a.dataset, a.epochs, a.batch_size, a.lr, a.seed, a.resume, a.subset,
-                        bf16={"auto": None, "on": True, "off": False}[a.bf16], anneal_at=a.anneal_at)
+        try:
+            card = pretrain(a.dataset, a.epochs, a.batch_size, a.lr, a.seed, a.resume, a.subset,
+                            bf16={"auto": None, "on": True, "off": False}[a.bf16], anneal_at=a.anneal_at)
+        except ValueError as e:  # values argparse cannot see, or a --resume state that cannot be read
+            ap.error(str(e))
         print(json.dumps(card, indent=2))
         return
     commands = {"protocol": protocol_command}

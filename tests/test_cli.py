@@ -120,3 +120,16 @@ def test_a_corrupt_card_in_a_folder_a_command_reads_is_one_line(tmp_path, monkey
     err = capsys.readouterr().err
     assert e.value.code == 2 and len(err.strip().splitlines()) == 1
     assert err.startswith("blocksparse_utils.py protocol: error: a file it reads is not valid JSON")
+
+
+def test_pretrain_resume_from_an_unreadable_state_is_a_usage_error(tmp_path, monkeypatch, capsys):
+    import blocksparse.cli as cli
+    real = cli.pretrain
+    monkeypatch.setattr(cli, "pretrain", lambda *a, **k: real(*a, **k, root=tmp_path, threads=1))  # not data/
+    (tmp_path / "pretrain_state_fashion-mnist.pt").write_bytes(b"garbage bytes")
+    with pytest.raises(SystemExit) as e:
+        main(["pretrain", "--resume", "--epochs", "1", "--subset", "16"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "Traceback" not in err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("blocksparse_utils.py pretrain: error: resume: ") and "pretrain_state_fashion-mnist.pt" in last
