@@ -1,0 +1,80 @@
+"""recipes: each stage trains what the Entropic Student's recipe says and freezes the rest; the
+stages share the budget's steps; the later stages' features are the tail's own."""
+import pytest
+import torch
+from torch.utils.data import TensorDataset
+
+from blocksparse import recipes
+from blocksparse.bottleneck import Bottleneck
+from blocksparse.model import build_model
+from blocksparse.protocol import Budget
+from blocksparse.student import StudentBottleneck
+
+
+def _setup(seed=0):
+    torch.manual_seed(seed)
+    model = build_model("fashion-mnist", "layer3").eval()
+    g = torch.Generator().manual_seed(seed)
+    data = TensorDataset(torch.randn(24, 1, 28, 28, generator=g), torch.randint(0, 10, (24,), generator=g))
+    bn = recipes.make_bottleneck("two-stage", model, 4, 2, seed)
+    return model, bn, data
+
+
+def _snapshot(module):
+    return {k: v.detach().clone() for k, v in module.state_dict().items() if v.is_floating_point()}
+
+
+def _changed(before, module, prefix=""):
+    now = module.state_dict()
+    return {k for k, v in before.items() if k.startswith(prefix) and not torch.equal(v, now[k])}
+
+
+def test_stages_share_the_steps():
+    assert recipes.stages("joint", 7) == [("joint", 7)]
+    assert recipes.stages("two-stage", 7) == [("features", 3), ("decoder", 4)]
+    assert recipes.stages("hybrid", 1800) == [("features", 900), ("joint", 900)]
+    with pytest.raises(ValueError, match="recipe"):
+        recipes.stages("three-stage", 10)
+
+
+@pytest.mark.parametrize("stage", ["features", "decoder"])
+def test_each_stage_trains_only_its_part(monkeypatch, stage):
+    model, bn, data = _setup()
+    monkeypatch.setattr(recipes, "stages", lambda recipe, steps: [(stage, steps)])
+    # keep the last weights (early stopping would restore step 0's when two random steps made them worse)
+    monkeypatch.setattr(recipes, "track_best", lambda acc, best, bad, m: ((acc, recipes.copy_state(m)), 0))
+    net0, bn0 = _snapshot(model), _snapshot(bn)
+    recipes._train_student(model, bn, "two-stage", 1.0, Budget(steps=2, batch_size=8, lr=1e-2, eval_every=1),
+                           data, TensorDataset(*[t[:8] for t in data.tensors]), 0, 2, 100, None, False)
+    head_keys = {k for k in net0 if k.startswith(("net.conv1", "net.bn1", "net.layer1", "net.layer2", "net.layer3"))}
+    tail_keys = {k for k in net0 if k.startswith(("net.layer4", "net.fc"))}
+    net_changed, bn_changed = _changed(net0, model), _changed(bn0, bn)
+    if stage == "features":  # head and the whole bottleneck learn, the tail is frozen
+        assert net_changed & head_keys and not net_changed & tail_keys
+        assert any(k.startswith("encoder") for k in bn_changed) and any(k.startswith("decoder") for k in bn_changed)
+    else:  # decoder and tail learn; head, encoder and density are frozen
+        assert net_changed & tail_keys and not {k for k in net_changed & head_keys if not k.endswith(("running_mean", "running_var"))}
+        assert not any(k.startswith("encoder") for k in bn_changed)
+        assert not any(k.startswith("entropy") and not k.endswith("quantiles") for k in bn_changed)
+        assert any(k.startswith("decoder") for k in bn_changed)
+
+
+def test_tail_stages_end_in_the_tails_logits():
+    model, _, _ = _setup()
+    z = torch.relu(torch.randn(2, model.split_channels, 7, 7))
+    feats, logits = recipes.tail_stages(model, z)
+    assert len(feats) == 1 and feats[0].shape == (2, 512, 4, 4)  # after layer3, only layer4 follows
+    assert torch.allclose(logits, model.tail(z))
+
+
+def test_the_recipe_must_fit_its_bottleneck():
+    model, bn, data = _setup()
+    with pytest.raises(ValueError, match="joint recipe trains a bottleneck.Bottleneck"):
+        recipes.train_recipe(model, bn, "joint", 1.0, Budget(), data, data, 0)
+    v1 = Bottleneck(model.split_channels, 4, 8, 2)
+    with pytest.raises(ValueError, match="StudentBottleneck"):
+        recipes.train_recipe(model, v1, "hybrid", 1.0, Budget(), data, data, 0)
+    with pytest.raises(ValueError, match="lmbda"):
+        recipes.train_recipe(model, bn, "hybrid", -1.0, Budget(), data, data, 0)
+    assert isinstance(recipes.make_bottleneck("joint", model, 4, 2, 0), Bottleneck)
+    assert isinstance(recipes.make_bottleneck("hybrid", model, 4, 2, 0), StudentBottleneck)
