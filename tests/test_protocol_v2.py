@@ -1,0 +1,98 @@
+"""protocol_v2: the pre-registered walk by hand, the pick's threshold, a screen that reads only
+val-stop, and a rate that is the streams' bytes."""
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import TensorDataset
+
+from blocksparse import protocol_v2 as P
+from blocksparse.model import build_model
+from blocksparse.protocol import PICK_THRESHOLD
+from blocksparse.results import pack_correct
+from blocksparse.student import StudentBottleneck
+
+
+@pytest.mark.parametrize("walked, order, nxt", [
+    ({}, [3.2], 3.2),
+    ({3.2: False}, [3.2, 0.8], 0.8),
+    # a coarse pick at 0.8 after a miss at 3.2: the sqrt(2) rungs between, lowest rate (highest weight) first
+    ({3.2: False, 0.8: True}, [3.2, 0.8, 2.26274], 2.26274),
+    ({3.2: False, 0.8: True, 2.26274: False}, [3.2, 0.8, 2.26274, 1.6], 1.6),
+    ({3.2: False, 0.8: True, 2.26274: False, 1.6: True}, [3.2, 0.8, 2.26274, 1.6], None),
+    ({3.2: False, 0.8: True, 2.26274: False, 1.6: False, 1.13137: False}, [3.2, 0.8, 2.26274, 1.6, 1.13137], None),
+    # the first rung picked: rungs below it until one misses, then the refinement above that miss
+    ({3.2: True}, [3.2, 12.8], 12.8),
+    ({3.2: True, 12.8: False}, [3.2, 12.8, 9.05097], 9.05097),
+    ({3.2: False, 0.8: False, 0.2: False, 0.05: False, 0.0125: False}, [3.2, 0.8, 0.2, 0.05, 0.0125], None),
+])
+def test_the_bottleneck_walk_by_hand(walked, order, nxt):
+    assert P.ladder("bottleneck", walked) == (order, nxt)
+
+
+def test_block_sparse_rungs_grow_with_rate():
+    assert P.ladder("block-sparse", {0.25: False, 0.5: True}) == ([0.25, 0.5, 0.353553], 0.353553)
+    assert P.ladder("block-sparse", {0.25: True}) == ([0.25, 0.125], 0.125)
+
+
+def _card(correct):
+    return dict(val_select=dict(correct=pack_correct(np.asarray(correct, bool))))
+
+
+def test_pick_is_the_point_estimate_against_the_threshold():
+    n = 1000
+    ref = np.ones(n, bool)
+    at = ref.copy()
+    at[:int(PICK_THRESHOLD * n)] = False  # exactly one point below: picked
+    below = at.copy()
+    below[100] = False  # 1.1 points below: not picked
+    assert P.pick(_card(at), _card(ref))["picked"]
+    assert not P.pick(_card(below), _card(ref))["picked"]
+    assert P.pick(_card(below), _card(ref))["difference"] == pytest.approx(-0.011)
+
+
+def test_the_screen_scores_its_arms_on_val_stop_and_never_reads_val_select_or_test(monkeypatch, tmp_path):
+    read = []
+    real = P.load_dataset
+
+    def spy(name="fashion-mnist", split="test", *a, subset=None, **k):
+        read.append(split)
+        return real(name, split, subset=subset)
+    monkeypatch.setattr(P, "load_dataset", spy)
+    monkeypatch.setattr(P, "stopping_data", lambda dataset, subset=None: (read.append("val-stop"), real(dataset, "val-stop", subset=8))[1])
+    monkeypatch.setattr(P, "selection_data", lambda *a, **k: pytest.fail("the screen read val-select"))
+    scores = {("joint", 8): 3.0, ("joint", 24): 1.0, ("two-stage", 8): 2.0, ("two-stage", 24): 5.0,
+              ("hybrid", 8): 4.0, ("hybrid", 24): 0.5}
+    trained = []
+
+    def arm(split_at, recipe, width, lmbda, steps, seed, dataset, train, stop, budget):
+        trained.append((recipe, width, steps))
+        return None, (recipe, width)
+    monkeypatch.setattr(P, "_arm", arm)
+    monkeypatch.setattr(P, "measure", lambda model, bn, data: dict(accuracy=0.9, cross_entropy=scores[bn], bpp=0.0,
+                                                                   n_images=len(data), correct=None))
+    path = P.screen_bottleneck("layer3", 0.8, out_dir=tmp_path, train_subset=16)
+    sc = json.loads(path.read_text())
+    assert set(read) == {"train", "val-stop"}
+    # round 1: six arms of 150 steps; round 2: the best three (lowest objective) of 300 steps
+    assert [t[2] for t in trained] == [150] * 6 + [300] * 3
+    assert [t[:2] for t in trained[6:]] == [("hybrid", 24), ("joint", 24), ("two-stage", 8)]
+    assert sc["pick"] == dict(recipe="hybrid", latent_channels=24, lmbda=0.8, stride=2)
+    with pytest.raises(ValueError, match="exists"):
+        P.screen_bottleneck("layer3", 0.8, out_dir=tmp_path)
+
+
+def test_measure_rate_is_eight_times_the_stream_bytes_per_input_pixel():
+    torch.manual_seed(0)
+    model = build_model("fashion-mnist", "layer3").eval()
+    bn = StudentBottleneck(model.split_channels, 4, 8, 2).update().eval()
+    g = torch.Generator().manual_seed(0)
+    data = TensorDataset(torch.randn(6, 1, 28, 28, generator=g), torch.randint(0, 10, (6,), generator=g))
+    m = P.measure(model, bn, data, batch_size=4)
+    with torch.no_grad():
+        nbytes = sum(len(s) for s in bn.encode_batch(model.head(data.tensors[0])))
+    assert m["bpp"] == pytest.approx(8 * nbytes / (6 * 28 * 28))
+    with torch.no_grad():
+        logits = model.tail(bn(model.head(data.tensors[0]))[0])
+    assert np.array_equal(m["correct"], (logits.argmax(1) == data.tensors[1]).numpy())
