@@ -42,6 +42,11 @@ def test_the_headline_and_glance_blocks_are_the_render_of_answer_csv_and_the_car
     assert block("glance") == report.render_glance(table)
 
 
+def test_docs_results_is_the_render_of_the_results_files():
+    from blocksparse import report
+    assert (ROOT / report.DOC).read_text() == report.render_doc(report.record(RESULTS))
+
+
 def test_the_study_time_block_is_the_render_of_the_committed_timing():
     from blocksparse import report
     timing = pd.read_csv(RESULTS / "study_timing.csv")
