@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import answer
+from . import answer, comparison, power, protocol_v2
 from .model import SPLIT_POINTS
 from .costs import costs, latencies
 from .protocol_runs import (ANSWER_DIR, TRAINED, answer_markdown, next_steps, prune, remeasure_run, run_step,
@@ -73,7 +73,20 @@ def protocol_command(argv: list[str]) -> None:
     rm.add_argument("--out", default=str(ANSWER_DIR))
     an = sub.add_parser("answer", help="write data/results/answer.csv from the cards")
     an.add_argument("--out", default=str(ANSWER_DIR))
+    v2 = sub.add_parser("v2-next", help="protocol v2: the next steps of the bottleneck's walk at a split (screen, train)")
+    v2.add_argument("--split-at", choices=SPLIT_POINTS, required=True)
+    v2.add_argument("--max-steps", type=int, default=1)
+    v2.add_argument("--out", default=str(protocol_v2.V2_DIR))
+    v2.add_argument("--state-dir", default=str(STATE_DIR))
+    v2s = sub.add_parser("v2-status", help="protocol v2: each split's walk so far (rungs, val-select, picks)")
+    v2s.add_argument("--out", default=str(protocol_v2.V2_DIR))
+    pw = sub.add_parser("power", help="write data/results/power.csv: each decision rule's power (minutes)")
+    pw.add_argument("--sims", type=int, default=100)
+    cp = sub.add_parser("compare", help="write data/results/family_comparison.csv: families' rate at equal accuracy")
+    cp.add_argument("--n-boot", type=int, default=2000)
     a = ap.parse_args(argv)
+    if a.action in ("v2-next", "v2-status", "power", "compare"):
+        return _v2(a)
     if a.action == "plan":
         steps = next_steps(a.out)
         print("\n".join(json.dumps(s) for s in steps) if steps else "nothing left: every answer row is tested")
@@ -141,3 +154,29 @@ def _test_or_remeasure(a: argparse.Namespace) -> None:
         print("some models differ from their cards' test beyond sampling error (McNemar p < 0.05): other weights or code")
     elif any(r["differing"] for r in rows):
         print("some images differ from the cards' test, within sampling error: a numerical difference of this machine")
+
+
+def _v2(a: argparse.Namespace) -> None:
+    """Protocol v2's commands: its walk, its status, the power of the rules, the families compared."""
+    if a.action == "v2-next":
+        for _ in range(a.max_steps):
+            wrote = protocol_v2.run_next(a.split_at, out_dir=a.out, state_dir=a.state_dir,
+                                         log=lambda s: print(s, flush=True))
+            if wrote is None:
+                print(f"nothing left in the bottleneck's walk at {a.split_at}")
+                return
+            print(f"wrote {wrote}", flush=True)
+        return
+    if a.action == "v2-status":
+        print(protocol_v2.status_table(protocol_v2.read_cards(a.out)).to_markdown(index=False, floatfmt=".3f"))
+        return
+    d = results_dir()
+    d.mkdir(parents=True, exist_ok=True)
+    v1 = answer.read_cards(ANSWER_DIR)
+    if a.action == "power":
+        table = power.power_table(v1, true_diffs=(0.0, -0.005, -0.01), sims=a.sims)
+        table.to_csv(d / "power.csv", index=False)
+    else:
+        table = protocol_v2.family_comparison(v1, protocol_v2.read_cards(), n_boot=a.n_boot)
+        table.to_csv(d / "family_comparison.csv", index=False)
+    print(table.to_markdown(index=False, floatfmt=".3f"))

@@ -18,6 +18,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from .results import unpack_correct
+
 COMPARISON_COLUMNS = ("split_at", "family_a", "family_b", "measure", "value", "lo", "hi", "n_images")
 TARGET = -0.005  # half a point below the reference
 TARGETS = (-0.005, -0.01)  # and the one-point margin itself
@@ -128,3 +130,25 @@ def words(row: pd.Series) -> str:
 
 def _num(v: float) -> str:
     return "inf" if v == np.inf else ("0" if v == 0 else f"{v:.2f}")
+
+
+def curves_from_cards(cards: list[dict], reference: dict, families=("block-sparse", "bottleneck", "webp-finetuned"),
+                      splits=("layer1", "layer2", "layer3")) -> dict[tuple[str, str], tuple[list[float], np.ndarray]]:
+    """(split, family) -> (rates, correctness [rungs, images]) of the seed-0 rungs on val-select:
+    the payload rate for image codecs (the same curve under every split: input compression), the
+    amortized streams' rate otherwise. A family with fewer than two rungs at a split has no curve."""
+    ref = unpack_correct(reference["val_select"]["correct"])
+    out = {}
+    for split in splits:
+        for fam in families:
+            runs = [c for c in cards if c["family"] == fam and c.get("seed") == 0 and c.get("val_select")
+                    and (fam.startswith("webp") or c.get("split_at") == split)]
+            rated = [(c["val_select"].get("bpp_payload", c["val_select"].get("bpp")), c) for c in runs]
+            rated = [(r, c) for r, c in rated if r is not None and r > 0]  # quality 0 is the uncompressed input
+            if len(rated) < 2:
+                continue
+            corr = np.stack([unpack_correct(c["val_select"]["correct"]) for _, c in rated])
+            if corr.shape[1] != ref.size:
+                raise ValueError(f"cards: {fam} at {split} was scored on {corr.shape[1]} images, the reference on {ref.size}")
+            out[split, fam] = ([r for r, _ in rated], corr)
+    return out

@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from torch.nn import functional as F
 from torch.utils.data import TensorDataset
@@ -26,6 +27,7 @@ from .protocol import (BOTTLENECK_RECIPES, BOTTLENECK_WIDTHS, BUDGET, LADDERS_V2
 from .recipes import make_bottleneck, train_recipe
 from .results import pack_correct, unpack_correct
 from .runtime import DATA_DIR, module_device
+from .comparison import COMPARISON_COLUMNS, comparison_table, curves_from_cards
 from .stats import paired_test
 from .student import StudentBottleneck, load_student, save_student
 
@@ -70,11 +72,11 @@ def measure(model, bn, data: TensorDataset, batch_size: int = 250) -> dict:
 
 
 def _arm(split_at: str, recipe: str, width: int, lmbda: float, steps: int, seed: int, dataset: str,
-         train: TensorDataset, stop_small: TensorDataset, budget: Budget):
+         train: TensorDataset, guard: TensorDataset, budget: Budget):
     model = load_pretrained(dataset, split_at)
     bn = make_bottleneck(recipe, model, width, BOTTLENECK_STRIDES[split_at], seed)
     # one evaluation at the end (and step 0): an arm keeps its last weights unless training made it worse
-    bn, _ = train_recipe(model, bn, recipe, lmbda, budget, train, stop_small, seed, steps=steps, eval_every=steps)
+    bn, _ = train_recipe(model, bn, recipe, lmbda, budget, train, guard, seed, steps=steps, eval_every=steps)
     return model, bn
 
 
@@ -88,26 +90,37 @@ def screen_bottleneck(split_at: str, lmbda: float, dataset: str = "fashion-mnist
     """The v2 screen of one bottleneck rung: every recipe x width (``BOTTLENECK_RECIPES`` x
     ``BOTTLENECK_WIDTHS``) trained ``settings["rounds"][0]`` steps from the shipped model and scored on
     val-stop by cross-entropy + lambda x bpp of real streams; the best ``keep`` trained again for
-    ``rounds[1]`` steps and scored; the lowest is the pick. ``train_subset``/``stop_subset`` are for
-    tests of this code only. Writes the screen; returns its path."""
+    ``rounds[1]`` steps and scored; the lowest is the pick. An arm keeps its last weights unless they
+    score worse than its start on every tenth val-stop image. Each arm's row is written as it finishes
+    (``.partial.json``), so a screen cut short resumes at its next arm. ``train_subset``/``stop_subset``
+    are for tests of this code only. Writes the screen; returns its path."""
     path = screen_path(out_dir, split_at, lmbda)
     if path.exists():
         raise ValueError(f"out_dir: {path} exists (a finished screen): delete it first to screen again")
     train = load_dataset(dataset, "train", subset=train_subset)
     stop = stopping_data(dataset, stop_subset)
+    guard = TensorDataset(*(t[::10] for t in stop.tensors))  # an arm's own check against its start: 1 in 10 images
+    partial = path.with_suffix(".partial.json")  # each arm's row as it finishes: a screen resumes arm by arm
+    done = json.loads(partial.read_text()) if partial.exists() else []
     arms = [(r, w) for r in BOTTLENECK_RECIPES for w in BOTTLENECK_WIDTHS]
     rows = []
     for rnd, steps in enumerate(settings["rounds"]):
         scored = []
         for recipe, width in arms:
-            model, bn = _arm(split_at, recipe, width, lmbda, steps, seed, dataset, train, stop, budget)
-            m = measure(model, bn, stop)
-            row = dict(round=rnd, steps=steps, recipe=recipe, latent_channels=width, accuracy=m["accuracy"],
-                       cross_entropy=m["cross_entropy"], bpp=m["bpp"], objective=m["cross_entropy"] + lmbda * m["bpp"])
+            row = next((r for r in done if (r["round"], r["recipe"], r["latent_channels"]) == (rnd, recipe, width)), None)
+            if row is None:
+                model, bn = _arm(split_at, recipe, width, lmbda, steps, seed, dataset, train, guard, budget)
+                m = measure(model, bn, stop)
+                row = dict(round=rnd, steps=steps, recipe=recipe, latent_channels=width, accuracy=m["accuracy"],
+                           cross_entropy=m["cross_entropy"], bpp=m["bpp"],
+                           objective=m["cross_entropy"] + lmbda * m["bpp"])
+                done.append(row)
+                partial.parent.mkdir(parents=True, exist_ok=True)
+                partial.write_text(json.dumps(done, indent=1, default=float))
             rows.append(row)
             scored.append(row)
-            log(f"screen {split_at} lmbda={lmbda:g} round {rnd}: {recipe} M={width}: acc {m['accuracy']:.4f} "
-                f"bpp {m['bpp']:.3f} objective {row['objective']:.4f}")
+            log(f"screen {split_at} lmbda={lmbda:g} round {rnd}: {recipe} M={width}: acc {row['accuracy']:.4f} "
+                f"bpp {row['bpp']:.3f} objective {row['objective']:.4f}")
         scored.sort(key=lambda r: r["objective"])
         arms = [(r["recipe"], r["latent_channels"]) for r in scored[:settings["keep"]]]
     best = scored[0]
@@ -117,6 +130,7 @@ def screen_bottleneck(split_at: str, lmbda: float, dataset: str = "fashion-mnist
                          stride=BOTTLENECK_STRIDES[split_at]))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=1, default=float))
+    partial.unlink(missing_ok=True)
     return path
 
 
@@ -276,3 +290,45 @@ def run_next(split_at: str, family: str = "bottleneck", out_dir: str | Path = V2
         return screen_bottleneck(split_at, step["rung"], out_dir=out_dir, log=log)
     return train_run(split_at, step["setting"], 0, out_dir=out_dir, state_dir=state_dir, rung=step["rung"],
                      progress=True)
+
+
+STATUS_COLUMNS = ("split_at", "family", "rung", "recipe", "latent_channels", "bpp", "accuracy", "diff", "diff_lo",
+                  "diff_hi", "picked")
+
+
+def status_table(cards: list[dict], v1_dir: str | Path = V1_DIR) -> pd.DataFrame:
+    """Every v2 seed-0 rung so far on val-select, in walking order per split: its rate, accuracy,
+    paired difference from the reference's seed 0 (with the interval, for the record) and the pick."""
+    ref = reference(v1_dir)
+    rows = []
+    for split in ("layer1", "layer2", "layer3"):
+        runs = {float(c["rung"]): c for c in cards if c["split_at"] == split and c["seed"] == 0 and c.get("val_select")}
+        order, _ = ladder("bottleneck", {r: pick(c, ref)["picked"] for r, c in runs.items()})
+        for r in order:
+            if r not in runs:
+                continue
+            c, p = runs[r], pick(runs[r], ref)
+            rows.append(dict(split_at=split, family=c["family"], rung=r, recipe=c["setting"]["recipe"],
+                             latent_channels=c["setting"]["latent_channels"], bpp=c["val_select"]["bpp"],
+                             accuracy=c["val_select"]["accuracy"], diff=p["difference"], diff_lo=p["lo"],
+                             diff_hi=p["hi"], picked=p["picked"]))
+    return pd.DataFrame(rows, columns=list(STATUS_COLUMNS))
+
+
+def family_comparison(v1_cards: list[dict], v2_cards: list[dict], n_boot: int = 2000) -> pd.DataFrame:
+    """``family_comparison.csv``: each protocol's curves on val-select compared pair by pair per split
+    (``comparison.comparison_table``), v1's from its cards and v2's from its own, with WebP and a
+    fine-tuned classifier (the same recipe in both) beside them; the rows say which protocol."""
+    ref = next((c for c in v1_cards if c["family"] == "reference" and c["seed"] == 0), None)
+    if ref is None:
+        raise ValueError("v1_cards: no reference seed 0 (every comparison is paired with it)")
+    webp = [c for c in v1_cards if c["family"] == "webp-finetuned" and c["setting"].get("quality") in LADDERS_V2["webp-finetuned"]]
+    tables = []
+    for name, cards in (("v1", v1_cards), (PROTOCOL_V2, v2_cards + webp)):
+        curves = curves_from_cards(cards, ref)
+        if len({f for _, f in curves}) < 2:
+            continue
+        t = comparison_table(curves, unpack_correct(ref["val_select"]["correct"]), n_boot=n_boot)
+        tables.append(t.assign(protocol=name))
+    cols = ["protocol", *COMPARISON_COLUMNS]
+    return pd.concat(tables)[cols] if tables else pd.DataFrame(columns=cols)

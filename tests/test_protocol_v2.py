@@ -96,3 +96,41 @@ def test_measure_rate_is_eight_times_the_stream_bytes_per_input_pixel():
     with torch.no_grad():
         logits = model.tail(bn(model.head(data.tensors[0]))[0])
     assert np.array_equal(m["correct"], (logits.argmax(1) == data.tensors[1]).numpy())
+
+
+def _flip(ref, k):
+    x = ref.copy()
+    x[np.nonzero(ref)[0][:k]] = False
+    return x
+
+
+def test_status_walks_the_rungs_and_family_comparison_pairs_curves(tmp_path):
+    rng = np.random.default_rng(0)
+    ref = rng.random(1000) < 0.9
+    refcard = dict(family="reference", seed=0, val_select=dict(correct=pack_correct(ref)))
+    (tmp_path / "reference_seed0.json").write_text(json.dumps(refcard))
+
+    def v2(rung, k, bpp):
+        return dict(protocol="v2", family="bottleneck", split_at="layer3", seed=0, rung=rung,
+                    setting=dict(recipe="two-stage", latent_channels=24, lmbda=rung),
+                    val_select=dict(correct=pack_correct(_flip(ref, k)), bpp=bpp, accuracy=float(_flip(ref, k).mean())))
+    cards = [v2(0.8, 5, 0.2), v2(3.2, 20, 0.1)]  # 3.2: -2 points (missed), 0.8: -0.5 (picked)
+    st = P.status_table(cards, v1_dir=tmp_path)
+    assert list(st["rung"]) == [3.2, 0.8] and list(st["picked"]) == [False, True]
+    assert st["diff"].tolist() == pytest.approx([-0.02, -0.005])
+
+    def v1(fam, k, bpp, q=None):
+        return dict(family=fam, split_at=None if q else "layer3", seed=0, setting=dict(quality=q) if q else {},
+                    val_select=dict(correct=pack_correct(_flip(ref, k)), bpp=bpp))
+    v1_cards = [refcard, v1("block-sparse", 20, 0.5), v1("block-sparse", 0, 1.0),
+                v1("webp-finetuned", 20, 2.0, q=50), v1("webp-finetuned", 0, 4.0, q=90), v1("webp-finetuned", 20, 1.0, q=5)]
+    t = P.family_comparison(v1_cards, cards, n_boot=50)
+    assert set(t["protocol"]) == {"v1", "v2"}
+    v1_row = t[(t["protocol"] == "v1") & (t["measure"] == "rate ratio at -0.5 points")].iloc[0]
+    # both curves go from -2 to 0 points; block-sparse at a quarter of WebP's rates (0.5, 1 vs 2, 4)
+    assert (v1_row["family_a"], v1_row["family_b"]) == ("block-sparse", "webp-finetuned")
+    assert v1_row["value"] == pytest.approx(0.25)
+    # v2: the bottleneck's curve against WebP's v2 rungs (q=5 is not on v2's ladder)
+    v2_rows = t[t["protocol"] == "v2"]
+    assert set(v2_rows["family_a"]) == {"bottleneck"} and set(v2_rows["family_b"]) == {"webp-finetuned"}
+    assert list(t.columns) == ["protocol", "split_at", "family_a", "family_b", "measure", "value", "lo", "hi", "n_images"]
