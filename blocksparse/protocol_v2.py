@@ -20,11 +20,17 @@ from torch.utils.data import TensorDataset
 from .bottleneck import Bottleneck, load_bottleneck, save_bottleneck
 from .bottleneck_training import evaluate_bottleneck
 from .costs import BOTTLENECK_STRIDES
+from .codec import SELECTION_GRID, CodecConfig
 from .data import load_dataset
+from .evaluation import evaluate
 from .model import checkpoint_card, load_pretrained, save_weights
 from .protocol import (BOTTLENECK_RECIPES, BOTTLENECK_WIDTHS, BUDGET, LADDERS_V2, PICK_THRESHOLD, PROTOCOL_V2,
                        REFINE, SCREEN_V2, VAL_SELECT, VAL_STOP, Budget, selection_data, stopping_data)
+from .protocol_runs import frontier_of
+from .protocol_runs import train_run as train_run_v1
 from .recipes import make_bottleneck, train_recipe
+from .study import candidates_under
+from .training import finetune
 from .results import pack_correct, unpack_correct
 from .runtime import DATA_DIR, module_device
 from .comparison import COMPARISON_COLUMNS, comparison_table, curves_from_cards
@@ -80,8 +86,9 @@ def _arm(split_at: str, recipe: str, width: int, lmbda: float, steps: int, seed:
     return model, bn
 
 
-def screen_path(out_dir: str | Path, split_at: str, lmbda: float) -> Path:
-    return Path(out_dir) / "screens" / f"bottleneck_{split_at}_lmbda{lmbda:g}.json"
+def screen_path(out_dir: str | Path, split_at: str, rung: float, family: str = "bottleneck") -> Path:
+    name = f"bottleneck_{split_at}_lmbda{rung:g}" if family == "bottleneck" else f"block-sparse_{split_at}_{rung:g}bpp"
+    return Path(out_dir) / "screens" / f"{name}.json"
 
 
 def screen_bottleneck(split_at: str, lmbda: float, dataset: str = "fashion-mnist", out_dir: str | Path = V2_DIR,
@@ -128,6 +135,66 @@ def screen_bottleneck(split_at: str, lmbda: float, dataset: str = "fashion-mnist
                budget=budget.asdict(), images=dict(screen=VAL_STOP, n=len(stop.tensors[1])), rows=rows,
                pick=dict(recipe=best["recipe"], latent_channels=best["latent_channels"], lmbda=lmbda,
                          stride=BOTTLENECK_STRIDES[split_at]))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(out, indent=1, default=float))
+    partial.unlink(missing_ok=True)
+    return path
+
+
+def screen_block_sparse(split_at: str, rung: float, dataset: str = "fashion-mnist", out_dir: str | Path = V2_DIR,
+                        budget: Budget = BUDGET, settings: dict = SCREEN_V2, grid: dict = SELECTION_GRID, seed: int = 0,
+                        train_subset: int | None = None, stop_subset: int | None = None, log=print) -> Path:
+    """The v2 screen of one block-sparse rung (target bpp of amortized streams): the configurations of
+    ``grid`` at or under the rung (rated on every tenth val-stop image, code tables fitted on 2,000
+    training images), their frontier (``protocol_runs.frontier_of``), the ``config_arms`` most accurate
+    before any training on val-stop, each with every group-lasso weight of the screen: successive
+    halving as the bottleneck's (``settings["rounds"]`` steps, the best ``keep``), scored by accuracy on
+    every val-stop image. Resumes arm by arm. Writes the screen (pick None: no configuration under the rung)."""
+    path = screen_path(out_dir, split_at, rung, "block-sparse")
+    if path.exists():
+        raise ValueError(f"out_dir: {path} exists (a finished screen): delete it first to screen again")
+    train = load_dataset(dataset, "train", subset=train_subset)
+    stop = stopping_data(dataset, stop_subset)
+    guard = TensorDataset(*(t[::10] for t in stop.tensors))
+    model = load_pretrained(dataset, split_at)
+    configs = [CodecConfig(b, r, m, bits) for m in grid["modes"] for b in grid["block_sizes"] for r in grid["ratios"]
+               for bits in grid["bits"]]
+    rated = candidates_under(model, configs, guard, rung, fit_data=load_dataset(dataset, "train", subset=2000))
+    front = frontier_of(rated)
+    before = sorted(((evaluate(model, c, stop, rate_sample=1)["accuracy"], i, c) for i, c in enumerate(front)),
+                    key=lambda t: (-t[0], t[1]))
+    top = [c for _, _, c in before[:settings["config_arms"]]]
+    out = dict(protocol=PROTOCOL_V2, family="block-sparse", split_at=split_at, rung=rung, settings=dict(settings),
+               budget=budget.asdict(), images=dict(screen=VAL_STOP, n=len(stop.tensors[1])),
+               candidates=[dict(mode=c.mode, block_size=c.block_size, ratio=c.ratio, bits=c.bits, bpp=b) for c, b in rated],
+               untrained=[dict(mode=c.mode, block_size=c.block_size, ratio=c.ratio, bits=c.bits, accuracy=a)
+                          for a, _, c in before], rows=[], pick=None)
+    partial = path.with_suffix(".partial.json")
+    done = json.loads(partial.read_text()) if partial.exists() else []
+    arms = [(c, g) for c in top for g in settings["group_lasso_weights"]]
+    kw = {k: v for k, v in budget.kwargs().items() if k not in ("steps", "eval_every", "patience")}
+    scored = []
+    for rnd, steps in enumerate(settings["rounds"] if arms else ()):
+        scored = []
+        for cfg, g in arms:
+            key = dict(mode=cfg.mode, block_size=cfg.block_size, ratio=cfg.ratio, bits=cfg.bits, group_lasso_weight=g)
+            row = next((r for r in done if r["round"] == rnd and all(r[k] == v for k, v in key.items())), None)
+            if row is None:
+                tuned, _ = finetune(load_pretrained(dataset, split_at), cfg, dataset, **kw, steps=steps, eval_every=steps,
+                                    patience=2, train_data=train, val_data=guard, seed=seed, group_lasso_weight=g,
+                                    progress=False)
+                row = dict(round=rnd, steps=steps, **key, accuracy=evaluate(tuned, cfg, stop, rate_sample=1)["accuracy"])
+                done.append(row)
+                partial.parent.mkdir(parents=True, exist_ok=True)
+                partial.write_text(json.dumps(done, indent=1, default=float))
+            out["rows"].append(row)
+            scored.append((row, cfg, g))
+            log(f"screen block-sparse {split_at} {rung:g} bpp round {rnd}: {cfg} gl={g:g}: acc {row['accuracy']:.4f}")
+        scored.sort(key=lambda t: -t[0]["accuracy"])  # stable: ties keep the arms' order
+        arms = [(c, g) for _, c, g in scored[:settings["keep"]]]
+    if scored:
+        best, cfg, g = scored[0]
+        out["pick"] = dict(mode=cfg.mode, block_size=cfg.block_size, ratio=cfg.ratio, bits=cfg.bits, group_lasso_weight=g)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=1, default=float))
     partial.unlink(missing_ok=True)
@@ -258,8 +325,8 @@ def reference(v1_dir: str | Path = V1_DIR, seed: int = 0) -> dict:
 
 def walked(cards: list[dict], family: str, split_at: str, ref: dict) -> dict[float, bool]:
     """rung -> picked, for the seed-0 runs of ``family`` at ``split_at``."""
-    return {float(c["rung"]): pick(c, ref)["picked"] for c in cards
-            if c["family"] == family and c["split_at"] == split_at and c["seed"] == 0 and c.get("val_select")}
+    return {float(c["rung"]): bool(c.get("val_select")) and pick(c, ref)["picked"] for c in cards
+            if c["family"] == family and c["split_at"] == split_at and c["seed"] == 0}  # no configuration: missed
 
 
 def next_step(split_at: str, family: str = "bottleneck", out_dir: str | Path = V2_DIR,
@@ -267,12 +334,12 @@ def next_step(split_at: str, family: str = "bottleneck", out_dir: str | Path = V
     """The next step of the v2 walk of ``family`` at ``split_at``: a screen of the next rung, the
     training of its pick (seed 0), or None when the walk has ended (the operating point's seeds and
     their confirmation are the next stage)."""
-    if family != "bottleneck":
-        raise ValueError(f"family: only the bottleneck's v2 walk is implemented so far, got {family!r}")
+    if family not in ("bottleneck", "block-sparse"):
+        raise ValueError(f"family: v2's walk is the bottleneck's or block-sparse's, got {family!r}")
     _, rung = ladder(family, walked(read_cards(out_dir), family, split_at, reference(v1_dir)))
     if rung is None:
         return None
-    sp = screen_path(out_dir, split_at, rung)
+    sp = screen_path(out_dir, split_at, rung, family)
     if not sp.exists():
         return dict(action="screen", family=family, split_at=split_at, rung=rung)
     return dict(action="train", family=family, split_at=split_at, rung=rung, seed=0,
@@ -287,13 +354,33 @@ def run_next(split_at: str, family: str = "bottleneck", out_dir: str | Path = V2
     if step is None:
         return None
     if step["action"] == "screen":
-        return screen_bottleneck(split_at, step["rung"], out_dir=out_dir, log=log)
-    return train_run(split_at, step["setting"], 0, out_dir=out_dir, state_dir=state_dir, rung=step["rung"],
-                     progress=True)
+        screen = screen_bottleneck if family == "bottleneck" else screen_block_sparse
+        return screen(split_at, step["rung"], out_dir=out_dir, log=log)
+    if family == "bottleneck":
+        return train_run(split_at, step["setting"], 0, out_dir=out_dir, state_dir=state_dir, rung=step["rung"],
+                         progress=True)
+    if step["setting"] is None:  # no configuration under the rung: a card that says so, missed
+        p = Path(out_dir) / f"block-sparse_{split_at}_rung{step['rung']:g}_none.json"
+        p.write_text(json.dumps(dict(protocol=PROTOCOL_V2, family=family, split_at=split_at, seed=0, rung=step["rung"],
+                                     setting={}, val_select=None), indent=1))
+        return p
+    card = train_run_v1("block-sparse", step["setting"], 0, split_at, out_dir=out_dir, state_dir=state_dir,
+                        rung=step["rung"])  # v1's run: the same budget and early stopping
+    card.write_text(json.dumps(json.loads(card.read_text()) | dict(protocol=PROTOCOL_V2), indent=1, default=float))
+    return card
 
 
-STATUS_COLUMNS = ("split_at", "family", "rung", "recipe", "latent_channels", "bpp", "accuracy", "diff", "diff_lo",
-                  "diff_hi", "picked")
+STATUS_COLUMNS = ("split_at", "family", "rung", "setting", "bpp", "accuracy", "diff", "diff_lo", "diff_hi", "picked")
+
+
+def setting_words(setting: dict) -> str:
+    """A v2 run's setting in a few words: the recipe and width, or the codec configuration."""
+    if "recipe" in setting:
+        return f"{setting['recipe']}, {setting['latent_channels']} channels"
+    if not setting:
+        return "no configuration under the rung"
+    return (f"{setting['mode']}, B={setting['block_size']}, ratio {setting['ratio']:g}, {setting['bits']} bits, "
+            f"group-lasso {setting.get('group_lasso_weight', 0):g}")
 
 
 def status_table(cards: list[dict], v1_dir: str | Path = V1_DIR) -> pd.DataFrame:
@@ -302,16 +389,19 @@ def status_table(cards: list[dict], v1_dir: str | Path = V1_DIR) -> pd.DataFrame
     ref = reference(v1_dir)
     rows = []
     for split in ("layer1", "layer2", "layer3"):
-        runs = {float(c["rung"]): c for c in cards if c["split_at"] == split and c["seed"] == 0 and c.get("val_select")}
-        order, _ = ladder("bottleneck", {r: pick(c, ref)["picked"] for r, c in runs.items()})
-        for r in order:
-            if r not in runs:
-                continue
-            c, p = runs[r], pick(runs[r], ref)
-            rows.append(dict(split_at=split, family=c["family"], rung=r, recipe=c["setting"]["recipe"],
-                             latent_channels=c["setting"]["latent_channels"], bpp=c["val_select"]["bpp"],
-                             accuracy=c["val_select"]["accuracy"], diff=p["difference"], diff_lo=p["lo"],
-                             diff_hi=p["hi"], picked=p["picked"]))
+        for family in ("block-sparse", "bottleneck"):
+            runs = {float(c["rung"]): c for c in cards
+                    if c["family"] == family and c["split_at"] == split and c["seed"] == 0}
+            order, _ = ladder(family, walked(cards, family, split, ref))
+            for r in order:
+                if r not in runs:
+                    continue
+                c = runs[r]
+                v = c.get("val_select") or {}
+                p = pick(c, ref) if v else dict(difference=None, lo=None, hi=None, picked=False)
+                rows.append(dict(split_at=split, family=family, rung=r, setting=setting_words(c["setting"]),
+                                 bpp=v.get("bpp"), accuracy=v.get("accuracy"), diff=p["difference"], diff_lo=p["lo"],
+                                 diff_hi=p["hi"], picked=p["picked"]))
     return pd.DataFrame(rows, columns=list(STATUS_COLUMNS))
 
 

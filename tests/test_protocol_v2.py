@@ -117,6 +117,7 @@ def test_status_walks_the_rungs_and_family_comparison_pairs_curves(tmp_path):
     cards = [v2(0.8, 5, 0.2), v2(3.2, 20, 0.1)]  # 3.2: -2 points (missed), 0.8: -0.5 (picked)
     st = P.status_table(cards, v1_dir=tmp_path)
     assert list(st["rung"]) == [3.2, 0.8] and list(st["picked"]) == [False, True]
+    assert st["setting"].tolist() == ["two-stage, 24 channels"] * 2
     assert st["diff"].tolist() == pytest.approx([-0.02, -0.005])
 
     def v1(fam, k, bpp, q=None):
@@ -134,3 +135,38 @@ def test_status_walks_the_rungs_and_family_comparison_pairs_curves(tmp_path):
     v2_rows = t[t["protocol"] == "v2"]
     assert set(v2_rows["family_a"]) == {"bottleneck"} and set(v2_rows["family_b"]) == {"webp-finetuned"}
     assert list(t.columns) == ["protocol", "split_at", "family_a", "family_b", "measure", "value", "lo", "hi", "n_images"]
+
+
+def test_block_sparse_screen_reads_val_stop_keeps_the_three_best_untrained_configs_and_halves(monkeypatch, tmp_path):
+    from blocksparse.codec import CodecConfig
+    read = []
+    real = P.load_dataset
+    monkeypatch.setattr(P, "load_dataset", lambda name, split, subset=None: (read.append(split), real(name, split, subset=16))[1])
+    monkeypatch.setattr(P, "stopping_data", lambda dataset, subset=None: (read.append("val-stop"), real(dataset, "val-stop", subset=20))[1])
+    monkeypatch.setattr(P, "selection_data", lambda *a, **k: pytest.fail("the screen read val-select"))
+    monkeypatch.setattr(P, "load_pretrained", lambda dataset, split_at: "shipped")
+    cfgs = [CodecConfig(2, r, "global", 2) for r in (0.01, 0.02, 0.05, 0.1)]
+    monkeypatch.setattr(P, "candidates_under", lambda model, configs, data, rung, fit_data: [(c, 0.1) for c in cfgs])
+    untrained = {0.01: 0.5, 0.02: 0.7, 0.05: 0.6, 0.1: 0.8}  # accuracy before any training
+    monkeypatch.setattr(P, "frontier_of", lambda rated: [c for c, _ in rated])
+    trained = []
+
+    def finetune(model, cfg, dataset, steps, group_lasso_weight, **kw):
+        trained.append((cfg.ratio, group_lasso_weight, steps))
+        return ("tuned", cfg.ratio, group_lasso_weight), []
+    monkeypatch.setattr(P, "finetune", finetune)
+
+    def evaluate(model, cfg, data, rate_sample=None):
+        assert len(data) == 20  # every val-stop image of this test's subset
+        if model == "shipped":
+            return dict(accuracy=untrained[cfg.ratio])
+        _, ratio, g = model
+        return dict(accuracy=untrained[ratio] + (0.05 if g else 0.0) + (0.01 if ratio == 0.02 else 0.0))
+    monkeypatch.setattr(P, "evaluate", evaluate)
+    sc = json.loads(P.screen_block_sparse("layer3", 0.5, out_dir=tmp_path, log=lambda s: None).read_text())
+    assert set(read) <= {"train", "val-stop"}
+    # the three best before training: ratios 0.1, 0.02, 0.05, each with group-lasso 0 and 1e-5
+    assert [(r, g) for r, g, s in trained[:6]] == [(0.1, 0.0), (0.1, 1e-5), (0.02, 0.0), (0.02, 1e-5),
+                                                   (0.05, 0.0), (0.05, 1e-5)]
+    assert [s for *_, s in trained] == [150] * 6 + [300] * 3
+    assert sc["pick"] == dict(mode="global", block_size=2, ratio=0.1, bits=2, group_lasso_weight=1e-5)
