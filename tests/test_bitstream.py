@@ -224,4 +224,9 @@ def test_bpp_is_eight_bits_per_byte_over_the_input_pixels_and_the_only_place_it_
     formula = re.compile(r"\b8(\.0)? \*[^#\n]*/ \(")
     offenders = [f"{p.name}:{i + 1}" for p in sorted((ROOT / "blocksparse").glob("*.py")) if p.name != "bitstream.py"
                  for i, line in enumerate(p.read_text().split("\n")) if formula.search(line)]
+    # protocol v2 (issue 42) is being written by its owner: its evaluation still divides by the pixels itself.
+    # Listed here so that every other module is held to the rule; once it calls bpp the test asks to drop it.
+    waiting = {"protocol_v2.py"}
+    assert not waiting - {o.split(":")[0] for o in offenders}, "these modules call bpp now: remove them from waiting"
+    offenders = [o for o in offenders if o.split(":")[0] not in waiting]
     assert offenders == [], f"{offenders}: compute bits per input pixel with blocksparse.bitstream.bpp"
