@@ -85,8 +85,9 @@ def protocol_command(argv: list[str]) -> None:
     pw.add_argument("--sims", type=int, default=100)
     cp = sub.add_parser("compare", help="write data/results/family_comparison.csv: families' rate at equal accuracy")
     cp.add_argument("--n-boot", type=int, default=2000)
+    sub.add_parser("v2-report", help="protocol v2's block of the README and docs/protocol_v2.md, from its results files")
     a = ap.parse_args(argv)
-    if a.action in ("v2-next", "v2-status", "power", "compare"):
+    if a.action in ("v2-next", "v2-status", "power", "compare", "v2-report"):
         return _v2(a)
     if a.action == "plan":
         steps = next_steps(a.out)
@@ -170,6 +171,14 @@ def _v2(a: argparse.Namespace) -> None:
         return
     if a.action == "v2-status":
         print(protocol_v2.status_table(protocol_v2.read_cards(a.out)).to_markdown(index=False, floatfmt=".3f"))
+        return
+    if a.action == "v2-report":
+        d = results_dir()
+        pw, cp = pd.read_csv(d / "power.csv"), pd.read_csv(d / "family_comparison.csv")
+        st = protocol_v2.status_table(protocol_v2.read_cards())
+        splice(ROOT / "README.md", protocol_v2.render_readme(pw, cp, st), "v2")
+        splice(ROOT / "docs" / "protocol_v2.md", protocol_v2.render_doc(pw, cp, st, protocol_v2.screens()), "v2-tables")
+        print(protocol_v2.render_readme(pw, cp, st))
         return
     d = results_dir()
     d.mkdir(parents=True, exist_ok=True)

@@ -422,3 +422,83 @@ def family_comparison(v1_cards: list[dict], v2_cards: list[dict], n_boot: int = 
         tables.append(t.assign(protocol=name))
     cols = ["protocol", *COMPARISON_COLUMNS]
     return pd.concat(tables)[cols] if tables else pd.DataFrame(columns=cols)
+
+
+# The commit that pre-registered v2's rules (``protocol.py``'s v2 section), before any v2 run.
+RULES_COMMIT = "90cf9d2"
+
+
+def _pct(v) -> str:
+    return "" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{100 * v:+.2f}"
+
+
+def _power_at(power: pd.DataFrame, rule: str, delta: float) -> float:
+    d = power["discordance"].min()
+    row = power[(power["rule"] == rule) & np.isclose(power["true_diff"], delta) & (power["discordance"] == d)]
+    if row.empty:
+        raise ValueError(f"power: no row for rule {rule!r} at true_diff {delta}")
+    return float(row["power"].iloc[0])
+
+
+def _ratio_words(r: pd.Series) -> str:
+    def num(v):
+        return "-" if pd.isna(v) else ("inf" if v == np.inf else f"{v:.2f}")
+    return f"{num(r['value'])} [{num(r['lo'])}, {num(r['hi'])}]"
+
+
+def render_readme(power: pd.DataFrame, comparison: pd.DataFrame, status: pd.DataFrame) -> str:
+    """The README's v2 block: the rule in one line with its power, each split's comparison of the
+    trained families in words, the walk so far; every number from ``power.csv``,
+    ``family_comparison.csv`` and the cards (``status_table``)."""
+    from .comparison import words  # noqa: PLC0415 - one helper of a module this one imports
+    v1 = _power_at(power, "v1: val-select lower end >= -1", -0.005)
+    v2 = _power_at(power, "v2: pick and confirm", -0.005)
+    lines = [f"**Protocol v2** (pre-registered in commit `{RULES_COMMIT}`, before any v2 run; "
+             "[rules and power](docs/protocol_v2.md)): screens on val-stop, picks on val-select by point estimate "
+             "(>= -1 point), confirms on test with 5 seeds at a Bonferroni level for 7 confirmations. "
+             f"A rung 0.5 points below the reference passes v1's gate {100 * v1:.0f} times in 100, v2's {100 * v2:.0f}.",
+             ""]
+    at = comparison[(comparison["protocol"] == "v1") & (comparison["family_a"] == "block-sparse")
+                    & (comparison["family_b"] == "bottleneck")]
+    if not at.empty:
+        lines.append("Block-sparse against the learned bottleneck on v1's val-select curves: rate of block-sparse over "
+                     "the bottleneck's at equal accuracy, 95% bootstrap over 2,500 images:")
+        for split, g in at.groupby("split_at", sort=True):
+            told = [words(r) for _, r in g.iterrows() if "cannot tell" not in words(r)]
+            ratios = "; ".join(f"{r['measure'].split(' at ')[1]}: {_ratio_words(r)}" for _, r in g.iterrows())
+            lines.append(f"- after {split}: {told[0] if told else 'the data cannot tell'} ({ratios})")
+        lines.append("")
+    done = status.dropna(subset=["accuracy"])
+    if done.empty:
+        lines.append("v2's runs so far: none finished (after layer3 first; `protocol v2-status`).")
+    else:
+        runs = "; ".join(f"{r['family']} after {r['split_at']} at rung {r['rung']:g} ({r['setting']}): "
+                         f"{r['bpp']:.3f} bpp, {_pct(r['diff'])} points, {'picked' if r['picked'] else 'not picked'}"
+                         for _, r in done.iterrows())
+        lines.append(f"v2's runs so far (val-select, seed 0, against the reference's seed 0): {runs}.")
+    return "\n".join(lines)
+
+
+def render_doc(power: pd.DataFrame, comparison: pd.DataFrame, status: pd.DataFrame, screens: list[dict]) -> str:
+    """``docs/protocol_v2.md``'s generated part: the power table, the comparison table, the walk and
+    every screen's rows."""
+    def md(df, **kw):
+        return df.to_markdown(index=False, **kw) if not df.empty else "(none yet)"
+    parts = ["### Power of each rule (`data/results/power.csv`)", "",
+             md(power.assign(discordance=power["discordance"].round(4), true_diff=100 * power["true_diff"])
+                .rename(columns={"true_diff": "true_diff (points)"}), floatfmt=".3g"), "",
+             "### Families compared (`data/results/family_comparison.csv`)", "", md(comparison, floatfmt=".3g"), "",
+             "### v2's walk so far (val-select, seed 0)", "",
+             md(status.assign(**{c: status[c].map(_pct) for c in ("diff", "diff_lo", "diff_hi")}), floatfmt=".4g"), ""]
+    for sc in screens:
+        rows = pd.DataFrame(sc["rows"])
+        parts += [f"### Screen: {sc['family']} after {sc['split_at']}, rung {sc.get('rung', sc.get('lmbda')):g} "
+                  f"(val-stop, {sc['images']['n']} images); pick: {setting_words(sc['pick']) if sc['pick'] else 'none'}",
+                  "", md(rows, floatfmt=".4g"), ""]
+    return "\n".join(parts)
+
+
+def screens(out_dir: str | Path = V2_DIR) -> list[dict]:
+    """Every finished v2 screen in ``out_dir``."""
+    return [json.loads(p.read_text()) for p in sorted((Path(out_dir) / "screens").glob("*.json"))
+            if not p.name.endswith(".partial.json")]

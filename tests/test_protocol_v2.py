@@ -170,3 +170,41 @@ def test_block_sparse_screen_reads_val_stop_keeps_the_three_best_untrained_confi
                                                    (0.05, 0.0), (0.05, 1e-5)]
     assert [s for *_, s in trained] == [150] * 6 + [300] * 3
     assert sc["pick"] == dict(mode="global", block_size=2, ratio=0.1, bits=2, group_lasso_weight=1e-5)
+
+
+def _power_frame(v1, v2):
+    import pandas as pd
+    return pd.DataFrame([dict(rule="v1: val-select lower end >= -1", n_images=2500, discordance=0.02, true_diff=-0.005,
+                              power=v1),
+                         dict(rule="v2: pick and confirm", n_images=12500, discordance=0.02, true_diff=-0.005, power=v2),
+                         dict(rule="v2: pick and confirm", n_images=12500, discordance=0.03, true_diff=-0.005, power=0.1)])
+
+
+def test_readme_block_renders_its_numbers_from_the_results_files():
+    import pandas as pd
+    cmp = pd.DataFrame([dict(protocol="v1", split_at="layer3", family_a="block-sparse", family_b="bottleneck",
+                             measure="rate ratio at -0.5 points", value=3.0, lo=2.0, hi=5.5, n_images=2500)])
+    st = pd.DataFrame([dict(split_at="layer3", family="bottleneck", rung=3.2, setting="hybrid, 24 channels", bpp=0.0712,
+                            accuracy=0.93, diff=-0.0052, diff_lo=-0.01, diff_hi=0.0, picked=True)])
+    text = P.render_readme(_power_frame(0.31, 0.88), cmp, st)
+    assert "passes v1's gate 31 times in 100, v2's 88" in text  # the observed discordance's rows, not the 1.5x one
+    assert "- after layer3: bottleneck needs fewer bits than block-sparse at -0.5 points" in text
+    assert "rung 3.2 (hybrid, 24 channels): 0.071 bpp, -0.52 points, picked" in text
+    assert P.RULES_COMMIT in text
+    doc = P.render_doc(_power_frame(0.31, 0.88), cmp, st, [])
+    assert "| v2: pick and confirm" in doc and "0.88" in doc
+
+
+def test_v2_rules_are_the_ones_pre_registered():
+    """protocol.py's v2 section is byte for byte the one committed in RULES_COMMIT (a change is a v3)."""
+    import subprocess
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    try:
+        then = subprocess.run(["git", "show", f"{P.RULES_COMMIT}:blocksparse/protocol.py"], cwd=root, capture_output=True,
+                              text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip("no git history here (a shallow clone or an export)")
+    now = (root / "blocksparse" / "protocol.py").read_text()
+    marker = "# Protocol v2 (issue 42), pre-registered"
+    assert marker in then and now[now.index(marker):] == then[then.index(marker):]
