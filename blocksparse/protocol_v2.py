@@ -17,6 +17,7 @@ import torch
 from torch.nn import functional as F
 from torch.utils.data import TensorDataset
 
+from .bitstream import bpp
 from .bottleneck import Bottleneck, load_bottleneck, save_bottleneck
 from .bottleneck_training import evaluate_bottleneck
 from .costs import BOTTLENECK_STRIDES
@@ -53,7 +54,6 @@ def measure(model, bn, data: TensorDataset, batch_size: int = 250) -> dict:
     model.eval()
     bn.eval()
     x, y = data.tensors
-    pixels = x.shape[-2] * x.shape[-1]
     device = module_device(model)
     if isinstance(bn, Bottleneck):  # v1's anchor: its exact image-by-image path and its own streams
         ev = evaluate_bottleneck(model, bn, data)
@@ -73,7 +73,7 @@ def measure(model, bn, data: TensorDataset, batch_size: int = 250) -> dict:
         ce += float(F.cross_entropy(logits, yb, reduction="sum"))
         correct.append((logits.argmax(1) == yb).cpu().numpy())
     correct = np.concatenate(correct)
-    return dict(accuracy=float(correct.mean()), cross_entropy=ce / len(x), bpp=8.0 * nbytes / (len(x) * pixels),
+    return dict(accuracy=float(correct.mean()), cross_entropy=ce / len(x), bpp=bpp(nbytes, tuple(x.shape[-2:]), len(x)),
                 n_images=len(x), correct=correct)
 
 

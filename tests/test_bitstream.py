@@ -227,10 +227,4 @@ def test_bpp_is_eight_bits_per_byte_over_the_input_pixels_and_the_only_place_it_
                 re.compile(r"/ \(.*(shape\[-2\] \* [\w.\[\]]*shape\[-1\]|hw\[0\] \* \w*hw\[1\])")]
     offenders = [f"{p.name}:{i + 1}" for p in sorted((ROOT / "blocksparse").glob("*.py")) if p.name != "bitstream.py"
                  for i, line in enumerate(p.read_text().split("\n")) if any(f.search(line) for f in formulas)]
-    # protocol v2 (issue 42) is being written by its owner: its evaluation and a recipe's estimate still divide
-    # by the pixels themselves. Listed so that every other module is held to the rule; once they call bpp the
-    # test asks to drop them.
-    waiting = {"protocol_v2.py", "recipes.py"}
-    assert not waiting - {o.split(":")[0] for o in offenders}, "these modules call bpp now: remove them from waiting"
-    offenders = [o for o in offenders if o.split(":")[0] not in waiting]
     assert offenders == [], f"{offenders}: compute bits per input pixel with blocksparse.bitstream.bpp"
