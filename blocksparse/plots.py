@@ -690,3 +690,60 @@ def plot_ladders(ladders: pd.DataFrame, splits: tuple[str, ...] = ("layer1", "la
                 Line2D([], [], ls="", marker="o", ms=11, mfc="none", mec="k", label="operating point")]
     fig.legend(handles=handles, fontsize=7, loc="outside right center")
     return fig
+
+
+ANSWER_MARKERS = {"block-sparse": "o", "bottleneck": "s", "webp-finetuned": "D", "webp": "^"}
+ANSWER_NAMES = {"block-sparse": "block-sparse", "bottleneck": "learned bottleneck",
+                "webp-finetuned": "WebP, fine-tuned classifier", "webp": "WebP, shipped classifier"}
+
+
+def _reference_words(reference: dict) -> str:
+    seeds = len(reference.get("seeds", [])) or 1
+    return (f"reference: uncompressed, fine-tuned\nwith the same budget, {seeds} seed{'s' * (seeds > 1)},\n"
+            f"{reference.get('n_images', 0):,} test images")
+
+
+def plot_answer(table: pd.DataFrame, reference: dict | None = None,
+                splits: tuple[str, ...] = ("layer1", "layer2", "layer3")):
+    """The protocol's answer (``answer.csv``): one panel per split, each tested operating point's test
+    accuracy (mean over its seeds, 95% interval over seeds and images) against its rate in bits per input
+    pixel, one colour per family; the reference (the uncompressed model fine-tuned with the same budget,
+    ``report.answer_reference``) as a line with its interval shaded, the rule's bound one point below it
+    dashed. Families with no tested row are named under the panel. Returns the figure."""
+    fig, axes = plt.subplots(1, len(splits), figsize=(3.6 * len(splits) + 2.2, 3.4), sharex=True, sharey=True,
+                             squeeze=False, layout="constrained")
+    tested = table[table["status"] == "tested"]
+    for ax, split_at in zip(axes[0], splits):
+        g = tested[tested["split_at"] == split_at]
+        if reference is not None:
+            r = 100 * reference["estimate"]
+            ax.axhspan(100 * reference["lo"], 100 * reference["hi"], color="0.85", lw=0)
+            ax.axhline(r, color="0.3", lw=1)
+            ax.axhline(r - 1, color="k", ls="--", lw=0.8)
+        for _, row in g.iterrows():
+            a = 100 * float(row["accuracy"])
+            ax.errorbar(float(row["bpp"]), a, yerr=[[a - 100 * float(row["accuracy_lo"])],
+                                                    [100 * float(row["accuracy_hi"]) - a]],
+                        color=LADDER_COLOURS.get(row["family"], "0.3"), marker=ANSWER_MARKERS.get(row["family"], "o"),
+                        ms=6, capsize=3, lw=0, elinewidth=1.2)
+            ax.annotate(f"{float(row['bpp']):.2g} bpp", (float(row["bpp"]), a), xytext=(6, -12),
+                        textcoords="offset points", fontsize=7)
+        here = table[(table["split_at"] == split_at) & (table["status"] != "tested")]
+        words = [f"{what}:\n" + ", ".join(ANSWER_NAMES.get(f, f) for f in here.loc[rows, "family"])
+                 for what, rows in (("none within on validation, not tested", here["status"].str.startswith("no rung")),
+                                    ("pending", here["status"].str.startswith("pending"))) if rows.any()]
+        ax.set_title(f"after {split_at}", fontsize=10)
+        ax.set_xlabel("\n".join(["bits per input pixel (test)"] + words), fontsize=8)
+        _log_rate_axis(ax)
+    rates = tested["bpp"].astype(float)
+    if len(rates):
+        axes[0][0].set_xlim(rates.min() / 2, rates.max() * 2)
+    axes[0][0].set_ylabel("test accuracy (%)")
+    handles = [Line2D([], [], color=c, marker=ANSWER_MARKERS[f], ls="", ms=6, label=ANSWER_NAMES.get(f, f))
+               for f, c in LADDER_COLOURS.items() if f in set(tested["family"])]
+    if reference is not None:
+        handles += [Patch(color="0.85", label="reference, 95% interval"),
+                    Line2D([], [], color="0.3", lw=1, label=_reference_words(reference)),
+                    Line2D([], [], color="k", ls="--", lw=0.8, label="one point below")]
+    fig.legend(handles=handles, loc="outside right upper", fontsize=7, frameon=False)
+    return fig

@@ -535,3 +535,37 @@ def test_every_figure_renders_without_warnings_with_short_legends_outside_and_no
             assert len(texts) <= MAX_LEGEND, f"{name} case {k}: {len(texts)} legend entries: {texts}"
         assert not _collisions(fig), f"{name} case {k}: {_collisions(fig)[:5]}"
         plt.close(fig)
+
+
+
+def test_plot_answer_draws_each_tested_row_with_its_interval_and_names_the_others():
+    import warnings
+    import matplotlib.pyplot as plt
+    from matplotlib.container import ErrorbarContainer
+    table = pd.DataFrame([
+        dict(split_at="layer1", family="block-sparse", status="no rung within one point", bpp=None, accuracy=None,
+             accuracy_lo=None, accuracy_hi=None),
+        dict(split_at="layer1", family="webp-finetuned", status="tested", bpp=3.7, accuracy=0.936, accuracy_lo=0.931,
+             accuracy_hi=0.941),
+        dict(split_at="layer3", family="block-sparse", status="tested", bpp=0.75, accuracy=0.934, accuracy_lo=0.93,
+             accuracy_hi=0.939),
+        dict(split_at="layer3", family="bottleneck", status="pending: rung 0.2", bpp=None, accuracy=None,
+             accuracy_lo=None, accuracy_hi=None)])
+    reference = dict(estimate=0.9365, lo=0.932, hi=0.941, seeds=[0, 1, 2], n_images=10000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no layout or other warning
+        fig = plots.plot_answer(table, reference, splits=("layer1", "layer3"))
+        fig.canvas.draw()
+    a, b = fig.axes[:2]
+    bars = [c for c in b.containers if isinstance(c, ErrorbarContainer)]
+    assert len(bars) == 1
+    x, y = bars[0].lines[0].get_data()
+    assert (float(x[0]), float(y[0])) == (0.75, pytest.approx(93.4))
+    seg = bars[0].lines[2][0].get_segments()[0]
+    assert (seg[0][1], seg[1][1]) == (pytest.approx(93.0), pytest.approx(93.9))  # the row's interval, in points
+    assert "not tested:\nblock-sparse" in a.get_xlabel() and "pending:\nlearned bottleneck" in b.get_xlabel()
+    assert any(line.get_ydata()[0] == pytest.approx(92.65) for line in a.lines)  # one point below the reference
+    legend = fig.legends[0]
+    texts = [t.get_text() for t in legend.get_texts()]
+    assert len(texts) <= 8 and "WebP, fine-tuned classifier" in texts and any("3 seeds" in t for t in texts)
+    plt.close(fig)
