@@ -20,13 +20,14 @@ from torch.utils.data import TensorDataset
 from .bitstream import bpp
 from .bottleneck import Bottleneck, load_bottleneck, save_bottleneck
 from .bottleneck_training import evaluate_bottleneck
+from .codebook import load_codebook
 from .costs import BOTTLENECK_STRIDES
 from .codec import SELECTION_GRID, CodecConfig
 from .data import load_dataset
 from .evaluation import evaluate
 from .model import checkpoint_card, load_pretrained, save_weights
-from .protocol import (BOTTLENECK_RECIPES, BOTTLENECK_WIDTHS, BUDGET, LADDERS_V2, PICK_THRESHOLD, PROTOCOL_V2,
-                       REFINE, SCREEN_V2, VAL_SELECT, VAL_STOP, Budget, selection_data, stopping_data)
+from .protocol import (BOTTLENECK_RECIPES, BOTTLENECK_WIDTHS, BUDGET, CONFIRM_CONFIDENCE, LADDERS_V2, PICK_THRESHOLD,
+                       PROTOCOL_V2, REFINE, SCREEN_V2, SEEDS_V2, VAL_SELECT, VAL_STOP, Budget, selection_data, stopping_data)
 from .protocol_runs import frontier_of
 from .protocol_runs import train_run as train_run_v1
 from .recipes import make_bottleneck, train_recipe
@@ -35,7 +36,7 @@ from .training import finetune
 from .results import pack_correct, unpack_correct
 from .runtime import DATA_DIR, module_device
 from .comparison import COMPARISON_COLUMNS, comparison_table, curves_from_cards
-from .stats import paired_test
+from .stats import hierarchical_bootstrap, paired_test
 from .student import StudentBottleneck, load_student, save_student
 
 V2_DIR = DATA_DIR / "answer" / "v2"
@@ -336,14 +337,33 @@ def next_step(split_at: str, family: str = "bottleneck", out_dir: str | Path = V
     their confirmation are the next stage)."""
     if family not in ("bottleneck", "block-sparse"):
         raise ValueError(f"family: v2's walk is the bottleneck's or block-sparse's, got {family!r}")
-    _, rung = ladder(family, walked(read_cards(out_dir), family, split_at, reference(v1_dir)))
-    if rung is None:
-        return None
+    cards, ref = read_cards(out_dir), reference(v1_dir)
+    _, rung = ladder(family, walked(cards, family, split_at, ref))
+    if rung is None:  # the walk has ended: the confirmation's steps of this family and split, then the reference's
+        steps = [s for s in confirmation_steps(cards, reference_cards(out_dir, v1_dir), ref)
+                 if s.get("family") == "reference" or (s.get("family"), s.get("split_at")) == (family, split_at)
+                 or ("card" in s and _card_of(s["card"], family, split_at))]
+        return steps[0] if steps else None
     sp = screen_path(out_dir, split_at, rung, family)
     if not sp.exists():
         return dict(action="screen", family=family, split_at=split_at, rung=rung)
     return dict(action="train", family=family, split_at=split_at, rung=rung, seed=0,
                 setting=json.loads(sp.read_text())["pick"])
+
+
+def reference_cards(out_dir: str | Path = V2_DIR, v1_dir: str | Path = V1_DIR) -> dict[int, dict]:
+    """seed -> the reference's card: v1's seeds 0-2 (reused), v2's 3 and 4; each with its ``path``."""
+    out = {c["seed"]: c for c in read_cards(out_dir) if c["family"] == "reference"}
+    for seed in (0, 1, 2):
+        p = Path(v1_dir) / f"reference_seed{seed}.json"
+        if p.exists():
+            out[seed] = json.loads(p.read_text()) | dict(path=str(p))
+    return out
+
+
+def _card_of(path: str, family: str, split_at: str) -> bool:
+    c = json.loads(Path(path).read_text())
+    return (c["family"], c.get("split_at")) == (family, split_at)
 
 
 def run_next(split_at: str, family: str = "bottleneck", out_dir: str | Path = V2_DIR,
@@ -356,15 +376,23 @@ def run_next(split_at: str, family: str = "bottleneck", out_dir: str | Path = V2
     if step["action"] == "screen":
         screen = screen_bottleneck if family == "bottleneck" else screen_block_sparse
         return screen(split_at, step["rung"], out_dir=out_dir, log=log)
+    if step["action"] == "test":
+        test_run(step["card"], read_cards(out_dir), reference())
+        return Path(step["card"])
+    seed = step.get("seed", 0)
+    if step["family"] == "reference":  # seeds 3 and 4: v1's recipe, in v2's folder
+        card = train_run_v1("reference", {}, seed, None, out_dir=out_dir, state_dir=state_dir)
+        card.write_text(json.dumps(json.loads(card.read_text()) | dict(protocol=PROTOCOL_V2), indent=1, default=float))
+        return card
     if family == "bottleneck":
-        return train_run(split_at, step["setting"], 0, out_dir=out_dir, state_dir=state_dir, rung=step["rung"],
+        return train_run(split_at, step["setting"], seed, out_dir=out_dir, state_dir=state_dir, rung=step["rung"],
                          progress=True)
     if step["setting"] is None:  # no configuration under the rung: a card that says so, missed
         p = Path(out_dir) / f"block-sparse_{split_at}_rung{step['rung']:g}_none.json"
         p.write_text(json.dumps(dict(protocol=PROTOCOL_V2, family=family, split_at=split_at, seed=0, rung=step["rung"],
                                      setting={}, val_select=None), indent=1))
         return p
-    card = train_run_v1("block-sparse", step["setting"], 0, split_at, out_dir=out_dir, state_dir=state_dir,
+    card = train_run_v1("block-sparse", step["setting"], seed, split_at, out_dir=out_dir, state_dir=state_dir,
                         rung=step["rung"])  # v1's run: the same budget and early stopping
     card.write_text(json.dumps(json.loads(card.read_text()) | dict(protocol=PROTOCOL_V2), indent=1, default=float))
     return card
@@ -502,3 +530,98 @@ def screens(out_dir: str | Path = V2_DIR) -> list[dict]:
     """Every finished v2 screen in ``out_dir``."""
     return [json.loads(p.read_text()) for p in sorted((Path(out_dir) / "screens").glob("*.json"))
             if not p.name.endswith(".partial.json")]
+
+
+# ---------------------------------------------------------------------------
+# step 3: the operating point's seeds, tested once each, confirm it or not
+# ---------------------------------------------------------------------------
+def operating_point(cards: list[dict], family: str, split_at: str, ref: dict) -> dict | None:
+    """The seed-0 card of ``family``'s operating point at ``split_at`` once its walk has ended: the
+    picked rung of lowest rate in walking order (None: the walk goes on, or no rung was picked)."""
+    w = walked(cards, family, split_at, ref)
+    order, nxt = ladder(family, w)
+    if nxt is not None:
+        return None
+    picked = [r for r in order if w.get(r)]
+    if not picked:
+        return None
+    best = max(picked) if family == "bottleneck" else min(picked)  # the highest rate weight, the lowest target rate
+    return next(c for c in cards if c["family"] == family and c["split_at"] == split_at and c["seed"] == 0
+                and float(c["rung"]) == best)
+
+
+def _seed_runs(cards: list[dict], op: dict) -> dict[int, dict]:
+    return {c["seed"]: c for c in cards if c["family"] == op["family"] and c["split_at"] == op["split_at"]
+            and float(c["rung"]) == float(op["rung"]) and c["setting"] == op["setting"]}
+
+
+def confirmation_steps(cards: list[dict], ref_cards: dict[int, dict], ref: dict) -> list[dict]:
+    """What the confirmations still need, in order: per operating point found, its seeds 1-4
+    (trained, then tested) and seed 0's test; the reference's seeds 3 and 4 (v1's recipe, in v2's
+    folder) and their tests. ``ref_cards``: seed -> the reference's card (v1's 0-2, v2's 3-4)."""
+    steps, any_op = [], False
+    for split in ("layer1", "layer2", "layer3"):
+        for family in ("block-sparse", "bottleneck"):
+            op = operating_point(cards, family, split, ref)
+            if op is None:
+                continue
+            any_op = True
+            runs = _seed_runs(cards, op)
+            for seed in SEEDS_V2:
+                if seed not in runs:
+                    steps.append(dict(action="train", family=family, split_at=split, rung=op["rung"],
+                                      setting=op["setting"], seed=seed))
+                elif "test" not in runs[seed]:
+                    steps.append(dict(action="test", card=runs[seed]["path"]))
+    for seed in SEEDS_V2 if any_op else ():
+        if seed not in ref_cards:
+            steps.append(dict(action="train", family="reference", split_at=None, seed=seed))
+        elif "test" not in ref_cards[seed]:
+            steps.append(dict(action="test", card=ref_cards[seed]["path"]))
+    return steps
+
+
+def confirm(cards: list[dict], ref_cards: dict[int, dict], family: str, split_at: str, ref: dict) -> dict | None:
+    """The confirmation of ``family``'s operating point at ``split_at`` on test: the hierarchical
+    bootstrap of its seeds' difference from the reference's same seeds at ``CONFIRM_CONFIDENCE``;
+    ``within`` is the verdict. None until every seed of both is tested."""
+    op = operating_point(cards, family, split_at, ref)
+    if op is None:
+        return None
+    runs = _seed_runs(cards, op)
+    if any(s not in runs or "test" not in runs[s] or s not in ref_cards or "test" not in ref_cards[s] for s in SEEDS_V2):
+        return None
+    x = np.stack([unpack_correct(runs[s]["test"]["correct"]) for s in SEEDS_V2])
+    r = np.stack([unpack_correct(ref_cards[s]["test"]["correct"]) for s in SEEDS_V2])
+    hb = hierarchical_bootstrap(x, r, CONFIRM_CONFIDENCE, n_boot=20000)
+    return hb | dict(family=family, split_at=split_at, rung=op["rung"], setting=op["setting"],
+                     bpp=float(np.mean([runs[s]["test"]["bpp"] for s in SEEDS_V2])), confidence=CONFIRM_CONFIDENCE)
+
+
+def test_run(card_path: str | Path, cards: list[dict], ref: dict, n_test: int | None = None) -> dict:
+    """The one test evaluation of a v2 run that a confirmation needs (a seed of an operating point, or
+    the reference's seed 3 or 4); refused for any other card, and for a card tested already."""
+    p = Path(card_path)
+    card = json.loads(p.read_text())
+    if "test" in card:
+        raise ValueError(f"card_path: {p} was tested already (test is touched once per model)")
+    if card["family"] != "reference":
+        op = operating_point(cards, card["family"], card["split_at"], ref)
+        if op is None or float(op["rung"]) != float(card["rung"]) or op["setting"] != card["setting"]:
+            raise ValueError(f"card_path: {p} is not a seed of an operating point v2's walk has found: not tested")
+    test = load_dataset(card["dataset"], "test", subset=n_test)
+    model = load_pretrained(card["dataset"], card["split_at"] or "layer1", weights=p.with_name(card["weights"]))
+    if card["family"] == "bottleneck":
+        f = p.with_name(card["bottleneck"])
+        bn = load_student(f) if card["setting"]["recipe"] != "joint" else load_bottleneck(f)
+        m = measure(model, bn, test)
+        card["test"] = dict(accuracy=m["accuracy"], n_images=m["n_images"], bpp=m["bpp"], correct=pack_correct(m["correct"]))
+    else:
+        cfg = None if card["family"] == "reference" else CodecConfig(**{k: card["setting"][k] for k in
+                                                                      ("block_size", "ratio", "mode", "bits")})
+        cb = load_codebook(p.with_name(card["codebook"])) if card.get("codebook") else None
+        ev = evaluate(model, cfg, test, codebook=cb)
+        card["test"] = dict(accuracy=ev["accuracy"], n_images=ev["n_images"], correct=pack_correct(ev["correct"].numpy()),
+                            **({"bpp": float(ev["bpp"])} if cfg is not None else {}))
+    p.write_text(json.dumps(card, indent=1, default=float))
+    return card

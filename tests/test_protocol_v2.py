@@ -208,3 +208,42 @@ def test_v2_rules_are_the_ones_pre_registered():
     now = (root / "blocksparse" / "protocol.py").read_text()
     marker = "# Protocol v2 (issue 42), pre-registered"
     assert marker in then and now[now.index(marker):] == then[then.index(marker):]
+
+
+def _v2card(tmp_path, rung, k, ref, seed=0, test=None):
+    c = dict(protocol="v2", family="bottleneck", split_at="layer3", seed=seed, rung=rung, dataset="fashion-mnist",
+             setting=dict(recipe="hybrid", latent_channels=24, lmbda=rung, stride=2),
+             val_select=dict(correct=pack_correct(_flip(ref, k)), bpp=0.1, accuracy=0.9))
+    if test is not None:
+        c["test"] = dict(correct=pack_correct(test), bpp=0.1, accuracy=float(test.mean()))
+    p = tmp_path / f"b_{rung:g}_{seed}.json"
+    p.write_text(json.dumps(c))
+    return c | dict(path=str(p))
+
+
+def test_the_operating_point_its_seeds_and_the_confirmation(tmp_path):
+    rng = np.random.default_rng(0)
+    ref = rng.random(1000) < 0.9
+    refcard = dict(family="reference", seed=0, val_select=dict(correct=pack_correct(ref)))
+    # 3.2 missed, 0.8 picked, 2.26 missed, 1.6 picked: the walk has ended at 1.6
+    cards = [_v2card(tmp_path, 3.2, 20, ref), _v2card(tmp_path, 0.8, 0, ref), _v2card(tmp_path, 2.26274, 20, ref),
+             _v2card(tmp_path, 1.6, 5, ref)]
+    assert P.operating_point(cards[:2], "bottleneck", "layer3", refcard) is None  # still refining
+    assert P.operating_point(cards, "bottleneck", "layer3", refcard)["rung"] == 1.6
+    refs = {s: dict(seed=s, path=f"r{s}", test=dict(correct=pack_correct(ref))) for s in (0, 1, 2)}
+    steps = P.confirmation_steps(cards, refs, refcard)
+    assert [(s["action"], s.get("seed")) for s in steps] == [("test", None), ("train", 1), ("train", 2), ("train", 3),
+                                                             ("train", 4), ("train", 3), ("train", 4)]
+    assert steps[0]["card"] == cards[3]["path"] and steps[-1]["family"] == "reference"
+    # a rung the walk passed over is never tested
+    with pytest.raises(ValueError, match="not a seed of an operating point"):
+        P.test_run(cards[1]["path"], cards, refcard)
+    # every seed tested: the confirmation pairs seed with seed; identical to the reference -> within
+    test_ref = rng.random(4000) < 0.93
+    seeds = [_v2card(tmp_path, 1.6, 5, ref, seed=s, test=test_ref) for s in range(5)]
+    refs = {s: dict(seed=s, test=dict(correct=pack_correct(test_ref))) for s in range(5)}
+    c = P.confirm(cards[:3] + seeds, refs, "bottleneck", "layer3", refcard)
+    assert c["within"] and c["estimate"] == 0 and c["confidence"] == pytest.approx(1 - 0.05 / 7)
+    worse = [_v2card(tmp_path, 1.6, 5, ref, seed=s, test=_flip(test_ref, 80)) for s in range(5)]  # -2 points
+    assert not P.confirm(cards[:3] + worse, refs, "bottleneck", "layer3", refcard)["within"]
+    assert P.confirm(cards, refs, "bottleneck", "layer3", refcard) is None  # seeds not yet tested
