@@ -129,7 +129,7 @@ def protocol_command(argv: list[str]) -> None:
         d.mkdir(parents=True, exist_ok=True)
         table.to_csv(d / "answer.csv", index=False)
         text = answer_markdown(table, a.out)
-        splice(ROOT / "README.md", text, "answer")
+        splice(ROOT / "docs" / "protocol_v1.md", text, "answer")  # v1's full answer, archived beside v2
         splice_glance(ROOT / "README.md", table, cards)  # the README's first paragraph and its table, from the same rows
         print(text)
         return

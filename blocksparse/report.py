@@ -252,10 +252,14 @@ def answer_sentence(table: pd.DataFrame, reference: dict | None = None) -> str:
     return out + ("; " + "; ".join(rest) if rest else "") + "."
 
 
+V2_NOTE = ("That is protocol v1's answer; protocol v2, whose rule has the power to tell the methods apart, is "
+           "under way ([below](#the-answer-in-full-and-protocol-v2)).")
+
+
 def headline(table: pd.DataFrame, reference: dict | None = None) -> str:
     """The README's first paragraph: the model, the data set and the answer in one sentence (wrapped
-    at 110 characters, never inside a word)."""
-    return textwrap.fill(f"{INTRO} **The answer:** {answer_sentence(table, reference)}", 110,
+    at 110 characters, never inside a word), then which protocol gave it."""
+    return textwrap.fill(f"{INTRO} **The answer:** {answer_sentence(table, reference)} {V2_NOTE}", 110,
                          break_long_words=False, break_on_hyphens=False)
 
 

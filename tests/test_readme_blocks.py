@@ -11,8 +11,8 @@ from blocksparse.runtime import ROOT
 RESULTS = ROOT / "data" / "results"
 
 
-def block(name: str) -> str:
-    text = (ROOT / "README.md").read_text()
+def block(name: str, path=ROOT / "README.md") -> str:
+    text = path.read_text()
     m = re.search(rf"<!-- {name}:begin -->\n(.*?)\n<!-- {name}:end -->", text, re.S)
     assert m, f"README has no {name} block"
     return m.group(1)
@@ -21,7 +21,16 @@ def block(name: str) -> str:
 def test_the_answer_block_is_the_render_of_answer_csv():
     table = pd.read_csv(RESULTS / "answer.csv")
     assert list(table.columns) == list(answer.ANSWER_COLUMNS)
-    assert block("answer") == answer_markdown(table)
+    assert block("answer", ROOT / "docs" / "protocol_v1.md") == answer_markdown(table)
+
+
+def test_the_v2_blocks_are_the_render_of_power_csv_family_comparison_csv_and_v2s_cards():
+    from blocksparse import protocol_v2
+    pw, cp = pd.read_csv(RESULTS / "power.csv"), pd.read_csv(RESULTS / "family_comparison.csv")
+    st = protocol_v2.status_table(protocol_v2.read_cards())
+    assert block("v2") == protocol_v2.render_readme(pw, cp, st)
+    assert block("v2-tables", ROOT / "docs" / "protocol_v2.md") == protocol_v2.render_doc(pw, cp, st,
+                                                                                           protocol_v2.screens())
 
 
 def test_the_codec_block_is_the_render_of_codec_limits_csv():
