@@ -86,8 +86,13 @@ def protocol_command(argv: list[str]) -> None:
     cp = sub.add_parser("compare", help="write data/results/family_comparison.csv: families' rate at equal accuracy")
     cp.add_argument("--n-boot", type=int, default=2000)
     sub.add_parser("v2-report", help="protocol v2's block of the README and docs/protocol_v2.md, from its results files")
+    se = sub.add_parser("v2-sensitivity", help="train one family's subject after layer3 with 4x the budget (hours); "
+                                               "then write data/results/budget_sensitivity.csv")
+    se.add_argument("--family", choices=("reference", "block-sparse", "bottleneck"), default=None,
+                    help="default: only rewrite the table from the runs made")
+    se.add_argument("--state-dir", default=str(STATE_DIR))
     a = ap.parse_args(argv)
-    if a.action in ("v2-next", "v2-status", "power", "compare", "v2-report"):
+    if a.action in ("v2-next", "v2-status", "power", "compare", "v2-report", "v2-sensitivity"):
         return _v2(a)
     if a.action == "plan":
         steps = next_steps(a.out)
@@ -183,6 +188,18 @@ def _v2(a: argparse.Namespace) -> None:
     d = results_dir()
     d.mkdir(parents=True, exist_ok=True)
     v1 = answer.read_cards(ANSWER_DIR)
+    if a.action == "v2-sensitivity":
+        subjects = protocol_v2.sensitivity_subjects(v1, protocol_v2.read_cards())
+        if a.family is not None:
+            subject = next((s for s in subjects if s["family"] == a.family), None)
+            if subject is None:
+                raise SystemExit(f"blocksparse_utils.py protocol v2-sensitivity: error: no {a.family} run after layer3 yet")
+            print(f"wrote {protocol_v2.sensitivity_run(subject, state_dir=a.state_dir)}", flush=True)
+        long = [json.loads(p.read_text()) for p in sorted(protocol_v2.SENSITIVITY_DIR.glob("*.json"))]
+        table = protocol_v2.sensitivity_table(subjects, long)
+        table.to_csv(d / "budget_sensitivity.csv", index=False)
+        print(table.to_markdown(index=False, floatfmt=".4f"))
+        return
     if a.action == "power":
         table = power.power_table(v1, true_diffs=(0.0, -0.005, -0.01), sims=a.sims)
         table.to_csv(d / "power.csv", index=False)

@@ -625,3 +625,71 @@ def test_run(card_path: str | Path, cards: list[dict], ref: dict, n_test: int | 
                             **({"bpp": float(ev["bpp"])} if cfg is not None else {}))
     p.write_text(json.dumps(card, indent=1, default=float))
     return card
+
+
+# ---------------------------------------------------------------------------
+# budget sensitivity (``protocol.SENSITIVITY_FACTOR``): after layer3, seed 0, val-select only
+# ---------------------------------------------------------------------------
+SENSITIVITY_DIR = V2_DIR / "sensitivity"
+SENSITIVITY_COLUMNS = ("split_at", "family", "setting", "steps", "accuracy", "diff", "diff_lo", "diff_hi",
+                       "diff_at_budget", "n_images")
+
+
+def sensitivity_budget(budget: Budget = BUDGET) -> Budget:
+    """The budget with ``SENSITIVITY_FACTOR`` times the steps (and evaluations as often per step)."""
+    from .protocol import SENSITIVITY_FACTOR  # noqa: PLC0415 - a constant of the rules, read where it is used
+    return Budget(**(budget.asdict() | dict(steps=budget.steps * SENSITIVITY_FACTOR,
+                                            eval_every=budget.eval_every * SENSITIVITY_FACTOR)))
+
+
+def sensitivity_subjects(v1_cards: list[dict], v2_cards: list[dict], split_at: str = "layer3") -> list[dict]:
+    """What the sensitivity trains with 4x the budget: the reference, and per trained family its v2
+    operating point at ``split_at`` (else its closest seed-0 rung on val-select, v2's before v1's)."""
+    ref = next(c for c in v1_cards if c["family"] == "reference" and c["seed"] == 0)
+    out = [dict(family="reference", split_at=None, setting={}, base=ref)]
+    for family in ("block-sparse", "bottleneck"):
+        op = operating_point(v2_cards, family, split_at, ref)
+        if op is None:
+            runs = [c for cards in (v2_cards, v1_cards) for c in cards if c["family"] == family
+                    and c.get("split_at") == split_at and c["seed"] == 0 and c.get("val_select")]
+            if not runs:
+                continue
+            best = max(runs, key=lambda c: (pick(c, ref)["difference"], c.get("protocol") == PROTOCOL_V2))
+            op = best
+        out.append(dict(family=family, split_at=split_at, setting=op["setting"], base=op))
+    return out
+
+
+def sensitivity_run(subject: dict, out_dir: str | Path = SENSITIVITY_DIR, state_dir: str | Path | None = None,
+                    dataset: str = "fashion-mnist") -> Path:
+    """Train one subject of ``sensitivity_subjects`` with ``sensitivity_budget()``; its card (val-select only)."""
+    budget = sensitivity_budget()
+    family, setting = subject["family"], subject["setting"]
+    if family == "bottleneck" and "recipe" in setting:
+        card = train_run(subject["split_at"], setting, 0, dataset, out_dir, state_dir, budget, rung=subject["base"].get("rung"))
+    else:  # the reference, block-sparse and v1's joint bottleneck: v1's run, the budget 4x
+        card = train_run_v1(family, setting, 0, subject["split_at"], dataset, out_dir, state_dir, budget=budget,
+                            rung=subject["base"].get("rung"))
+    card.write_text(json.dumps(json.loads(card.read_text()) | dict(protocol=PROTOCOL_V2, sensitivity=True), indent=1,
+                               default=float))
+    return card
+
+
+def sensitivity_table(subjects: list[dict], long_cards: list[dict]) -> pd.DataFrame:
+    """``budget_sensitivity.csv``: per subject trained with 4x the budget, its val-select accuracy and its
+    paired difference from the reference trained with 4x the budget, beside the same difference at the
+    common budget (``diff_at_budget``): a plateau that belongs to the budget closes at 4x."""
+    long_ref = next((c for c in long_cards if c["family"] == "reference"), None)
+    ref = next(s["base"] for s in subjects if s["family"] == "reference")
+    rows = []
+    for s in subjects:
+        long = next((c for c in long_cards if c["family"] == s["family"] and c["setting"] == s["setting"]), None)
+        if long is None:
+            continue
+        p = pick(long, long_ref) if long_ref is not None and s["family"] != "reference" else None
+        rows.append(dict(split_at=s["split_at"], family=s["family"], setting=setting_words(s["setting"]) if s["setting"] else "",
+                         steps=long["budget"]["steps"], accuracy=long["val_select"]["accuracy"],
+                         diff=p["difference"] if p else None, diff_lo=p["lo"] if p else None, diff_hi=p["hi"] if p else None,
+                         diff_at_budget=pick(s["base"], ref)["difference"] if s["family"] != "reference" else None,
+                         n_images=long["val_select"]["n_images"]))
+    return pd.DataFrame(rows, columns=list(SENSITIVITY_COLUMNS))

@@ -247,3 +247,27 @@ def test_the_operating_point_its_seeds_and_the_confirmation(tmp_path):
     worse = [_v2card(tmp_path, 1.6, 5, ref, seed=s, test=_flip(test_ref, 80)) for s in range(5)]  # -2 points
     assert not P.confirm(cards[:3] + worse, refs, "bottleneck", "layer3", refcard)["within"]
     assert P.confirm(cards, refs, "bottleneck", "layer3", refcard) is None  # seeds not yet tested
+
+
+def test_budget_sensitivity_is_four_times_the_steps_and_pairs_with_the_reference_at_the_same_budget():
+    from blocksparse.protocol import BUDGET
+    long = P.sensitivity_budget()
+    assert (long.steps, long.eval_every) == (4 * BUDGET.steps, 4 * BUDGET.eval_every)
+    assert {k: v for k, v in long.asdict().items() if k not in ("steps", "eval_every")} == \
+        {k: v for k, v in BUDGET.asdict().items() if k not in ("steps", "eval_every")}
+    rng = np.random.default_rng(0)
+    ref = rng.random(1000) < 0.9
+
+    def card(fam, k, setting, steps):
+        return dict(family=fam, setting=setting, budget=dict(steps=steps),
+                    val_select=dict(correct=pack_correct(_flip(ref, k)), accuracy=float(_flip(ref, k).mean()),
+                                    n_images=1000))
+    base_ref, base_bn = card("reference", 0, {}, 1800), card("bottleneck", 5, dict(recipe="joint", latent_channels=8), 1800)
+    subjects = [dict(family="reference", split_at=None, setting={}, base=base_ref),
+                dict(family="bottleneck", split_at="layer3", setting=base_bn["setting"], base=base_bn)]
+    # at 4x the reference loses 0.2 points against itself at 1x, the bottleneck closes its gap to 0.1
+    long = [card("reference", 2, {}, 7200), card("bottleneck", 3, base_bn["setting"], 7200)]
+    t = P.sensitivity_table(subjects, long)
+    bn = t[t["family"] == "bottleneck"].iloc[0]
+    assert bn["steps"] == 7200 and bn["diff"] == pytest.approx(-0.001) and bn["diff_at_budget"] == pytest.approx(-0.005)
+    assert list(t.columns) == list(P.SENSITIVITY_COLUMNS) and len(t) == 2
