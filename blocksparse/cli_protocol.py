@@ -182,7 +182,8 @@ def _v2(a: argparse.Namespace) -> None:
         pw, cp = pd.read_csv(d / "power.csv"), pd.read_csv(d / "family_comparison.csv")
         st = protocol_v2.status_table(protocol_v2.read_cards())
         splice(ROOT / "README.md", protocol_v2.render_readme(pw, cp, st), "v2")
-        splice(ROOT / "docs" / "protocol_v2.md", protocol_v2.render_doc(pw, cp, st, protocol_v2.screens()), "v2-tables")
+        splice(ROOT / "docs" / "protocol_v2.md", protocol_v2.render_doc(pw, cp, st, protocol_v2.screens(),
+                                                                  pd.read_csv(d / "classifier_gap.csv")), "v2-tables")
         print(protocol_v2.render_readme(pw, cp, st))
         return
     d = results_dir()
@@ -206,4 +207,7 @@ def _v2(a: argparse.Namespace) -> None:
     else:
         table = protocol_v2.family_comparison(v1, protocol_v2.read_cards(), n_boot=a.n_boot)
         table.to_csv(d / "family_comparison.csv", index=False)
+        gap = protocol_v2.classifier_gap(protocol_v2.reference())
+        gap.to_csv(d / "classifier_gap.csv", index=False)
+        print(gap.to_markdown(index=False, floatfmt=".4f"))
     print(table.to_markdown(index=False, floatfmt=".3f"))

@@ -507,12 +507,23 @@ def render_readme(power: pd.DataFrame, comparison: pd.DataFrame, status: pd.Data
     return "\n".join(lines)
 
 
-def render_doc(power: pd.DataFrame, comparison: pd.DataFrame, status: pd.DataFrame, screens: list[dict]) -> str:
-    """``docs/protocol_v2.md``'s generated part: the power table, the comparison table, the walk and
-    every screen's rows."""
+def render_doc(power: pd.DataFrame, comparison: pd.DataFrame, status: pd.DataFrame, screens: list[dict],
+               gap: pd.DataFrame | None = None) -> str:
+    """``docs/protocol_v2.md``'s generated part: the power table, the comparison table, WebP as is's
+    bound (``classifier_gap.csv``), the walk and every screen's rows."""
     def md(df, **kw):
         return df.to_markdown(index=False, **kw) if not df.empty else "(none yet)"
-    parts = ["### Power of each rule (`data/results/power.csv`)", "",
+    bound = []
+    if gap is not None and not gap.empty:
+        g = gap.iloc[0]
+        bound = ["### WebP as is: a bound", "",
+                 f"Its classifier, the {g['classifier'].split(' (')[0]}, on uncompressed {g['images']} images "
+                 f"({int(g['n_images']):,}): {100 * g['accuracy']:.2f}%, {_pct(g['diff'])} [{_pct(g['diff_lo'])}, "
+                 f"{_pct(g['diff_hi'])}] points from the reference's seed 0 (`data/results/classifier_gap.csv`). "
+                 "No WebP quality can do better than its classifier does on the images themselves: WebP as is "
+                 "is reported as this bound, and WebP with a fine-tuned classifier is the input-compression "
+                 "baseline, listed once (it does not depend on the split).", ""]
+    parts = bound + ["### Power of each rule (`data/results/power.csv`)", "",
              md(power.assign(discordance=power["discordance"].round(4), true_diff=100 * power["true_diff"])
                 .rename(columns={"true_diff": "true_diff (points)"}), floatfmt=".3g"), "",
              "### Families compared (`data/results/family_comparison.csv`)", "", md(comparison, floatfmt=".3g"), "",
@@ -693,3 +704,18 @@ def sensitivity_table(subjects: list[dict], long_cards: list[dict]) -> pd.DataFr
                          diff_at_budget=pick(s["base"], ref)["difference"] if s["family"] != "reference" else None,
                          n_images=long["val_select"]["n_images"]))
     return pd.DataFrame(rows, columns=list(SENSITIVITY_COLUMNS))
+
+
+GAP_COLUMNS = ("classifier", "images", "n_images", "accuracy", "diff", "diff_lo", "diff_hi")
+
+
+def classifier_gap(ref: dict, dataset: str = "fashion-mnist", model=None) -> pd.DataFrame:
+    """WebP as is classifies decoded images with the shipped model, which is not fine-tuned: its gap to
+    the reference on *uncompressed* val-select images (paired with the reference's seed 0) is a bound
+    no WebP quality can beat. One row (``classifier_gap.csv``)."""
+    data = selection_data(dataset)
+    ev = evaluate(model if model is not None else load_pretrained(dataset), None, data)
+    p = paired_test(unpack_correct(ref["val_select"]["correct"]), ev["correct"].numpy())
+    return pd.DataFrame([dict(classifier="shipped model (WebP as is)", images=VAL_SELECT, n_images=ev["n_images"],
+                              accuracy=ev["accuracy"], diff=p["difference"], diff_lo=p["lo"], diff_hi=p["hi"])],
+                        columns=list(GAP_COLUMNS))

@@ -271,3 +271,17 @@ def test_budget_sensitivity_is_four_times_the_steps_and_pairs_with_the_reference
     bn = t[t["family"] == "bottleneck"].iloc[0]
     assert bn["steps"] == 7200 and bn["diff"] == pytest.approx(-0.001) and bn["diff_at_budget"] == pytest.approx(-0.005)
     assert list(t.columns) == list(P.SENSITIVITY_COLUMNS) and len(t) == 2
+
+
+def test_classifier_gap_pairs_the_shipped_model_on_uncompressed_val_select_with_the_reference(monkeypatch):
+    torch.manual_seed(0)
+    model = build_model("fashion-mnist", "layer1").eval()
+    g = torch.Generator().manual_seed(1)
+    data = TensorDataset(torch.randn(20, 1, 28, 28, generator=g), torch.randint(0, 10, (20,), generator=g))
+    monkeypatch.setattr(P, "selection_data", lambda dataset: data)
+    with torch.no_grad():
+        mine = (model(data.tensors[0]).argmax(1) == data.tensors[1]).numpy()
+    ref = np.ones(20, bool)  # a reference right on every image
+    gap = P.classifier_gap(dict(val_select=dict(correct=pack_correct(ref))), model=model).iloc[0]
+    assert gap["images"] == "val-select" and gap["n_images"] == 20
+    assert gap["accuracy"] == pytest.approx(mine.mean()) and gap["diff"] == pytest.approx(mine.mean() - 1)

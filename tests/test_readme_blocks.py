@@ -29,8 +29,8 @@ def test_the_v2_blocks_are_the_render_of_power_csv_family_comparison_csv_and_v2s
     pw, cp = pd.read_csv(RESULTS / "power.csv"), pd.read_csv(RESULTS / "family_comparison.csv")
     st = protocol_v2.status_table(protocol_v2.read_cards())
     assert block("v2") == protocol_v2.render_readme(pw, cp, st)
-    assert block("v2-tables", ROOT / "docs" / "protocol_v2.md") == protocol_v2.render_doc(pw, cp, st,
-                                                                                           protocol_v2.screens())
+    assert block("v2-tables", ROOT / "docs" / "protocol_v2.md") == protocol_v2.render_doc(
+        pw, cp, st, protocol_v2.screens(), pd.read_csv(RESULTS / "classifier_gap.csv"))
 
 
 def test_the_codec_block_is_the_render_of_codec_limits_csv():
