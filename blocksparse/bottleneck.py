@@ -78,6 +78,36 @@ QUANTIZATIONS = ("noise", "mixed")  # what the tail sees in training: Bottleneck
 DEFAULT_QUANTIZATION = "noise"  # the default, and what a card without a "quantization" field was trained with
 
 
+def architecture(in_channels, latent_channels, hidden, stride) -> dict:
+    """A bottleneck's arguments, checked: integers >= 1, ``stride`` a power of two >= 2."""
+    args = {n: check_int(n, v) for n, v in (("in_channels", in_channels), ("latent_channels", latent_channels),
+                                            ("hidden", hidden), ("stride", stride))}
+    if args["stride"] < 2 or args["stride"] & (args["stride"] - 1):
+        raise ValueError(f"stride must be a power of two >= 2, got {stride}")
+    return args
+
+
+def conv_layers(in_channels: int, latent_channels: int, hidden: int, stride: int, activation,
+                inverse_activation=None) -> tuple[nn.Sequential, nn.Sequential]:
+    """(encoder, decoder) of a bottleneck: ``[conv3x3/2 -> activation] * log2(stride) -> conv3x3 ->
+    latent_channels``, and ``conv3x3 -> inverse -> [convT3x3*2 -> inverse] * (log2(stride) - 1) ->
+    convT3x3*2 -> in_channels``. ``activation(channels)`` makes one activation layer (GELU here, GDN in
+    ``student``); ``inverse_activation`` the decoder's (default: the same)."""
+    inverse_activation = inverse_activation or activation
+    k = stride.bit_length() - 1
+    enc, c = [], in_channels
+    for _ in range(k):
+        enc += [nn.Conv2d(c, hidden, 3, 2, 1), activation(hidden)]
+        c = hidden
+    dec = [nn.Conv2d(latent_channels, hidden, 3, 1, 1), inverse_activation(hidden)]
+    for i in range(k):
+        last = i == k - 1
+        dec.append(nn.ConvTranspose2d(hidden, in_channels if last else hidden, 3, 2, 1, output_padding=1))
+        if not last:
+            dec.append(inverse_activation(hidden))
+    return nn.Sequential(*enc, nn.Conv2d(hidden, latent_channels, 3, 1, 1)), nn.Sequential(*dec)
+
+
 class Bottleneck(nn.Module):
     """Encoder, integer latents with a factorized logistic entropy model, decoder.
 
@@ -103,28 +133,11 @@ class Bottleneck(nn.Module):
 
     def __init__(self, in_channels: int = 64, latent_channels: int = 8, hidden: int = 64, stride: int = 4):
         super().__init__()
-        in_channels, latent_channels, hidden, stride = (
-            check_int(n, v) for n, v in (("in_channels", in_channels), ("latent_channels", latent_channels),
-                                          ("hidden", hidden), ("stride", stride)))
-        if stride < 2 or stride & (stride - 1):
-            raise ValueError(f"stride must be a power of two >= 2, got {stride}")
-        self.args = dict(in_channels=in_channels, latent_channels=latent_channels, hidden=hidden, stride=stride)
-        k = stride.bit_length() - 1
-        enc, c = [], in_channels
-        for _ in range(k):
-            enc += [nn.Conv2d(c, hidden, 3, 2, 1), nn.GELU()]
-            c = hidden
-        self.encoder = nn.Sequential(*enc, nn.Conv2d(hidden, latent_channels, 3, 1, 1))
-        dec = [nn.Conv2d(latent_channels, hidden, 3, 1, 1), nn.GELU()]
-        for i in range(k):
-            last = i == k - 1
-            dec.append(nn.ConvTranspose2d(hidden, in_channels if last else hidden, 3, 2, 1, output_padding=1))
-            if not last:
-                dec.append(nn.GELU())
-        self.decoder = nn.Sequential(*dec)
-        self.loc = nn.Parameter(torch.zeros(latent_channels))
+        self.args = architecture(in_channels, latent_channels, hidden, stride)
+        self.encoder, self.decoder = conv_layers(**self.args, activation=lambda c: nn.GELU())
+        self.loc = nn.Parameter(torch.zeros(self.args["latent_channels"]))
         # softplus(0.5413) = 1: the untrained density has scale 1.11
-        self.raw_scale = nn.Parameter(torch.full((latent_channels,), 0.5413))
+        self.raw_scale = nn.Parameter(torch.full((self.args["latent_channels"],), 0.5413))
 
     # --- shapes -------------------------------------------------------------
     def latent_hw(self, h: int, w: int) -> tuple[int, int]:
@@ -388,16 +401,13 @@ def save_bottleneck(bn: Bottleneck, path: str | Path, lmbda: float | None = None
     return out
 
 
-def load_bottleneck(path: str | Path, device: str | torch.device = "cpu") -> Bottleneck:
-    """A bottleneck written by ``save_bottleneck``, in eval mode (float32 from the stored float16).
-
-    The card beside the file must exist and its sha256 match; a missing, unreadable or
-    mismatched file is a ValueError naming it.
-    """
+def read_weights_file(path: str | Path, kind: str = "bottleneck") -> tuple[dict, object]:
+    """(architecture, state) of a weights file with its card (``.json``) beside it, the file's sha256
+    checked against the card's; a missing, unreadable or mismatched file is a ValueError naming it."""
     p = Path(path)
     card_path = p.with_suffix(".json")
     if not p.exists() or not card_path.exists():
-        raise ValueError(f"no bottleneck at {p} (weights and a .json card beside them are both needed)")
+        raise ValueError(f"no {kind} at {p} (weights and a .json card beside them are both needed)")
     try:
         card = json.loads(card_path.read_text())
         arch, sha = card["architecture"], card["sha256"]
@@ -405,8 +415,19 @@ def load_bottleneck(path: str | Path, device: str | torch.device = "cpu") -> Bot
         raise ValueError(f"{card_path} is not a bottleneck card ({type(e).__name__}: {e})") from None
     digest = hashlib.sha256(p.read_bytes()).hexdigest()
     if digest != sha:
-        raise ValueError(f"bottleneck {p} has sha256 {digest}, its card says {sha}")
-    state = read_torch_file(p)
+        raise ValueError(f"{kind} {p} has sha256 {digest}, its card says {sha}")
+    return arch, read_torch_file(p)
+
+
+def load_bottleneck(path: str | Path, device: str | torch.device = "cpu") -> Bottleneck:
+    """A bottleneck written by ``save_bottleneck``, in eval mode (float32 from the stored float16).
+
+    The card beside the file must exist and its sha256 match; a missing, unreadable or
+    mismatched file is a ValueError naming it.
+    """
+    p = Path(path)
+    arch, state = read_weights_file(p)
+    card_path = p.with_suffix(".json")
     if not isinstance(arch, dict) or set(arch) != {"in_channels", "latent_channels", "hidden", "stride"}:
         raise ValueError(f"{card_path}: architecture must give in_channels, latent_channels, hidden, stride")
     bn = Bottleneck(**arch)

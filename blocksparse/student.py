@@ -26,8 +26,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from .bottleneck import check_int
-from .runtime import module_device, read_torch_file
+from .bottleneck import architecture, conv_layers, read_weights_file
+from .runtime import module_device
 
 with warnings.catch_warnings():  # compressai scripts a module at import (a FutureWarning in this torch)
     warnings.simplefilter("ignore")
@@ -60,26 +60,10 @@ class StudentBottleneck(nn.Module):
 
     def __init__(self, in_channels: int = 256, latent_channels: int = 24, hidden: int = 64, stride: int = 2):
         super().__init__()
-        in_channels, latent_channels, hidden, stride = (
-            check_int(n, v) for n, v in (("in_channels", in_channels), ("latent_channels", latent_channels),
-                                          ("hidden", hidden), ("stride", stride)))
-        if stride < 2 or stride & (stride - 1):
-            raise ValueError(f"stride must be a power of two >= 2, got {stride}")
-        self.args = dict(in_channels=in_channels, latent_channels=latent_channels, hidden=hidden, stride=stride)
-        k = stride.bit_length() - 1
-        enc, c = [], in_channels
-        for _ in range(k):
-            enc += [nn.Conv2d(c, hidden, 3, 2, 1), GDN(hidden)]
-            c = hidden
-        self.encoder = nn.Sequential(*enc, nn.Conv2d(hidden, latent_channels, 3, 1, 1))
-        dec = [nn.Conv2d(latent_channels, hidden, 3, 1, 1), GDN(hidden, inverse=True)]
-        for i in range(k):
-            last = i == k - 1
-            dec.append(nn.ConvTranspose2d(hidden, in_channels if last else hidden, 3, 2, 1, output_padding=1))
-            if not last:
-                dec.append(GDN(hidden, inverse=True))
-        self.decoder = nn.Sequential(*dec)
-        self.entropy = EntropyBottleneck(latent_channels)
+        self.args = architecture(in_channels, latent_channels, hidden, stride)
+        self.encoder, self.decoder = conv_layers(**self.args, activation=GDN,
+                                                 inverse_activation=lambda c: GDN(c, inverse=True))
+        self.entropy = EntropyBottleneck(self.args["latent_channels"])
 
     def _check_features(self, z: Tensor) -> None:
         if not isinstance(z, Tensor) or z.ndim != 4 or z.shape[1] != self.args["in_channels"] or z.numel() == 0:
@@ -150,18 +134,8 @@ def save_student(bn: StudentBottleneck, path: str | Path, **card) -> dict:
 def load_student(path: str | Path, device: str | torch.device = "cpu") -> StudentBottleneck:
     """A bottleneck written by ``save_student``, its coding tables rebuilt, in eval mode."""
     p = Path(path)
-    card_path = p.with_suffix(".json")
-    if not p.exists() or not card_path.exists():
-        raise ValueError(f"no student bottleneck at {p} (weights and a .json card beside them are both needed)")
-    try:
-        card = json.loads(card_path.read_text())
-        arch, sha = card["architecture"], card["sha256"]
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
-        raise ValueError(f"{card_path} is not a bottleneck card ({type(e).__name__}: {e})") from None
-    if hashlib.sha256(p.read_bytes()).hexdigest() != sha:
-        raise ValueError(f"student bottleneck {p}: sha256 differs from its card's")
+    arch, state = read_weights_file(p, "student bottleneck")
     bn = StudentBottleneck(**arch)
-    state = read_torch_file(p)
     own = {k for k in bn.state_dict() if k.split(".")[-1] not in _TABLES}
     if not isinstance(state, dict) or set(state) != own:
         raise ValueError(f"{p} does not hold the weights of a StudentBottleneck({arch})")
