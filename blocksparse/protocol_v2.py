@@ -27,7 +27,7 @@ from .data import load_dataset
 from .evaluation import evaluate
 from .model import checkpoint_card, load_pretrained, save_weights
 from .protocol import (BOTTLENECK_RECIPES, BOTTLENECK_WIDTHS, BUDGET, CONFIRM_CONFIDENCE, LADDERS_V2, PICK_THRESHOLD,
-                       PROTOCOL_V2, REFINE, SCREEN_V2, SEEDS_V2, VAL_SELECT, VAL_STOP, Budget, selection_data, stopping_data)
+                       PROTOCOL_V2_1, REFINE, SCREEN_V2, SEEDS_V2, VAL_SELECT, VAL_STOP, Budget, selection_data, stopping_data)
 from .protocol_runs import frontier_of
 from .protocol_runs import train_run as train_run_v1
 from .recipes import make_bottleneck, train_recipe
@@ -39,6 +39,7 @@ from .comparison import COMPARISON_COLUMNS, comparison_table, curves_from_cards
 from .stats import hierarchical_bootstrap, paired_test
 from .student import StudentBottleneck, load_student, save_student
 
+PROTOCOL = PROTOCOL_V2_1  # the version this code writes on its cards and screens (v2 as amended)
 V2_DIR = DATA_DIR / "answer" / "v2"
 V1_DIR = DATA_DIR / "answer"
 
@@ -132,7 +133,7 @@ def screen_bottleneck(split_at: str, lmbda: float, dataset: str = "fashion-mnist
         scored.sort(key=lambda r: r["objective"])
         arms = [(r["recipe"], r["latent_channels"]) for r in scored[:settings["keep"]]]
     best = scored[0]
-    out = dict(protocol=PROTOCOL_V2, family="bottleneck", split_at=split_at, lmbda=lmbda, settings=dict(settings),
+    out = dict(protocol=PROTOCOL, family="bottleneck", split_at=split_at, lmbda=lmbda, settings=dict(settings),
                budget=budget.asdict(), images=dict(screen=VAL_STOP, n=len(stop.tensors[1])), rows=rows,
                pick=dict(recipe=best["recipe"], latent_channels=best["latent_channels"], lmbda=lmbda,
                          stride=BOTTLENECK_STRIDES[split_at]))
@@ -165,7 +166,7 @@ def screen_block_sparse(split_at: str, rung: float, dataset: str = "fashion-mnis
     before = sorted(((evaluate(model, c, stop, rate_sample=1)["accuracy"], i, c) for i, c in enumerate(front)),
                     key=lambda t: (-t[0], t[1]))
     top = [c for _, _, c in before[:settings["config_arms"]]]
-    out = dict(protocol=PROTOCOL_V2, family="block-sparse", split_at=split_at, rung=rung, settings=dict(settings),
+    out = dict(protocol=PROTOCOL, family="block-sparse", split_at=split_at, rung=rung, settings=dict(settings),
                budget=budget.asdict(), images=dict(screen=VAL_STOP, n=len(stop.tensors[1])),
                candidates=[dict(mode=c.mode, block_size=c.block_size, ratio=c.ratio, bits=c.bits, bpp=b) for c, b in rated],
                untrained=[dict(mode=c.mode, block_size=c.block_size, ratio=c.ratio, bits=c.bits, accuracy=a)
@@ -232,7 +233,7 @@ def train_run(split_at: str, setting: dict, seed: int, dataset: str = "fashion-m
         save_bottleneck(bn, bn_path, float(setting["lmbda"]))
         bn = load_bottleneck(bn_path, module_device(model))
     m = measure(model, bn, selection_data(dataset, subset=val_subset))
-    card = dict(protocol=PROTOCOL_V2, family="bottleneck", split_at=split_at, setting=setting, seed=seed,
+    card = dict(protocol=PROTOCOL, family="bottleneck", split_at=split_at, setting=setting, seed=seed,
                 dataset=dataset, rung=rung, budget=budget.asdict(),
                 images=dict(stop=VAL_STOP, select=VAL_SELECT, stop_images=len(stop.tensors[1]),
                             train_images=len(train.tensors[1])),
@@ -311,7 +312,7 @@ def read_cards(folder: str | Path = V2_DIR) -> list[dict]:
     out = []
     for p in sorted(Path(folder).glob("*.json")):
         card = json.loads(p.read_text())
-        if card.get("protocol") == PROTOCOL_V2 and "family" in card:
+        if card.get("protocol") == PROTOCOL and "family" in card:
             out.append(card | dict(path=str(p)))
     return out
 
@@ -382,19 +383,19 @@ def run_next(split_at: str, family: str = "bottleneck", out_dir: str | Path = V2
     seed = step.get("seed", 0)
     if step["family"] == "reference":  # seeds 3 and 4: v1's recipe, in v2's folder
         card = train_run_v1("reference", {}, seed, None, out_dir=out_dir, state_dir=state_dir)
-        card.write_text(json.dumps(json.loads(card.read_text()) | dict(protocol=PROTOCOL_V2), indent=1, default=float))
+        card.write_text(json.dumps(json.loads(card.read_text()) | dict(protocol=PROTOCOL), indent=1, default=float))
         return card
     if family == "bottleneck":
         return train_run(split_at, step["setting"], seed, out_dir=out_dir, state_dir=state_dir, rung=step["rung"],
                          progress=True)
     if step["setting"] is None:  # no configuration under the rung: a card that says so, missed
         p = Path(out_dir) / f"block-sparse_{split_at}_rung{step['rung']:g}_none.json"
-        p.write_text(json.dumps(dict(protocol=PROTOCOL_V2, family=family, split_at=split_at, seed=0, rung=step["rung"],
+        p.write_text(json.dumps(dict(protocol=PROTOCOL, family=family, split_at=split_at, seed=0, rung=step["rung"],
                                      setting={}, val_select=None), indent=1))
         return p
     card = train_run_v1("block-sparse", step["setting"], seed, split_at, out_dir=out_dir, state_dir=state_dir,
                         rung=step["rung"])  # v1's run: the same budget and early stopping
-    card.write_text(json.dumps(json.loads(card.read_text()) | dict(protocol=PROTOCOL_V2), indent=1, default=float))
+    card.write_text(json.dumps(json.loads(card.read_text()) | dict(protocol=PROTOCOL), indent=1, default=float))
     return card
 
 
@@ -442,7 +443,7 @@ def family_comparison(v1_cards: list[dict], v2_cards: list[dict], n_boot: int = 
         raise ValueError("v1_cards: no reference seed 0 (every comparison is paired with it)")
     webp = [c for c in v1_cards if c["family"] == "webp-finetuned" and c["setting"].get("quality") in LADDERS_V2["webp-finetuned"]]
     tables = []
-    for name, cards in (("v1", v1_cards), (PROTOCOL_V2, v2_cards + webp)):
+    for name, cards in (("v1", v1_cards), (PROTOCOL, v2_cards + webp)):
         curves = curves_from_cards(cards, ref)
         if len({f for _, f in curves}) < 2:
             continue
@@ -665,7 +666,7 @@ def sensitivity_subjects(v1_cards: list[dict], v2_cards: list[dict], split_at: s
                     and c.get("split_at") == split_at and c["seed"] == 0 and c.get("val_select")]
             if not runs:
                 continue
-            best = max(runs, key=lambda c: (pick(c, ref)["difference"], c.get("protocol") == PROTOCOL_V2))
+            best = max(runs, key=lambda c: (pick(c, ref)["difference"], c.get("protocol") == PROTOCOL))
             op = best
         out.append(dict(family=family, split_at=split_at, setting=op["setting"], base=op))
     return out
@@ -681,7 +682,7 @@ def sensitivity_run(subject: dict, out_dir: str | Path = SENSITIVITY_DIR, state_
     else:  # the reference, block-sparse and v1's joint bottleneck: v1's run, the budget 4x
         card = train_run_v1(family, setting, 0, subject["split_at"], dataset, out_dir, state_dir, budget=budget,
                             rung=subject["base"].get("rung"))
-    card.write_text(json.dumps(json.loads(card.read_text()) | dict(protocol=PROTOCOL_V2, sensitivity=True), indent=1,
+    card.write_text(json.dumps(json.loads(card.read_text()) | dict(protocol=PROTOCOL, sensitivity=True), indent=1,
                                default=float))
     return card
 

@@ -2,7 +2,8 @@
 
 - ``joint``: v1's anchor as it was (``bottleneck.Bottleneck`` trained by
   ``bottleneck_training.train_bottleneck`` on the whole network, one stage).
-- ``two-stage``: the Entropic Student's (``student.StudentBottleneck``): stage 1 fits the
+- ``two-stage``: the Entropic Student's (``student.StudentBottleneck``, its density learning at
+  ``protocol.STUDENT_DENSITY_LR`` as v1's prior does: v2.1): stage 1 fits the
   uncompressed model's features after the split and after each later stage plus lambda x rate
   (head and bottleneck learn, the tail is frozen); stage 2 trains decoder and tail with
   distillation, encoder and density frozen.
@@ -28,7 +29,7 @@ from .bitstream import bpp
 from .bottleneck import Bottleneck
 from .bottleneck_training import train_bottleneck
 from .model import SplitResNet18
-from .protocol import BOTTLENECK_PRIOR_LR, BOTTLENECK_QUANTIZATION, BOTTLENECK_RECIPES, Budget
+from .protocol import BOTTLENECK_PRIOR_LR, BOTTLENECK_QUANTIZATION, BOTTLENECK_RECIPES, STUDENT_DENSITY_LR, Budget
 from .runtime import module_device, set_seed
 from .student import StudentBottleneck
 from .training import copy_state, distillation_loss, save_run, track_best
@@ -109,9 +110,14 @@ def _train_student(model: SplitResNet18, bn: StudentBottleneck, recipe: str, lmb
     best = (-history[0]["val_objective"], copy_state(tracked))
     state = Path(state_path) if state_path is not None else None
     start = 0
+    density_ids = {id(p) for p in density}
     for stage, n in plan:
         params = trainable[stage]
-        opt = torch.optim.Adam(params, budget.lr)
+        # the density learns at its own rate (protocol v2.1), as v1's prior does; the rest at the budget's
+        groups = [dict(params=[p for p in params if id(p) not in density_ids])]
+        if any(id(p) in density_ids for p in params):
+            groups.append(dict(params=[p for p in params if id(p) in density_ids], lr=STUDENT_DENSITY_LR))
+        opt = torch.optim.Adam(groups, budget.lr)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, n)
         if state is not None and state.exists():
             saved = torch.load(state, weights_only=False, map_location=device)

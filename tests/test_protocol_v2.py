@@ -111,7 +111,7 @@ def test_status_walks_the_rungs_and_family_comparison_pairs_curves(tmp_path):
     (tmp_path / "reference_seed0.json").write_text(json.dumps(refcard))
 
     def v2(rung, k, bpp):
-        return dict(protocol="v2", family="bottleneck", split_at="layer3", seed=0, rung=rung,
+        return dict(protocol=P.PROTOCOL, family="bottleneck", split_at="layer3", seed=0, rung=rung,
                     setting=dict(recipe="two-stage", latent_channels=24, lmbda=rung),
                     val_select=dict(correct=pack_correct(_flip(ref, k)), bpp=bpp, accuracy=float(_flip(ref, k).mean())))
     cards = [v2(0.8, 5, 0.2), v2(3.2, 20, 0.1)]  # 3.2: -2 points (missed), 0.8: -0.5 (picked)
@@ -126,13 +126,13 @@ def test_status_walks_the_rungs_and_family_comparison_pairs_curves(tmp_path):
     v1_cards = [refcard, v1("block-sparse", 20, 0.5), v1("block-sparse", 0, 1.0),
                 v1("webp-finetuned", 20, 2.0, q=50), v1("webp-finetuned", 0, 4.0, q=90), v1("webp-finetuned", 20, 1.0, q=5)]
     t = P.family_comparison(v1_cards, cards, n_boot=50)
-    assert set(t["protocol"]) == {"v1", "v2"}
+    assert set(t["protocol"]) == {"v1", P.PROTOCOL}
     v1_row = t[(t["protocol"] == "v1") & (t["measure"] == "rate ratio at -0.5 points")].iloc[0]
     # both curves go from -2 to 0 points; block-sparse at a quarter of WebP's rates (0.5, 1 vs 2, 4)
     assert (v1_row["family_a"], v1_row["family_b"]) == ("block-sparse", "webp-finetuned")
     assert v1_row["value"] == pytest.approx(0.25)
     # v2: the bottleneck's curve against WebP's v2 rungs (q=5 is not on v2's ladder)
-    v2_rows = t[t["protocol"] == "v2"]
+    v2_rows = t[t["protocol"] == P.PROTOCOL]
     assert set(v2_rows["family_a"]) == {"bottleneck"} and set(v2_rows["family_b"]) == {"webp-finetuned"}
     assert list(t.columns) == ["protocol", "split_at", "family_a", "family_b", "measure", "value", "lo", "hi", "n_images"]
 
@@ -206,12 +206,13 @@ def test_v2_rules_are_the_ones_pre_registered():
     except (OSError, subprocess.CalledProcessError):
         pytest.skip("no git history here (a shallow clone or an export)")
     now = (root / "blocksparse" / "protocol.py").read_text()
-    marker = "# Protocol v2 (issue 42), pre-registered"
-    assert marker in then and now[now.index(marker):] == then[then.index(marker):]
+    marker, amendment = "# Protocol v2 (issue 42), pre-registered", "# Protocol v2.1: one amendment to v2"
+    section = now[now.index(marker):now.index(amendment)]
+    assert marker in then and section[:section.rindex("\n\n\n")] + "\n" == then[then.index(marker):]
 
 
 def _v2card(tmp_path, rung, k, ref, seed=0, test=None):
-    c = dict(protocol="v2", family="bottleneck", split_at="layer3", seed=seed, rung=rung, dataset="fashion-mnist",
+    c = dict(protocol=P.PROTOCOL, family="bottleneck", split_at="layer3", seed=seed, rung=rung, dataset="fashion-mnist",
              setting=dict(recipe="hybrid", latent_channels=24, lmbda=rung, stride=2),
              val_select=dict(correct=pack_correct(_flip(ref, k)), bpp=0.1, accuracy=0.9))
     if test is not None:

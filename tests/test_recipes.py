@@ -78,3 +78,26 @@ def test_the_recipe_must_fit_its_bottleneck():
         recipes.train_recipe(model, bn, "hybrid", -1.0, Budget(), data, data, 0)
     assert isinstance(recipes.make_bottleneck("joint", model, 4, 2, 0), Bottleneck)
     assert isinstance(recipes.make_bottleneck("hybrid", model, 4, 2, 0), StudentBottleneck)
+
+
+def test_the_students_density_learns_at_the_priors_rate_the_rest_at_the_budgets(monkeypatch):
+    """protocol v2.1: the same help v1's prior gets (its rate weight's prior learns at 1e-2)."""
+    from blocksparse.protocol import BOTTLENECK_PRIOR_LR, STUDENT_DENSITY_LR
+    assert STUDENT_DENSITY_LR == BOTTLENECK_PRIOR_LR
+    model, bn, data = _setup()
+    seen = []
+    real = torch.optim.Adam
+
+    def adam(groups, lr, **kw):
+        seen.append([(len(g["params"]), g.get("lr", lr), {id(p) for p in g["params"]}) for g in groups]
+                    if isinstance(groups, list) and isinstance(groups[0], dict) else None)
+        return real(groups, lr, **kw)
+    monkeypatch.setattr(recipes.torch.optim, "Adam", adam)
+    recipes._train_student(model, bn, "hybrid", 1.0, Budget(steps=2, batch_size=8, lr=1e-3, eval_every=1), data,
+                           TensorDataset(*[t[:8] for t in data.tensors]), 0, 2, 100, None, False)
+    density = {id(p) for n, p in bn.entropy.named_parameters() if not n.endswith("quantiles")}
+    for groups in [g for g in seen if g is not None]:  # each stage's optimizer (the aux one takes a plain list)
+        rates = {lr for _, lr, ids in groups if ids & density}
+        assert rates == {STUDENT_DENSITY_LR}
+        assert all(lr == 1e-3 for _, lr, ids in groups if not ids & density)
+    assert len([g for g in seen if g is not None]) == 2  # stage 1 and the joint stage
