@@ -453,8 +453,10 @@ def family_comparison(v1_cards: list[dict], v2_cards: list[dict], n_boot: int = 
     return pd.concat(tables)[cols] if tables else pd.DataFrame(columns=cols)
 
 
-# The commit that pre-registered v2's rules (``protocol.py``'s v2 section), before any v2 run.
+# The commit that pre-registered v2's rules (``protocol.py``'s v2 section), before any v2 run, and
+# the one that amended them (v2.1) before any v2 run finished.
 RULES_COMMIT = "90cf9d2"
+AMENDMENT_COMMIT = "4577835"
 
 
 def _pct(v) -> str:
@@ -482,8 +484,9 @@ def render_readme(power: pd.DataFrame, comparison: pd.DataFrame, status: pd.Data
     from .comparison import words  # noqa: PLC0415 - one helper of a module this one imports
     v1 = _power_at(power, "v1: val-select lower end >= -1", -0.005)
     v2 = _power_at(power, "v2: pick and confirm", -0.005)
-    lines = [f"**Protocol v2** (pre-registered in commit `{RULES_COMMIT}`, before any v2 run; "
-             "[rules and power](docs/protocol_v2.md)): screens on val-stop, picks on val-select by point estimate "
+    lines = [f"**Protocol v2** (pre-registered in commit `{RULES_COMMIT}` before any v2 run, amended as v2.1 in "
+             f"`{AMENDMENT_COMMIT}` before any finished; [rules and power](docs/protocol_v2.md)): screens on val-stop, "
+             "picks on val-select by point estimate "
              "(>= -1 point), confirms on test with 5 seeds at a Bonferroni level for 7 confirmations. "
              f"A rung 0.5 points below the reference passes v1's gate {100 * v1:.0f} times in 100, v2's {100 * v2:.0f}.",
              ""]
