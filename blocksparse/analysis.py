@@ -4,7 +4,6 @@ Pure numpy/pandas. Accuracies are fractions in [0, 1]; rates are bits per input 
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 
 import numpy as np
@@ -12,15 +11,10 @@ import pandas as pd
 from numpy.typing import ArrayLike
 
 from .baselines import IMAGE_FORMATS
-from .protocol import Budget
 from .results import SCHEMA, to_frame
 from .stats import ONE_POINT, EPS, mcnemar_p, paired_test, wilson_interval, within  # noqa: F401 (re-exported)
 
 
-# what makes two fine-tuning runs the same budget: these schedule settings and the steps actually run
-# (``steps_run``, the last evaluation's step; patience is not compared, only whether it cut a run short).
-# Group-lasso is left out: the reference has no blocks.
-BUDGET = (*(f.name for f in dataclasses.fields(Budget)), "val_subset", "train_subset")
 
 
 # ---------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .protocol import FAMILIES, LADDERS, SEEDS, SPLIT_FREE, SPLITS
+from .protocol import FAMILIES, LADDERS, SEEDS, SPLIT_FREE, SPLIT_POINTS
 from .results import unpack_correct
 from .runtime import in_repo
 from .stats import ONE_POINT, diff_words, hierarchical_bootstrap, within
@@ -101,7 +101,7 @@ def ladder_table(cards: list[dict]) -> pd.DataFrame:
 
     ops = operating_points(cards, pair)
     rows = []
-    for split_at in SPLITS if 0 in refs else ():
+    for split_at in SPLIT_POINTS if 0 in refs else ():
         for family in FAMILIES:
             runs = [c for c in _runs(cards, family, None if family in SPLIT_FREE else split_at)
                     if c["seed"] == 0 and c.get("val_select") is not None]
@@ -138,7 +138,7 @@ def operating_points(cards: list[dict], pair=val_select_pair) -> dict[tuple[str,
     that do not depend on the split appear under every split). ``pair`` as in ``walk``."""
     out = {}
     for family in FAMILIES:
-        for split_at in SPLITS:
+        for split_at in SPLIT_POINTS:
             op, _ = walk(cards, family, None if family in SPLIT_FREE else split_at, pair)
             if op is not None:
                 out[split_at, family] = op
@@ -167,7 +167,7 @@ def plan(cards: list[dict], screened: set[tuple[str, float]] = frozenset()) -> l
         return [dict(action="train", family="reference", split_at=None, seed=0)]
     found = False
     for family in FAMILIES:
-        for split_at in ([None] if family in SPLIT_FREE else SPLITS):
+        for split_at in ([None] if family in SPLIT_FREE else SPLIT_POINTS):
             op, rung = walk(cards, family, split_at)
             if rung is not None:
                 if family == "block-sparse" and (split_at, rung) not in screened:
@@ -203,7 +203,7 @@ def answer_table(cards: list[dict], costs: dict | None = None) -> pd.DataFrame:
     refs = {c["seed"]: c for c in cards if c["family"] == "reference"}
     shipped = _shipped_model(cards)
     rows = []
-    for split_at in SPLITS:
+    for split_at in SPLIT_POINTS:
         for family in FAMILIES:
             key = None if family in SPLIT_FREE else split_at
             op, rung = walk(cards, family, key)

@@ -1,11 +1,9 @@
-"""Speed and rate figures that are printed, never asserted: ``python blocksparse_utils.py bench``."""
+"""Speed figures that are printed, never asserted: ``python blocksparse_utils.py bench`` (then the codec's
+sections against their limits, ``limits.codec_limits``)."""
 from __future__ import annotations
 
-import json
 import statistics
-from pathlib import Path
 
-import pandas as pd
 import torch
 import zstandard
 
@@ -13,9 +11,9 @@ from . import codebook as cbk
 from .bitstream import decode, encode
 from .codec import CodecConfig, compress
 from .costs import timings
-from .data import load_dataset
+from .limits import codec_limits
 from .model import load_pretrained
-from .runtime import ROOT, set_seed
+from .runtime import set_seed
 
 
 def benchmark() -> None:
@@ -70,31 +68,3 @@ def benchmark() -> None:
     print(f"encode_batch of 256 images (ans codebook, best of 3): {per_image:.3f} ms per image "
           f"({1000 / per_image:.0f} images/s, {per_image / head[0]:.3f}x the batch-1 head)")
     codec_limits()
-
-
-ANSWER_MODEL = ROOT / "data" / "answer" / "block-sparse_layer3_global_B4_r0.05_2b_gl1e-05_seed0.json"
-
-
-def codec_limits(card: Path = ANSWER_MODEL, fit_images: int = 3000, n_images: int = 500) -> pd.DataFrame:
-    """Each stream section against its information limit (``limits.section_limits``) for a shipped
-    block-sparse model of the answer (its card; default the one after layer3: global, B=4, ratio
-    0.05, 2 bits): code tables fitted on its own head's features of ``fit_images`` evenly spaced
-    training images, streams of ``n_images`` evenly spaced val-select images (the table marks
-    ``fit_codebook``'s default, a choice: no test image is read). Prints the table (mean bits per
-    image) and returns it, with ``images="val-select"``."""
-    from .evaluation import head_features
-    from .limits import section_limits
-    from .protocol import selection_data
-    c = json.loads(Path(card).read_text())
-    s = c["setting"]
-    cfg = CodecConfig(s["block_size"], s["ratio"], s["mode"], s["bits"])
-    weights = Path(card).with_name(c["weights"])
-    model = load_pretrained(c["dataset"], c["split_at"], weights=weights, device="cpu")
-    fit = head_features(model, load_dataset(c["dataset"], "train", subset=fit_images))
-    val = head_features(model, selection_data(c["dataset"], subset=n_images))
-    table = section_limits(fit, val, cfg, (28, 28)).assign(images="val-select")
-    print(f"\nstream sections against their limits: {weights.name}, {cfg}, ANS; tables fitted on {fit_images} "
-          f"training images, {n_images} val-select images (bits per image; *_model_bits: the information content "
-          f"under the fitted model)")
-    print(table.round(2).to_markdown(index=False))
-    return table

@@ -16,7 +16,8 @@ from .runtime import ROOT, figures_dir, results_dir
 from .study import PRESETS
 from .training import pretrain
 from .cli_protocol import protocol_command
-from .bench import benchmark, codec_limits
+from .bench import benchmark
+from .limits import codec_limits
 from .cli_sweep import positive, ratio_arg, sweep_command
 from .notebook_runner import run_notebooks
 

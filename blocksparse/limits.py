@@ -9,7 +9,9 @@ positions that need no stream: an unordered set of k cells under a uniform model
 """
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -19,6 +21,11 @@ from . import priors
 from .codebook import POSITION_MODELS, VALUE_MODELS, codebook_bytes, encode_batch, fit_codebook, geometry, rate
 from .codetables import cell_flags
 from .codec import CodecConfig, analyze
+from .data import load_dataset
+from .evaluation import head_features
+from .model import load_pretrained
+from .protocol import selection_data
+from .runtime import ROOT
 
 
 def section_limits(fit_features: Tensor, features: Tensor, cfg: CodecConfig, input_hw: tuple[int, int]) -> pd.DataFrame:
@@ -67,3 +74,28 @@ def render_limits(table: pd.DataFrame) -> str:
                f"{r['uniform_set_bits']:.1f} bits for an unordered set under a uniform model, "
                f"{r['all_cells_prior_bits']:.1f} bits for the per-cell prior applied to every cell.")
     return caption + "\n\n" + table[cols].round(3).to_markdown(index=False)
+
+
+ANSWER_MODEL = ROOT / "data" / "answer" / "block-sparse_layer3_global_B4_r0.05_2b_gl1e-05_seed0.json"
+
+
+def codec_limits(card: Path = ANSWER_MODEL, fit_images: int = 3000, n_images: int = 500) -> pd.DataFrame:
+    """Each stream section against its information limit (``limits.section_limits``) for a shipped
+    block-sparse model of the answer (its card; default the one after layer3: global, B=4, ratio
+    0.05, 2 bits): code tables fitted on its own head's features of ``fit_images`` evenly spaced
+    training images, streams of ``n_images`` evenly spaced val-select images (the table marks
+    ``fit_codebook``'s default, a choice: no test image is read). Prints the table (mean bits per
+    image) and returns it, with ``images="val-select"``."""
+    c = json.loads(Path(card).read_text())
+    s = c["setting"]
+    cfg = CodecConfig(s["block_size"], s["ratio"], s["mode"], s["bits"])
+    weights = Path(card).with_name(c["weights"])
+    model = load_pretrained(c["dataset"], c["split_at"], weights=weights, device="cpu")
+    fit = head_features(model, load_dataset(c["dataset"], "train", subset=fit_images))
+    val = head_features(model, selection_data(c["dataset"], subset=n_images))
+    table = section_limits(fit, val, cfg, (28, 28)).assign(images="val-select")
+    print(f"\nstream sections against their limits: {weights.name}, {cfg}, ANS; tables fitted on {fit_images} "
+          f"training images, {n_images} val-select images (bits per image; *_model_bits: the information content "
+          f"under the fitted model)")
+    print(table.round(2).to_markdown(index=False))
+    return table

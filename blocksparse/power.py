@@ -60,9 +60,9 @@ def observed(cards: list[dict]) -> dict:
             continue
         d = np.stack([runs[s].astype(float) - refs[s] for s in SEEDS])
         disc = float((d != 0).mean())
-        # the seed-mean of a per-image difference has variance disc / 3 if seeds disagree on
-        # different images and disc if on the same ones: solve for the shared share
-        shared.append(float(np.clip((d.mean(0).var() / disc - 1 / 3) * 1.5, 0, 1)))
+        # the seed-mean of a per-image difference has a second moment of disc / 3 if the seeds disagree
+        # on different images and disc if on the same ones, the same way: solve for the shared share
+        shared.append(float(np.clip(((d.mean(0) ** 2).mean() / disc - 1 / 3) * 1.5, 0, 1)))
         excess.append(max(0.0, float(d.mean(1).var(ddof=1)) - disc / d.shape[1]))
     if not shared:
         raise ValueError("cards: power needs one family with all three seeds on val-select")

@@ -22,7 +22,7 @@ from .data import load_dataset
 
 VAL_STOP, VAL_SELECT = "val-stop", "val-select"
 SEEDS = (0, 1, 2)
-SPLITS = ("layer1", "layer2", "layer3")
+SPLIT_POINTS = ("layer1", "layer2", "layer3")  # where the network is split (model.SPLIT_POINTS); data.SPLITS are image sets
 FAMILIES = ("block-sparse", "bottleneck", "webp-finetuned", "webp")
 SPLIT_FREE = ("reference", "webp-finetuned", "webp")  # the same model whatever the split
 

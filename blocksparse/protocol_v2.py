@@ -27,7 +27,7 @@ from .data import load_dataset
 from .evaluation import evaluate
 from .model import checkpoint_card, load_pretrained, save_weights
 from .protocol import (BOTTLENECK_RECIPES, BOTTLENECK_WIDTHS, BUDGET, CONFIRM_CONFIDENCE, LADDERS_V2, PICK_THRESHOLD,
-                       PROTOCOL_V2_1, REFINE, SCREEN_V2, SEEDS_V2, VAL_SELECT, VAL_STOP, Budget, selection_data, stopping_data)
+                       PROTOCOL_V2_1, REFINE, SCREEN_V2, SEEDS_V2, SPLIT_POINTS, VAL_SELECT, VAL_STOP, Budget, selection_data, stopping_data)
 from .protocol_runs import frontier_of
 from .protocol_runs import train_run as train_run_v1
 from .recipes import make_bottleneck, train_recipe
@@ -417,7 +417,7 @@ def status_table(cards: list[dict], v1_dir: str | Path = V1_DIR) -> pd.DataFrame
     paired difference from the reference's seed 0 (with the interval, for the record) and the pick."""
     ref = reference(v1_dir)
     rows = []
-    for split in ("layer1", "layer2", "layer3"):
+    for split in SPLIT_POINTS:
         for family in ("block-sparse", "bottleneck"):
             runs = {float(c["rung"]): c for c in cards
                     if c["family"] == family and c["split_at"] == split and c["seed"] == 0}
@@ -538,7 +538,7 @@ def render_doc(power: pd.DataFrame, comparison: pd.DataFrame, status: pd.DataFra
         parts += [f"### Screen: {sc['family']} after {sc['split_at']}, rung {sc.get('rung', sc.get('lmbda')):g} "
                   f"(val-stop, {sc['images']['n']} images); pick: {setting_words(sc['pick']) if sc['pick'] else 'none'}",
                   "", md(rows, floatfmt=".4g"), ""]
-    return "\n".join(parts)
+    return "\n".join(parts).strip("\n")
 
 
 def screens(out_dir: str | Path = V2_DIR) -> list[dict]:
@@ -575,7 +575,7 @@ def confirmation_steps(cards: list[dict], ref_cards: dict[int, dict], ref: dict)
     (trained, then tested) and seed 0's test; the reference's seeds 3 and 4 (v1's recipe, in v2's
     folder) and their tests. ``ref_cards``: seed -> the reference's card (v1's 0-2, v2's 3-4)."""
     steps, any_op = [], False
-    for split in ("layer1", "layer2", "layer3"):
+    for split in SPLIT_POINTS:
         for family in ("block-sparse", "bottleneck"):
             op = operating_point(cards, family, split, ref)
             if op is None:

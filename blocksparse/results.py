@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .runtime import ROOT, results_dir
+from .runtime import results_dir
 
 # column -> (pandas dtype, meaning). The order is the column order of every file.
 SCHEMA: dict[str, tuple[str, str]] = {
@@ -55,36 +55,6 @@ SCHEMA: dict[str, tuple[str, str]] = {
     "codebook": ("string", "fitted code table the rate depends on (path under data/)"),
 }
 COLUMNS = list(SCHEMA)
-
-
-def model_key(weights, codebook) -> str:
-    """What a trained model's paired test is filed under: its shipped ``weights``, or where they are
-    not shipped its card (the ``codebook`` path with ``.json`` for ``.codebook``); "" without either."""
-    def given(v):
-        return v is not None and v is not pd.NA and not (isinstance(v, float) and math.isnan(v)) and str(v) != ""
-    if given(weights):
-        return str(weights)
-    return str(codebook).removesuffix(".codebook") + ".json" if given(codebook) else ""
-
-
-REFERENCE_NAME = "uncompressed_finetuned"  # the fine-tuned reference's cards: <name>[tag]_seed<k>.json
-
-
-def read_cards(paths) -> dict[str, dict]:
-    """Model cards (``.json``) as path -> card, the path relative to the repository where it lies
-    inside (as results rows name files), in sorted order."""
-    out = {}
-    for p in sorted(map(Path, paths)):
-        r = p.resolve()
-        out[str(r.relative_to(ROOT)) if r.is_relative_to(ROOT) else str(p)] = json.loads(p.read_text())
-    return out
-
-
-def model_stem(path) -> str:
-    """A trained model's files without their suffix: its weights (.pt), card (.json) and code tables
-    (.codebook) share it, so a model is the same whether a row names its weights or its card."""
-    p = str(path)
-    return p.rsplit(".", 1)[0] if "." in Path(p).name else p
 
 
 def pack_correct(correct) -> str:

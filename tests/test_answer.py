@@ -75,7 +75,7 @@ def test_a_tested_row_pairs_each_seed_with_the_reference_run_of_its_seed():
     table.loc[table["family"] == "webp-finetuned", "bpp"] = 2.5
     head = answer.render_answer(table, 6).split("\n\n")[0].splitlines()  # the tested rows lead, one line per split
     assert head[0].startswith("**So far** (9 of 12 rows pending)") and len(head) == 4
-    for line, split_at in zip(head[1:], protocol.SPLITS):
+    for line, split_at in zip(head[1:], protocol.SPLIT_POINTS):
         assert line.startswith(f"- after {split_at}: webp-finetuned at 2.500 bpp: ") and line.endswith("3 seeds); 3 families pending")
         assert ("not within one point" in line) == (not bool(rows["within"].iloc[0]))
     settled = table.assign(status=table["status"].where(table["family"] == "webp-finetuned", "no rung within one point"))
@@ -103,7 +103,7 @@ def test_tested_models_counts_each_card_with_a_test_once(tmp_path):
 def test_the_rendered_answer_heads_each_split_with_its_cost_and_shows_the_encoders_latency():
     refs, ref_val = _reference(protocol.SEEDS)
     op = _card("webp-finetuned", 0, ref_val, None, None, None, dict(quality=0), "w0.json")
-    assert answer.operating_points(refs + [op]) == {(s, "webp-finetuned"): op for s in protocol.SPLITS}
+    assert answer.operating_points(refs + [op]) == {(s, "webp-finetuned"): op for s in protocol.SPLIT_POINTS}
     assert answer.shipped(refs + [op]) == {"ref0.json", "w0.json"}
     cost = {("layer2", "block-sparse"): dict(head_macs=2.5e8, head_params=6.7e5, head_ms=1.234, encoder_ms=0.5,
                                             encoder_macs=1e5, latency_machine="box"),
@@ -218,7 +218,7 @@ def test_the_ladder_table_holds_every_rung_on_val_select_and_marks_the_operating
     assert list(bs["rung"]) == [0.25, 0.5] and list(bs["operating_point"]) == [False, True]
     assert bs["diff"].iloc[0] == pytest.approx(-0.02) and bs["diff"].iloc[1] == 0 and list(bs["within"]) == [False, True]
     w = t[t["family"] == "webp"]
-    assert list(w["split_at"]) == list(protocol.SPLITS) and (w["bpp"] == 1.25).all()  # the payload, under every split
+    assert list(w["split_at"]) == list(protocol.SPLIT_POINTS) and (w["bpp"] == 1.25).all()  # the payload, under every split
     assert answer.ladder_table(refs[:0] + [hit]).empty
 
 
@@ -231,7 +231,7 @@ def test_the_ladder_table_bootstraps_each_rung_once(monkeypatch):
     real = answer.val_select_pair
     monkeypatch.setattr(answer, "val_select_pair", lambda c, r: calls.append(c["path"]) or real(c, r))
     t = answer.ladder_table(cards)
-    assert len(t) == 1 + len(protocol.SPLITS)  # webp's one rung shown under every split
+    assert len(t) == 1 + len(protocol.SPLIT_POINTS)  # webp's one rung shown under every split
     assert sorted(calls) == ["a.json", "w.json"]  # yet paired once each, for the rows and the walks
 
 
@@ -242,7 +242,7 @@ def test_the_ladder_figure_draws_one_panel_per_split_and_rings_each_operating_po
     refs, ref_val = _reference()
     hit = _card("block-sparse", 0, ref_val, None, "layer2", 0.25, dict(mode="global", block_size=2, ratio=0.01, bits=2), "h.json")
     fig = plots.plot_ladders(answer.ladder_table(refs + [hit]))
-    assert [a.get_title() for a in fig.axes] == [f"after {s}" for s in protocol.SPLITS]
+    assert [a.get_title() for a in fig.axes] == [f"after {s}" for s in protocol.SPLIT_POINTS]
     rings = [line for line in fig.axes[1].lines if line.get_markersize() == 11 and len(line.get_xdata())]
     assert len(rings) == 1 and list(rings[0].get_xdata()) == [0.25]  # the card's rate (its rung, in these cards)
 

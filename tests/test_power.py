@@ -39,16 +39,16 @@ def test_v1_gate_is_sure_far_inside_and_rarely_passes_at_the_margin():
 def test_observed_reads_discordance_near_the_margin_and_three_seed_families():
     rng = np.random.default_rng(0)
     n = 2000
-    ref = [rng.random(n) < 0.9 for _ in range(3)]
+    ref = [rng.random(n) < 0.9] * 3  # the same reference run each seed, so a flipped image moves every seed alike
     cards = [dict(family="reference", seed=s, val_select=dict(correct=pack_correct(ref[s]))) for s in range(3)]
     flip = np.zeros(n, bool)
-    flip[:40] = True  # 2% discordant against the reference's seed 0
+    flip[:20] = True  # 1% discordant against the reference's seed 0
     for s in range(3):
         x = ref[s] ^ flip
         cards.append(dict(family="bottleneck", split_at="layer3", rung=0.8, setting={}, seed=s,
                           val_select=dict(correct=pack_correct(x))))
     o = power.observed(cards)
-    assert o["discordance"] == pytest.approx(0.02)
+    assert o["discordance"] == pytest.approx(0.01)
     assert o["n_families"] == 1 and o["shared"] == pytest.approx(1.0)  # the same images for every seed
     with pytest.raises(ValueError, match="reference"):
         power.observed(cards[1:])

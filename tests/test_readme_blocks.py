@@ -71,5 +71,5 @@ def test_the_readme_reads_at_a_glance():
     assert any("](figures/answer.png)" in line for line in lines[:40])  # the answer figure
     setup = lines.index("```bash")
     assert setup < 60 and lines[setup + 1].startswith("make study")  # the set-up commands
-    assert lines.index("<!-- answer:begin -->") < 150  # the protocol's full answer (v2 goes beside it)
+    assert lines.index("<!-- v2:begin -->") < 150  # protocol v2's block (v1's full answer: docs/protocol_v1.md)
     assert "exploratory" not in "\n".join(lines[:60]).lower()  # the first screens show the protocol's answer only

@@ -8,7 +8,6 @@ import pandas as pd
 import pytest
 
 from blocksparse import results
-from blocksparse.runtime import ROOT
 
 
 @pytest.fixture
@@ -56,32 +55,6 @@ def test_pack_correct_by_hand():
     # eight correct then one wrong: bytes 0xFF 0x00, base64 "/wA="
     assert results.pack_correct(np.array([True] * 8 + [False])) == "9:/wA="
     assert results.unpack_correct("9:/wA=").tolist() == [True] * 8 + [False]
-
-
-@pytest.mark.parametrize("weights, codebook, key", [
-    ("data/frontier/m.pt", "data/frontier/m.codebook", "data/frontier/m.pt"),
-    (None, "data/frontier/m.codebook", "data/frontier/m.json"),   # not shipped: its card
-    (float("nan"), "data/frontier/m.codebook", "data/frontier/m.json"),
-    (pd.NA, None, ""),
-    ("", "", ""),
-])
-def test_model_key_by_hand(weights, codebook, key):
-    assert results.model_key(weights, codebook) == key
-
-
-def test_model_stem_drops_the_suffix_of_the_name_only():
-    assert results.model_stem("data/frontier/m_seed0.pt") == "data/frontier/m_seed0"
-    assert results.model_stem("data/v1.2/m_seed0") == "data/v1.2/m_seed0"
-
-
-def test_read_cards_in_order_named_relative_to_the_repository_when_inside(tmp_path):
-    for name, seed in (("b.json", 1), ("a.json", 0)):
-        (tmp_path / name).write_text(json.dumps(dict(seed=seed)))
-    cards = results.read_cards([tmp_path / "b.json", tmp_path / "a.json"])
-    assert list(cards) == [str(tmp_path / "a.json"), str(tmp_path / "b.json")]  # outside the repository: as given
-    assert [c["seed"] for c in cards.values()] == [0, 1]
-    inside = ROOT / "data" / "resnet18_fashion-mnist.json"
-    assert list(results.read_cards([inside])) == ["data/resnet18_fashion-mnist.json"]
 
 
 def _rows():
