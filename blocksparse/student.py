@@ -29,12 +29,18 @@ from torch.nn import functional as F
 from .bottleneck import architecture, conv_layers, read_weights_file
 from .runtime import module_device
 
-with warnings.catch_warnings():  # compressai scripts a module at import (a FutureWarning in this torch)
-    warnings.simplefilter("ignore")
-    from compressai.entropy_models import EntropyBottleneck
-    from compressai.layers import GDN
-
 _TABLES = ("_quantized_cdf", "_offset", "_cdf_length")  # rebuilt by update(), not stored
+
+
+def _compressai():
+    """CompressAI's ``(EntropyBottleneck, GDN)``, imported when a student is first built, not with this
+    module: importing it (and its torch-geometric) in a Jupyter kernel left notebook 07's widget cell
+    waiting forever, so the modules a notebook imports must not pull it in."""
+    with warnings.catch_warnings():  # compressai scripts a module at import (a FutureWarning in this torch)
+        warnings.simplefilter("ignore")
+        from compressai.entropy_models import EntropyBottleneck
+        from compressai.layers import GDN
+    return EntropyBottleneck, GDN
 
 
 class StudentBottleneck(nn.Module):
@@ -61,6 +67,7 @@ class StudentBottleneck(nn.Module):
     def __init__(self, in_channels: int = 256, latent_channels: int = 24, hidden: int = 64, stride: int = 2):
         super().__init__()
         self.args = architecture(in_channels, latent_channels, hidden, stride)
+        EntropyBottleneck, GDN = _compressai()
         self.encoder, self.decoder = conv_layers(**self.args, activation=GDN,
                                                  inverse_activation=lambda c: GDN(c, inverse=True))
         self.entropy = EntropyBottleneck(self.args["latent_channels"])

@@ -80,3 +80,14 @@ def test_bad_arguments_name_themselves(bn):
         bn(_z(), quantization="exact")
     with pytest.raises(ValueError, match="streams"):
         bn.decode_batch("abc", (32, 7, 7))
+
+
+def test_importing_the_package_for_a_notebook_does_not_import_compressai():
+    """CompressAI (and its torch-geometric) in a Jupyter kernel hung notebook 07's widget cell: the
+    modules notebooks import must leave it out until a student is built."""
+    import subprocess
+    import sys
+    code = ("import sys, blocksparse_utils, blocksparse.protocol_v2, blocksparse.recipes; "
+            "print('compressai' in sys.modules, 'torch_geometric' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert out == ["False", "False"]
