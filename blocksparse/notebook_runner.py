@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import datetime
+import os
 import queue
 import time
 from pathlib import Path
@@ -16,6 +17,7 @@ import pandas as pd
 from .cache import recompute_requested
 from .runtime import NOTEBOOK_DIR, ROOT, machine, results_dir
 from .study import PRESETS
+from .widgets import HEADLESS
 
 
 # The kernel's own log lines are not the run's: papermill interrupts a kernel on shutdown, which
@@ -85,22 +87,30 @@ def run_notebooks(preset: str = "default", out_dir: str | Path = ROOT / "build" 
         raise ValueError(f"preset must be one of {tuple(PRESETS)}, got {preset!r}")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    done, seconds = [], {}
-    for nb in sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb")):
-        if only and not any(nb.name.startswith(o) for o in only):
-            continue
-        declared = pm.inspect_notebook(str(nb))
-        params = {k: v for k, v in PRESETS[preset].items() if k in declared}
-        print(f"[{preset}] {nb.name} {params}", flush=True)
-        t0 = time.time()
-        # a cell that waits longer than CELL_TIMEOUT fails the run instead of hanging it; the engine
-        # polls the shell socket again every POLL_SLICE (a missed reply hung notebook 07 before)
-        pm.execute_notebook(str(nb), str(out_dir / nb.name), parameters=params, cwd=str(NOTEBOOK_DIR),
-                            kernel_name="python3", progress_bar=False, execution_timeout=CELL_TIMEOUT,
-                            extra_arguments=KERNEL_ARGS, engine_name="bsu-sliced")
-        seconds[nb.name] = time.time() - t0
-        print(f"[{preset}] {nb.name} done in {seconds[nb.name]:.0f} s", flush=True)
-        done.append(out_dir / nb.name)
+    before = os.environ.get(HEADLESS)
+    os.environ[HEADLESS] = "1"  # the kernels inherit it: interactive figures draw once, without widgets
+    try:
+        done, seconds = [], {}
+        for nb in sorted(NOTEBOOK_DIR.glob("[0-9][0-9]_*.ipynb")):
+            if only and not any(nb.name.startswith(o) for o in only):
+                continue
+            declared = pm.inspect_notebook(str(nb))
+            params = {k: v for k, v in PRESETS[preset].items() if k in declared}
+            print(f"[{preset}] {nb.name} {params}", flush=True)
+            t0 = time.time()
+            # a cell that waits longer than CELL_TIMEOUT fails the run instead of hanging it; the engine
+            # polls the shell socket again every POLL_SLICE (a missed reply hung notebook 07 before)
+            pm.execute_notebook(str(nb), str(out_dir / nb.name), parameters=params, cwd=str(NOTEBOOK_DIR),
+                                kernel_name="python3", progress_bar=False, execution_timeout=CELL_TIMEOUT,
+                                extra_arguments=KERNEL_ARGS, engine_name="bsu-sliced")
+            seconds[nb.name] = time.time() - t0
+            print(f"[{preset}] {nb.name} done in {seconds[nb.name]:.0f} s", flush=True)
+            done.append(out_dir / nb.name)
+    finally:
+        if before is None:
+            os.environ.pop(HEADLESS, None)
+        else:
+            os.environ[HEADLESS] = before
     if not only:
         d = results_dir()
         d.mkdir(parents=True, exist_ok=True)

@@ -1,6 +1,8 @@
 """Widgets: sliders over precomputed data, and a figure-export button."""
 from __future__ import annotations
 
+import os
+
 import ipywidgets as w
 import matplotlib.pyplot as plt
 from IPython.display import display
@@ -42,13 +44,23 @@ def export_name(name: str, values: dict) -> str:
     return "_".join([name, *parts]).replace(" ", "-").replace("/", "-")
 
 
+HEADLESS = "BSU_HEADLESS"  # set by notebook_runner: no frontend holds the widgets' state
+
+
 def interactive_figure(draw, name: str, **widgets):
     """Lay out ``widgets``, redraw ``draw(**values) -> figure`` when they change, and add an
     "export" button that saves the current figure to ``figures/exports/<name>_<slider state>.png/.pdf``
     (``export_name``): the record figures that ``make study`` writes are never overwritten.
 
-    Returns the container widget (display it as the cell's last expression).
+    Returns the container widget (display it as the cell's last expression). Run headless (``HEADLESS`` set,
+    as ``notebook_runner`` does), it draws the widgets' first values once and returns None: output widgets
+    without a frontend left notebook 07's explorer cell waiting forever under papermill, now and then.
     """
+    if os.environ.get(HEADLESS):  # papermill: the figure of the widgets' first values, drawn once, no widgets
+        fig = draw(**{k: v.value for k, v in widgets.items()})
+        display(fig)
+        plt.close(fig)
+        return None
     out, status, state = w.Output(), w.Label(), {}
 
     def redraw(**values):

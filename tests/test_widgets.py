@@ -116,3 +116,20 @@ def test_notebook_07s_explorer_redraws_and_exports_without_warnings_or_overlaps(
     assert fig.get_suptitle().startswith("region-wise, B=2, ratio 0.05, 4 bits, after layer1: ")
     assert all(len(legend.get_texts()) <= 8 for legend in _legends(fig))
     assert not _collisions(fig), _collisions(fig)
+
+
+def test_headless_runs_draw_the_first_values_once_without_widgets(monkeypatch):
+    """notebook_runner sets HEADLESS for its kernels: output widgets without a frontend hung papermill."""
+    import ipywidgets as w
+    import matplotlib.pyplot as plt
+    from blocksparse import widgets as W
+    calls = []
+
+    def draw(ratio, mode):
+        calls.append((ratio, mode))
+        return plt.figure()
+    sliders = dict(ratio=w.SelectionSlider(options=[0.1, 0.5], value=0.5), mode=w.ToggleButtons(options=["a", "b"]))
+    monkeypatch.setenv(W.HEADLESS, "1")
+    assert W.interactive_figure(draw, "x", **sliders) is None and calls == [(0.5, "a")]
+    monkeypatch.delenv(W.HEADLESS)
+    assert isinstance(W.interactive_figure(draw, "x", **sliders), w.VBox)
