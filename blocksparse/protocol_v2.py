@@ -26,7 +26,8 @@ from .codec import SELECTION_GRID, CodecConfig
 from .data import load_dataset
 from .evaluation import evaluate
 from .model import checkpoint_card, load_pretrained, save_weights
-from .protocol import (BOTTLENECK_RECIPES, BOTTLENECK_WIDTHS, BUDGET, CONFIRM_CONFIDENCE, LADDERS_V2, PICK_THRESHOLD,
+from .protocol import (BOTTLENECK_RECIPES, BOTTLENECK_WIDTHS, BUDGET, COARSE_FACTOR, CONFIRM_CONFIDENCE, LADDERS_V2,
+                       PICK_THRESHOLD, SENSITIVITY_FACTOR,
                        PROTOCOL_V2_1, REFINE, SCREEN_V2, SEEDS_V2, SPLIT_POINTS, VAL_SELECT, VAL_STOP, Budget, selection_data, stopping_data)
 from .protocol_runs import frontier_of
 from .protocol_runs import train_run as train_run_v1
@@ -35,7 +36,7 @@ from .study import candidates_under
 from .training import finetune
 from .results import pack_correct, unpack_correct
 from .runtime import DATA_DIR, module_device
-from .comparison import COMPARISON_COLUMNS, comparison_table, curves_from_cards
+from .comparison import COMPARISON_COLUMNS, comparison_table, curves_from_cards, words
 from .stats import hierarchical_bootstrap, paired_test
 from .student import StudentBottleneck, load_student, save_student
 
@@ -265,7 +266,6 @@ def ladder(family: str, walked: dict[float, bool]) -> tuple[list[float], float |
     """
     coarse = list(LADDERS_V2[family])
     up = family != "bottleneck"  # block-sparse rungs grow with rate, the bottleneck's rate weights shrink
-    from .protocol import COARSE_FACTOR
     factor = COARSE_FACTOR[family]
     order = []
     # 1. the coarse ladder
@@ -342,8 +342,7 @@ def next_step(split_at: str, family: str = "bottleneck", out_dir: str | Path = V
     _, rung = ladder(family, walked(cards, family, split_at, ref))
     if rung is None:  # the walk has ended: the confirmation's steps of this family and split, then the reference's
         steps = [s for s in confirmation_steps(cards, reference_cards(out_dir, v1_dir), ref)
-                 if s.get("family") == "reference" or (s.get("family"), s.get("split_at")) == (family, split_at)
-                 or ("card" in s and _card_of(s["card"], family, split_at))]
+                 if s["family"] == "reference" or (s["family"], s["split_at"]) == (family, split_at)]
         return steps[0] if steps else None
     sp = screen_path(out_dir, split_at, rung, family)
     if not sp.exists():
@@ -360,11 +359,6 @@ def reference_cards(out_dir: str | Path = V2_DIR, v1_dir: str | Path = V1_DIR) -
         if p.exists():
             out[seed] = json.loads(p.read_text()) | dict(path=str(p))
     return out
-
-
-def _card_of(path: str, family: str, split_at: str) -> bool:
-    c = json.loads(Path(path).read_text())
-    return (c["family"], c.get("split_at")) == (family, split_at)
 
 
 def run_next(split_at: str, family: str = "bottleneck", out_dir: str | Path = V2_DIR,
@@ -481,7 +475,6 @@ def render_readme(power: pd.DataFrame, comparison: pd.DataFrame, status: pd.Data
     """The README's v2 block: the rule in one line with its power, each split's comparison of the
     trained families in words, the walk so far; every number from ``power.csv``,
     ``family_comparison.csv`` and the cards (``status_table``)."""
-    from .comparison import words  # noqa: PLC0415 - one helper of a module this one imports
     v1 = _power_at(power, "v1: val-select lower end >= -1", -0.005)
     v2 = _power_at(power, "v2: pick and confirm", -0.005)
     lines = [f"**Protocol v2** (pre-registered in commit `{RULES_COMMIT}` before any v2 run, amended as v2.1 in "
@@ -587,12 +580,12 @@ def confirmation_steps(cards: list[dict], ref_cards: dict[int, dict], ref: dict)
                     steps.append(dict(action="train", family=family, split_at=split, rung=op["rung"],
                                       setting=op["setting"], seed=seed))
                 elif "test" not in runs[seed]:
-                    steps.append(dict(action="test", card=runs[seed]["path"]))
+                    steps.append(dict(action="test", family=family, split_at=split, card=runs[seed]["path"]))
     for seed in SEEDS_V2 if any_op else ():
         if seed not in ref_cards:
             steps.append(dict(action="train", family="reference", split_at=None, seed=seed))
         elif "test" not in ref_cards[seed]:
-            steps.append(dict(action="test", card=ref_cards[seed]["path"]))
+            steps.append(dict(action="test", family="reference", split_at=None, card=ref_cards[seed]["path"]))
     return steps
 
 
@@ -652,7 +645,6 @@ SENSITIVITY_COLUMNS = ("split_at", "family", "setting", "steps", "accuracy", "di
 
 def sensitivity_budget(budget: Budget = BUDGET) -> Budget:
     """The budget with ``SENSITIVITY_FACTOR`` times the steps (and evaluations as often per step)."""
-    from .protocol import SENSITIVITY_FACTOR  # noqa: PLC0415 - a constant of the rules, read where it is used
     return Budget(**(budget.asdict() | dict(steps=budget.steps * SENSITIVITY_FACTOR,
                                             eval_every=budget.eval_every * SENSITIVITY_FACTOR)))
 
