@@ -37,7 +37,7 @@ from blocksparse.data import SPLITS, VAL_SIZE, load_dataset
 from blocksparse.model import (SPLIT_POINTS, SplitResNet18, build_model, checkpoint_card, checkpoint_path,
                                load_pretrained)
 # training and evaluation
-from blocksparse.training import accuracy, finetune, predict, pretrain
+from blocksparse.training import Budget, accuracy, finetune, predict, pretrain
 from blocksparse.evaluation import evaluate, head_features, result_row
 from blocksparse.baselines import image_codec_baseline
 from blocksparse.original import original_accounting
@@ -48,7 +48,8 @@ from blocksparse.results import SCHEMA, load_config, load_results, save_results,
 from blocksparse.analysis import best_under, lowest_within, pareto, wilson_interval
 from blocksparse.study import PRESETS, candidates_under, select_after_finetuning, split_sweep, sweep
 from blocksparse.cache import cached
-# the record: the protocol's answer (answer.py)
+# the record: the protocol's one training budget and its answer (answer.py)
+from blocksparse.protocol import BUDGET
 from blocksparse.answer import answer_table, read_cards
 from blocksparse.analysis import bd_rate_table
 # plots and widgets

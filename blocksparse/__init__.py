@@ -4,7 +4,7 @@
 every import and holds the package to it), and no private name crosses a module boundary.
 Leaves (``runtime``, ``stats``, ``codec``, ``entropy``, ``priors``), then the streams
 (``bitstream`` self-contained; ``codetables`` and ``codebook`` amortized), the data, model and
-training, the protocol and its runs, evaluation, baselines and the learned bottleneck, analysis and
+training (its ``Budget``), the protocol and its runs, evaluation, baselines and the learned bottleneck, analysis and
 the report, the study, plots and widgets, and the command line last.
 
 One name per concept, the same in code, results columns, notebooks and plot axes:
@@ -20,6 +20,6 @@ Units sit in column names: ``*_bits`` and ``*_bytes`` are per image stream.
 """
 
 MODULES = ("runtime", "stats", "codec", "entropy", "priors", "bitstream", "codetables", "codebook", "data",
-           "results", "protocol", "power", "comparison", "model", "training", "evaluation", "limits", "baselines", "original",
+           "results", "model", "training", "protocol", "power", "comparison", "evaluation", "limits", "baselines", "original",
            "bottleneck", "student", "bottleneck_training", "recipes", "costs", "analysis", "answer", "report", "cache", "study",
            "protocol_runs", "protocol_v2", "plots", "widgets", "notebook_runner", "bench", "cli_sweep", "cli_protocol", "cli")

@@ -19,12 +19,12 @@ from tqdm.auto import tqdm
 
 from . import bitstream
 from .stats import wilson_interval
-from .bottleneck import (DEFAULT_QUANTIZATION, QUANTIZATIONS, Bottleneck, check_int, coded_latents, latent_streams,
+from .bottleneck import (DEFAULT_QUANTIZATION, QUANTIZATIONS, Bottleneck, coded_latents, latent_streams,
                          decode)
 from .data import evenly_spaced, load_dataset
 from .model import SplitResNet18
 from .runtime import DATA_DIR, autocast, module_device, set_seed
-from .training import copy_state, distillation_loss, load_run, save_run, track_best
+from .training import Budget, copy_state, distillation_loss, load_run, save_run, track_best
 
 
 # ---------------------------------------------------------------------------
@@ -62,19 +62,17 @@ def best_evaluation(history: list[dict], select_on: str = "objective") -> dict:
     return max(history, key=lambda h: _score(h, select_on))
 
 
-def train_bottleneck(model: SplitResNet18, bn: Bottleneck, lmbda: float, dataset: str = "fashion-mnist",
-                     steps: int = 2000, batch_size: int = 64, lr: float = 1e-3, distill_weight: float = 1.0,
-                     temperature: float = 2.0, feature_weight: float = 0.0, eval_every: int = 100,
-                     patience: int = 5, train_subset: int | None = None, val_subset: int | None = 1000,
-                     seed: int = 0, state_path: str | Path | None = None,
+def train_bottleneck(model: SplitResNet18, bn: Bottleneck, lmbda: float, budget: Budget = Budget(train="frozen"),
+                     dataset: str = "fashion-mnist", *, feature_weight: float = 0.0, seed: int = 0,
+                     train_subset: int | None = None, val_subset: int | None = 1000,
                      train_data: TensorDataset | None = None, val_data: TensorDataset | None = None,
-                     progress: bool = True, root: str | Path = DATA_DIR,
-                     bf16: bool | None = None, select_on: str = "objective",
-                     prior_lr: float | None = None, train: str = "frozen",
+                     state_path: str | Path | None = None, progress: bool = True, root: str | Path = DATA_DIR,
+                     bf16: bool | None = None, select_on: str = "objective", prior_lr: float | None = None,
                      quantization: str = DEFAULT_QUANTIZATION) -> tuple[Bottleneck, list[dict]]:
-    """Train the bottleneck at the split of a ResNet, frozen by default; early stopping on validation.
+    """Train the bottleneck at the split of a ResNet (frozen by default) for ``budget.steps``; the
+    weights of the best validation are kept.
 
-    ``train="all"`` trains the whole network with the bottleneck (the protocol's budget, as every
+    ``budget.train="all"`` trains the whole network with the bottleneck (the protocol's budget, as every
     trained family gets): the distillation teacher is then a frozen copy of the network as it was
     before training, and the network is changed in place (its best validation weights, as the
     bottleneck's).
@@ -102,8 +100,11 @@ def train_bottleneck(model: SplitResNet18, bn: Bottleneck, lmbda: float, dataset
     train_subset, val_subset : int, optional
         Evenly spaced images of the "train" and "val" splits (never the test split);
         ``train_data`` / ``val_data`` replace the splits altogether.
-    steps, batch_size, lr : int, int, float
-        At most ``steps`` Adam steps, cosine-annealed learning rate.
+    budget : training.Budget
+        Steps, batch, learning rate (Adam only), what of the ResNet learns (``train``: "frozen"
+        or "all"), distillation, and how often to validate (``eval_every``).
+    feature_weight : float
+        Weight (>= 0) of the mean squared error between the decoded and the original features.
     prior_lr : float, optional
         Learning rate of the entropy model's parameters (``loc``, ``raw_scale``; default
         ``lr``): with Adam each moves about ``prior_lr`` per step, so a prior that must narrow
@@ -111,10 +112,6 @@ def train_bottleneck(model: SplitResNet18, bn: Bottleneck, lmbda: float, dataset
     quantization : {"noise", "mixed"}
         What the tail sees in training (``Bottleneck.forward``): the noisy latents the rate is
         measured on, or the rounded latents with a straight-through gradient.
-    eval_every, patience : int
-        Validation on the real rounded path (eval mode, float32) every ``eval_every`` steps;
-        training stops after ``patience`` evaluations without improvement and the best weights
-        are restored.
     select_on : {"objective", "accuracy"}
         What "best" means on validation: ``"objective"`` (default) the rate-accuracy trade-off
         the weights were trained for, validation cross-entropy + ``lmbda`` * estimated bpp
@@ -138,24 +135,23 @@ def train_bottleneck(model: SplitResNet18, bn: Bottleneck, lmbda: float, dataset
     """
     if select_on not in SELECT_ON:
         raise ValueError(f"select_on must be one of {SELECT_ON}, got {select_on!r}")
-    if train not in ("frozen", "all"):
-        raise ValueError(f"train must be 'frozen' or 'all', got {train!r}")
+    if not isinstance(budget, Budget):
+        raise ValueError(f"budget must be a training.Budget, got {type(budget).__name__}")
+    if budget.train not in ("frozen", "all"):
+        raise ValueError(f"budget.train must be 'frozen' or 'all' for a bottleneck, got {budget.train!r}")
+    if budget.optimizer != "adam":
+        raise ValueError(f"budget.optimizer must be 'adam' for a bottleneck, got {budget.optimizer!r}")
     if not isinstance(bn, Bottleneck):
         raise ValueError(f"bn must be a Bottleneck, got {type(bn).__name__}")
     if not isinstance(lmbda, (int, float)) or isinstance(lmbda, bool) or not lmbda >= 0:
         raise ValueError(f"lmbda must be a number >= 0, got {lmbda!r}")
-    if not 0 <= distill_weight <= 1:
-        raise ValueError(f"distill_weight must be in [0, 1], got {distill_weight!r}")
     if quantization not in QUANTIZATIONS:
         raise ValueError(f"quantization must be one of {QUANTIZATIONS}, got {quantization!r}")
     if prior_lr is not None and not (isinstance(prior_lr, (int, float)) and prior_lr > 0):
         raise ValueError(f"prior_lr must be > 0 (or None for lr), got {prior_lr!r}")
-    if not temperature > 0 or not feature_weight >= 0 or not lr > 0:
-        raise ValueError(f"temperature and lr must be > 0 and feature_weight >= 0, got "
-                         f"{temperature!r}, {lr!r}, {feature_weight!r}")
-    for name, v in (("steps", steps), ("batch_size", batch_size), ("eval_every", eval_every),
-                    ("patience", patience)):
-        check_int(name, v)
+    if isinstance(feature_weight, bool) or not isinstance(feature_weight, (int, float)) or not feature_weight >= 0:
+        raise ValueError(f"feature_weight must be a number >= 0, got {feature_weight!r}")
+    steps, batch_size, lr, distill_weight = budget.steps, budget.batch_size, budget.lr, budget.distill_weight
     device = module_device(model)
     if module_device(bn) != device:
         raise ValueError(f"bn is on {module_device(bn)}, the model on {device}: move bn with bn.to(...)")
@@ -166,7 +162,7 @@ def train_bottleneck(model: SplitResNet18, bn: Bottleneck, lmbda: float, dataset
         if len(d) == 0:
             raise ValueError(f"{name} is empty: there is nothing to train on or to validate with")
     was_training, flags = model.training, [p.requires_grad for p in model.parameters()]
-    whole = train == "all"
+    whole = budget.train == "all"
     teacher_net = None
     if whole and distill_weight > 0:
         teacher_net = copy.deepcopy(model).eval().requires_grad_(False)
@@ -193,10 +189,10 @@ def train_bottleneck(model: SplitResNet18, bn: Bottleneck, lmbda: float, dataset
         history, bad, start = [validation(0, float("nan"), float("nan"))], 0, 0
         best = (_score(history[0], select_on), copy_state(tracked))
     losses, rates = [], []
-    bar = tqdm(range(start + 1, steps + 1), initial=start, total=steps, disable=not progress or bad >= patience,
+    bar = tqdm(range(start + 1, steps + 1), initial=start, total=steps, disable=not progress,
                desc=f"bottleneck M={bn.args['latent_channels']} lmbda={lmbda}")
     try:
-        for step in bar if bad < patience else ():
+        for step in bar:
             bn.train()
             model.train(whole)
             idx = torch.randint(len(x), (batch_size,), generator=g)
@@ -217,7 +213,7 @@ def train_bottleneck(model: SplitResNet18, bn: Bottleneck, lmbda: float, dataset
             rate = -torch.log2(lik).sum() / (len(xb) * pixels)
             loss = lmbda * rate
             if distill_weight > 0:
-                loss = loss + distill_weight * distillation_loss(logits, teacher, temperature)
+                loss = loss + distill_weight * distillation_loss(logits, teacher, budget.temperature)
             if distill_weight < 1:
                 loss = loss + (1 - distill_weight) * F.cross_entropy(logits, yb)
             if feature_weight:
@@ -228,7 +224,7 @@ def train_bottleneck(model: SplitResNet18, bn: Bottleneck, lmbda: float, dataset
             sched.step()
             losses.append(loss.item())
             rates.append(rate.item())
-            if step % eval_every == 0 or step == steps:
+            if step % budget.eval_every == 0 or step == steps:
                 history.append(validation(step, float(np.mean(losses)), float(np.mean(rates))))
                 h = history[-1]
                 bar.set_postfix(val=f"{h['val_accuracy']:.4f}", bpp=f"{h['val_bpp_estimate']:.3f}",
@@ -237,8 +233,6 @@ def train_bottleneck(model: SplitResNet18, bn: Bottleneck, lmbda: float, dataset
                 best, bad = track_best(_score(h, select_on), best, bad, tracked)
                 if state is not None:
                     save_run(state, tracked, opt, sched, g, history, best, bad, step)
-                if bad >= patience:
-                    break
     finally:
         for p, f in zip(model.parameters(), flags):
             p.requires_grad_(f)

@@ -8,12 +8,13 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import answer, comparison, power, protocol_v2
+from . import answer, power, protocol_v2
 from .model import SPLIT_POINTS
+from .protocol import BUDGET
 from .costs import costs, latencies
 from .protocol_runs import (ANSWER_DIR, TRAINED, answer_markdown, next_steps, prune, remeasure_run, run_step,
                             test_run, test_shipped_model, train_run)
-from .report import splice, splice_glance
+from .report import budget_markdown, splice, splice_glance
 from .runtime import ROOT, machine, results_dir
 
 # resumable states live outside the work tree; they last as long as the machine (a new session may
@@ -85,7 +86,7 @@ def protocol_command(argv: list[str]) -> None:
     pw.add_argument("--sims", type=int, default=100)
     cp = sub.add_parser("compare", help="write data/results/family_comparison.csv: families' rate at equal accuracy")
     cp.add_argument("--n-boot", type=int, default=2000)
-    sub.add_parser("v2-report", help="protocol v2's block of the README and docs/protocol_v2.md, from its results files")
+    sub.add_parser("v2-report", help="protocol v2's block and the budget's sentence of the README, and docs/protocol_v2.md's tables, from the results files")
     se = sub.add_parser("v2-sensitivity", help="train one family's subject after layer3 with 4x the budget (hours); "
                                                "then write data/results/budget_sensitivity.csv")
     se.add_argument("--family", choices=("reference", "block-sparse", "bottleneck"), default=None,
@@ -182,6 +183,7 @@ def _v2(a: argparse.Namespace) -> None:
         pw, cp = pd.read_csv(d / "power.csv"), pd.read_csv(d / "family_comparison.csv")
         st = protocol_v2.status_table(protocol_v2.read_cards())
         splice(ROOT / "README.md", protocol_v2.render_readme(pw, cp, st), "v2")
+        splice(ROOT / "README.md", budget_markdown(BUDGET), "budget")
         splice(ROOT / "docs" / "protocol_v2.md", protocol_v2.render_doc(pw, cp, st, protocol_v2.screens(),
                                                                   pd.read_csv(d / "classifier_gap.csv")), "v2-tables")
         print(protocol_v2.render_readme(pw, cp, st))

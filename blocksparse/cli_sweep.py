@@ -17,7 +17,7 @@ from .plots import plot_accuracy_vs_bpp, save_figure
 from .results import original_layout, save_results, to_frame, write_compression_results
 from .runtime import default_device, results_dir, set_seed
 from .study import sweep
-from .training import accuracy, finetune
+from .training import Budget, accuracy, finetune
 
 
 def positive(s: str) -> int:
@@ -49,9 +49,9 @@ def sweep_command(a: argparse.Namespace) -> None:
     rows = sweep(model, data, [a.mode], [a.block_size], a.ratios, a.bits, a.rate_sample, batch_size=a.batch_size)
     if a.finetune_steps:  # as the original: fine-tune per ratio; unlike it, early stopping on validation
         for cfg in [CodecConfig(a.block_size, r, a.mode, b) for r in a.ratios for b in a.bits]:
-            tuned, hist = finetune(load_pretrained(a.dataset, a.split_at, a.checkpoint), cfg, a.dataset,
-                                   steps=a.finetune_steps, eval_every=max(1, a.finetune_steps // 4),
-                                   patience=4, val_subset=a.val_subset)
+            budget = Budget(steps=a.finetune_steps, eval_every=max(1, a.finetune_steps // 4))
+            tuned, hist = finetune(load_pretrained(a.dataset, a.split_at, a.checkpoint), cfg, budget, a.dataset,
+                                   val_subset=a.val_subset)
             rows.append(result_row(evaluate(tuned, cfg, data, a.rate_sample), cfg, dataset=a.dataset,
                                    split_at=a.split_at, finetuned=True, train="all",
                                    val_accuracy=max(h["val_accuracy"] for h in hist)))

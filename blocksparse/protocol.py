@@ -15,10 +15,10 @@ bootstrap over those seeds (``stats.hierarchical_bootstrap``).
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 
 from .data import load_dataset
+from .training import Budget
 
 VAL_STOP, VAL_SELECT = "val-stop", "val-select"
 SEEDS = (0, 1, 2)
@@ -63,47 +63,8 @@ SCREEN = dict(screen_steps=60, rounds=2, group_lasso_weights=(0.0, 1e-5), val_se
               rate_images=200, fit_images=2000, evals=1, frontier_only=True)
 
 
-@dataclasses.dataclass(frozen=True)
-class Budget:
-    """One training budget for every trained family: ``finetune`` and ``train_bottleneck`` read
-    it (``kwargs()``), the cards record it (``asdict``), "the same budget" is ``==``.
-
-    Every run takes all ``steps`` (``patience`` exceeds the number of evaluations): early
-    stopping only restores the weights of the best val-stop evaluation, so no run is cut short
-    and the budgets are equal in steps actually run, not only in what was allowed.
-    """
-    steps: int = 1800
-    batch_size: int = 64
-    lr: float = 1e-3
-    optimizer: str = "adam"  # cosine-annealed over ``steps``
-    train: str = "all"  # the whole network
-    distill_weight: float = 0.5  # from the uncompressed model as it was before fine-tuning
-    temperature: float = 2.0
-    eval_every: int = 150
-
-    def __post_init__(self):
-        for name in ("steps", "batch_size", "eval_every"):
-            v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-                raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
-        if not self.lr > 0 or not self.temperature > 0:
-            raise ValueError(f"lr and temperature must be > 0, got {self.lr!r}, {self.temperature!r}")
-        if not 0 <= self.distill_weight <= 1:
-            raise ValueError(f"distill_weight must be in [0, 1], got {self.distill_weight!r}")
-
-    @property
-    def patience(self) -> int:
-        return math.ceil(self.steps / self.eval_every) + 1
-
-    def asdict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    def kwargs(self) -> dict:
-        """Keyword arguments of ``training.finetune`` (and, but for ``optimizer`` and ``train``,
-        of ``bottleneck_training.train_bottleneck``)."""
-        return self.asdict() | dict(patience=self.patience)
-
-
+# One training budget for every trained family, ``training.Budget``'s defaults (validation on
+# val-stop): "the same budget" is ``==``.
 BUDGET = Budget()
 
 

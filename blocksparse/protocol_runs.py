@@ -110,7 +110,7 @@ def train_run(family: str, setting: dict, seed: int, split_at: str | None = None
         state = Path(state_dir) / f"{name}.state.pt"
     train = load_dataset(dataset, "train", subset=train_subset)
     stop = stopping_data(dataset, val_subset)
-    kwargs = dict(budget.kwargs(), train_data=train, val_data=stop, seed=seed, state_path=state)
+    kwargs = dict(train_data=train, val_data=stop, seed=seed, state_path=state)
     model = load_pretrained(dataset, split_at or "layer1")
     cfg = None
     if family == "block-sparse":
@@ -125,13 +125,12 @@ def train_run(family: str, setting: dict, seed: int, split_at: str | None = None
         torch.manual_seed(seed)  # the bottleneck's initial weights
         bn = Bottleneck(in_channels=model.split_channels, latent_channels=setting["latent_channels"],
                         stride=setting["stride"]).to(module_device(model))
-        kw = {k: v for k, v in kwargs.items() if k not in ("optimizer", "train")}
-        bn, history = train_bottleneck(model, bn, float(setting["lmbda"]), dataset, train="all",
+        bn, history = train_bottleneck(model, bn, float(setting["lmbda"]), budget, dataset,
                                        prior_lr=setting.get("prior_lr"),
-                                       quantization=setting.get("quantization", DEFAULT_QUANTIZATION), **kw)
+                                       quantization=setting.get("quantization", DEFAULT_QUANTIZATION), **kwargs)
         tuned = model
     else:
-        tuned, history = finetune(model, cfg, dataset, **kwargs)
+        tuned, history = finetune(model, cfg, budget, dataset, **kwargs)
     weights = out / f"{name}.pt"
     sha = save_weights(tuned, weights)
     tuned = load_pretrained(dataset, split_at or "layer1", weights=weights)  # what ships is what is measured
@@ -276,13 +275,12 @@ def screen(split_at: str, rung: float, dataset: str = "fashion-mnist", out_dir: 
     arms = frontier_of(rated) if settings.get("frontier_only") else [c for c, _ in rated]
     out["arms"] = [dict(mode=c.mode, block_size=c.block_size, ratio=c.ratio, bits=c.bits) for c in arms]
     if rated:
-        kw = {k: v for k, v in budget.kwargs().items() if k not in ("steps", "eval_every", "patience")}
         rows = select_after_finetuning(lambda: load_pretrained(dataset, split_at), arms,
-                                       settings["screen_steps"], rounds=settings["rounds"],
+                                       settings["screen_steps"], budget, rounds=settings["rounds"],
                                        evals=settings.get("evals", 4),
                                        group_lasso_weights=list(settings["group_lasso_weights"]), dataset=dataset,
                                        val_data=selection_data(dataset, subset=settings["val_select_images"]),
-                                       train_data=load_dataset(dataset, "train"), progress=False, **kw)
+                                       train_data=load_dataset(dataset, "train"), progress=False)
         last = rows[rows["round"] == rows["round"].max()]
         best = last.loc[last["val_accuracy"].idxmax()]
         out["rows"] = rows.to_dict("records")

@@ -85,7 +85,7 @@ def _arm(split_at: str, recipe: str, width: int, lmbda: float, steps: int, seed:
     model = load_pretrained(dataset, split_at)
     bn = make_bottleneck(recipe, model, width, BOTTLENECK_STRIDES[split_at], seed)
     # one evaluation at the end (and step 0): an arm keeps its last weights unless training made it worse
-    bn, _ = train_recipe(model, bn, recipe, lmbda, budget, train, guard, seed, steps=steps, eval_every=steps)
+    bn, _ = train_recipe(model, bn, recipe, lmbda, budget.replace(steps=steps, eval_every=steps), train, guard, seed)
     return model, bn
 
 
@@ -175,7 +175,6 @@ def screen_block_sparse(split_at: str, rung: float, dataset: str = "fashion-mnis
     partial = path.with_suffix(".partial.json")
     done = json.loads(partial.read_text()) if partial.exists() else []
     arms = [(c, g) for c in top for g in settings["group_lasso_weights"]]
-    kw = {k: v for k, v in budget.kwargs().items() if k not in ("steps", "eval_every", "patience")}
     scored = []
     for rnd, steps in enumerate(settings["rounds"] if arms else ()):
         scored = []
@@ -183,8 +182,8 @@ def screen_block_sparse(split_at: str, rung: float, dataset: str = "fashion-mnis
             key = dict(mode=cfg.mode, block_size=cfg.block_size, ratio=cfg.ratio, bits=cfg.bits, group_lasso_weight=g)
             row = next((r for r in done if r["round"] == rnd and all(r[k] == v for k, v in key.items())), None)
             if row is None:
-                tuned, _ = finetune(load_pretrained(dataset, split_at), cfg, dataset, **kw, steps=steps, eval_every=steps,
-                                    patience=2, train_data=train, val_data=guard, seed=seed, group_lasso_weight=g,
+                tuned, _ = finetune(load_pretrained(dataset, split_at), cfg, budget.replace(steps=steps, eval_every=steps),
+                                    dataset, train_data=train, val_data=guard, seed=seed, group_lasso_weight=g,
                                     progress=False)
                 row = dict(round=rnd, steps=steps, **key, accuracy=evaluate(tuned, cfg, stop, rate_sample=1)["accuracy"])
                 done.append(row)
@@ -644,9 +643,9 @@ SENSITIVITY_COLUMNS = ("split_at", "family", "setting", "steps", "accuracy", "di
 
 
 def sensitivity_budget(budget: Budget = BUDGET) -> Budget:
-    """The budget with ``SENSITIVITY_FACTOR`` times the steps (and evaluations as often per step)."""
-    return Budget(**(budget.asdict() | dict(steps=budget.steps * SENSITIVITY_FACTOR,
-                                            eval_every=budget.eval_every * SENSITIVITY_FACTOR)))
+    """The budget with ``SENSITIVITY_FACTOR`` times the steps, evaluated as many times (every
+    ``SENSITIVITY_FACTOR`` x ``eval_every`` steps)."""
+    return budget.replace(steps=budget.steps * SENSITIVITY_FACTOR, eval_every=budget.eval_every * SENSITIVITY_FACTOR)
 
 
 def sensitivity_subjects(v1_cards: list[dict], v2_cards: list[dict], split_at: str = "layer3") -> list[dict]:

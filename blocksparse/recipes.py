@@ -87,8 +87,9 @@ def validate(model: SplitResNet18, bn: nn.Module, data: TensorDataset, lmbda: fl
 
 
 def _train_student(model: SplitResNet18, bn: StudentBottleneck, recipe: str, lmbda: float, budget: Budget,
-                   train_data: TensorDataset, val_data: TensorDataset, seed: int, steps: int, eval_every: int,
-                   state_path: Path | None, progress: bool) -> list[dict]:
+                   train_data: TensorDataset, val_data: TensorDataset, seed: int, state_path: Path | None,
+                   progress: bool) -> list[dict]:
+    steps, eval_every = budget.steps, budget.eval_every
     set_seed(seed)
     device = module_device(model)
     teacher = copy.deepcopy(model).eval().requires_grad_(False)
@@ -201,28 +202,25 @@ def _train_student(model: SplitResNet18, bn: StudentBottleneck, recipe: str, lmb
 
 
 def train_recipe(model: SplitResNet18, bn: nn.Module, recipe: str, lmbda: float, budget: Budget,
-                 train_data: TensorDataset, val_data: TensorDataset, seed: int, steps: int | None = None,
-                 eval_every: int | None = None, state_path: str | Path | None = None,
-                 progress: bool = False) -> tuple[nn.Module, list[dict]]:
+                 train_data: TensorDataset, val_data: TensorDataset, seed: int,
+                 state_path: str | Path | None = None, progress: bool = False) -> tuple[nn.Module, list[dict]]:
     """Train ``bn`` and the whole network ``model`` (changed in place) with ``recipe`` at rate weight
-    ``lmbda``: ``steps`` (default the budget's) in all, validated on ``val_data`` every ``eval_every``
-    (default the budget's); the weights of the best validation objective (cross-entropy + lambda x
-    estimated bpp) are kept, as v1 did. Returns (bottleneck in eval mode, history)."""
+    ``lmbda``: ``budget.steps`` in all, validated on ``val_data`` every ``budget.eval_every``; the
+    weights of the best validation objective (cross-entropy + lambda x estimated bpp) are kept, as
+    v1 did. Returns (bottleneck in eval mode, history)."""
     if not isinstance(lmbda, (int, float)) or isinstance(lmbda, bool) or not lmbda >= 0:
         raise ValueError(f"lmbda must be a number >= 0, got {lmbda!r}")
-    steps = budget.steps if steps is None else steps
-    eval_every = budget.eval_every if eval_every is None else eval_every
-    stages(recipe, steps)
+    if not isinstance(budget, Budget) or budget.train != "all" or budget.optimizer != "adam":
+        raise ValueError(f"budget: a recipe trains the whole network with Adam (train='all', optimizer='adam'), "
+                         f"got {budget!r}")
+    stages(recipe, budget.steps)
     if recipe == "joint":
         if not isinstance(bn, Bottleneck):
             raise ValueError(f"bn: the joint recipe trains a bottleneck.Bottleneck, got {type(bn).__name__}")
-        kw = {k: v for k, v in budget.kwargs().items() if k not in ("optimizer", "train")}
-        kw |= dict(steps=steps, eval_every=eval_every, patience=steps // eval_every + 2)
-        return train_bottleneck(model, bn, float(lmbda), train="all", prior_lr=BOTTLENECK_PRIOR_LR,
+        return train_bottleneck(model, bn, float(lmbda), budget, prior_lr=BOTTLENECK_PRIOR_LR,
                                 quantization=BOTTLENECK_QUANTIZATION, train_data=train_data, val_data=val_data,
-                                seed=seed, state_path=state_path, progress=progress, **kw)
+                                seed=seed, state_path=state_path, progress=progress)
     if not isinstance(bn, StudentBottleneck):
         raise ValueError(f"bn: the {recipe} recipe trains a student.StudentBottleneck, got {type(bn).__name__}")
-    history = _train_student(model, bn, recipe, float(lmbda), budget, train_data, val_data, seed, steps, eval_every,
-                             state_path, progress)
+    history = _train_student(model, bn, recipe, float(lmbda), budget, train_data, val_data, seed, state_path, progress)
     return bn.update().eval(), history

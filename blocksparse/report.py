@@ -28,6 +28,7 @@ from .analysis import bd_rate_table, blocksparse_rows, describe, frontier_table,
 from .original import METHOD as ORIGINAL_METHOD
 from .original import original_choices_table, original_vs_real
 from .protocol import SPLIT_FREE
+from .training import Budget
 from .baselines import IMAGE_FORMATS
 from .results import to_frame, unpack_correct
 from .runtime import DATA_DIR, results_dir
@@ -317,6 +318,19 @@ def render_glance(table: pd.DataFrame) -> str:
     """The README's answer-at-a-glance block: the tested rows as a table, then one line per untested family."""
     return (glance_table(table).to_markdown(index=False, disable_numparse=True) + "\n\n"
             + "\n".join(untested_lines(table)))
+
+
+def budget_markdown(budget: Budget) -> str:
+    """The README's one sentence on the training budget, rendered from the ``Budget`` every card records."""
+    learns = {"all": "the whole network learns", "tail": "the layers after the split learn",
+              "frozen": "only the bottleneck learns"}[budget.train]
+    optimizer = "Adam" if budget.optimizer == "adam" else "SGD with Nesterov momentum"
+    ce = 1 - budget.distill_weight
+    return (f"**The budget** (`training.Budget`, one object from notebook 05's demo to every card): "
+            f"{budget.steps:,} steps of {budget.batch_size} training images; {optimizer} at {budget.lr:g}, "
+            f"cosine-annealed; {learns}; the loss is {ce:g} x cross-entropy + {budget.distill_weight:g} x "
+            f"distillation from the shipped model (temperature {budget.temperature:g}); validation on val-stop "
+            f"every {budget.eval_every} steps chooses the weights kept, and no run is cut short.")
 
 
 def splice(path: str | Path, text: str, name: str = "results") -> Path:

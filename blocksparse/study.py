@@ -1,7 +1,6 @@
 """The study: the sweep over the grid, candidates under a rate, selection after fine-tuning, the presets."""
 from __future__ import annotations
 
-import inspect
 import itertools
 import math
 from typing import Callable
@@ -18,7 +17,7 @@ from .codec import MODES, RATIOS, CodecConfig, distinct_configs
 from .evaluation import evaluate, head_features, result_row
 from .data import load_dataset
 from .model import SplitResNet18
-from .training import finetune
+from .training import Budget, finetune
 
 
 def sweep(model: SplitResNet18, data: TensorDataset, modes=MODES, block_sizes=(1, 2, 4, 8),
@@ -93,7 +92,7 @@ PRESETS = {
     # PRESET=full: the whole grid, converged fine-tuning, 3 seeds, all test images (hours on 2 cores)
     "full": dict(n_examples=256, n_test=10000, rate_sample=2000, block_sizes=[1, 2, 4, 8],
                  ratios=RATIOS + [0.001], bits=[2, 4, 8], finetune_steps=4000, eval_every=200,
-                 screen_steps=200, rounds=3, seeds=[0, 1, 2], patience=5, fit_images=10000, recompute=False,
+                 screen_steps=200, rounds=3, seeds=[0, 1, 2], fit_images=10000, recompute=False,
                  bottleneck_rate_sample=10000, demo_steps=300,
                  train_subset=None, val_subset=5000,
                  qualities={"jpeg": [1, 5, 10, 20, 30, 50, 70, 90, 95], "webp": [0, 5, 10, 20, 30, 50, 70, 90, 95],
@@ -133,20 +132,17 @@ def candidates_under(model: SplitResNet18, configs: list[CodecConfig], data: Ten
     return [(c, b) for c, b in rated if b <= target_bpp]
 
 
-_FINETUNE_LR = inspect.signature(finetune).parameters["lr"].default
-
-
 def select_after_finetuning(load_model: Callable[[], SplitResNet18], candidates: list[CodecConfig],
-                            screen_steps: int, keep: float = 0.5, rounds: int = 2, lrs: list[float] | None = None,
-                            group_lasso_weights: list[float] | None = None, evals: int = 4,
-                            **finetune_kwargs) -> pd.DataFrame:
+                            screen_steps: int, budget: Budget = Budget(), keep: float = 0.5, rounds: int = 2,
+                            lrs: list[float] | None = None, group_lasso_weights: list[float] | None = None,
+                            evals: int = 4, **finetune_kwargs) -> pd.DataFrame:
     """Successive halving on *post*-fine-tuning validation accuracy.
 
     The arms are the ``candidates``, each with every learning rate of ``lrs`` (default: only
-    ``finetune``'s own, or ``lr`` if given) and every block group-lasso weight of
+    ``budget.lr``) and every block group-lasso weight of
     ``group_lasso_weights`` (default: only ``group_lasso_weight`` if given, else 0; the rows then
     carry ``group_lasso_weight``). Round r fine-tunes every surviving arm from
-    ``load_model()`` for ``screen_steps * 2**r`` steps and keeps the best ``keep`` fraction (at
+    ``load_model()`` with ``budget``, for ``screen_steps * 2**r`` steps, and keeps the best ``keep`` fraction (at
     least one) by the best validation accuracy it reached (evaluated before training and ``evals``
     times during it, evenly); it stops early when one survivor is
     left. The test set is not touched. Returns one row per arm and round: ``mode, block_size,
@@ -160,8 +156,7 @@ def select_after_finetuning(load_model: Callable[[], SplitResNet18], candidates:
         raise ValueError(f"need 0 < keep <= 1, rounds >= 1, screen_steps >= 1; got {keep}, {rounds}, {screen_steps}")
     if lrs is not None and (not len(lrs) or not all(isinstance(v, (int, float)) and v > 0 for v in lrs)):
         raise ValueError(f"lrs must be positive learning rates, got {lrs!r}")
-    lr = finetune_kwargs.pop("lr", _FINETUNE_LR)  # the one arm's rate when lrs is not given
-    lrs = list(lrs) if lrs else [lr]
+    lrs = list(lrs) if lrs else [budget.lr]
     gl = finetune_kwargs.pop("group_lasso_weight", 0.0)
     gls = list(group_lasso_weights) if group_lasso_weights else [gl]
     if not all(isinstance(v, (int, float)) and v >= 0 for v in gls):
@@ -171,8 +166,8 @@ def select_after_finetuning(load_model: Callable[[], SplitResNet18], candidates:
         steps = screen_steps * 2 ** r
         scored = []
         for cfg, lr, g in alive:
-            _, hist = finetune(load_model(), cfg, steps=steps, eval_every=max(1, steps // evals),
-                               patience=steps, lr=lr, group_lasso_weight=g, **finetune_kwargs)
+            arm = budget.replace(steps=steps, eval_every=max(1, steps // evals), lr=lr)
+            _, hist = finetune(load_model(), cfg, arm, group_lasso_weight=g, **finetune_kwargs)
             acc = max(h["val_accuracy"] for h in hist)
             scored.append((acc, (cfg, lr, g)))
             rows.append(dict(mode=cfg.mode, block_size=cfg.block_size, ratio=cfg.ratio, bits=cfg.bits, lr=lr,

@@ -1,6 +1,7 @@
 """Training: pretraining the uncompressed baseline, fine-tuning with the codec in the loop."""
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -137,6 +138,68 @@ def pretrain(dataset: str = "fashion-mnist", epochs: int = 5, batch_size: int = 
     return card
 
 
+TRAIN_MODES = ("all", "tail", "frozen")
+
+
+@dataclasses.dataclass(frozen=True)
+class Budget:
+    """One training budget: ``finetune`` and ``bottleneck_training.train_bottleneck`` read it, the
+    protocol's cards record it (``asdict``), and "the same budget" is ``==``.
+
+    Every run takes all ``steps``: validation every ``eval_every`` steps only chooses the weights
+    kept (the best evaluation's), so budgets are equal in steps actually run, not only in what
+    was allowed. The protocol's budget is ``protocol.BUDGET`` (the defaults); a notebook's demo
+    or a test makes a smaller one, e.g. ``Budget(steps=30, eval_every=10)``.
+
+    Parameters
+    ----------
+    steps, batch_size, lr : int, int, float
+        Optimizer steps, images per step, learning rate (cosine-annealed over ``steps``).
+    optimizer : {"adam", "sgd"}
+        SGD with Nesterov momentum 0.9 and weight decay 5e-4 (``finetune`` only).
+    train : {"all", "tail", "frozen"}
+        What of the ResNet learns: the whole network, the layers after the split
+        (``finetune``), or none, only the bottleneck (``train_bottleneck``).
+    distill_weight, temperature : float
+        Weight in [0, 1] of the distillation loss from the network as it was before training,
+        against cross-entropy on the labels; Hinton's temperature.
+    eval_every : int
+        Validation every ``eval_every`` steps (and at the last).
+    """
+    steps: int = 1800
+    batch_size: int = 64
+    lr: float = 1e-3
+    optimizer: str = "adam"
+    train: str = "all"
+    distill_weight: float = 0.5
+    temperature: float = 2.0
+    eval_every: int = 150
+
+    def __post_init__(self):
+        for name in ("steps", "batch_size", "eval_every"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise ValueError(f"{name} must be an integer >= 1, got {v!r}")
+        for name in ("lr", "temperature"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
+                raise ValueError(f"{name} must be a number > 0, got {v!r}")
+        if isinstance(self.distill_weight, bool) or not isinstance(self.distill_weight, (int, float)) \
+                or not 0 <= self.distill_weight <= 1:
+            raise ValueError(f"distill_weight must be in [0, 1], got {self.distill_weight!r}")
+        if self.optimizer not in ("adam", "sgd"):
+            raise ValueError(f"optimizer must be 'adam' or 'sgd', got {self.optimizer!r}")
+        if self.train not in TRAIN_MODES:
+            raise ValueError(f"train must be one of {TRAIN_MODES}, got {self.train!r}")
+
+    def asdict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes) -> "Budget":
+        """This budget with some fields changed (a screen's shorter arms, a notebook's demo)."""
+        return dataclasses.replace(self, **changes)
+
+
 def group_lasso(z: Tensor, block_size: int, zero_border: bool = True) -> Tensor:
     """Block group-lasso penalty: the sum over BxB blocks of each block's L2 norm, mean per image.
 
@@ -160,16 +223,14 @@ def distillation_loss(student: Tensor, teacher: Tensor, temperature: float) -> T
     return temperature ** 2 * F.kl_div(s, t, reduction="batchmean", log_target=True)
 
 
-def finetune(model: SplitResNet18, cfg: CodecConfig | None, dataset: str = "fashion-mnist",
-             train_subset: int | None = None, val_subset: int | None = 1000, steps: int = 2000,
-             batch_size: int = 64, lr: float = 1e-3, optimizer: str = "adam", train: str = "all",
-             eval_every: int = 100, patience: int = 5, group_lasso_weight: float = 0.0,
-             distill_weight: float = 0.5, temperature: float = 2.0, seed: int = 0,
-             root: str | Path = DATA_DIR, train_data: TensorDataset | None = None,
-             val_data: TensorDataset | None = None, state_path: str | Path | None = None,
-             progress: bool = True, teacher_inputs: Tensor | None = None,
+def finetune(model: SplitResNet18, cfg: CodecConfig | None, budget: Budget = Budget(),
+             dataset: str = "fashion-mnist", *, group_lasso_weight: float = 0.0, seed: int = 0,
+             train_subset: int | None = None, val_subset: int | None = 1000, root: str | Path = DATA_DIR,
+             train_data: TensorDataset | None = None, val_data: TensorDataset | None = None,
+             state_path: str | Path | None = None, progress: bool = True, teacher_inputs: Tensor | None = None,
              monitor: dict[str, TensorDataset] | None = None) -> tuple[SplitResNet18, list[dict]]:
-    """Fine-tune ``model`` with the codec in the loop; early stopping on the validation split.
+    """Fine-tune ``model`` with the codec in the loop for ``budget.steps``; the weights of the best
+    validation are kept.
 
     The loss is ``(1 - distill_weight) * CE + distill_weight * KD + group_lasso_weight * GL``:
     cross-entropy on the labels, distillation from the uncompressed model as it was before
@@ -181,18 +242,14 @@ def finetune(model: SplitResNet18, cfg: CodecConfig | None, dataset: str = "fash
         The codec in the loop (straight-through: the forward pass is exactly the decoder's
         output, the gradient passes kept values unchanged and is zero on dropped blocks).
         None fine-tunes without a codec (e.g. on images decoded by an image codec).
+    budget : Budget
+        Steps, batch, learning rate, optimizer, what learns (``train``: "all" or "tail"),
+        distillation, and how often to validate (accuracy on ``val_data``).
+    group_lasso_weight : float
+        Weight of the block group-lasso (>= 0).
     train_subset, val_subset : int, optional
         Evenly spaced images of the "train" and "val" splits (the test split is never
         touched here). ``train_data`` / ``val_data`` replace the splits altogether.
-    steps, batch_size, lr, optimizer : int, int, float, {"adam", "sgd"}
-        At most ``steps`` optimizer steps, cosine-annealed learning rate.
-    train : {"all", "tail"}
-        The whole network (default) or only the layers after the split.
-    eval_every, patience : int
-        Validation accuracy every ``eval_every`` steps; training stops after ``patience``
-        evaluations without improvement and the best weights are restored.
-    group_lasso_weight, distill_weight, temperature : float
-        Loss weights (see above); ``distill_weight`` in [0, 1].
     state_path : path, optional
         Resumable state, written at every evaluation; if it exists, training continues from it.
     teacher_inputs : Tensor, optional
@@ -210,17 +267,14 @@ def finetune(model: SplitResNet18, cfg: CodecConfig | None, dataset: str = "fash
         The model (best validation weights, eval mode) and one dict per evaluation:
         ``step``, ``loss`` (mean training loss since the last evaluation), ``val_accuracy``.
     """
-    if optimizer not in ("adam", "sgd"):
-        raise ValueError(f"optimizer must be 'adam' or 'sgd', got {optimizer!r}")
-    if train not in ("tail", "all"):
-        raise ValueError(f"train must be 'tail' or 'all', got {train!r}")
-    if not 0 <= distill_weight <= 1:
-        raise ValueError(f"distill_weight must be in [0, 1], got {distill_weight!r}")
-    if group_lasso_weight < 0 or temperature <= 0:
-        raise ValueError(f"group_lasso_weight must be >= 0 and temperature > 0, got "
-                         f"{group_lasso_weight!r}, {temperature!r}")
-    if steps < 1 or eval_every < 1 or patience < 1 or batch_size < 1:
-        raise ValueError("steps, eval_every, patience and batch_size must be >= 1")
+    if not isinstance(budget, Budget):
+        raise ValueError(f"budget must be a training.Budget, got {type(budget).__name__}")
+    if budget.train not in ("tail", "all"):
+        raise ValueError(f"budget.train must be 'tail' or 'all' for finetune, got {budget.train!r}")
+    if isinstance(group_lasso_weight, bool) or not isinstance(group_lasso_weight, (int, float)) \
+            or not group_lasso_weight >= 0:
+        raise ValueError(f"group_lasso_weight must be a number >= 0, got {group_lasso_weight!r}")
+    steps, batch_size, train, distill_weight = budget.steps, budget.batch_size, budget.train, budget.distill_weight
     set_seed(seed)
     device = module_device(model)
     tr = train_data if train_data is not None else load_dataset(dataset, "train", root, train_subset)
@@ -245,8 +299,8 @@ def finetune(model: SplitResNet18, cfg: CodecConfig | None, dataset: str = "fash
     for p in model.parameters():
         p.requires_grad_(train == "all" or id(p) not in head_ids)
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = (torch.optim.Adam(params, lr) if optimizer == "adam"
-           else torch.optim.SGD(params, lr, momentum=0.9, nesterov=True, weight_decay=5e-4))
+    opt = (torch.optim.Adam(params, budget.lr) if budget.optimizer == "adam"
+           else torch.optim.SGD(params, budget.lr, momentum=0.9, nesterov=True, weight_decay=5e-4))
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
     x, y = tr.tensors
     g = torch.Generator().manual_seed(seed)
@@ -257,9 +311,9 @@ def finetune(model: SplitResNet18, cfg: CodecConfig | None, dataset: str = "fash
         history, bad, start = [evaluation(0, float("nan"))], 0, 0
         best = (history[0]["val_accuracy"], copy_state(model))
     losses = []
-    bar = tqdm(range(start + 1, steps + 1), initial=start, total=steps, disable=not progress or bad >= patience,
+    bar = tqdm(range(start + 1, steps + 1), initial=start, total=steps, disable=not progress,
                desc=f"fine-tune {'no codec' if cfg is None else f'{cfg.mode} B={cfg.block_size} r={cfg.ratio} {cfg.bits}b'}")
-    for step in bar if bad < patience else ():
+    for step in bar:
         model.train()
         if train == "tail":  # frozen head: keep its batch-norm statistics too
             for m in model.head_modules():
@@ -273,7 +327,7 @@ def finetune(model: SplitResNet18, cfg: CodecConfig | None, dataset: str = "fash
             if teacher is not None:
                 with torch.no_grad():
                     soft = teacher(xb if teacher_inputs is None else teacher_inputs[idx].to(device))
-                loss = loss + distill_weight * distillation_loss(logits, soft, temperature)
+                loss = loss + distill_weight * distillation_loss(logits, soft, budget.temperature)
             if group_lasso_weight:
                 loss = loss + group_lasso_weight * group_lasso(z, cfg.block_size if cfg else 1,
                                                                cfg.zero_border if cfg else True)
@@ -282,7 +336,7 @@ def finetune(model: SplitResNet18, cfg: CodecConfig | None, dataset: str = "fash
         opt.step()
         sched.step()
         losses.append(loss.item())
-        if step % eval_every == 0 or step == steps:
+        if step % budget.eval_every == 0 or step == steps:
             history.append(evaluation(step, float(np.mean(losses))))
             acc = history[-1]["val_accuracy"]
             bar.set_postfix(val=f"{acc:.4f}", best=f"{max(best[0], acc):.4f}")
@@ -290,8 +344,6 @@ def finetune(model: SplitResNet18, cfg: CodecConfig | None, dataset: str = "fash
             best, bad = track_best(acc, best, bad, model)
             if state is not None:
                 save_run(state, model, opt, sched, g, history, best, bad, step)
-            if bad >= patience:
-                break
     model.load_state_dict(best[1])
     for p in model.parameters():
         p.requires_grad_(True)

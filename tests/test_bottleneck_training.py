@@ -10,6 +10,11 @@ from blocksparse.results import SCHEMA
 from test_bottleneck import _spread
 
 
+def _frozen(**fields):
+    """A small budget that trains only the bottleneck, distilling from the network alone (weight 1)."""
+    return bsu.Budget(**(dict(train="frozen", distill_weight=1.0) | fields))
+
+
 @pytest.fixture(scope="module")
 def bn():
     return _spread()
@@ -34,8 +39,8 @@ def test_training_lowers_the_rate_keeps_the_resnet_and_reports_the_real_path(mon
     bn = B.Bottleneck(hidden=16)
     with torch.no_grad():
         bn.encoder[-1].weight.mul_(200)  # latents spread far wider than the density: a high rate to cut
-    bn, hist = T.train_bottleneck(model, bn, lmbda=50.0, steps=10, batch_size=4, lr=1e-3, eval_every=5,
-                                  patience=10, train_subset=64, val_subset=24, progress=False, bf16=False,
+    bn, hist = T.train_bottleneck(model, bn, 50.0, _frozen(steps=10, batch_size=4, lr=1e-3, eval_every=5),
+                                  train_subset=64, val_subset=24, progress=False, bf16=False,
                                   state_path=tmp_path / "state.pt", select_on="accuracy")
     st = torch.load(tmp_path / "state.pt", weights_only=False)
     assert st["best_accuracy"] == max(h["val_accuracy"] for h in hist)
@@ -54,8 +59,8 @@ def test_training_lowers_the_rate_keeps_the_resnet_and_reports_the_real_path(mon
 def test_resume_continues_where_it_stopped(tmp_path, monkeypatch):
     """A 6-step run == the same run interrupted after its step-3 evaluation, then resumed."""
     data = bsu.load_dataset(split="train", subset=32)
-    common = dict(lmbda=1.0, steps=6, batch_size=4, eval_every=3, train_data=data, val_data=data, progress=False,
-                  patience=10, distill_weight=0.5, feature_weight=0.1, bf16=False)
+    common = dict(lmbda=1.0, budget=_frozen(steps=6, batch_size=4, eval_every=3, distill_weight=0.5), train_data=data,
+                  val_data=data, progress=False, feature_weight=0.1, bf16=False)
 
     def fresh():
         bsu.set_seed(3)
@@ -97,8 +102,8 @@ def test_objective_selection_keeps_the_best_trade_off_not_the_most_accurate():
     with torch.no_grad():
         bn.encoder[-1].weight.mul_(200)
     lmbda = 5.0
-    bn, hist = T.train_bottleneck(model, bn, lmbda=lmbda, steps=8, batch_size=4, lr=1e-3, eval_every=2,
-                                  patience=10, train_data=data, val_data=data, progress=False, bf16=False)
+    bn, hist = T.train_bottleneck(model, bn, lmbda, _frozen(steps=8, batch_size=4, lr=1e-3, eval_every=2),
+                                  train_data=data, val_data=data, progress=False, bf16=False)
     best = min(hist, key=lambda h: h["val_objective"])
     assert T.best_evaluation(hist) is best  # the validation whose weights came back
     x, y = data.tensors
@@ -122,14 +127,14 @@ def test_prior_lr_moves_the_entropy_model_that_far_per_step():
     bsu.set_seed(2)
     bn = B.Bottleneck(hidden=8, latent_channels=4)
     before = {k: v.clone() for k, v in bn.state_dict().items()}
-    common = dict(lmbda=1.0, steps=1, batch_size=4, eval_every=1, train_data=data, val_data=data, progress=False,
-                  patience=10, bf16=False, select_on="accuracy")
+    common = dict(lmbda=1.0, budget=_frozen(steps=1, batch_size=4, eval_every=1, lr=1e-3), train_data=data,
+                  val_data=data, progress=False, bf16=False, select_on="accuracy")
     # keep the trained step, not the step-0 weights: patch track_best to always take the new weights
     import blocksparse.bottleneck_training as mod
     real = mod.track_best
     mod.track_best = lambda acc, best, bad, m: ((acc, T.copy_state(m)), 0)
     try:
-        bn, _ = T.train_bottleneck(model, bn, prior_lr=0.1, lr=1e-3, **common)
+        bn, _ = T.train_bottleneck(model, bn, prior_lr=0.1, **common)
     finally:
         mod.track_best = real
     step = {k: (v - before[k]).abs() for k, v in bn.state_dict().items()}
@@ -145,10 +150,14 @@ def test_train_bad_arguments():
     model, bn = _frozen_model(), B.Bottleneck()
     with pytest.raises(ValueError, match="lmbda"):
         T.train_bottleneck(model, bn, lmbda=-1.0)
-    with pytest.raises(ValueError, match="distill_weight"):
-        T.train_bottleneck(model, bn, lmbda=1.0, distill_weight=2.0)
-    with pytest.raises(ValueError, match="steps"):
-        T.train_bottleneck(model, bn, lmbda=1.0, steps=0)
+    with pytest.raises(ValueError, match="budget.train"):  # fine-tuning's mode, not a bottleneck's
+        T.train_bottleneck(model, bn, 1.0, _frozen(train="tail"))
+    with pytest.raises(ValueError, match="budget.optimizer"):
+        T.train_bottleneck(model, bn, 1.0, _frozen(optimizer="sgd"))
+    with pytest.raises(ValueError, match="budget must be"):
+        T.train_bottleneck(model, bn, 1.0, dict(steps=1))
+    with pytest.raises(ValueError, match="feature_weight"):
+        T.train_bottleneck(model, bn, 1.0, feature_weight=-0.1)
     with pytest.raises(ValueError, match="quantization"):
         T.train_bottleneck(model, bn, lmbda=1.0, quantization="ste")
 
@@ -202,7 +211,7 @@ def test_an_empty_training_set_is_refused_not_replaced():
     empty = torch.utils.data.TensorDataset(torch.zeros(0, 1, 28, 28), torch.zeros(0, dtype=torch.long))
     some = bsu.load_dataset(split="val", subset=4)
     with pytest.raises(ValueError, match="train_data"):
-        T.train_bottleneck(model, B.Bottleneck(hidden=8), lmbda=1.0, steps=1, train_data=empty, val_data=some,
+        T.train_bottleneck(model, B.Bottleneck(hidden=8), 1.0, _frozen(steps=1), train_data=empty, val_data=some,
                            progress=False)
 
 
@@ -217,14 +226,14 @@ def test_raw_bytes_are_the_float32_features_of_the_split_not_of_the_input():
 def test_whole_network_training_changes_the_network_and_keeps_its_best_with_the_bottleneck(tmp_path):
     """train="all": the network learns too (the frozen default leaves it unchanged), the teacher is the
     network as it was, and a resumed run ends where an uninterrupted one does."""
-    common = dict(lmbda=1.0, steps=4, batch_size=4, eval_every=2, patience=10, train_subset=32, val_subset=8,
-                  progress=False, bf16=False, train="all", distill_weight=0.5)
+    budget = bsu.Budget(steps=4, batch_size=4, eval_every=2, train="all", distill_weight=0.5)
+    common = dict(lmbda=1.0, train_subset=32, val_subset=8, progress=False, bf16=False)
 
     def run(state=None, steps=4):
         model = bsu.load_pretrained(split_at="layer3")
         torch.manual_seed(0)
         bn = B.Bottleneck(in_channels=256, latent_channels=4, hidden=8, stride=2)
-        bn, hist = T.train_bottleneck(model, bn, state_path=state, **(common | dict(steps=steps)))
+        bn, hist = T.train_bottleneck(model, bn, budget=budget.replace(steps=steps), state_path=state, **common)
         return model, bn, hist
     before = bsu.load_pretrained(split_at="layer3").state_dict()
     model, bn, hist = run()
@@ -235,4 +244,4 @@ def test_whole_network_training_changes_the_network_and_keeps_its_best_with_the_
     model2, bn2, hist2 = run(state)
     assert [h["val_accuracy"] for h in hist2] == [h["val_accuracy"] for h in hist]
     with pytest.raises(ValueError, match="train"):
-        T.train_bottleneck(model, bn, 1.0, train="tail")
+        T.train_bottleneck(model, bn, 1.0, budget.replace(train="tail"))

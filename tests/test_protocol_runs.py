@@ -159,14 +159,14 @@ def test_a_screen_halves_over_the_frontier_under_its_rung_and_records_its_pick(t
     monkeypatch.setattr(pr, "load_dataset", lambda *a, **k: None)
     monkeypatch.setattr(pr, "selection_data", lambda *a, **k: None)
 
-    def fake_select(load, arms, steps, rounds, evals, group_lasso_weights, **kw):
-        seen.update(arms=arms, evals=evals, gl=group_lasso_weights)
+    def fake_select(load, arms, steps, budget, rounds, evals, group_lasso_weights, **kw):
+        seen.update(arms=arms, evals=evals, gl=group_lasso_weights, budget=budget)
         import pandas as pd
         return pd.DataFrame([dict(mode=c.mode, block_size=c.block_size, ratio=c.ratio, bits=c.bits, round=0,
                                   group_lasso_weight=1e-5, val_accuracy=0.5 + 0.1 * (c.block_size == 4)) for c in arms])
     monkeypatch.setattr(pr, "select_after_finetuning", fake_select)
     sc = json.loads(pr.screen("layer2", 0.25, out_dir=tmp_path).read_text())
-    assert seen == dict(arms=want, evals=1, gl=[0.0, 1e-5]) and len(sc["candidates"]) == 6 and len(sc["arms"]) == 4
+    assert seen == dict(arms=want, evals=1, gl=[0.0, 1e-5], budget=protocol.BUDGET) and len(sc["candidates"]) == 6 and len(sc["arms"]) == 4
     assert sc["pick"] == dict(mode="global", block_size=4, ratio=0.005, bits=2, group_lasso_weight=1e-5)
     assert pr.screened(tmp_path) == {("layer2", 0.25): sc["pick"]}
 

@@ -151,8 +151,9 @@ def test_block_sparse_screen_reads_val_stop_keeps_the_three_best_untrained_confi
     monkeypatch.setattr(P, "frontier_of", lambda rated: [c for c, _ in rated])
     trained = []
 
-    def finetune(model, cfg, dataset, steps, group_lasso_weight, **kw):
-        trained.append((cfg.ratio, group_lasso_weight, steps))
+    def finetune(model, cfg, budget, dataset, group_lasso_weight, **kw):
+        assert budget == P.BUDGET.replace(steps=budget.steps, eval_every=budget.steps)  # the budget's but for its length
+        trained.append((cfg.ratio, group_lasso_weight, budget.steps))
         return ("tuned", cfg.ratio, group_lasso_weight), []
     monkeypatch.setattr(P, "finetune", finetune)
 

@@ -73,3 +73,11 @@ def test_the_readme_reads_at_a_glance():
     assert setup < 60 and lines[setup + 1].startswith("make study")  # the set-up commands
     assert lines.index("<!-- v2:begin -->") < 150  # protocol v2's block (v1's full answer: docs/protocol_v1.md)
     assert "exploratory" not in "\n".join(lines[:60]).lower()  # the first screens show the protocol's answer only
+
+
+def test_the_budget_block_is_the_render_of_the_protocols_budget():
+    from blocksparse.protocol import BUDGET
+    from blocksparse.report import budget_markdown
+    assert block("budget") == budget_markdown(BUDGET)
+    text = budget_markdown(BUDGET.replace(steps=7200, distill_weight=0.25))
+    assert "7,200 steps" in text and "0.75 x cross-entropy + 0.25 x distillation" in text

@@ -44,8 +44,8 @@ def test_each_stage_trains_only_its_part(monkeypatch, stage):
     # keep the last weights (early stopping would restore step 0's when two random steps made them worse)
     monkeypatch.setattr(recipes, "track_best", lambda acc, best, bad, m: ((acc, recipes.copy_state(m)), 0))
     net0, bn0 = _snapshot(model), _snapshot(bn)
-    recipes._train_student(model, bn, "two-stage", 1.0, Budget(steps=2, batch_size=8, lr=1e-2, eval_every=1),
-                           data, TensorDataset(*[t[:8] for t in data.tensors]), 0, 2, 100, None, False)
+    recipes._train_student(model, bn, "two-stage", 1.0, Budget(steps=2, batch_size=8, lr=1e-2, eval_every=100),
+                           data, TensorDataset(*[t[:8] for t in data.tensors]), 0, None, False)
     head_keys = {k for k in net0 if k.startswith(("net.conv1", "net.bn1", "net.layer1", "net.layer2", "net.layer3"))}
     tail_keys = {k for k in net0 if k.startswith(("net.layer4", "net.fc"))}
     net_changed, bn_changed = _changed(net0, model), _changed(bn0, bn)
@@ -93,8 +93,8 @@ def test_the_students_density_learns_at_the_priors_rate_the_rest_at_the_budgets(
                     if isinstance(groups, list) and isinstance(groups[0], dict) else None)
         return real(groups, lr, **kw)
     monkeypatch.setattr(recipes.torch.optim, "Adam", adam)
-    recipes._train_student(model, bn, "hybrid", 1.0, Budget(steps=2, batch_size=8, lr=1e-3, eval_every=1), data,
-                           TensorDataset(*[t[:8] for t in data.tensors]), 0, 2, 100, None, False)
+    recipes._train_student(model, bn, "hybrid", 1.0, Budget(steps=2, batch_size=8, lr=1e-3, eval_every=100), data,
+                           TensorDataset(*[t[:8] for t in data.tensors]), 0, None, False)
     density = {id(p) for n, p in bn.entropy.named_parameters() if not n.endswith("quantiles")}
     for groups in [g for g in seen if g is not None]:  # each stage's optimizer (the aux one takes a plain list)
         rates = {lr for _, lr, ids in groups if ids & density}

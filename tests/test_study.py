@@ -44,9 +44,9 @@ def test_successive_halving_picks_on_post_finetuning_validation(monkeypatch):
     score = {0.5: 0.2, 0.3: 0.9, 0.1: 0.5, 0.05: 0.7}
     calls = []
 
-    def fake_finetune(model, cfg, steps, eval_every, patience, lr, **kw):
-        calls.append((cfg.ratio, steps))
-        return model, [dict(step=0, val_accuracy=0.1), dict(step=steps, val_accuracy=score[cfg.ratio])]
+    def fake_finetune(model, cfg, budget, **kw):
+        calls.append((cfg.ratio, budget.steps))
+        return model, [dict(step=0, val_accuracy=0.1), dict(step=budget.steps, val_accuracy=score[cfg.ratio])]
     monkeypatch.setattr(blocksparse.study, "finetune", fake_finetune)
     cands = [bsu.CodecConfig(4, r, "global", 2) for r in score]
     rows = blocksparse.study.select_after_finetuning(lambda: None, cands, screen_steps=10, rounds=3)
@@ -62,9 +62,9 @@ def test_learning_rates_are_arms_of_the_halving(monkeypatch):
     score = {(0.3, 1e-3): 0.80, (0.3, 3e-3): 0.86, (0.1, 1e-3): 0.84, (0.1, 3e-3): 0.60}
     calls = []
 
-    def fake_finetune(model, cfg, steps, eval_every, patience, lr, **kw):
-        calls.append((cfg.ratio, lr, steps))
-        return model, [dict(step=steps, val_accuracy=score[cfg.ratio, lr])]
+    def fake_finetune(model, cfg, budget, **kw):
+        calls.append((cfg.ratio, budget.lr, budget.steps))
+        return model, [dict(step=budget.steps, val_accuracy=score[cfg.ratio, budget.lr])]
     monkeypatch.setattr(blocksparse.study, "finetune", fake_finetune)
     cands = [bsu.CodecConfig(4, r, "global", 2) for r in (0.3, 0.1)]
     rows = blocksparse.study.select_after_finetuning(lambda: None, cands, screen_steps=5, rounds=2, lrs=[1e-3, 3e-3])
@@ -72,8 +72,8 @@ def test_learning_rates_are_arms_of_the_halving(monkeypatch):
     assert sorted(calls[4:]) == [(0.1, 1e-3, 10), (0.3, 3e-3, 10)]  # the better half, twice the steps
     best = rows[rows["round"] == 1].sort_values("val_accuracy").iloc[-1]
     assert (best["ratio"], best["lr"]) == (0.3, 3e-3)
-    calls.clear()  # without lrs: one arm per candidate at the given (or finetune's default) lr
-    blocksparse.study.select_after_finetuning(lambda: None, cands, screen_steps=5, rounds=1, lr=3e-3)
+    calls.clear()  # without lrs: one arm per candidate at the budget's lr
+    blocksparse.study.select_after_finetuning(lambda: None, cands, screen_steps=5, budget=bsu.Budget(lr=3e-3), rounds=1)
     assert calls == [(0.3, 3e-3, 5), (0.1, 3e-3, 5)]
     with pytest.raises(ValueError, match="lrs"):
         blocksparse.study.select_after_finetuning(lambda: None, cands, screen_steps=5, lrs=[0.0])
@@ -150,9 +150,9 @@ def test_group_lasso_weights_are_arms_of_the_halving(monkeypatch):
     score = {(0.3, 0.0): 0.80, (0.3, 1e-5): 0.85, (0.1, 0.0): 0.82, (0.1, 1e-5): 0.70}
     calls = []
 
-    def fake_finetune(model, cfg, steps, eval_every, patience, lr, group_lasso_weight, **kw):
+    def fake_finetune(model, cfg, budget, group_lasso_weight, **kw):
         calls.append((cfg.ratio, group_lasso_weight))
-        return model, [dict(step=steps, val_accuracy=score[cfg.ratio, group_lasso_weight])]
+        return model, [dict(step=budget.steps, val_accuracy=score[cfg.ratio, group_lasso_weight])]
     monkeypatch.setattr(blocksparse.study, "finetune", fake_finetune)
     cands = [bsu.CodecConfig(4, r, "global", 2) for r in (0.3, 0.1)]
     rows = blocksparse.study.select_after_finetuning(lambda: None, cands, screen_steps=5, rounds=2,
@@ -164,8 +164,8 @@ def test_group_lasso_weights_are_arms_of_the_halving(monkeypatch):
 
 def test_the_halving_evaluates_each_arm_as_often_as_asked(monkeypatch):
     seen = []
-    monkeypatch.setattr(blocksparse.study, "finetune", lambda model, cfg, steps, eval_every, **kw:
-                        seen.append((steps, eval_every)) or (model, [dict(val_accuracy=0.5)]))
+    monkeypatch.setattr(blocksparse.study, "finetune", lambda model, cfg, budget, **kw:
+                        seen.append((budget.steps, budget.eval_every)) or (model, [dict(val_accuracy=0.5)]))
     cands = [bsu.CodecConfig(4, 0.1, "global", 2)]
     blocksparse.study.select_after_finetuning(lambda: None, cands, screen_steps=60, rounds=1)
     blocksparse.study.select_after_finetuning(lambda: None, cands, screen_steps=60, rounds=1, evals=1)

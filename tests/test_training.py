@@ -33,19 +33,34 @@ def test_finetune_lowers_training_loss_and_never_sees_test(monkeypatch):
     monkeypatch.setattr(blocksparse.training, "load_dataset", spy)
     model = bsu.build_model()
     cfg = bsu.CodecConfig(block_size=4, ratio=0.3, bits=4)
-    _, hist = bsu.finetune(model, cfg, train_subset=256, val_subset=64, steps=30, batch_size=32,
-                           lr=3e-3, train="all", eval_every=10, patience=10)
+    budget = bsu.Budget(steps=30, batch_size=32, lr=3e-3, train="all", eval_every=10)
+    _, hist = bsu.finetune(model, cfg, budget, train_subset=256, val_subset=64)
     assert "test" not in seen and set(seen) == {"train", "val"}
     assert hist[-1]["loss"] < hist[1]["loss"]
     assert [h["step"] for h in hist] == [0, 10, 20, 30]
 
 
+def test_finetune_runs_every_step_of_its_budget_and_keeps_the_best_validation(monkeypatch):
+    """Validation that never improves does not cut a run short (the budget is equal in steps run), and
+    the weights kept are the first best validation's (here step 0's: the model as it came in)."""
+    monkeypatch.setattr(blocksparse.training, "accuracy", lambda *a, **k: 0.5)
+    data = bsu.load_dataset(split="train", subset=16)
+    model = _fresh()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    tuned, hist = bsu.finetune(model, None, bsu.Budget(steps=8, batch_size=4, eval_every=1), train_data=data,
+                               val_data=data, progress=False)
+    assert [h["step"] for h in hist] == list(range(9))
+    assert all(torch.equal(v, before[k]) for k, v in tuned.state_dict().items())
+
+
 def test_finetune_bad_arguments():
     m = bsu.build_model()
-    with pytest.raises(ValueError, match="optimizer"):
-        bsu.finetune(m, bsu.CodecConfig(), optimizer="lbfgs")
-    with pytest.raises(ValueError, match="train"):
-        bsu.finetune(m, bsu.CodecConfig(), train="head")
+    with pytest.raises(ValueError, match="budget.train"):  # a bottleneck's mode, not fine-tuning's
+        bsu.finetune(m, bsu.CodecConfig(), bsu.Budget(train="frozen"))
+    with pytest.raises(ValueError, match="budget must be"):
+        bsu.finetune(m, bsu.CodecConfig(), dict(steps=10))
+    with pytest.raises(ValueError, match="group_lasso_weight"):
+        bsu.finetune(m, bsu.CodecConfig(), group_lasso_weight=-1.0)
 
 
 def _fresh():
@@ -60,23 +75,24 @@ def test_finetune_tail_keeps_the_head_and_all_moves_it(tmp_path):
     base = _fresh().state_dict()
     cfg = bsu.CodecConfig(block_size=4, ratio=0.3, bits=2)
     data = bsu.load_dataset(split="train", subset=64)
-    common = dict(steps=3, batch_size=16, eval_every=3, train_data=data, val_data=data, progress=False)
-    bsu.finetune(_fresh(), cfg, train="tail", state_path=tmp_path / "tail.pt", **common)
+    budget = bsu.Budget(steps=3, batch_size=16, eval_every=3)
+    common = dict(train_data=data, val_data=data, progress=False)
+    bsu.finetune(_fresh(), cfg, budget.replace(train="tail"), state_path=tmp_path / "tail.pt", **common)
     tail = torch.load(tmp_path / "tail.pt", weights_only=False)["module"]
     head = [k for k in base if k.startswith(("net.conv1.", "net.bn1.", "net.layer1."))]
     assert head and all(torch.equal(tail[k], base[k]) for k in head)
     assert not torch.equal(tail["net.fc.weight"], base["net.fc.weight"])
-    bsu.finetune(_fresh(), cfg, train="all", distill_weight=0.0, state_path=tmp_path / "all.pt", **common)
+    bsu.finetune(_fresh(), cfg, budget.replace(train="all", distill_weight=0.0), state_path=tmp_path / "all.pt", **common)
     assert not torch.equal(torch.load(tmp_path / "all.pt", weights_only=False)["module"]["net.conv1.weight"],
                            base["net.conv1.weight"])
 
 
-def _one_thread_finetune(**kwargs):
+def _one_thread_finetune(distill_weight=0.5, **kwargs):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # one summation order, so comparisons can be exact
     try:
-        return bsu.finetune(_fresh(), bsu.CodecConfig(block_size=4, ratio=0.3, bits=2), steps=4, batch_size=8,
-                            eval_every=2, patience=10, progress=False, **kwargs)
+        budget = bsu.Budget(steps=4, batch_size=8, eval_every=2, distill_weight=distill_weight)
+        return bsu.finetune(_fresh(), bsu.CodecConfig(block_size=4, ratio=0.3, bits=2), budget, progress=False, **kwargs)
     finally:
         torch.set_num_threads(threads)
 
@@ -98,7 +114,8 @@ def test_teacher_inputs_are_what_the_teacher_sees_and_monitors_change_nothing():
     assert all(h["again_accuracy"] == h["val_accuracy"] for h in h_mon)
     assert h_mon[0]["train_accuracy"] == bsu.accuracy(_fresh(), data, bsu.CodecConfig(block_size=4, ratio=0.3, bits=2))
     with pytest.raises(ValueError, match="teacher_inputs"):
-        bsu.finetune(_fresh(), None, train_data=data, val_data=val, teacher_inputs=data.tensors[0][:5], steps=1)
+        bsu.finetune(_fresh(), None, bsu.Budget(steps=1), train_data=data, val_data=val,
+                     teacher_inputs=data.tensors[0][:5])
 
 
 def test_group_lasso_against_a_direct_sum_over_blocks():
@@ -148,8 +165,8 @@ def test_finetune_resumes_where_it_stopped(tmp_path, monkeypatch):
     """A 6-step run == the same run interrupted after its step-3 evaluation, then resumed."""
     cfg = bsu.CodecConfig(block_size=4, ratio=0.3, bits=2)
     data = bsu.load_dataset(split="train", subset=64)
-    common = dict(steps=6, batch_size=8, eval_every=3, train_data=data, val_data=data, progress=False,
-                  patience=10, distill_weight=0.5, group_lasso_weight=1e-3)
+    common = dict(budget=bsu.Budget(steps=6, batch_size=8, eval_every=3, distill_weight=0.5), train_data=data,
+                  val_data=data, progress=False, group_lasso_weight=1e-3)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # one summation order, so the comparison can be exact
     try:
