@@ -498,7 +498,8 @@ def plot_training_curves(runs: pd.DataFrame, reference: float | None = None,
 
     ``runs`` has a row per evaluation (``card_histories``): ``run``, ``family``, ``split_at``,
     ``step`` and one column per panel (``panels``: column -> axis label; default validation
-    accuracy). ``reference`` (the uncompressed model's validation accuracy) shades the band
+    accuracy). ``reference`` (the reference's validation accuracy: the shipped model fine-tuned with
+    the same budget, without a codec) shades the band
     within one point below it on the accuracy panel, whose y axis starts below the lowest
     accuracy after the first evaluation (the first, before any training, is named in the
     panel's title where it falls below the axis). One legend, right of the axes: families,
@@ -546,7 +547,7 @@ def plot_training_curves(runs: pd.DataFrame, reference: float | None = None,
     handles += [Line2D([], [], color="0.3", marker=markers[s], ls="none", label=f"after {s}") for s in splits]
     if reference is not None:
         handles.append(Patch(facecolor="0.85", edgecolor="k", lw=0.8,
-                             label=f"within one point below uncompressed ({100 * reference:.1f}%)"))
+                             label=f"within one point below the reference\n(fine-tuned, no codec: {100 * reference:.1f}%)"))
     fig.legend(handles=handles, fontsize=7, loc="outside right center")
     if title:
         fig.suptitle(title, fontsize=9)

@@ -263,6 +263,8 @@ def test_training_curves_colour_by_family_marker_by_split_and_one_short_legend_o
     assert len(texts) <= 8 and len(texts) == len(set(texts))
     assert not any(re.search(FILE_NAME, t) for t in texts), texts
     assert {"distillation", "no distillation", "tail only", "after layer1", "after layer2", "after layer3"} <= set(texts)
+    band = [t for t in texts if "within one point" in t]  # names the one reference: fine-tuned, not the shipped model
+    assert len(band) == 1 and "reference" in band[0] and "fine-tuned" in band[0] and "uncompressed" not in band[0]
     assert _outside_every_axes(fig, legend)
     spans = [(round(p.get_y(), 6), round(p.get_y() + p.get_height(), 6)) for p in ax.patches]
     assert spans == [(89.0, 90.0)]  # the band within one point below the reference, in percent
