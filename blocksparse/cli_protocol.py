@@ -184,8 +184,12 @@ def _v2(a: argparse.Namespace) -> None:
         st = protocol_v2.status_table(protocol_v2.read_cards())
         splice(ROOT / "README.md", protocol_v2.render_readme(pw, cp, st), "v2")
         splice(ROOT / "README.md", budget_markdown(BUDGET), "budget")
+        answer_v2 = protocol_v2.answer_table(protocol_v2.read_cards(), protocol_v2.reference_cards(),
+                                             protocol_v2.reference())
+        answer_v2.to_csv(d / "answer_v2.csv", index=False)
         splice(ROOT / "docs" / "protocol_v2.md", protocol_v2.render_doc(pw, cp, st, protocol_v2.screens(),
-                                                                  pd.read_csv(d / "classifier_gap.csv")), "v2-tables")
+                                                                  pd.read_csv(d / "classifier_gap.csv"), answer_v2),
+               "v2-tables")
         print(protocol_v2.render_readme(pw, cp, st))
         return
     d = results_dir()

@@ -504,15 +504,21 @@ def render_readme(power: pd.DataFrame, comparison: pd.DataFrame, status: pd.Data
 
 
 def render_doc(power: pd.DataFrame, comparison: pd.DataFrame, status: pd.DataFrame, screens: list[dict],
-               gap: pd.DataFrame | None = None) -> str:
-    """``docs/protocol_v2.md``'s generated part: the power table, the comparison table, WebP as is's
-    bound (``classifier_gap.csv``), the walk and every screen's rows."""
+               gap: pd.DataFrame | None = None, answer: pd.DataFrame | None = None) -> str:
+    """``docs/protocol_v2.md``'s generated part: v2's answer so far (``answer_table``, the columns
+    that hold a value), the power table, the comparison table, WebP as is's bound
+    (``classifier_gap.csv``), the walk and every screen's rows."""
     def md(df, **kw):
         return df.to_markdown(index=False, **kw) if not df.empty else "(none yet)"
     bound = []
+    if answer is not None and not answer.empty:
+        shown = answer.dropna(axis=1, how="all")
+        bound = ["### v2's answer so far (`data/results/answer_v2.csv`)", "",
+                 md(shown.assign(**{c: shown[c].map(_pct) for c in ("diff", "diff_lo", "diff_hi", "val_select_diff")
+                                    if c in shown}), floatfmt=".4g"), ""]
     if gap is not None and not gap.empty:
         g = gap.iloc[0]
-        bound = ["### WebP as is: a bound", "",
+        bound += ["### WebP as is: a bound", "",
                  f"Its classifier, the {g['classifier'].split(' (')[0]}, on uncompressed {g['images']} images "
                  f"({int(g['n_images']):,}): {100 * g['accuracy']:.2f}%, {_pct(g['diff'])} [{_pct(g['diff_lo'])}, "
                  f"{_pct(g['diff_hi'])}] points from the reference's seed 0 (`data/results/classifier_gap.csv`). "
@@ -603,6 +609,54 @@ def confirm(cards: list[dict], ref_cards: dict[int, dict], family: str, split_at
     hb = hierarchical_bootstrap(x, r, CONFIRM_CONFIDENCE, n_boot=20000)
     return hb | dict(family=family, split_at=split_at, rung=op["rung"], setting=op["setting"],
                      bpp=float(np.mean([runs[s]["test"]["bpp"] for s in SEEDS_V2])), confidence=CONFIRM_CONFIDENCE)
+
+
+ANSWER_V2_COLUMNS = ("protocol", "split_at", "family", "status", "rung", "setting", "seeds_tested", "bpp", "accuracy",
+                     "reference_accuracy", "diff", "diff_lo", "diff_hi", "confidence", "within", "n_images",
+                     "val_select_bpp", "val_select_diff", "weights")
+
+
+def answer_table(cards: list[dict], ref_cards: dict[int, dict], ref: dict) -> pd.DataFrame:
+    """v2's answer (``answer.csv`` once v2 has its rows), one row per split and trained family.
+
+    ``status`` is where the family stands: "not started", "walk under way" (a rung is still to screen or train),
+    "no rung picked" (the walk ended with every rung below the pick threshold), "confirmation under
+    way" (the operating point found; ``seeds_tested`` of its 5 seeds tested), "confirmed within one
+    point" or "not confirmed" (the hierarchical interval's lower end at ``CONFIRM_CONFIDENCE``:
+    ``diff_lo`` against -1 point). Test numbers (``bpp``, ``accuracy``, ``diff*``: means over the
+    seeds, each seed paired with the reference's same seed) appear only once every seed of both is
+    tested; before that a row shows the operating point's seed-0 val-select numbers."""
+    rows = []
+    for split in SPLIT_POINTS:
+        for family in ("block-sparse", "bottleneck"):
+            row = dict.fromkeys(ANSWER_V2_COLUMNS) | dict(protocol=PROTOCOL, split_at=split, family=family)
+            w = walked(cards, family, split, ref)
+            _, nxt = ladder(family, w)
+            op = operating_point(cards, family, split, ref)
+            if not w:
+                row["status"] = "not started"
+            elif nxt is not None:
+                row["status"] = "walk under way"
+            elif op is None:
+                row["status"] = "no rung picked"
+            else:
+                runs = _seed_runs(cards, op)
+                p = pick(op, ref)
+                row |= dict(rung=float(op["rung"]), setting=setting_words(op["setting"]),
+                            seeds_tested=sum("test" in runs.get(s, {}) for s in SEEDS_V2),
+                            val_select_bpp=op["val_select"]["bpp"], val_select_diff=p["difference"],
+                            weights=op.get("weights"))
+                c = confirm(cards, ref_cards, family, split, ref)
+                if c is None:
+                    row["status"] = "confirmation under way"
+                else:
+                    row |= dict(status="confirmed within one point" if c["within"] else "not confirmed",
+                                bpp=c["bpp"], accuracy=float(np.mean([runs[s]["test"]["accuracy"] for s in SEEDS_V2])),
+                                reference_accuracy=float(np.mean([ref_cards[s]["test"]["accuracy"] for s in SEEDS_V2])),
+                                diff=c["estimate"], diff_lo=c["lo"], diff_hi=c["hi"], confidence=c["confidence"],
+                                within=c["within"], n_images=c["n_images"])
+            rows.append(row)
+    return pd.DataFrame(rows, columns=list(ANSWER_V2_COLUMNS))
 
 
 def test_run(card_path: str | Path, cards: list[dict], ref: dict, n_test: int | None = None) -> dict:

@@ -3,6 +3,7 @@ val-stop, and a rate that is the streams' bytes."""
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from torch.utils.data import TensorDataset
@@ -249,6 +250,36 @@ def test_the_operating_point_its_seeds_and_the_confirmation(tmp_path):
     worse = [_v2card(tmp_path, 1.6, 5, ref, seed=s, test=_flip(test_ref, 80)) for s in range(5)]  # -2 points
     assert not P.confirm(cards[:3] + worse, refs, "bottleneck", "layer3", refcard)["within"]
     assert P.confirm(cards, refs, "bottleneck", "layer3", refcard) is None  # seeds not yet tested
+
+
+def test_the_answer_table_says_where_each_family_stands_and_confirms_from_test_pairs(tmp_path):
+    rng = np.random.default_rng(1)
+    ref = rng.random(1000) < 0.9
+    refcard = dict(family="reference", seed=0, val_select=dict(correct=pack_correct(ref)))
+    walk = [_v2card(tmp_path, 3.2, 20, ref), _v2card(tmp_path, 0.8, 0, ref), _v2card(tmp_path, 2.26274, 20, ref),
+            _v2card(tmp_path, 1.6, 5, ref)]  # the walk ends at 1.6 (picked), as in the test above
+    test_ref = rng.random(4000) < 0.93
+    refs = {s: dict(seed=s, test=dict(correct=pack_correct(test_ref), accuracy=float(test_ref.mean()))) for s in range(5)}
+
+    def row(cards):
+        t = P.answer_table(cards, refs, refcard)
+        assert list(t.columns) == list(P.ANSWER_V2_COLUMNS) and len(t) == 6 and (t["protocol"] == "v2.1").all()
+        assert (t[t["split_at"] != "layer3"]["status"] == "not started").all()
+        return t[(t["split_at"] == "layer3") & (t["family"] == "bottleneck")].iloc[0]
+    assert row([])["status"] == "not started"
+    assert row(walk[:2])["status"] == "walk under way"
+    r = row(walk)
+    assert r["status"] == "confirmation under way" and r["rung"] == 1.6 and r["seeds_tested"] == 0
+    assert r["val_select_diff"] == pytest.approx(-0.005) and pd.isna(r["accuracy"])  # no test number yet
+    assert row([_v2card(tmp_path, r_, 20, ref) for r_ in (3.2, 0.8, 0.2, 0.05, 0.0125)])["status"] == "no rung picked"
+    worse = _flip(test_ref, 80)  # every seed 2 points below its reference on 4,000 test images
+    seeds = [_v2card(tmp_path, 1.6, 5, ref, seed=s, test=worse) for s in range(5)]
+    r = row(walk[:3] + seeds)
+    assert r["status"] == "not confirmed" and not r["within"] and r["seeds_tested"] == 5 and r["n_images"] == 4000
+    assert r["diff"] == pytest.approx(-0.02) and r["diff_lo"] < -0.02 < r["diff_hi"]
+    assert r["accuracy"] == pytest.approx(worse.mean()) and r["reference_accuracy"] == pytest.approx(test_ref.mean())
+    same = [_v2card(tmp_path, 1.6, 5, ref, seed=s, test=test_ref) for s in range(5)]
+    assert row(walk[:3] + same)["status"] == "confirmed within one point"
 
 
 def test_budget_sensitivity_is_four_times_the_steps_and_pairs_with_the_reference_at_the_same_budget():
