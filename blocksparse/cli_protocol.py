@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import answer, power, protocol_v2
+from . import answer, power, protocol_v2, report_v2
 from .model import SPLIT_POINTS
 from .protocol import BUDGET
 from .costs import costs, latencies
@@ -176,21 +176,21 @@ def _v2(a: argparse.Namespace) -> None:
             print(f"wrote {wrote}", flush=True)
         return
     if a.action == "v2-status":
-        print(protocol_v2.status_table(protocol_v2.read_cards(a.out)).to_markdown(index=False, floatfmt=".3f"))
+        print(report_v2.status_table(protocol_v2.read_cards(a.out)).to_markdown(index=False, floatfmt=".3f"))
         return
     if a.action == "v2-report":
         d = results_dir()
         pw, cp = pd.read_csv(d / "power.csv"), pd.read_csv(d / "family_comparison.csv")
-        st = protocol_v2.status_table(protocol_v2.read_cards())
-        splice(ROOT / "README.md", protocol_v2.render_readme(pw, cp, st), "v2")
+        st = report_v2.status_table(protocol_v2.read_cards())
+        splice(ROOT / "README.md", report_v2.render_readme(pw, cp, st), "v2")
         splice(ROOT / "README.md", budget_markdown(BUDGET), "budget")
-        answer_v2 = protocol_v2.answer_table(protocol_v2.read_cards(), protocol_v2.reference_cards(),
+        answer_v2 = report_v2.answer_table(protocol_v2.read_cards(), protocol_v2.reference_cards(),
                                              protocol_v2.reference())
         answer_v2.to_csv(d / "answer_v2.csv", index=False)
-        splice(ROOT / "docs" / "protocol_v2.md", protocol_v2.render_doc(pw, cp, st, protocol_v2.screens(),
+        splice(ROOT / "docs" / "protocol_v2.md", report_v2.render_doc(pw, cp, st, report_v2.screens(),
                                                                   pd.read_csv(d / "classifier_gap.csv"), answer_v2),
                "v2-tables")
-        print(protocol_v2.render_readme(pw, cp, st))
+        print(report_v2.render_readme(pw, cp, st))
         return
     d = results_dir()
     d.mkdir(parents=True, exist_ok=True)
@@ -203,7 +203,7 @@ def _v2(a: argparse.Namespace) -> None:
                 raise SystemExit(f"blocksparse_utils.py protocol v2-sensitivity: error: no {a.family} run after layer3 yet")
             print(f"wrote {protocol_v2.sensitivity_run(subject, state_dir=a.state_dir)}", flush=True)
         long = [json.loads(p.read_text()) for p in sorted(protocol_v2.SENSITIVITY_DIR.glob("*.json"))]
-        table = protocol_v2.sensitivity_table(subjects, long)
+        table = report_v2.sensitivity_table(subjects, long)
         table.to_csv(d / "budget_sensitivity.csv", index=False)
         print(table.to_markdown(index=False, floatfmt=".4f"))
         return
@@ -211,7 +211,7 @@ def _v2(a: argparse.Namespace) -> None:
         table = power.power_table(v1, true_diffs=(0.0, -0.005, -0.01), sims=a.sims)
         table.to_csv(d / "power.csv", index=False)
     else:
-        table = protocol_v2.family_comparison(v1, protocol_v2.read_cards(), n_boot=a.n_boot)
+        table = report_v2.family_comparison(v1, protocol_v2.read_cards(), n_boot=a.n_boot)
         table.to_csv(d / "family_comparison.csv", index=False)
         gap = protocol_v2.classifier_gap(protocol_v2.reference())
         gap.to_csv(d / "classifier_gap.csv", index=False)

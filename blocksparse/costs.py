@@ -7,7 +7,6 @@ import statistics
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from . import bottleneck as bnk

@@ -1,0 +1,237 @@
+"""Protocol v2's tables and reports, read from its cards: the walk so far (``status_table``), the
+answer (``answer_table``), the families compared (``family_comparison``), the budget sensitivity
+(``sensitivity_table``), and the README's and ``docs/protocol_v2.md``'s generated blocks. Nothing
+here trains or reads an image; the runs are ``protocol_v2``'s.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .comparison import COMPARISON_COLUMNS, comparison_table, curves_from_cards, words
+from .protocol import LADDERS_V2, SEEDS_V2, SPLIT_POINTS
+from .protocol_v2 import (AMENDMENT_COMMIT, PROTOCOL, RULES_COMMIT, V1_DIR, V2_DIR, confirm, ladder, operating_point,
+                          pick, reference, seed_runs, walked)
+from .results import unpack_correct
+
+
+STATUS_COLUMNS = ("split_at", "family", "rung", "setting", "bpp", "accuracy", "diff", "diff_lo", "diff_hi", "picked")
+
+
+def setting_words(setting: dict) -> str:
+    """A v2 run's setting in a few words: the recipe and width, or the codec configuration."""
+    if "recipe" in setting:
+        return f"{setting['recipe']}, {setting['latent_channels']} channels"
+    if not setting:
+        return "no configuration under the rung"
+    return (f"{setting['mode']}, B={setting['block_size']}, ratio {setting['ratio']:g}, {setting['bits']} bits, "
+            f"group-lasso {setting.get('group_lasso_weight', 0):g}")
+
+
+def status_table(cards: list[dict], v1_dir: str | Path = V1_DIR) -> pd.DataFrame:
+    """Every v2 seed-0 rung so far on val-select, in walking order per split: its rate, accuracy,
+    paired difference from the reference's seed 0 (with the interval, for the record) and the pick."""
+    ref = reference(v1_dir)
+    rows = []
+    for split in SPLIT_POINTS:
+        for family in ("block-sparse", "bottleneck"):
+            runs = {float(c["rung"]): c for c in cards
+                    if c["family"] == family and c["split_at"] == split and c["seed"] == 0}
+            order, _ = ladder(family, walked(cards, family, split, ref))
+            for r in order:
+                if r not in runs:
+                    continue
+                c = runs[r]
+                v = c.get("val_select") or {}
+                p = pick(c, ref) if v else dict(difference=None, lo=None, hi=None, picked=False)
+                rows.append(dict(split_at=split, family=family, rung=r, setting=setting_words(c["setting"]),
+                                 bpp=v.get("bpp"), accuracy=v.get("accuracy"), diff=p["difference"], diff_lo=p["lo"],
+                                 diff_hi=p["hi"], picked=p["picked"]))
+    return pd.DataFrame(rows, columns=list(STATUS_COLUMNS))
+
+
+def family_comparison(v1_cards: list[dict], v2_cards: list[dict], n_boot: int = 2000) -> pd.DataFrame:
+    """``family_comparison.csv``: each protocol's curves on val-select compared pair by pair per split
+    (``comparison.comparison_table``), v1's from its cards and v2's from its own, with WebP and a
+    fine-tuned classifier (the same recipe in both) beside them; the rows say which protocol."""
+    ref = next((c for c in v1_cards if c["family"] == "reference" and c["seed"] == 0), None)
+    if ref is None:
+        raise ValueError("v1_cards: no reference seed 0 (every comparison is paired with it)")
+    webp = [c for c in v1_cards if c["family"] == "webp-finetuned" and c["setting"].get("quality") in LADDERS_V2["webp-finetuned"]]
+    tables = []
+    for name, cards in (("v1", v1_cards), (PROTOCOL, v2_cards + webp)):
+        curves = curves_from_cards(cards, ref)
+        if len({f for _, f in curves}) < 2:
+            continue
+        t = comparison_table(curves, unpack_correct(ref["val_select"]["correct"]), n_boot=n_boot)
+        tables.append(t.assign(protocol=name))
+    cols = ["protocol", *COMPARISON_COLUMNS]
+    return pd.concat(tables)[cols] if tables else pd.DataFrame(columns=cols)
+
+
+def _pct(v) -> str:
+    return "" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{100 * v:+.2f}"
+
+
+def _power_at(power: pd.DataFrame, rule: str, delta: float) -> float:
+    d = power["discordance"].min()
+    row = power[(power["rule"] == rule) & np.isclose(power["true_diff"], delta) & (power["discordance"] == d)]
+    if row.empty:
+        raise ValueError(f"power: no row for rule {rule!r} at true_diff {delta}")
+    return float(row["power"].iloc[0])
+
+
+def _ratio_words(r: pd.Series) -> str:
+    def num(v):
+        return "-" if pd.isna(v) else ("inf" if v == np.inf else f"{v:.2f}")
+    return f"{num(r['value'])} [{num(r['lo'])}, {num(r['hi'])}]"
+
+
+def render_readme(power: pd.DataFrame, comparison: pd.DataFrame, status: pd.DataFrame) -> str:
+    """The README's v2 block: the rule in one line with its power, each split's comparison of the
+    trained families in words, the walk so far; every number from ``power.csv``,
+    ``family_comparison.csv`` and the cards (``status_table``)."""
+    v1 = _power_at(power, "v1: val-select lower end >= -1", -0.005)
+    v2 = _power_at(power, "v2: pick and confirm", -0.005)
+    lines = [f"**Protocol v2** (pre-registered in commit `{RULES_COMMIT}` before any v2 run, amended as v2.1 in "
+             f"`{AMENDMENT_COMMIT}` before any finished; [rules and power](docs/protocol_v2.md)): screens on val-stop, "
+             "picks on val-select by point estimate "
+             "(>= -1 point), confirms on test with 5 seeds at a Bonferroni level for 7 confirmations. "
+             f"A rung 0.5 points below the reference passes v1's gate {100 * v1:.0f} times in 100, v2's {100 * v2:.0f}.",
+             ""]
+    at = comparison[(comparison["protocol"] == "v1") & (comparison["family_a"] == "block-sparse")
+                    & (comparison["family_b"] == "bottleneck")]
+    if not at.empty:
+        lines.append("Block-sparse against the learned bottleneck on v1's val-select curves: rate of block-sparse over "
+                     "the bottleneck's at equal accuracy, 95% bootstrap over 2,500 images:")
+        for split, g in at.groupby("split_at", sort=True):
+            told = [words(r) for _, r in g.iterrows() if "cannot tell" not in words(r)]
+            ratios = "; ".join(f"{r['measure'].split(' at ')[1]}: {_ratio_words(r)}" for _, r in g.iterrows())
+            lines.append(f"- after {split}: {told[0] if told else 'the data cannot tell'} ({ratios})")
+        lines.append("")
+    done = status.dropna(subset=["accuracy"])
+    if done.empty:
+        lines.append("v2's runs so far: none finished (after layer3 first; `protocol v2-status`).")
+    else:
+        runs = "; ".join(f"{r['family']} after {r['split_at']} at rung {r['rung']:g} ({r['setting']}): "
+                         f"{r['bpp']:.3f} bpp, {_pct(r['diff'])} points, {'picked' if r['picked'] else 'not picked'}"
+                         for _, r in done.iterrows())
+        lines.append(f"v2's runs so far (val-select, seed 0, against the reference's seed 0): {runs}.")
+    return "\n".join(lines)
+
+
+def render_doc(power: pd.DataFrame, comparison: pd.DataFrame, status: pd.DataFrame, screens: list[dict],
+               gap: pd.DataFrame | None = None, answer: pd.DataFrame | None = None) -> str:
+    """``docs/protocol_v2.md``'s generated part: v2's answer so far (``answer_table``, the columns
+    that hold a value), the power table, the comparison table, WebP as is's bound
+    (``classifier_gap.csv``), the walk and every screen's rows."""
+    def md(df, **kw):
+        return df.to_markdown(index=False, **kw) if not df.empty else "(none yet)"
+    bound = []
+    if answer is not None and not answer.empty:
+        shown = answer.dropna(axis=1, how="all")
+        bound = ["### v2's answer so far (`data/results/answer_v2.csv`)", "",
+                 md(shown.assign(**{c: shown[c].map(_pct) for c in ("diff", "diff_lo", "diff_hi", "val_select_diff")
+                                    if c in shown}), floatfmt=".4g"), ""]
+    if gap is not None and not gap.empty:
+        g = gap.iloc[0]
+        bound += ["### WebP as is: a bound", "",
+                 f"Its classifier, the {g['classifier'].split(' (')[0]}, on uncompressed {g['images']} images "
+                 f"({int(g['n_images']):,}): {100 * g['accuracy']:.2f}%, {_pct(g['diff'])} [{_pct(g['diff_lo'])}, "
+                 f"{_pct(g['diff_hi'])}] points from the reference's seed 0 (`data/results/classifier_gap.csv`). "
+                 "No WebP quality can do better than its classifier does on the images themselves: WebP as is "
+                 "is reported as this bound, and WebP with a fine-tuned classifier is the input-compression "
+                 "baseline, listed once (it does not depend on the split).", ""]
+    parts = bound + ["### Power of each rule (`data/results/power.csv`)", "",
+             md(power.assign(discordance=power["discordance"].round(4), true_diff=100 * power["true_diff"])
+                .rename(columns={"true_diff": "true_diff (points)"}), floatfmt=".3g"), "",
+             "### Families compared (`data/results/family_comparison.csv`)", "", md(comparison, floatfmt=".3g"), "",
+             "### v2's walk so far (val-select, seed 0)", "",
+             md(status.assign(**{c: status[c].map(_pct) for c in ("diff", "diff_lo", "diff_hi")}), floatfmt=".4g"), ""]
+    for sc in screens:
+        rows = pd.DataFrame(sc["rows"])
+        parts += [f"### Screen: {sc['family']} after {sc['split_at']}, rung {sc.get('rung', sc.get('lmbda')):g} "
+                  f"(val-stop, {sc['images']['n']} images); pick: {setting_words(sc['pick']) if sc['pick'] else 'none'}",
+                  "", md(rows, floatfmt=".4g"), ""]
+    return "\n".join(parts).strip("\n")
+
+
+def screens(out_dir: str | Path = V2_DIR) -> list[dict]:
+    """Every finished v2 screen in ``out_dir``."""
+    return [json.loads(p.read_text()) for p in sorted((Path(out_dir) / "screens").glob("*.json"))
+            if not p.name.endswith(".partial.json")]
+
+
+ANSWER_V2_COLUMNS = ("protocol", "split_at", "family", "status", "rung", "setting", "seeds_tested", "bpp", "accuracy",
+                     "reference_accuracy", "diff", "diff_lo", "diff_hi", "confidence", "within", "n_images",
+                     "val_select_bpp", "val_select_diff", "weights")
+
+
+def answer_table(cards: list[dict], ref_cards: dict[int, dict], ref: dict) -> pd.DataFrame:
+    """v2's answer (``answer.csv`` once v2 has its rows), one row per split and trained family.
+
+    ``status`` is where the family stands: "not started", "walk under way" (a rung is still to screen or train),
+    "no rung picked" (the walk ended with every rung below the pick threshold), "confirmation under
+    way" (the operating point found; ``seeds_tested`` of its 5 seeds tested), "confirmed within one
+    point" or "not confirmed" (the hierarchical interval's lower end at ``CONFIRM_CONFIDENCE``:
+    ``diff_lo`` against -1 point). Test numbers (``bpp``, ``accuracy``, ``diff*``: means over the
+    seeds, each seed paired with the reference's same seed) appear only once every seed of both is
+    tested; before that a row shows the operating point's seed-0 val-select numbers."""
+    rows = []
+    for split in SPLIT_POINTS:
+        for family in ("block-sparse", "bottleneck"):
+            row = dict.fromkeys(ANSWER_V2_COLUMNS) | dict(protocol=PROTOCOL, split_at=split, family=family)
+            w = walked(cards, family, split, ref)
+            _, nxt = ladder(family, w)
+            op = operating_point(cards, family, split, ref)
+            if not w:
+                row["status"] = "not started"
+            elif nxt is not None:
+                row["status"] = "walk under way"
+            elif op is None:
+                row["status"] = "no rung picked"
+            else:
+                runs = seed_runs(cards, op)
+                p = pick(op, ref)
+                row |= dict(rung=float(op["rung"]), setting=setting_words(op["setting"]),
+                            seeds_tested=sum("test" in runs.get(s, {}) for s in SEEDS_V2),
+                            val_select_bpp=op["val_select"]["bpp"], val_select_diff=p["difference"],
+                            weights=op.get("weights"))
+                c = confirm(cards, ref_cards, family, split, ref)
+                if c is None:
+                    row["status"] = "confirmation under way"
+                else:
+                    row |= dict(status="confirmed within one point" if c["within"] else "not confirmed",
+                                bpp=c["bpp"], accuracy=float(np.mean([runs[s]["test"]["accuracy"] for s in SEEDS_V2])),
+                                reference_accuracy=float(np.mean([ref_cards[s]["test"]["accuracy"] for s in SEEDS_V2])),
+                                diff=c["estimate"], diff_lo=c["lo"], diff_hi=c["hi"], confidence=c["confidence"],
+                                within=c["within"], n_images=c["n_images"])
+            rows.append(row)
+    return pd.DataFrame(rows, columns=list(ANSWER_V2_COLUMNS))
+
+
+SENSITIVITY_COLUMNS = ("split_at", "family", "setting", "steps", "accuracy", "diff", "diff_lo", "diff_hi",
+                       "diff_at_budget", "n_images")
+
+
+def sensitivity_table(subjects: list[dict], long_cards: list[dict]) -> pd.DataFrame:
+    """``budget_sensitivity.csv``: per subject trained with 4x the budget, its val-select accuracy and its
+    paired difference from the reference trained with 4x the budget, beside the same difference at the
+    common budget (``diff_at_budget``): a plateau that belongs to the budget closes at 4x."""
+    long_ref = next((c for c in long_cards if c["family"] == "reference"), None)
+    ref = next(s["base"] for s in subjects if s["family"] == "reference")
+    rows = []
+    for s in subjects:
+        long = next((c for c in long_cards if c["family"] == s["family"] and c["setting"] == s["setting"]), None)
+        if long is None:
+            continue
+        p = pick(long, long_ref) if long_ref is not None and s["family"] != "reference" else None
+        rows.append(dict(split_at=s["split_at"], family=s["family"], setting=setting_words(s["setting"]) if s["setting"] else "",
+                         steps=long["budget"]["steps"], accuracy=long["val_select"]["accuracy"],
+                         diff=p["difference"] if p else None, diff_lo=p["lo"] if p else None, diff_hi=p["hi"] if p else None,
+                         diff_at_budget=pick(s["base"], ref)["difference"] if s["family"] != "reference" else None,
+                         n_images=long["val_select"]["n_images"]))
+    return pd.DataFrame(rows, columns=list(SENSITIVITY_COLUMNS))

@@ -1,0 +1,98 @@
+"""Protocol v2's tables and reports (blocksparse.report_v2), on synthetic cards whose answer is known."""
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from blocksparse import protocol_v2 as P
+from blocksparse import report_v2 as R
+from blocksparse.results import pack_correct
+from test_protocol_v2 import _flip, _v2card
+
+
+def test_status_walks_the_rungs_and_family_comparison_pairs_curves(tmp_path):
+    rng = np.random.default_rng(0)
+    ref = rng.random(1000) < 0.9
+    refcard = dict(family="reference", seed=0, val_select=dict(correct=pack_correct(ref)))
+    (tmp_path / "reference_seed0.json").write_text(json.dumps(refcard))
+
+    def v2(rung, k, bpp):
+        return dict(protocol=P.PROTOCOL, family="bottleneck", split_at="layer3", seed=0, rung=rung,
+                    setting=dict(recipe="two-stage", latent_channels=24, lmbda=rung),
+                    val_select=dict(correct=pack_correct(_flip(ref, k)), bpp=bpp, accuracy=float(_flip(ref, k).mean())))
+    cards = [v2(0.8, 5, 0.2), v2(3.2, 20, 0.1)]  # 3.2: -2 points (missed), 0.8: -0.5 (picked)
+    st = R.status_table(cards, v1_dir=tmp_path)
+    assert list(st["rung"]) == [3.2, 0.8] and list(st["picked"]) == [False, True]
+    assert st["setting"].tolist() == ["two-stage, 24 channels"] * 2
+    assert st["diff"].tolist() == pytest.approx([-0.02, -0.005])
+
+    def v1(fam, k, bpp, q=None):
+        return dict(family=fam, split_at=None if q else "layer3", seed=0, setting=dict(quality=q) if q else {},
+                    val_select=dict(correct=pack_correct(_flip(ref, k)), bpp=bpp))
+    v1_cards = [refcard, v1("block-sparse", 20, 0.5), v1("block-sparse", 0, 1.0),
+                v1("webp-finetuned", 20, 2.0, q=50), v1("webp-finetuned", 0, 4.0, q=90), v1("webp-finetuned", 20, 1.0, q=5)]
+    t = R.family_comparison(v1_cards, cards, n_boot=50)
+    assert set(t["protocol"]) == {"v1", P.PROTOCOL}
+    v1_row = t[(t["protocol"] == "v1") & (t["measure"] == "rate ratio at -0.5 points")].iloc[0]
+    # both curves go from -2 to 0 points; block-sparse at a quarter of WebP's rates (0.5, 1 vs 2, 4)
+    assert (v1_row["family_a"], v1_row["family_b"]) == ("block-sparse", "webp-finetuned")
+    assert v1_row["value"] == pytest.approx(0.25)
+    # v2: the bottleneck's curve against WebP's v2 rungs (q=5 is not on v2's ladder)
+    v2_rows = t[t["protocol"] == P.PROTOCOL]
+    assert set(v2_rows["family_a"]) == {"bottleneck"} and set(v2_rows["family_b"]) == {"webp-finetuned"}
+    assert list(t.columns) == ["protocol", "split_at", "family_a", "family_b", "measure", "value", "lo", "hi", "n_images"]
+
+
+def _power_frame(v1, v2):
+    import pandas as pd
+    return pd.DataFrame([dict(rule="v1: val-select lower end >= -1", n_images=2500, discordance=0.02, true_diff=-0.005,
+                              power=v1),
+                         dict(rule="v2: pick and confirm", n_images=12500, discordance=0.02, true_diff=-0.005, power=v2),
+                         dict(rule="v2: pick and confirm", n_images=12500, discordance=0.03, true_diff=-0.005, power=0.1)])
+
+
+def test_readme_block_renders_its_numbers_from_the_results_files():
+    import pandas as pd
+    cmp = pd.DataFrame([dict(protocol="v1", split_at="layer3", family_a="block-sparse", family_b="bottleneck",
+                             measure="rate ratio at -0.5 points", value=3.0, lo=2.0, hi=5.5, n_images=2500)])
+    st = pd.DataFrame([dict(split_at="layer3", family="bottleneck", rung=3.2, setting="hybrid, 24 channels", bpp=0.0712,
+                            accuracy=0.93, diff=-0.0052, diff_lo=-0.01, diff_hi=0.0, picked=True)])
+    text = R.render_readme(_power_frame(0.31, 0.88), cmp, st)
+    assert "passes v1's gate 31 times in 100, v2's 88" in text  # the observed discordance's rows, not the 1.5x one
+    assert "- after layer3: bottleneck needs fewer bits than block-sparse at -0.5 points" in text
+    assert "rung 3.2 (hybrid, 24 channels): 0.071 bpp, -0.52 points, picked" in text
+    assert P.RULES_COMMIT in text
+    doc = R.render_doc(_power_frame(0.31, 0.88), cmp, st, [])
+    assert "| v2: pick and confirm" in doc and "0.88" in doc
+
+
+def test_the_answer_table_says_where_each_family_stands_and_confirms_from_test_pairs(tmp_path):
+    rng = np.random.default_rng(1)
+    ref = rng.random(1000) < 0.9
+    refcard = dict(family="reference", seed=0, val_select=dict(correct=pack_correct(ref)))
+    walk = [_v2card(tmp_path, 3.2, 20, ref), _v2card(tmp_path, 0.8, 0, ref), _v2card(tmp_path, 2.26274, 20, ref),
+            _v2card(tmp_path, 1.6, 5, ref)]  # the walk ends at 1.6 (picked), as in the test above
+    test_ref = rng.random(4000) < 0.93
+    refs = {s: dict(seed=s, test=dict(correct=pack_correct(test_ref), accuracy=float(test_ref.mean()))) for s in range(5)}
+
+    def row(cards):
+        t = R.answer_table(cards, refs, refcard)
+        assert list(t.columns) == list(R.ANSWER_V2_COLUMNS) and len(t) == 6 and (t["protocol"] == "v2.1").all()
+        assert (t[t["split_at"] != "layer3"]["status"] == "not started").all()
+        return t[(t["split_at"] == "layer3") & (t["family"] == "bottleneck")].iloc[0]
+    assert row([])["status"] == "not started"
+    assert row(walk[:2])["status"] == "walk under way"
+    r = row(walk)
+    assert r["status"] == "confirmation under way" and r["rung"] == 1.6 and r["seeds_tested"] == 0
+    assert r["val_select_diff"] == pytest.approx(-0.005) and pd.isna(r["accuracy"])  # no test number yet
+    assert row([_v2card(tmp_path, r_, 20, ref) for r_ in (3.2, 0.8, 0.2, 0.05, 0.0125)])["status"] == "no rung picked"
+    worse = _flip(test_ref, 80)  # every seed 2 points below its reference on 4,000 test images
+    seeds = [_v2card(tmp_path, 1.6, 5, ref, seed=s, test=worse) for s in range(5)]
+    r = row(walk[:3] + seeds)
+    assert r["status"] == "not confirmed" and not r["within"] and r["seeds_tested"] == 5 and r["n_images"] == 4000
+    assert r["diff"] == pytest.approx(-0.02) and r["diff_lo"] < -0.02 < r["diff_hi"]
+    assert r["accuracy"] == pytest.approx(worse.mean()) and r["reference_accuracy"] == pytest.approx(test_ref.mean())
+    same = [_v2card(tmp_path, 1.6, 5, ref, seed=s, test=test_ref) for s in range(5)]
+    assert row(walk[:3] + same)["status"] == "confirmed within one point"
+
