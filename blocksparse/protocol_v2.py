@@ -94,6 +94,32 @@ def screen_path(out_dir: str | Path, split_at: str, rung: float, family: str = "
     return Path(out_dir) / "screens" / f"{name}.json"
 
 
+def halving(arms: list, rounds, keep: int, key, run, score, partial: Path, log=print, words=str) -> tuple[list[dict], object]:
+    """Successive halving, resumable arm by arm: round r trains each surviving arm for ``rounds[r]``
+    steps (``run(arm, steps)``: the row's scores) and keeps the ``keep`` best by ``score(row)``
+    (lowest first; ties keep the arms' order). Each row (``round``, ``steps``, ``key(arm)``, the
+    scores) is written to ``partial`` as it finishes, and a row found there is not trained again.
+    Returns (every row in order, the last round's best arm; None without arms)."""
+    done = json.loads(partial.read_text()) if partial.exists() else []
+    rows, scored = [], []
+    for rnd, steps in enumerate(rounds if arms else ()):
+        scored = []
+        for arm in arms:
+            k = key(arm)
+            row = next((r for r in done if r["round"] == rnd and all(r[f] == v for f, v in k.items())), None)
+            if row is None:
+                row = dict(round=rnd, steps=steps, **k, **run(arm, steps))
+                done.append(row)
+                partial.parent.mkdir(parents=True, exist_ok=True)
+                partial.write_text(json.dumps(done, indent=1, default=float))
+            rows.append(row)
+            scored.append((row, arm))
+            log(f"round {rnd}: {words(row)}")
+        scored.sort(key=lambda t: score(t[0]))
+        arms = [a for _, a in scored[:keep]]
+    return rows, scored[0][1] if scored else None
+
+
 def screen_bottleneck(split_at: str, lmbda: float, dataset: str = "fashion-mnist", out_dir: str | Path = V2_DIR,
                       budget: Budget = BUDGET, settings: dict = SCREEN_V2, seed: int = 0,
                       train_subset: int | None = None, stop_subset: int | None = None, log=print) -> Path:
@@ -110,34 +136,22 @@ def screen_bottleneck(split_at: str, lmbda: float, dataset: str = "fashion-mnist
     train = load_dataset(dataset, "train", subset=train_subset)
     stop = stopping_data(dataset, stop_subset)
     guard = TensorDataset(*(t[::10] for t in stop.tensors))  # an arm's own check against its start: 1 in 10 images
+
+    def run(arm, steps):
+        model, bn = _arm(split_at, *arm, lmbda, steps, seed, dataset, train, guard, budget)
+        m = measure(model, bn, stop)
+        return dict(accuracy=m["accuracy"], cross_entropy=m["cross_entropy"], bpp=m["bpp"],
+                    objective=m["cross_entropy"] + lmbda * m["bpp"])
     partial = path.with_suffix(".partial.json")  # each arm's row as it finishes: a screen resumes arm by arm
-    done = json.loads(partial.read_text()) if partial.exists() else []
-    arms = [(r, w) for r in BOTTLENECK_RECIPES for w in BOTTLENECK_WIDTHS]
-    rows = []
-    for rnd, steps in enumerate(settings["rounds"]):
-        scored = []
-        for recipe, width in arms:
-            row = next((r for r in done if (r["round"], r["recipe"], r["latent_channels"]) == (rnd, recipe, width)), None)
-            if row is None:
-                model, bn = _arm(split_at, recipe, width, lmbda, steps, seed, dataset, train, guard, budget)
-                m = measure(model, bn, stop)
-                row = dict(round=rnd, steps=steps, recipe=recipe, latent_channels=width, accuracy=m["accuracy"],
-                           cross_entropy=m["cross_entropy"], bpp=m["bpp"],
-                           objective=m["cross_entropy"] + lmbda * m["bpp"])
-                done.append(row)
-                partial.parent.mkdir(parents=True, exist_ok=True)
-                partial.write_text(json.dumps(done, indent=1, default=float))
-            rows.append(row)
-            scored.append(row)
-            log(f"screen {split_at} lmbda={lmbda:g} round {rnd}: {recipe} M={width}: acc {row['accuracy']:.4f} "
-                f"bpp {row['bpp']:.3f} objective {row['objective']:.4f}")
-        scored.sort(key=lambda r: r["objective"])
-        arms = [(r["recipe"], r["latent_channels"]) for r in scored[:settings["keep"]]]
-    best = scored[0]
+    rows, best = halving([(r, w) for r in BOTTLENECK_RECIPES for w in BOTTLENECK_WIDTHS], settings["rounds"],
+                         settings["keep"], lambda arm: dict(recipe=arm[0], latent_channels=arm[1]), run,
+                         lambda row: row["objective"], partial,
+                         lambda m: log(f"screen {split_at} lmbda={lmbda:g} {m}"),
+                         lambda r: f"{r['recipe']} M={r['latent_channels']}: acc {r['accuracy']:.4f} bpp {r['bpp']:.3f} "
+                                   f"objective {r['objective']:.4f}")
     out = dict(protocol=PROTOCOL, family="bottleneck", split_at=split_at, lmbda=lmbda, settings=dict(settings),
                budget=budget.asdict(), images=dict(screen=VAL_STOP, n=len(stop.tensors[1])), rows=rows,
-               pick=dict(recipe=best["recipe"], latent_channels=best["latent_channels"], lmbda=lmbda,
-                         stride=BOTTLENECK_STRIDES[split_at]))
+               pick=dict(recipe=best[0], latent_channels=best[1], lmbda=lmbda, stride=BOTTLENECK_STRIDES[split_at]))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=1, default=float))
     partial.unlink(missing_ok=True)
@@ -172,30 +186,23 @@ def screen_block_sparse(split_at: str, rung: float, dataset: str = "fashion-mnis
                candidates=[dict(mode=c.mode, block_size=c.block_size, ratio=c.ratio, bits=c.bits, bpp=b) for c, b in rated],
                untrained=[dict(mode=c.mode, block_size=c.block_size, ratio=c.ratio, bits=c.bits, accuracy=a)
                           for a, _, c in before], rows=[], pick=None)
+
+    def run(arm, steps):
+        cfg, g = arm
+        tuned, _ = finetune(load_pretrained(dataset, split_at), cfg, budget.replace(steps=steps, eval_every=steps),
+                            dataset, train_data=train, val_data=guard, seed=seed, group_lasso_weight=g, progress=False)
+        return dict(accuracy=evaluate(tuned, cfg, stop, rate_sample=1)["accuracy"])
     partial = path.with_suffix(".partial.json")
-    done = json.loads(partial.read_text()) if partial.exists() else []
-    arms = [(c, g) for c in top for g in settings["group_lasso_weights"]]
-    scored = []
-    for rnd, steps in enumerate(settings["rounds"] if arms else ()):
-        scored = []
-        for cfg, g in arms:
-            key = dict(mode=cfg.mode, block_size=cfg.block_size, ratio=cfg.ratio, bits=cfg.bits, group_lasso_weight=g)
-            row = next((r for r in done if r["round"] == rnd and all(r[k] == v for k, v in key.items())), None)
-            if row is None:
-                tuned, _ = finetune(load_pretrained(dataset, split_at), cfg, budget.replace(steps=steps, eval_every=steps),
-                                    dataset, train_data=train, val_data=guard, seed=seed, group_lasso_weight=g,
-                                    progress=False)
-                row = dict(round=rnd, steps=steps, **key, accuracy=evaluate(tuned, cfg, stop, rate_sample=1)["accuracy"])
-                done.append(row)
-                partial.parent.mkdir(parents=True, exist_ok=True)
-                partial.write_text(json.dumps(done, indent=1, default=float))
-            out["rows"].append(row)
-            scored.append((row, cfg, g))
-            log(f"screen block-sparse {split_at} {rung:g} bpp round {rnd}: {cfg} gl={g:g}: acc {row['accuracy']:.4f}")
-        scored.sort(key=lambda t: -t[0]["accuracy"])  # stable: ties keep the arms' order
-        arms = [(c, g) for _, c, g in scored[:settings["keep"]]]
-    if scored:
-        best, cfg, g = scored[0]
+    out["rows"], best = halving([(c, g) for c in top for g in settings["group_lasso_weights"]], settings["rounds"],
+                                settings["keep"], lambda arm: dict(mode=arm[0].mode, block_size=arm[0].block_size,
+                                                                   ratio=arm[0].ratio, bits=arm[0].bits,
+                                                                   group_lasso_weight=arm[1]),
+                                run, lambda row: -row["accuracy"], partial,
+                                lambda m: log(f"screen block-sparse {split_at} {rung:g} bpp {m}"),
+                                lambda r: f"{r['mode']} B={r['block_size']} r={r['ratio']} {r['bits']}b "
+                                          f"gl={r['group_lasso_weight']:g}: acc {r['accuracy']:.4f}")
+    if best is not None:
+        cfg, g = best
         out["pick"] = dict(mode=cfg.mode, block_size=cfg.block_size, ratio=cfg.ratio, bits=cfg.bits, group_lasso_weight=g)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=1, default=float))

@@ -232,3 +232,31 @@ def test_classifier_gap_pairs_the_shipped_model_on_uncompressed_val_select_with_
     gap = P.classifier_gap(dict(val_select=dict(correct=pack_correct(ref))), model=model).iloc[0]
     assert gap["images"] == "val-select" and gap["n_images"] == 20
     assert gap["accuracy"] == pytest.approx(mine.mean()) and gap["diff"] == pytest.approx(mine.mean() - 1)
+
+
+def test_halving_keeps_the_best_each_round_and_resumes_arm_by_arm(tmp_path):
+    """Six arms, rounds of 2 and 4 steps, keep 3 (lowest score first): by hand, round 0 keeps c, e, a;
+    a run killed at its fourth arm resumes there, trains nothing twice and ends as an unbroken one."""
+    score = {"a": 3.0, "b": 5.0, "c": 1.0, "d": 4.0, "e": 2.0, "f": 6.0}
+    trained = []
+
+    def run(arm, steps):
+        trained.append((arm, steps))
+        if len(trained) == kill_at:
+            raise KeyboardInterrupt
+        return dict(objective=score[arm] / steps)
+    args = (list("abcdef"), (2, 4), 3, lambda arm: dict(name=arm), run, lambda row: row["objective"])
+    kill_at = 0
+    rows, best = P.halving(*args, tmp_path / "whole.partial.json", log=lambda m: None)
+    assert trained == [(a, 2) for a in "abcdef"] + [("c", 4), ("e", 4), ("a", 4)] and best == "c"
+    assert [(r["round"], r["steps"], r["name"]) for r in rows[6:]] == [(1, 4, "c"), (1, 4, "e"), (1, 4, "a")]
+    trained.clear()
+    kill_at, part = 4, tmp_path / "cut.partial.json"
+    with pytest.raises(KeyboardInterrupt):
+        P.halving(*args, part, log=lambda m: None)
+    assert [r["name"] for r in json.loads(part.read_text())] == ["a", "b", "c"]
+    trained.clear()
+    kill_at = 0
+    again, best2 = P.halving(*args, part, log=lambda m: None)
+    assert [a for a, _ in trained] == ["d", "e", "f", "c", "e", "a"] and again == rows and best2 == best
+    assert P.halving([], (2, 4), 3, *args[3:], tmp_path / "none.json", log=lambda m: None) == ([], None)
