@@ -136,6 +136,8 @@ def _train_student(model: SplitResNet18, bn: StudentBottleneck, recipe: str, lmb
                     sched.load_state_dict(saved["sched"])
                 g.set_state(saved["generator"])
                 aux.load_state_dict(saved["aux"])
+                if "rng" in saved:  # CompressAI's training noise draws from torch's global generator
+                    torch.set_rng_state(saved["rng"])
                 start = saved["step"]
         for p in model.parameters():
             p.requires_grad_(False)
@@ -188,9 +190,7 @@ def _train_student(model: SplitResNet18, bn: StudentBottleneck, recipe: str, lmb
                 losses, rates = [], []
                 best, bad = track_best(-h["val_objective"], best, bad, tracked)
                 if state is not None:
-                    save_run(state, tracked, opt, sched, g, history, best, bad, step)
-                    saved = torch.load(state, weights_only=False)
-                    torch.save(saved | dict(aux=aux.state_dict()), state)
+                    save_run(state, tracked, opt, sched, g, history, best, bad, step, extra=dict(aux=aux.state_dict(), rng=torch.get_rng_state()))
                 if progress:
                     print(f"{recipe} {stage} step {step}: acc {h['val_accuracy']:.4f} bpp {h['val_bpp_estimate']:.3f}",
                           flush=True)

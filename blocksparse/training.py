@@ -362,11 +362,12 @@ def track_best(acc: float, best: tuple[float, dict], bad: int, module: nn.Module
 
 
 def save_run(path: Path, module: nn.Module, opt, sched, generator: torch.Generator, history: list[dict],
-             best: tuple[float, dict], bad: int, step: int) -> None:
-    """Write a resumable training state (weights, optimizer, schedule, sampler, early-stopping state)."""
+             best: tuple[float, dict], bad: int, step: int, extra: dict | None = None) -> None:
+    """Write a resumable training state (weights, optimizer, schedule, sampler, the best weights so far),
+    with ``extra`` entries beside them (e.g. a second optimizer's state)."""
     torch.save(dict(module=module.state_dict(), opt=opt.state_dict(), sched=sched.state_dict(),
                     generator=generator.get_state(), history=history, best_accuracy=best[0], best=best[1],
-                    bad=bad, step=step), path)
+                    bad=bad, step=step) | (extra or {}), path)
 
 
 def load_run(path: Path, module: nn.Module, opt, sched, generator: torch.Generator,

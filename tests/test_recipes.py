@@ -101,3 +101,37 @@ def test_the_students_density_learns_at_the_priors_rate_the_rest_at_the_budgets(
         assert rates == {STUDENT_DENSITY_LR}
         assert all(lr == 1e-3 for _, lr, ids in groups if not ids & density)
     assert len([g for g in seen if g is not None]) == 2  # stage 1 and the joint stage
+
+
+@pytest.mark.parametrize("killed_at", [3, 4])  # validations: 1 is step 0; 3 is inside stage 1, 4 after it
+def test_a_student_run_resumes_from_its_state_as_if_never_stopped(monkeypatch, tmp_path, killed_at):
+    """Two stages of 2 steps, validated every step: a run killed at a validation and resumed from its
+    state ends with the weights and history of an unbroken run (the aux optimizer's state included)."""
+    budget = Budget(steps=4, batch_size=8, lr=1e-2, eval_every=1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one summation order, so the comparison can be exact
+    try:
+        model, bn, data = _setup()
+        history = recipes._train_student(model, bn, "hybrid", 1.0, budget, data, data, 0, None, False)
+        whole = _snapshot(model) | {f"bn.{k}": v for k, v in _snapshot(bn).items()}
+        state, real, calls = tmp_path / "s.pt", recipes.validate, []
+
+        def killed(*a, **k):
+            calls.append(1)
+            if len(calls) == killed_at:
+                raise KeyboardInterrupt
+            return real(*a, **k)
+        model, bn, data = _setup()
+        monkeypatch.setattr(recipes, "validate", killed)
+        with pytest.raises(KeyboardInterrupt):
+            recipes._train_student(model, bn, "hybrid", 1.0, budget, data, data, 0, state, False)
+        monkeypatch.setattr(recipes, "validate", real)
+        assert "aux" in torch.load(state, weights_only=False)
+        model, bn, data = _setup()
+        again = recipes._train_student(model, bn, "hybrid", 1.0, budget, data, data, 0, state, False)
+    finally:
+        torch.set_num_threads(threads)
+    resumed = _snapshot(model) | {f"bn.{k}": v for k, v in _snapshot(bn).items()}
+    assert [h["step"] for h in again] == [h["step"] for h in history] == [0, 1, 2, 3, 4]
+    assert [h["val_objective"] for h in again] == [h["val_objective"] for h in history]
+    assert whole.keys() == resumed.keys() and all(torch.equal(whole[k], resumed[k]) for k in whole)
