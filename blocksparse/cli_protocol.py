@@ -12,7 +12,7 @@ from . import answer, power, protocol_v2, report_v2
 from .model import SPLIT_POINTS
 from .protocol import BUDGET
 from .costs import costs, latencies
-from .protocol_runs import (ANSWER_DIR, TRAINED, answer_markdown, next_steps, prune, remeasure_run, run_step,
+from .protocol_runs import (ANSWER_DIR, TRAINED, answer_markdown, next_steps, prune, run_step,
                             test_run, test_shipped_model, train_run)
 from .report import budget_markdown, splice, splice_glance
 from .runtime import ROOT, machine, results_dir
@@ -156,7 +156,10 @@ def _test_or_remeasure(a: argparse.Namespace) -> None:
     answer_cards = answer.read_cards(a.out)
     keep = answer.shipped(answer_cards)
     cards = a.cards or [c["path"] for c in answer_cards if c["path"] in keep and "test" in c]
-    rows = [remeasure_run(c, a.n_test) for c in cards]
+    if not a.cards and Path(a.out).resolve() == protocol_v2.V1_DIR.resolve():  # v2's shipped seed-0 runs too
+        cards += [c["path"] for c in protocol_v2.read_cards() if c["seed"] == 0 and "test" in c
+                  and (Path(c["path"]).parent / c.get("weights", "")).is_file()]
+    rows = [protocol_v2.remeasure_run(c, a.n_test) for c in cards]  # a v1 card goes to v1's remeasure
     print(pd.DataFrame(rows).to_markdown(index=False) if rows else "no shipped model tested yet")
     if any(r["mcnemar_p"] < 0.05 for r in rows):
         print("some models differ from their cards' test beyond sampling error (McNemar p < 0.05): other weights or code")

@@ -208,13 +208,18 @@ def remeasure_run(card_path: str | Path, n_test: int | None = None) -> dict:
     if "test" not in card:
         raise ValueError(f"card_path: {p} has no test result to re-measure against")
     test = load_dataset(card["dataset"], "test", subset=n_test)
+    return against_card(p, card, _scored(model, test, card["family"], card["setting"], codebook, card["dataset"]), n_test)
+
+
+def against_card(card_path: Path, card: dict, now: dict, n_test: int | None) -> dict:
+    """``remeasure_run``'s row: a measurement ``now`` (accuracy, packed ``correct``, bpp) on ``n_test``
+    evenly spaced test images beside the card's own test on the same images."""
     recorded = unpack_correct(card["test"]["correct"])
     if n_test is not None:
         recorded = recorded[evenly_spaced(len(recorded), n_test).numpy()]
-    now = _scored(model, test, card["family"], card["setting"], codebook, card["dataset"])
     correct = unpack_correct(now["correct"])
-    return dict(card=p.name, n_images=len(correct), accuracy=now["accuracy"], card_accuracy=float(recorded.mean()),
-                differing=int((correct != recorded).sum()),
+    return dict(card=Path(card_path).name, n_images=len(correct), accuracy=now["accuracy"],
+                card_accuracy=float(recorded.mean()), differing=int((correct != recorded).sum()),
                 mcnemar_p=mcnemar_p(int((correct & ~recorded).sum()), int((recorded & ~correct).sum())),
                 bpp=now.get("bpp"), card_bpp=card["test"].get("bpp"))
 

@@ -21,7 +21,6 @@ from torch.utils.data import TensorDataset
 from .bitstream import bpp
 from .bottleneck import Bottleneck, load_bottleneck, save_bottleneck
 from .bottleneck_training import evaluate_bottleneck
-from .codebook import load_codebook
 from .costs import BOTTLENECK_STRIDES
 from .codec import SELECTION_GRID, CodecConfig
 from .data import load_dataset
@@ -31,6 +30,9 @@ from .protocol import (BOTTLENECK_RECIPES, BOTTLENECK_WIDTHS, BUDGET, COARSE_FAC
                        PICK_THRESHOLD, SENSITIVITY_FACTOR,
                        PROTOCOL_V2_1, REFINE, SCREEN_V2, SEEDS_V2, SPLIT_POINTS, VAL_SELECT, VAL_STOP, Budget, selection_data, stopping_data)
 from .protocol_runs import frontier_of
+from .protocol_runs import against_card
+from .protocol_runs import load_run as load_run_v1
+from .protocol_runs import remeasure_run as remeasure_run_v1
 from .protocol_runs import train_run as train_run_v1
 from .recipes import make_bottleneck, train_recipe
 from .study import candidates_under
@@ -384,18 +386,21 @@ def run_next(split_at: str, family: str = "bottleneck", out_dir: str | Path = V2
     if step["family"] == "reference":  # seeds 3 and 4: v1's recipe, in v2's folder
         card = train_run_v1("reference", {}, seed, None, out_dir=out_dir, state_dir=state_dir)
         card.write_text(json.dumps(json.loads(card.read_text()) | dict(protocol=PROTOCOL), indent=1, default=float))
-        return card
-    if family == "bottleneck":
-        return train_run(split_at, step["setting"], seed, out_dir=out_dir, state_dir=state_dir, rung=step["rung"],
+    elif family == "bottleneck":
+        card = train_run(split_at, step["setting"], seed, out_dir=out_dir, state_dir=state_dir, rung=step["rung"],
                          progress=True)
-    if step["setting"] is None:  # no configuration under the rung: a card that says so, missed
+    elif step["setting"] is None:  # no configuration under the rung: a card that says so, missed
         p = Path(out_dir) / f"block-sparse_{split_at}_rung{step['rung']:g}_none.json"
         p.write_text(json.dumps(dict(protocol=PROTOCOL, family=family, split_at=split_at, seed=0, rung=step["rung"],
                                      setting={}, val_select=None), indent=1))
         return p
-    card = train_run_v1("block-sparse", step["setting"], seed, split_at, out_dir=out_dir, state_dir=state_dir,
-                        rung=step["rung"])  # v1's run: the same budget and early stopping
-    card.write_text(json.dumps(json.loads(card.read_text()) | dict(protocol=PROTOCOL), indent=1, default=float))
+    else:
+        card = train_run_v1("block-sparse", step["setting"], seed, split_at, out_dir=out_dir, state_dir=state_dir,
+                            rung=step["rung"])  # v1's run: the same budget and early stopping
+        card.write_text(json.dumps(json.loads(card.read_text()) | dict(protocol=PROTOCOL), indent=1, default=float))
+    if seed != 0:  # a confirmation's seed (the operating point's, or the reference's 3-4), chosen already:
+        # tested at once, so that no weights but seed 0's (which ship) need outlive the session
+        test_run(card, read_cards(out_dir), reference())
     return card
 
 
@@ -472,6 +477,41 @@ def confirm(cards: list[dict], ref_cards: dict[int, dict], family: str, split_at
                      bpp=float(np.mean([runs[s]["test"]["bpp"] for s in SEEDS_V2])), confidence=CONFIRM_CONFIDENCE)
 
 
+def load_run(card_path: str | Path) -> tuple[torch.nn.Module, torch.nn.Module, dict]:
+    """(network, bottleneck, card) of a v2 bottleneck run from its shipped files, each checked
+    against the sha256 its card records."""
+    p = Path(card_path)
+    card = json.loads(p.read_text())
+    if card.get("family") != "bottleneck" or "recipe" not in card.get("setting", {}):
+        raise ValueError(f"card_path: {p} is not a v2 bottleneck run (v1's recipe: protocol_runs.load_run)")
+    for key, name in (("sha256", "weights"), ("bottleneck_sha256", "bottleneck")):
+        f = p.with_name(card[name])
+        if not f.exists():
+            raise ValueError(f"card_path: {p} names {name} {f.name}, which are not there")
+        if hashlib.sha256(f.read_bytes()).hexdigest() != card[key]:
+            raise ValueError(f"card_path: {f} are not the {name} of {p} (sha256 differs)")
+    model = load_pretrained(card["dataset"], card["split_at"], weights=p.with_name(card["weights"]))
+    f = p.with_name(card["bottleneck"])
+    bn = load_bottleneck(f, module_device(model)) if card["setting"]["recipe"] == "joint" else load_student(
+        f, module_device(model))
+    return model, bn, card
+
+
+def remeasure_run(card_path: str | Path, n_test: int | None = None) -> dict:
+    """``protocol_runs.remeasure_run`` for a v2 run: a tested card's shipped files measured again on
+    ``n_test`` evenly spaced test images, beside its own test on the same images (a v1-recipe card in
+    v2's folder goes to ``protocol_runs.remeasure_run``)."""
+    p = Path(card_path)
+    card = json.loads(p.read_text())
+    if card.get("family") != "bottleneck" or "recipe" not in card.get("setting", {}):
+        return remeasure_run_v1(p, n_test)
+    if "test" not in card:
+        raise ValueError(f"card_path: {p} has no test result to re-measure against")
+    model, bn, _ = load_run(p)
+    m = measure(model, bn, load_dataset(card["dataset"], "test", subset=n_test))
+    return against_card(p, card, dict(accuracy=m["accuracy"], correct=pack_correct(m["correct"]), bpp=m["bpp"]), n_test)
+
+
 def test_run(card_path: str | Path, cards: list[dict], ref: dict, n_test: int | None = None) -> dict:
     """The one test evaluation of a v2 run that a confirmation needs (a seed of an operating point, or
     the reference's seed 3 or 4); refused for any other card, and for a card tested already."""
@@ -484,16 +524,14 @@ def test_run(card_path: str | Path, cards: list[dict], ref: dict, n_test: int | 
         if op is None or float(op["rung"]) != float(card["rung"]) or op["setting"] != card["setting"]:
             raise ValueError(f"card_path: {p} is not a seed of an operating point v2's walk has found: not tested")
     test = load_dataset(card["dataset"], "test", subset=n_test)
-    model = load_pretrained(card["dataset"], card["split_at"] or "layer1", weights=p.with_name(card["weights"]))
     if card["family"] == "bottleneck":
-        f = p.with_name(card["bottleneck"])
-        bn = load_student(f) if card["setting"]["recipe"] != "joint" else load_bottleneck(f)
+        model, bn, _ = load_run(p)
         m = measure(model, bn, test)
         card["test"] = dict(accuracy=m["accuracy"], n_images=m["n_images"], bpp=m["bpp"], correct=pack_correct(m["correct"]))
     else:
+        model, _, cb = load_run_v1(p)  # v1's recipe in v2's folder (the reference's seeds 3-4, block-sparse)
         cfg = None if card["family"] == "reference" else CodecConfig(**{k: card["setting"][k] for k in
                                                                       ("block_size", "ratio", "mode", "bits")})
-        cb = load_codebook(p.with_name(card["codebook"])) if card.get("codebook") else None
         ev = evaluate(model, cfg, test, codebook=cb)
         card["test"] = dict(accuracy=ev["accuracy"], n_images=ev["n_images"], correct=pack_correct(ev["correct"].numpy()),
                             **({"bpp": float(ev["bpp"])} if cfg is not None else {}))

@@ -1,6 +1,7 @@
 """protocol_v2: the pre-registered walk by hand, the pick's threshold, a screen that reads only
 val-stop, and a rate that is the streams' bytes."""
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -260,3 +261,38 @@ def test_halving_keeps_the_best_each_round_and_resumes_arm_by_arm(tmp_path):
     again, best2 = P.halving(*args, part, log=lambda m: None)
     assert [a for a, _ in trained] == ["d", "e", "f", "c", "e", "a"] and again == rows and best2 == best
     assert P.halving([], (2, 4), 3, *args[3:], tmp_path / "none.json", log=lambda m: None) == ([], None)
+
+
+def test_a_v2_run_ships_tests_once_and_remeasures_image_for_image(monkeypatch, tmp_path):
+    """train_run -> test_run -> remeasure_run on a tiny hybrid run: what ships is what was measured
+    (0 images differ), a second test is refused, and a changed file is caught by its sha256."""
+    from blocksparse.protocol import Budget
+    setting = dict(recipe="hybrid", latent_channels=4, lmbda=1.0, stride=2)
+    card = P.train_run("layer3", setting, 0, out_dir=tmp_path, budget=Budget(steps=2, batch_size=4, eval_every=1),
+                       rung=1.0, train_subset=16, val_subset=8)
+    monkeypatch.setattr(P, "operating_point", lambda cards, family, split_at, ref: json.loads(card.read_text()))
+    tested = P.test_run(card, [], None, n_test=20)["test"]
+    assert tested["n_images"] == 20 and tested["bpp"] > 0
+    with pytest.raises(ValueError, match="tested already"):
+        P.test_run(card, [], None, n_test=20)
+    r = P.remeasure_run(card, n_test=20)
+    assert r["differing"] == 0 and r["accuracy"] == tested["accuracy"] and r["bpp"] == tested["bpp"]
+    bn = tmp_path / json.loads(card.read_text())["bottleneck"]
+    bn.write_bytes(bn.read_bytes() + b"\0")
+    with pytest.raises(ValueError, match="sha256 differs"):
+        P.remeasure_run(card, n_test=20)
+
+
+def test_a_confirmation_seed_is_tested_as_soon_as_it_is_trained(monkeypatch, tmp_path):
+    """run_next trains a confirmation's seed and tests it in the same step (its weights need not outlive
+    the session); a walk's seed 0 is not tested by its training step."""
+    done = []
+    monkeypatch.setattr(P, "reference", lambda *a, **k: {})
+    monkeypatch.setattr(P, "train_run", lambda split_at, setting, seed, **k: done.append(("train", seed)) or tmp_path / f"s{seed}.json")
+    monkeypatch.setattr(P, "test_run", lambda card, cards, ref: done.append(("test", Path(card).name)))
+    step = dict(action="train", family="bottleneck", split_at="layer3", rung=0.8, setting={}, seed=2)
+    monkeypatch.setattr(P, "next_step", lambda *a, **k: step)
+    P.run_next("layer3", out_dir=tmp_path, log=lambda m: None)
+    step["seed"] = 0
+    P.run_next("layer3", out_dir=tmp_path, log=lambda m: None)
+    assert done == [("train", 2), ("test", "s2.json"), ("train", 0)]
