@@ -64,7 +64,7 @@ def _bpp(v: float) -> str:
     return f"{v:.0f}" if abs(v) >= 100 else f"{v:.3g}"
 
 
-def _reference(ax, reference: float, label: str = "uncompressed") -> Patch:
+def _reference(ax, reference: float, label: str = "shipped model, uncompressed") -> Patch:
     """Draw the reference accuracy (a line) and the band within one point below it (shaded);
     returns their one legend entry."""
     ax.axhspan(100 * reference - 1, 100 * reference, color="0.85", zorder=0)
@@ -288,9 +288,9 @@ def plot_split_points(sweeps: dict[str, pd.DataFrame], models: pd.DataFrame | No
         for a in axs:
             if n == banded:
                 a.axhspan(100 * acc - 1, 100 * acc, color="0.85", zorder=0)
-            a.axhline(100 * acc, color="k", lw=0.8, ls="-" if n == banded else ":", label=f"uncompressed ({n:,} images)")
-        handles.append(Patch(facecolor="0.85", edgecolor="k", lw=0.8, label=f"uncompressed, {n:,} images ({100 * acc:.2f}%),\nshaded: one point below")
-                       if n == banded else Line2D([], [], color="k", lw=0.8, ls=":", label=f"uncompressed, {n:,} images ({100 * acc:.2f}%)"))
+            a.axhline(100 * acc, color="k", lw=0.8, ls="-" if n == banded else ":", label=f"shipped model, uncompressed ({n:,} images)")
+        handles.append(Patch(facecolor="0.85", edgecolor="k", lw=0.8, label=f"shipped model, uncompressed, {n:,} images\n({100 * acc:.2f}%), shaded: one point below")
+                       if n == banded else Line2D([], [], color="k", lw=0.8, ls=":", label=f"shipped model, uncompressed, {n:,} images\n({100 * acc:.2f}%)"))
     for a in axs:
         _log_rate_axis(a)
         a.set(xlabel="bits per input pixel (real per-image streams)")

@@ -137,8 +137,9 @@ def test_plot_split_points_draws_each_front_and_the_mean_of_each_models_seeds():
     assert list(stars[0].get_ydata()) == pytest.approx([91.0, 80.0])
     bars = stars[2][0].get_segments()                                   # the seeds' intervals, outermost ends
     assert [tuple(s[:, 1]) for s in bars] == [pytest.approx((89.0, 93.0)), pytest.approx((79.0, 81.0))]
-    refs = {h: l.get_ydata()[0] for h, l in handles.items() if h.startswith("uncompressed")}
-    assert refs == {"uncompressed (1,000 images)": pytest.approx(94.0), "uncompressed (10,000 images)": pytest.approx(93.0)}
+    refs = {h: l.get_ydata()[0] for h, l in handles.items() if h.startswith("shipped model, uncompressed")}
+    assert refs == {"shipped model, uncompressed (1,000 images)": pytest.approx(94.0),
+                    "shipped model, uncompressed (10,000 images)": pytest.approx(93.0)}
     assert "after layer1, fine-tuned" not in " ".join(handles)
     band = [c for c in fig.axes[0].collections if isinstance(c, PolyCollection)]  # fill_between: layer1's intervals
     assert len(band) == 1 and band[0].get_paths()[0].vertices[:, 1].min() == pytest.approx(28.0)
@@ -157,7 +158,7 @@ def test_accuracy_vs_bpp_colours_families_marks_splits_and_keeps_the_legend_outs
     one = bsu.plot_accuracy_vs_bpp(r, 0.93)
     names = [t.get_text() for t in one.axes[0].get_legend().get_texts()]
     # one split: no marker entries (a circle is a feature map, a diamond the input image)
-    assert names == ["WebP", "block-sparse", "block-sparse, fine-tuned", "uncompressed (93.00%),\nshaded: one point below"]
+    assert names == ["WebP", "block-sparse", "block-sparse, fine-tuned", "shipped model, uncompressed (93.00%),\nshaded: one point below"]
     later = r.iloc[[1]].assign(split_at="layer3", bpp=0.3)
     fig = bsu.plot_accuracy_vs_bpp(pd.concat([r.assign(split_at="layer1"), later], ignore_index=True), 0.93)
     ax = fig.axes[0]
@@ -365,7 +366,7 @@ def test_accuracy_vs_ratio_draws_the_fine_tuned_rows_so_a_results_table_differs_
     best = sweep[(sweep["mode"] == "global") & (sweep["block_size"] == 2) & (sweep["method"] == "blocksparse")]
     assert list(lines["global, B=2"].get_ydata()) == pytest.approx(100 * best.groupby("ratio")["accuracy"].max().to_numpy())
     texts = [t.get_text() for t in both.get_legend().get_texts()]
-    assert texts[-1].startswith("uncompressed (94.00%)")  # the uncompressed row of the table, its band shaded
+    assert texts[-1].startswith("shipped model, uncompressed (94.00%)")  # the uncompressed row of the table, its band shaded
     assert "layer1" in both.get_title() and "1,000 test images" in both.get_title()
 
 
