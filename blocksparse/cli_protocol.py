@@ -74,9 +74,10 @@ def protocol_command(argv: list[str]) -> None:
     rm.add_argument("--out", default=str(ANSWER_DIR))
     an = sub.add_parser("answer", help="write data/results/answer.csv from the cards")
     an.add_argument("--out", default=str(ANSWER_DIR))
-    v2 = sub.add_parser("v2-next", help="protocol v2: the next steps of a family's walk at a split (screen, train)")
-    v2.add_argument("--split-at", choices=SPLIT_POINTS, required=True)
-    v2.add_argument("--family", choices=("bottleneck", "block-sparse"), default="bottleneck")
+    v2 = sub.add_parser("v2-next", help="protocol v2: the next steps of a family's walk at a split (screen, train), "
+                                        "then its confirmation's")
+    v2.add_argument("--split-at", choices=SPLIT_POINTS, help="every family's but webp-finetuned's (input compression)")
+    v2.add_argument("--family", choices=("bottleneck", "block-sparse", "webp-finetuned"), default="bottleneck")
     v2.add_argument("--max-steps", type=int, default=1)
     v2.add_argument("--out", default=str(protocol_v2.V2_DIR))
     v2.add_argument("--state-dir", default=str(STATE_DIR))
@@ -170,6 +171,9 @@ def _test_or_remeasure(a: argparse.Namespace) -> None:
 def _v2(a: argparse.Namespace) -> None:
     """Protocol v2's commands: its walk, its status, the power of the rules, the families compared."""
     if a.action == "v2-next":
+        if (a.split_at is None) != (a.family == "webp-finetuned"):
+            raise SystemExit("protocol v2-next: --split-at names the split of block-sparse's and the bottleneck's "
+                             "walks; WebP with a fine-tuned classifier has none (input compression)")
         for _ in range(a.max_steps):
             wrote = protocol_v2.run_next(a.split_at, a.family, out_dir=a.out, state_dir=a.state_dir,
                                          log=lambda s: print(s, flush=True))

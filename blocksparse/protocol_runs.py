@@ -67,7 +67,7 @@ def _config(setting: dict) -> CodecConfig:
         raise ValueError(f"setting: a block-sparse setting needs {e.args[0]!r}") from None
 
 
-def _scored(model: SplitResNet18, data: TensorDataset, family: str, setting: dict, codebook, dataset: str) -> dict:
+def scored(model: SplitResNet18, data: TensorDataset, family: str, setting: dict, codebook, dataset: str) -> dict:
     """Accuracy, real-stream rate and per-image correctness of a finished model on ``data``."""
     if family == "reference":
         ev = evaluate(model, None, data)
@@ -150,7 +150,7 @@ def train_run(family: str, setting: dict, seed: int, split_at: str | None = None
         cb_path = out / f"{name}.codebook"
         save_codebook(codebook, cb_path)
         card |= dict(codebook=cb_path.name, codebook_bytes=codebook_bytes(codebook), fit_images=fit_images)
-    card["val_select"] = _scored(tuned, selection_data(dataset, subset=val_subset), family, setting, codebook, dataset)
+    card["val_select"] = scored(tuned, selection_data(dataset, subset=val_subset), family, setting, codebook, dataset)
     path = out / f"{name}.json"
     path.write_text(json.dumps(card, indent=1, default=float))
     return path
@@ -192,7 +192,7 @@ def test_run(card_path: str | Path, n_test: int | None = None) -> dict:
         raise ValueError(f"card_path: {p} is neither a reference nor an operating point's seed by the cards beside "
                          "it (a rung the rule passed over, or one it has not reached): the protocol does not test it")
     test = load_dataset(card["dataset"], "test", subset=n_test)
-    card["test"] = _scored(model, test, card["family"], card["setting"], codebook, card["dataset"])
+    card["test"] = scored(model, test, card["family"], card["setting"], codebook, card["dataset"])
     p.write_text(json.dumps(card, indent=1, default=float))
     return card
 
@@ -208,7 +208,7 @@ def remeasure_run(card_path: str | Path, n_test: int | None = None) -> dict:
     if "test" not in card:
         raise ValueError(f"card_path: {p} has no test result to re-measure against")
     test = load_dataset(card["dataset"], "test", subset=n_test)
-    return against_card(p, card, _scored(model, test, card["family"], card["setting"], codebook, card["dataset"]), n_test)
+    return against_card(p, card, scored(model, test, card["family"], card["setting"], codebook, card["dataset"]), n_test)
 
 
 def against_card(card_path: Path, card: dict, now: dict, n_test: int | None) -> dict:
@@ -232,7 +232,7 @@ def test_shipped_model(dataset: str = "fashion-mnist", out_dir: str | Path = ANS
         return path
     card = dict(family=answer.SHIPPED_MODEL, split_at=None, setting={}, seed=0, dataset=dataset, rung=None, weights=None,
                 base_checkpoint=checkpoint_card(dataset).get("sha256"))
-    card["test"] = _scored(load_pretrained(dataset), load_dataset(dataset, "test"), "reference", {}, None, dataset)
+    card["test"] = scored(load_pretrained(dataset), load_dataset(dataset, "test"), "reference", {}, None, dataset)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(card, indent=1, default=float))
     return path
@@ -253,7 +253,7 @@ def score_codec(quality: int, dataset: str = "fashion-mnist", out_dir: str | Pat
     setting = dict(quality=quality)
     card = dict(family="webp", split_at=None, setting=setting, seed=0, dataset=dataset, rung=quality, weights=None,
                 base_checkpoint=checkpoint_card(dataset).get("sha256"))
-    card["val_select"] = _scored(load_pretrained(dataset), selection_data(dataset), "webp", setting, None, dataset)
+    card["val_select"] = scored(load_pretrained(dataset), selection_data(dataset), "webp", setting, None, dataset)
     path = out / f"webp_q{quality}.json"
     path.write_text(json.dumps(card, indent=1, default=float))
     return path

@@ -28,9 +28,9 @@ from .evaluation import evaluate
 from .model import checkpoint_card, load_pretrained, save_weights
 from .protocol import (BOTTLENECK_RECIPES, BOTTLENECK_WIDTHS, BUDGET, COARSE_FACTOR, CONFIRM_CONFIDENCE, LADDERS_V2,
                        PICK_THRESHOLD, SENSITIVITY_FACTOR,
-                       PROTOCOL_V2_1, REFINE, SCREEN_V2, SEEDS_V2, SPLIT_POINTS, VAL_SELECT, VAL_STOP, Budget, selection_data, stopping_data)
+                       PROTOCOL_V2, PROTOCOL_V2_1, PROTOCOL_V2_2, REFINE, WEBP_BELOW, WEBP_STEP, SCREEN_V2, SEEDS_V2, SPLIT_POINTS, VAL_SELECT, VAL_STOP, Budget, selection_data, stopping_data)
 from .protocol_runs import frontier_of
-from .protocol_runs import against_card
+from .protocol_runs import against_card, scored
 from .protocol_runs import load_run as load_run_v1
 from .protocol_runs import remeasure_run as remeasure_run_v1
 from .protocol_runs import train_run as train_run_v1
@@ -42,7 +42,12 @@ from .runtime import DATA_DIR, module_device
 from .stats import hierarchical_bootstrap, paired_test
 from .student import StudentBottleneck, load_student, save_student
 
-PROTOCOL = PROTOCOL_V2_1  # the version this code writes on its cards and screens (v2 as amended)
+PROTOCOL = PROTOCOL_V2_2  # the version this code writes on its cards and screens (v2 as amended)
+VERSIONS = (PROTOCOL_V2, PROTOCOL_V2_1, PROTOCOL_V2_2)  # the cards of every one are v2's
+# Every walk v2 makes: the two trained families at each split, and WebP with a fine-tuned classifier
+# once (input compression: no split), which reuses v1's runs of the same recipe (v2, v2.2).
+WALKS = tuple((split, family) for split in SPLIT_POINTS for family in ("block-sparse", "bottleneck")) + (
+    (None, "webp-finetuned"),)
 V2_DIR = DATA_DIR / "answer" / "v2"
 V1_DIR = DATA_DIR / "answer"
 
@@ -272,6 +277,8 @@ def ladder(family: str, walked: dict[float, bool]) -> tuple[list[float], float |
     rung that is picked, the coarse factor again until one misses; then the rungs a factor
     ``REFINE`` apart between the last miss and the coarse pick, lowest rate first.
     """
+    if family == "webp-finetuned":
+        return _webp_ladder(walked)
     coarse = list(LADDERS_V2[family])
     up = family != "bottleneck"  # block-sparse rungs grow with rate, the bottleneck's rate weights shrink
     factor = COARSE_FACTOR[family]
@@ -315,12 +322,54 @@ def ladder(family: str, walked: dict[float, bool]) -> tuple[list[float], float |
             return order, None
 
 
-def read_cards(folder: str | Path = V2_DIR) -> list[dict]:
-    """Every v2 run's card in ``folder`` (screens are not cards), each with its ``path``."""
+def _webp_ladder(walked: dict[float, bool]) -> tuple[list[float], float | None]:
+    """``ladder`` for WebP with a fine-tuned classifier (v2.2): qualities 50 to 100; below a picked
+    first rung, ``WEBP_BELOW`` until one misses; then ``WEBP_STEP`` apart above the last miss."""
+    order, first_pick = [], None
+    for q in LADDERS_V2["webp-finetuned"]:
+        order.append(q)
+        if q not in walked:
+            return order, q
+        if walked[q]:
+            first_pick = q
+            break
+    if first_pick is None:
+        return order, None
+    miss = order[-2] if len(order) > 1 else None
+    if miss is None:  # the first rung picked: down v1's qualities until one misses
+        for q in WEBP_BELOW:
+            order.append(q)
+            if q not in walked:
+                return order, q
+            if not walked[q]:
+                miss = q
+                break
+            first_pick = q
+        if miss is None:
+            return order, None  # picked down to the lowest quality
+    q = miss + WEBP_STEP
+    while q < first_pick:
+        order.append(q)
+        if q not in walked:
+            return order, q
+        if walked[q]:
+            return order, None
+        q += WEBP_STEP
+    return order, None
+
+
+def read_cards(folder: str | Path = V2_DIR, reuse_dir: str | Path | None = V1_DIR) -> list[dict]:
+    """Every v2 run's card (screens are not cards), each with its ``path``: v1's runs of WebP with a
+    fine-tuned classifier in ``reuse_dir`` (reused: the same recipe), then ``folder``'s, then the
+    seed-0 runs trained again for a test (``folder/retrained``: see ``confirmation_steps``). The
+    walk reads the first card of a rung; a confirmation, the last of each seed."""
     out = []
-    for p in sorted(Path(folder).glob("*.json")):
+    if reuse_dir is not None:
+        for p in sorted(Path(reuse_dir).glob("webp-finetuned_*.json")):
+            out.append(json.loads(p.read_text()) | dict(path=str(p)))
+    for p in sorted(Path(folder).glob("*.json")) + sorted((Path(folder) / "retrained").glob("*.json")):
         card = json.loads(p.read_text())
-        if card.get("protocol") == PROTOCOL and "family" in card:
+        if card.get("protocol") in VERSIONS and "family" in card:
             out.append(card | dict(path=str(p)))
     return out
 
@@ -334,9 +383,13 @@ def reference(v1_dir: str | Path = V1_DIR, seed: int = 0) -> dict:
 
 
 def walked(cards: list[dict], family: str, split_at: str, ref: dict) -> dict[float, bool]:
-    """rung -> picked, for the seed-0 runs of ``family`` at ``split_at``."""
-    return {float(c["rung"]): bool(c.get("val_select")) and pick(c, ref)["picked"] for c in cards
-            if c["family"] == family and c["split_at"] == split_at and c["seed"] == 0}  # no configuration: missed
+    """rung -> picked, for the seed-0 runs of ``family`` at ``split_at`` (a rung's first card: the one
+    the walk decided on)."""
+    out = {}
+    for c in cards:
+        if c["family"] == family and c["split_at"] == split_at and c["seed"] == 0:
+            out.setdefault(float(c["rung"]), bool(c.get("val_select")) and pick(c, ref)["picked"])  # none: missed
+    return out
 
 
 def next_step(split_at: str, family: str = "bottleneck", out_dir: str | Path = V2_DIR,
@@ -344,14 +397,17 @@ def next_step(split_at: str, family: str = "bottleneck", out_dir: str | Path = V
     """The next step of the v2 walk of ``family`` at ``split_at``: a screen of the next rung, the
     training of its pick (seed 0), or None when the walk has ended (the operating point's seeds and
     their confirmation are the next stage)."""
-    if family not in ("bottleneck", "block-sparse"):
-        raise ValueError(f"family: v2's walk is the bottleneck's or block-sparse's, got {family!r}")
-    cards, ref = read_cards(out_dir), reference(v1_dir)
+    if (split_at, family) not in WALKS:
+        raise ValueError(f"family, split_at: v2 walks {', '.join(f'{f} at {s}' for s, f in WALKS[-3:])} (and the "
+                         f"trained families at every split), got {family!r} at {split_at!r}")
+    cards, ref = read_cards(out_dir, v1_dir), reference(v1_dir)
     _, rung = ladder(family, walked(cards, family, split_at, ref))
     if rung is None:  # the walk has ended: the confirmation's steps of this family and split, then the reference's
         steps = [s for s in confirmation_steps(cards, reference_cards(out_dir, v1_dir), ref)
                  if s["family"] == "reference" or (s["family"], s["split_at"]) == (family, split_at)]
         return steps[0] if steps else None
+    if family == "webp-finetuned":  # quality is its one knob: no screen
+        return dict(action="train", family=family, split_at=None, rung=rung, seed=0, setting=dict(quality=int(rung)))
     sp = screen_path(out_dir, split_at, rung, family)
     if not sp.exists():
         return dict(action="screen", family=family, split_at=split_at, rung=rung)
@@ -383,12 +439,19 @@ def run_next(split_at: str, family: str = "bottleneck", out_dir: str | Path = V2
         test_run(step["card"], read_cards(out_dir), reference())
         return Path(step["card"])
     seed = step.get("seed", 0)
+    walk_dir = out_dir
+    if step.get("retrain"):  # seed 0 of an operating point whose weights did not outlive its session
+        out_dir = Path(out_dir) / "retrained"
     if step["family"] == "reference":  # seeds 3 and 4: v1's recipe, in v2's folder
         card = train_run_v1("reference", {}, seed, None, out_dir=out_dir, state_dir=state_dir)
         card.write_text(json.dumps(json.loads(card.read_text()) | dict(protocol=PROTOCOL), indent=1, default=float))
-    elif family == "bottleneck":
+    elif step["family"] == "bottleneck":
         card = train_run(split_at, step["setting"], seed, out_dir=out_dir, state_dir=state_dir, rung=step["rung"],
                          progress=True)
+    elif step["family"] == "webp-finetuned":  # v1's recipe (a classifier of decoded images), in v2's folder
+        card = train_run_v1("webp-finetuned", step["setting"], seed, None, out_dir=out_dir, state_dir=state_dir,
+                            rung=step["rung"])
+        card.write_text(json.dumps(json.loads(card.read_text()) | dict(protocol=PROTOCOL), indent=1, default=float))
     elif step["setting"] is None:  # no configuration under the rung: a card that says so, missed
         p = Path(out_dir) / f"block-sparse_{split_at}_rung{step['rung']:g}_none.json"
         p.write_text(json.dumps(dict(protocol=PROTOCOL, family=family, split_at=split_at, seed=0, rung=step["rung"],
@@ -398,9 +461,9 @@ def run_next(split_at: str, family: str = "bottleneck", out_dir: str | Path = V2
         card = train_run_v1("block-sparse", step["setting"], seed, split_at, out_dir=out_dir, state_dir=state_dir,
                             rung=step["rung"])  # v1's run: the same budget and early stopping
         card.write_text(json.dumps(json.loads(card.read_text()) | dict(protocol=PROTOCOL), indent=1, default=float))
-    if seed != 0:  # a confirmation's seed (the operating point's, or the reference's 3-4), chosen already:
-        # tested at once, so that no weights but seed 0's (which ship) need outlive the session
-        test_run(card, read_cards(out_dir), reference())
+    if step.get("confirmation"):  # a confirmation's seed (the operating point's, or the reference's 3-4), chosen
+        # already: tested at once, so that no weights but seed 0's (which ship) need outlive the session
+        test_run(card, read_cards(walk_dir), reference())
     return card
 
 
@@ -408,6 +471,7 @@ def run_next(split_at: str, family: str = "bottleneck", out_dir: str | Path = V2
 # the one that amended them (v2.1) before any v2 run finished.
 RULES_COMMIT = "90cf9d2"
 AMENDMENT_COMMIT = "4577835"
+AMENDMENT_V2_2_COMMIT = "1a3470a"  # v2.2: the walk of WebP with a fine-tuned classifier below quality 50
 
 
 # ---------------------------------------------------------------------------
@@ -428,6 +492,10 @@ def operating_point(cards: list[dict], family: str, split_at: str, ref: dict) ->
                 and float(c["rung"]) == best)
 
 
+def _weights_there(card: dict) -> bool:
+    return bool(card.get("weights")) and (Path(card["path"]).parent / card["weights"]).is_file()
+
+
 def seed_runs(cards: list[dict], op: dict) -> dict[int, dict]:
     """seed -> the card of each seed of the operating point ``op`` (its family, split, rung and setting)."""
     return {c["seed"]: c for c in cards if c["family"] == op["family"] and c["split_at"] == op["split_at"]
@@ -435,26 +503,29 @@ def seed_runs(cards: list[dict], op: dict) -> dict[int, dict]:
 
 
 def confirmation_steps(cards: list[dict], ref_cards: dict[int, dict], ref: dict) -> list[dict]:
-    """What the confirmations still need, in order: per operating point found, its seeds 1-4
-    (trained, then tested) and seed 0's test; the reference's seeds 3 and 4 (v1's recipe, in v2's
-    folder) and their tests. ``ref_cards``: seed -> the reference's card (v1's 0-2, v2's 3-4)."""
+    """What the confirmations still need, in order: per operating point found (``WALKS``), seed 0's
+    test and its seeds 1-4 (each trained and tested in one step); the reference's seeds 3 and 4
+    (v1's recipe, in v2's folder), likewise. A seed 0 whose weights are not there (a walk's run
+    whose weights did not outlive its session; v1's reused WebP runs kept only their cards) is
+    trained again with the same recipe and seed into ``retrained/`` and tested: the walk keeps the
+    pick it made on the first card. ``ref_cards``: seed -> the reference's card (v1's 0-2, v2's 3-4)."""
     steps, any_op = [], False
-    for split in SPLIT_POINTS:
-        for family in ("block-sparse", "bottleneck"):
-            op = operating_point(cards, family, split, ref)
-            if op is None:
-                continue
-            any_op = True
-            runs = seed_runs(cards, op)
-            for seed in SEEDS_V2:
-                if seed not in runs:
-                    steps.append(dict(action="train", family=family, split_at=split, rung=op["rung"],
-                                      setting=op["setting"], seed=seed))
-                elif "test" not in runs[seed]:
-                    steps.append(dict(action="test", family=family, split_at=split, card=runs[seed]["path"]))
+    for split, family in WALKS:
+        op = operating_point(cards, family, split, ref)
+        if op is None:
+            continue
+        any_op = True
+        runs = seed_runs(cards, op)
+        for seed in SEEDS_V2:
+            run = runs.get(seed)
+            if run is None or ("test" not in run and seed == 0 and not _weights_there(run)):
+                steps.append(dict(action="train", family=family, split_at=split, rung=op["rung"], setting=op["setting"],
+                                  seed=seed, confirmation=True, **({"retrain": True} if run is not None else {})))
+            elif "test" not in run:
+                steps.append(dict(action="test", family=family, split_at=split, card=run["path"]))
     for seed in SEEDS_V2 if any_op else ():
         if seed not in ref_cards:
-            steps.append(dict(action="train", family="reference", split_at=None, seed=seed))
+            steps.append(dict(action="train", family="reference", split_at=None, seed=seed, confirmation=True))
         elif "test" not in ref_cards[seed]:
             steps.append(dict(action="test", family="reference", split_at=None, card=ref_cards[seed]["path"]))
     return steps
@@ -528,13 +599,9 @@ def test_run(card_path: str | Path, cards: list[dict], ref: dict, n_test: int | 
         model, bn, _ = load_run(p)
         m = measure(model, bn, test)
         card["test"] = dict(accuracy=m["accuracy"], n_images=m["n_images"], bpp=m["bpp"], correct=pack_correct(m["correct"]))
-    else:
-        model, _, cb = load_run_v1(p)  # v1's recipe in v2's folder (the reference's seeds 3-4, block-sparse)
-        cfg = None if card["family"] == "reference" else CodecConfig(**{k: card["setting"][k] for k in
-                                                                      ("block_size", "ratio", "mode", "bits")})
-        ev = evaluate(model, cfg, test, codebook=cb)
-        card["test"] = dict(accuracy=ev["accuracy"], n_images=ev["n_images"], correct=pack_correct(ev["correct"].numpy()),
-                            **({"bpp": float(ev["bpp"])} if cfg is not None else {}))
+    else:  # v1's recipe in v2's folder: block-sparse, WebP with a fine-tuned classifier, the reference's seeds 3-4
+        model, _, cb = load_run_v1(p)
+        card["test"] = scored(model, test, card["family"], card["setting"], cb, card["dataset"])
     p.write_text(json.dumps(card, indent=1, default=float))
     return card
 

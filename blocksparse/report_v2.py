@@ -12,13 +12,14 @@ import numpy as np
 import pandas as pd
 
 from .comparison import COMPARISON_COLUMNS, comparison_table, curves_from_cards, words
-from .protocol import LADDERS_V2, SEEDS_V2, SPLIT_POINTS
-from .protocol_v2 import (AMENDMENT_COMMIT, PROTOCOL, RULES_COMMIT, V1_DIR, V2_DIR, confirm, ladder, operating_point,
-                          pick, reference, seed_runs, walked)
+from .protocol import SEEDS_V2
+from .protocol_v2 import (AMENDMENT_COMMIT, AMENDMENT_V2_2_COMMIT, PROTOCOL, RULES_COMMIT, V1_DIR, V2_DIR, VERSIONS,
+                          WALKS, confirm, ladder, operating_point, pick, reference, seed_runs, walked)
 from .results import unpack_correct
 
 
-STATUS_COLUMNS = ("split_at", "family", "rung", "setting", "bpp", "accuracy", "diff", "diff_lo", "diff_hi", "picked")
+STATUS_COLUMNS = ("split_at", "family", "rung", "setting", "bpp", "accuracy", "diff", "diff_lo", "diff_hi", "picked",
+                  "reused_from_v1")
 
 
 def setting_words(setting: dict) -> str:
@@ -27,6 +28,8 @@ def setting_words(setting: dict) -> str:
         return f"{setting['recipe']}, {setting['latent_channels']} channels"
     if not setting:
         return "no configuration under the rung"
+    if "quality" in setting:
+        return f"WebP quality {setting['quality']}"
     return (f"{setting['mode']}, B={setting['block_size']}, ratio {setting['ratio']:g}, {setting['bits']} bits, "
             f"group-lasso {setting.get('group_lasso_weight', 0):g}")
 
@@ -36,33 +39,41 @@ def status_table(cards: list[dict], v1_dir: str | Path = V1_DIR) -> pd.DataFrame
     paired difference from the reference's seed 0 (with the interval, for the record) and the pick."""
     ref = reference(v1_dir)
     rows = []
-    for split in SPLIT_POINTS:
-        for family in ("block-sparse", "bottleneck"):
-            runs = {float(c["rung"]): c for c in cards
-                    if c["family"] == family and c["split_at"] == split and c["seed"] == 0}
-            order, _ = ladder(family, walked(cards, family, split, ref))
-            for r in order:
-                if r not in runs:
-                    continue
-                c = runs[r]
-                v = c.get("val_select") or {}
-                p = pick(c, ref) if v else dict(difference=None, lo=None, hi=None, picked=False)
-                rows.append(dict(split_at=split, family=family, rung=r, setting=setting_words(c["setting"]),
-                                 bpp=v.get("bpp"), accuracy=v.get("accuracy"), diff=p["difference"], diff_lo=p["lo"],
-                                 diff_hi=p["hi"], picked=p["picked"]))
+    for split, family in WALKS:
+        runs = _walk_runs(cards, family, split)
+        order, _ = ladder(family, walked(cards, family, split, ref))
+        for r in order:
+            if r not in runs:
+                continue
+            c = runs[r]
+            v = c.get("val_select") or {}
+            p = pick(c, ref) if v else dict(difference=None, lo=None, hi=None, picked=False)
+            rows.append(dict(split_at=split, family=family, rung=r, setting=setting_words(c["setting"]),
+                             bpp=v.get("bpp"), accuracy=v.get("accuracy"), diff=p["difference"], diff_lo=p["lo"],
+                             diff_hi=p["hi"], picked=p["picked"], reused_from_v1=c.get("protocol") not in VERSIONS))
     return pd.DataFrame(rows, columns=list(STATUS_COLUMNS))
+
+
+def _walk_runs(cards: list[dict], family: str, split_at: str | None) -> dict[float, dict]:
+    """rung -> the seed-0 card the walk decided on (a rung's first: not a seed 0 trained again for its test)."""
+    out = {}
+    for c in cards:
+        if c["family"] == family and c["split_at"] == split_at and c["seed"] == 0:
+            out.setdefault(float(c["rung"]), c)
+    return out
 
 
 def family_comparison(v1_cards: list[dict], v2_cards: list[dict], n_boot: int = 2000) -> pd.DataFrame:
     """``family_comparison.csv``: each protocol's curves on val-select compared pair by pair per split
-    (``comparison.comparison_table``), v1's from its cards and v2's from its own, with WebP and a
-    fine-tuned classifier (the same recipe in both) beside them; the rows say which protocol."""
+    (``comparison.comparison_table``), v1's from its cards and v2's from the walks' seed-0 cards
+    (``protocol_v2.read_cards``: WebP with a fine-tuned classifier's from v1 where v2 reuses them);
+    the rows say which protocol."""
     ref = next((c for c in v1_cards if c["family"] == "reference" and c["seed"] == 0), None)
     if ref is None:
         raise ValueError("v1_cards: no reference seed 0 (every comparison is paired with it)")
-    webp = [c for c in v1_cards if c["family"] == "webp-finetuned" and c["setting"].get("quality") in LADDERS_V2["webp-finetuned"]]
+    walks = [c for split, family in WALKS for c in _walk_runs(v2_cards, family, split).values()]
     tables = []
-    for name, cards in (("v1", v1_cards), (PROTOCOL, v2_cards + webp)):
+    for name, cards in (("v1", v1_cards), (PROTOCOL, walks)):
         curves = curves_from_cards(cards, ref)
         if len({f for _, f in curves}) < 2:
             continue
@@ -70,6 +81,10 @@ def family_comparison(v1_cards: list[dict], v2_cards: list[dict], n_boot: int = 
         tables.append(t.assign(protocol=name))
     cols = ["protocol", *COMPARISON_COLUMNS]
     return pd.concat(tables)[cols] if tables else pd.DataFrame(columns=cols)
+
+
+def _rung_words(family: str, rung: float) -> str:
+    return {"bottleneck": f"lambda {rung:g}", "webp-finetuned": f"q{rung:g}"}.get(family, f"{rung:g} bpp budget")
 
 
 def _pct(v) -> str:
@@ -96,8 +111,10 @@ def render_readme(power: pd.DataFrame, comparison: pd.DataFrame, status: pd.Data
     ``family_comparison.csv`` and the cards (``status_table``)."""
     v1 = _power_at(power, "v1: val-select lower end >= -1", -0.005)
     v2 = _power_at(power, "v2: pick and confirm", -0.005)
-    lines = [f"**Protocol v2** (pre-registered in commit `{RULES_COMMIT}` before any v2 run, amended as v2.1 in "
-             f"`{AMENDMENT_COMMIT}` before any finished; [rules and power](docs/protocol_v2.md)): screens on val-stop, "
+    lines = [f"**Protocol v2** (pre-registered in commit `{RULES_COMMIT}` before any v2 run; amended as v2.1 in "
+             f"`{AMENDMENT_COMMIT}` before any finished,",
+             f"and as v2.2 in `{AMENDMENT_V2_2_COMMIT}` before any run of WebP with a fine-tuned classifier; "
+             "[rules and power](docs/protocol_v2.md)): screens on val-stop, "
              "picks on val-select by point estimate "
              "(>= -1 point), confirms on test with 5 seeds at a Bonferroni level for 7 confirmations. "
              f"A rung 0.5 points below the reference passes v1's gate {100 * v1:.0f} times in 100, v2's {100 * v2:.0f}.",
@@ -116,10 +133,14 @@ def render_readme(power: pd.DataFrame, comparison: pd.DataFrame, status: pd.Data
     if done.empty:
         lines.append("v2's runs so far: none finished (after layer3 first; `protocol v2-status`).")
     else:
-        runs = "; ".join(f"{r['family']} after {r['split_at']} at rung {r['rung']:g} ({r['setting']}): "
-                         f"{r['bpp']:.3f} bpp, {_pct(r['diff'])} points, {'picked' if r['picked'] else 'not picked'}"
-                         for _, r in done.iterrows())
-        lines.append(f"v2's runs so far (val-select, seed 0, against the reference's seed 0): {runs}.")
+        lines.append("v2's walks so far (val-select, seed 0, points from the reference's seed 0; "
+                     "[the walk in full](docs/protocol_v2.md)):")
+        for (family, split), g in done.groupby(["family", done["split_at"].fillna("")], sort=False):
+            v1 = [isinstance(v, (bool, np.bool_)) and v for v in g.get("reused_from_v1", [False] * len(g))]
+            rungs = "; ".join(f"{_rung_words(family, r['rung'])}: {r['bpp']:.3f} bpp, {_pct(r['diff'])}, "
+                              f"{'picked' if r['picked'] else 'missed'}" for _, r in g.iterrows())
+            lines.append(f"- {family} {'after ' + split if split else 'on the input'}: {rungs}"
+                         + (" (v1's runs, reused)" if all(v1) else " (some v1's runs, reused)" if any(v1) else ""))
     return "\n".join(lines)
 
 
@@ -181,35 +202,34 @@ def answer_table(cards: list[dict], ref_cards: dict[int, dict], ref: dict) -> pd
     seeds, each seed paired with the reference's same seed) appear only once every seed of both is
     tested; before that a row shows the operating point's seed-0 val-select numbers."""
     rows = []
-    for split in SPLIT_POINTS:
-        for family in ("block-sparse", "bottleneck"):
-            row = dict.fromkeys(ANSWER_V2_COLUMNS) | dict(protocol=PROTOCOL, split_at=split, family=family)
-            w = walked(cards, family, split, ref)
-            _, nxt = ladder(family, w)
-            op = operating_point(cards, family, split, ref)
-            if not w:
-                row["status"] = "not started"
-            elif nxt is not None:
-                row["status"] = "walk under way"
-            elif op is None:
-                row["status"] = "no rung picked"
+    for split, family in WALKS:
+        row = dict.fromkeys(ANSWER_V2_COLUMNS) | dict(protocol=PROTOCOL, split_at=split, family=family)
+        w = walked(cards, family, split, ref)
+        _, nxt = ladder(family, w)
+        op = operating_point(cards, family, split, ref)
+        if not w:
+            row["status"] = "not started"
+        elif nxt is not None:
+            row["status"] = "walk under way"
+        elif op is None:
+            row["status"] = "no rung picked"
+        else:
+            runs = seed_runs(cards, op)
+            p = pick(op, ref)
+            row |= dict(rung=float(op["rung"]), setting=setting_words(op["setting"]),
+                        seeds_tested=sum("test" in runs.get(s, {}) for s in SEEDS_V2),
+                        val_select_bpp=op["val_select"]["bpp"], val_select_diff=p["difference"],
+                        weights=runs[0].get("weights") if 0 in runs else None)
+            c = confirm(cards, ref_cards, family, split, ref)
+            if c is None:
+                row["status"] = "confirmation under way"
             else:
-                runs = seed_runs(cards, op)
-                p = pick(op, ref)
-                row |= dict(rung=float(op["rung"]), setting=setting_words(op["setting"]),
-                            seeds_tested=sum("test" in runs.get(s, {}) for s in SEEDS_V2),
-                            val_select_bpp=op["val_select"]["bpp"], val_select_diff=p["difference"],
-                            weights=op.get("weights"))
-                c = confirm(cards, ref_cards, family, split, ref)
-                if c is None:
-                    row["status"] = "confirmation under way"
-                else:
-                    row |= dict(status="confirmed within one point" if c["within"] else "not confirmed",
-                                bpp=c["bpp"], accuracy=float(np.mean([runs[s]["test"]["accuracy"] for s in SEEDS_V2])),
-                                reference_accuracy=float(np.mean([ref_cards[s]["test"]["accuracy"] for s in SEEDS_V2])),
-                                diff=c["estimate"], diff_lo=c["lo"], diff_hi=c["hi"], confidence=c["confidence"],
-                                within=c["within"], n_images=c["n_images"])
-            rows.append(row)
+                row |= dict(status="confirmed within one point" if c["within"] else "not confirmed",
+                            bpp=c["bpp"], accuracy=float(np.mean([runs[s]["test"]["accuracy"] for s in SEEDS_V2])),
+                            reference_accuracy=float(np.mean([ref_cards[s]["test"]["accuracy"] for s in SEEDS_V2])),
+                            diff=c["estimate"], diff_lo=c["lo"], diff_hi=c["hi"], confidence=c["confidence"],
+                            within=c["within"], n_images=c["n_images"])
+        rows.append(row)
     return pd.DataFrame(rows, columns=list(ANSWER_V2_COLUMNS))
 
 

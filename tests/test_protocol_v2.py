@@ -165,6 +165,8 @@ def _v2card(tmp_path, rung, k, ref, seed=0, test=None):
     if test is not None:
         c["test"] = dict(correct=pack_correct(test), bpp=0.1, accuracy=float(test.mean()))
     p = tmp_path / f"b_{rung:g}_{seed}.json"
+    c["weights"] = p.with_suffix(".pt").name
+    p.with_suffix(".pt").write_bytes(b"w")  # the shipped weights are there (a confirmation tests them)
     p.write_text(json.dumps(c))
     return c | dict(path=str(p))
 
@@ -182,6 +184,7 @@ def test_the_operating_point_its_seeds_and_the_confirmation(tmp_path):
     steps = P.confirmation_steps(cards, refs, refcard)
     assert [(s["action"], s.get("seed")) for s in steps] == [("test", None), ("train", 1), ("train", 2), ("train", 3),
                                                              ("train", 4), ("train", 3), ("train", 4)]
+    assert all(s["confirmation"] for s in steps if s["action"] == "train")  # each tested in the step that trains it
     assert steps[0]["card"] == cards[3]["path"] and steps[-1]["family"] == "reference"
     # a rung the walk passed over is never tested
     with pytest.raises(ValueError, match="not a seed of an operating point"):
@@ -290,9 +293,67 @@ def test_a_confirmation_seed_is_tested_as_soon_as_it_is_trained(monkeypatch, tmp
     monkeypatch.setattr(P, "reference", lambda *a, **k: {})
     monkeypatch.setattr(P, "train_run", lambda split_at, setting, seed, **k: done.append(("train", seed)) or tmp_path / f"s{seed}.json")
     monkeypatch.setattr(P, "test_run", lambda card, cards, ref: done.append(("test", Path(card).name)))
-    step = dict(action="train", family="bottleneck", split_at="layer3", rung=0.8, setting={}, seed=2)
+    step = dict(action="train", family="bottleneck", split_at="layer3", rung=0.8, setting={}, seed=2, confirmation=True)
     monkeypatch.setattr(P, "next_step", lambda *a, **k: step)
     P.run_next("layer3", out_dir=tmp_path, log=lambda m: None)
-    step["seed"] = 0
+    step.update(seed=0, confirmation=False)  # a walk's run
     P.run_next("layer3", out_dir=tmp_path, log=lambda m: None)
     assert done == [("train", 2), ("test", "s2.json"), ("train", 0)]
+
+
+@pytest.mark.parametrize("walked, order, nxt", [
+    ({}, [50], 50),
+    ({50: False, 55: True}, [50, 55], None),  # picked above the first rung: the coarse steps are already 5 apart
+    ({50: True}, [50, 30], 30),  # the first rung picked: down v1's qualities (v2.2)
+    ({50: True, 30: True, 20: False}, [50, 30, 20, 25], 25),  # then 5 apart above the miss
+    ({50: True, 30: True, 20: False, 25: False}, [50, 30, 20, 25], None),  # operating point 30
+    ({50: True, 30: True, 20: False, 25: True}, [50, 30, 20, 25], None),  # operating point 25
+    ({q: True for q in (50, 30, 20, 10, 5, 0)}, [50, 30, 20, 10, 5, 0], None),
+    ({q: False for q in (50, 55, 60, 65, 70, 75, 80, 85, 90, 95, 100)}, [50, 55, 60, 65, 70, 75, 80, 85, 90, 95, 100], None),
+])
+def test_the_webp_walk_by_hand(walked, order, nxt):
+    assert P.ladder("webp-finetuned", {float(k): v for k, v in walked.items()}) == (order, nxt)
+
+
+def _webp(folder, q, k, ref, seed=0, weights=False, **extra):
+    c = dict(family="webp-finetuned", split_at=None, seed=seed, rung=q, setting=dict(quality=q), dataset="fashion-mnist",
+             weights=f"webp-finetuned_q{q}_seed{seed}.pt", val_select=dict(correct=pack_correct(_flip(ref, k)), bpp=1.0),
+             **extra)
+    p = folder / f"webp-finetuned_q{q}_seed{seed}.json"
+    p.write_text(json.dumps(c))
+    if weights:
+        p.with_suffix(".pt").write_bytes(b"w")
+    return c | dict(path=str(p))
+
+
+def test_webp_reuses_v1s_runs_and_trains_seed_0_again_when_its_weights_were_not_kept(tmp_path):
+    """v1's WebP runs (cards only, as v1 kept them) walk v2.2's ladder; the operating point's seed 0,
+    whose weights v1 did not keep, is trained again into retrained/ for its test, and the walk keeps
+    the pick its first card made (the retrained card misses here: the operating point stays)."""
+    rng = np.random.default_rng(2)
+    ref = rng.random(1000) < 0.9
+    v1, v2 = tmp_path / "v1", tmp_path / "v2"
+    v1.mkdir(), v2.mkdir()
+    refcard = dict(family="reference", seed=0, val_select=dict(correct=pack_correct(ref)))
+    (v1 / "reference_seed0.json").write_text(json.dumps(refcard))
+    for q, k in ((50, 5), (30, 8), (20, 12)):  # -0.5, -0.8, -1.2 points: 50 and 30 picked, 20 missed
+        _webp(v1, q, k, ref)
+    _webp(v1, 90, 3, ref, weights=True)
+    cards = P.read_cards(v2, v1)
+    assert {c["family"] for c in cards} == {"webp-finetuned"} and len(cards) == 4
+    step = P.next_step(None, "webp-finetuned", v2, v1)
+    assert step == dict(action="train", family="webp-finetuned", split_at=None, rung=25, seed=0, setting=dict(quality=25))
+    _webp(v2, 25, 15, ref, protocol=P.PROTOCOL, weights=True)  # -1.5: missed, so the operating point is 30
+    refs = {s: dict(seed=s, path=f"r{s}", test={}) for s in range(5)}
+    steps = P.confirmation_steps(P.read_cards(v2, v1), refs, refcard)
+    assert [(s["action"], s.get("seed"), s.get("retrain", False)) for s in steps] == [
+        ("train", 0, True), ("train", 1, False), ("train", 2, False), ("train", 3, False), ("train", 4, False)]
+    assert all(s["rung"] == 30 and s["confirmation"] for s in steps)
+    (v2 / "retrained").mkdir()
+    again = _webp(v2 / "retrained", 30, 40, ref, protocol=P.PROTOCOL, weights=True)  # retrained: -4 points
+    cards = P.read_cards(v2, v1)
+    assert P.operating_point(cards, "webp-finetuned", None, refcard)["path"].startswith(str(v1))  # the walk's card
+    assert P.seed_runs(cards, P.operating_point(cards, "webp-finetuned", None, refcard))[0]["path"] == again["path"]
+    assert [s["action"] for s in P.confirmation_steps(cards, refs, refcard)][:1] == ["test"]
+    with pytest.raises(ValueError, match="family, split_at"):
+        P.next_step(None, "bottleneck", v2, v1)
