@@ -630,7 +630,7 @@ def sensitivity_subjects(v1_cards: list[dict], v2_cards: list[dict], split_at: s
                     and c.get("split_at") == split_at and c["seed"] == 0 and c.get("val_select")]
             if not runs:
                 continue
-            best = max(runs, key=lambda c: (pick(c, ref)["difference"], c.get("protocol") == PROTOCOL))
+            best = max(runs, key=lambda c: pick(c, ref)["difference"])  # of equals the first: v2's
             op = best
         out.append(dict(family=family, split_at=split_at, setting=op["setting"], base=op))
     return out

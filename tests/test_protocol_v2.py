@@ -357,3 +357,18 @@ def test_webp_reuses_v1s_runs_and_trains_seed_0_again_when_its_weights_were_not_
     assert [s["action"] for s in P.confirmation_steps(cards, refs, refcard)][:1] == ["test"]
     with pytest.raises(ValueError, match="family, split_at"):
         P.next_step(None, "bottleneck", v2, v1)
+
+
+def test_budget_sensitivity_takes_the_closest_rung_v2s_before_v1s_when_no_operating_point_is_found():
+    rng = np.random.default_rng(3)
+    ref = rng.random(1000) < 0.9
+    refcard = dict(family="reference", seed=0, split_at=None, val_select=dict(correct=pack_correct(ref)))
+
+    def card(protocol, k, name):
+        return dict(family="bottleneck", split_at="layer3", seed=0, rung=3.2, setting=dict(name=name),
+                    val_select=dict(correct=pack_correct(_flip(ref, k))), **({"protocol": protocol} if protocol else {}))
+    v1 = [refcard, card(None, 5, "v1 at -0.5"), card(None, 30, "v1 at -3")]
+    v2 = [card("v2.1", 5, "v2.1 at -0.5")]  # as close as v1's best: v2's run is taken (a v2.1 card, read by v2.2)
+    subjects = P.sensitivity_subjects(v1, v2)
+    assert [s["family"] for s in subjects] == ["reference", "bottleneck"]
+    assert subjects[1]["setting"] == dict(name="v2.1 at -0.5")
