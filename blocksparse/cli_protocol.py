@@ -152,13 +152,16 @@ def _test_or_remeasure(a: argparse.Namespace) -> None:
     """``protocol test`` (the one test of chosen runs) or ``protocol remeasure`` (shipped models again)."""
     if a.action == "test":
         for c in a.cards:
-            print(f"{c}: test {test_run(c)['test']['accuracy']:.4f}", flush=True)
+            v2 = json.loads(Path(c).read_text()).get("protocol") in protocol_v2.VERSIONS if Path(c).is_file() else False
+            card = (protocol_v2.test_run(c, protocol_v2.read_cards(), protocol_v2.reference()) if v2
+                    else test_run(c))  # each protocol's own rule says which runs it tests
+            print(f"{c}: test {card['test']['accuracy']:.4f}", flush=True)
         return
     answer_cards = answer.read_cards(a.out)
     keep = answer.shipped(answer_cards)
     cards = a.cards or [c["path"] for c in answer_cards if c["path"] in keep and "test" in c]
     if not a.cards and Path(a.out).resolve() == protocol_v2.V1_DIR.resolve():  # v2's shipped seed-0 runs too
-        cards += [c["path"] for c in protocol_v2.read_cards() if c["seed"] == 0 and "test" in c
+        cards += [c["path"] for c in protocol_v2.read_cards(reuse_dir=None) if c["seed"] == 0 and "test" in c
                   and (Path(c["path"]).parent / c.get("weights", "")).is_file()]
     rows = [protocol_v2.remeasure_run(c, a.n_test) for c in cards]  # a v1 card goes to v1's remeasure
     print(pd.DataFrame(rows).to_markdown(index=False) if rows else "no shipped model tested yet")

@@ -84,15 +84,22 @@ def scored(model: SplitResNet18, data: TensorDataset, family: str, setting: dict
     return out
 
 
+def state_name(name: str, budget: Budget) -> str:
+    """A run's resumable state file: its name, and its budget where that is not ``BUDGET`` (a run with 4x
+    the steps must not resume from the finished state of the same run at the budget)."""
+    return f"{name}.state.pt" if budget == BUDGET else f"{name}.{budget.steps}steps.state.pt"
+
+
 def train_run(family: str, setting: dict, seed: int, split_at: str | None = None, dataset: str = "fashion-mnist",
               out_dir: str | Path = ANSWER_DIR, state_dir: str | Path | None = None, budget: Budget = BUDGET,
               train_subset: int | None = None, fit_images: int = FIT_IMAGES, rung: float | None = None,
-              val_subset: int | None = None) -> Path:
+              val_subset: int | None = None, name: str | None = None) -> Path:
     """Train one candidate with ``budget`` (early stopping on val-stop), ship its weights
     (``model.save_weights``), score the shipped weights on val-select, write its card; returns the
     card's path. The test set is not touched. ``train_subset`` and ``val_subset`` (evenly spaced
     images of the training split and of each validation half) are for tests of this code only: a
-    reported run uses every image, and its card says how many it used."""
+    reported run uses every image, and its card says how many it used. ``name``: the files' stem
+    (default ``run_name``); the resumable state's name also says a budget other than ``BUDGET``."""
     if family not in TRAINED:
         raise ValueError(f"family must be one of {TRAINED}, got {family!r}")
     if family in ("block-sparse", "bottleneck") and split_at is None:
@@ -100,14 +107,14 @@ def train_run(family: str, setting: dict, seed: int, split_at: str | None = None
     split_at = split_at if family in ("block-sparse", "bottleneck") else None  # the others do not depend on it
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    name = run_name(family, setting, seed, split_at)
+    name = name or run_name(family, setting, seed, split_at)
     if (out / f"{name}.json").exists():
         raise ValueError(f"out_dir: {out / name}.json exists (a finished run; training it again would replace its "
                          "val-select scores and any test): delete it first to retrain")
     state = None
     if state_dir is not None:
         Path(state_dir).mkdir(parents=True, exist_ok=True)
-        state = Path(state_dir) / f"{name}.state.pt"
+        state = Path(state_dir) / state_name(name, budget)
     train = load_dataset(dataset, "train", subset=train_subset)
     stop = stopping_data(dataset, val_subset)
     kwargs = dict(train_data=train, val_data=stop, seed=seed, state_path=state)

@@ -29,8 +29,8 @@ from .model import checkpoint_card, load_pretrained, save_weights
 from .protocol import (BOTTLENECK_RECIPES, BOTTLENECK_WIDTHS, BUDGET, COARSE_FACTOR, CONFIRM_CONFIDENCE, LADDERS_V2,
                        PICK_THRESHOLD, SENSITIVITY_FACTOR,
                        PROTOCOL_V2, PROTOCOL_V2_1, PROTOCOL_V2_2, REFINE, WEBP_BELOW, WEBP_STEP, SCREEN_V2, SEEDS_V2, SPLIT_POINTS, VAL_SELECT, VAL_STOP, Budget, selection_data, stopping_data)
-from .protocol_runs import frontier_of
-from .protocol_runs import against_card, scored
+from .protocol_runs import against_card, frontier_of, scored, state_name
+from .protocol_runs import run_name as run_name_v1
 from .protocol_runs import load_run as load_run_v1
 from .protocol_runs import remeasure_run as remeasure_run_v1
 from .protocol_runs import train_run as train_run_v1
@@ -227,7 +227,7 @@ def train_run(split_at: str, setting: dict, seed: int, dataset: str = "fashion-m
     name = run_name(split_at, setting, seed)
     if (out / f"{name}.json").exists():
         raise ValueError(f"out_dir: {out / name}.json exists (a finished run): delete it first to retrain")
-    state = Path(state_dir) / f"{name}.state.pt" if state_dir is not None else None
+    state = Path(state_dir) / state_name(name, budget) if state_dir is not None else None
     if state is not None:
         state.parent.mkdir(parents=True, exist_ok=True)
     train = load_dataset(dataset, "train", subset=train_subset)
@@ -425,6 +425,21 @@ def reference_cards(out_dir: str | Path = V2_DIR, v1_dir: str | Path = V1_DIR) -
     return out
 
 
+def block_sparse_name(split_at: str, rung: float, setting: dict, seed: int) -> str:
+    """A v2 block-sparse run's file stem: v1's with its rung, since two rungs' screens may pick one
+    configuration (a refinement rung between two coarse ones)."""
+    return run_name_v1("block-sparse", setting, seed, split_at).replace(
+        f"block-sparse_{split_at}_", f"block-sparse_{split_at}_rung{rung:g}_", 1)
+
+
+def _v2_card(path: Path) -> Path:
+    """A v1-recipe run's card made a v2 card: ``protocol`` says the version, v1's record of the images
+    (its ``protocol`` dict) moves to ``images``, as v2's own cards hold it."""
+    card = json.loads(path.read_text())
+    path.write_text(json.dumps(card | dict(protocol=PROTOCOL, images=card.get("protocol")), indent=1, default=float))
+    return path
+
+
 def run_next(split_at: str, family: str = "bottleneck", out_dir: str | Path = V2_DIR,
              state_dir: str | Path | None = None, log=print) -> Path | None:
     """Carry out ``next_step``; returns the file it wrote (None: nothing left to walk)."""
@@ -440,27 +455,27 @@ def run_next(split_at: str, family: str = "bottleneck", out_dir: str | Path = V2
         return Path(step["card"])
     seed = step.get("seed", 0)
     walk_dir = out_dir
-    if step.get("retrain"):  # seed 0 of an operating point whose weights did not outlive its session
+    if step.get("retrain"):  # the walk's seed 0 of an operating point, its files gone: trained again beside it
         out_dir = Path(out_dir) / "retrained"
+    if step.get("replace"):  # a confirmation's run, untested, its files gone: trained again in its place
+        Path(step["replace"]).unlink()
     if step["family"] == "reference":  # seeds 3 and 4: v1's recipe, in v2's folder
-        card = train_run_v1("reference", {}, seed, None, out_dir=out_dir, state_dir=state_dir)
-        card.write_text(json.dumps(json.loads(card.read_text()) | dict(protocol=PROTOCOL), indent=1, default=float))
+        card = _v2_card(train_run_v1("reference", {}, seed, None, out_dir=out_dir, state_dir=state_dir))
     elif step["family"] == "bottleneck":
         card = train_run(split_at, step["setting"], seed, out_dir=out_dir, state_dir=state_dir, rung=step["rung"],
                          progress=True)
     elif step["family"] == "webp-finetuned":  # v1's recipe (a classifier of decoded images), in v2's folder
-        card = train_run_v1("webp-finetuned", step["setting"], seed, None, out_dir=out_dir, state_dir=state_dir,
-                            rung=step["rung"])
-        card.write_text(json.dumps(json.loads(card.read_text()) | dict(protocol=PROTOCOL), indent=1, default=float))
+        card = _v2_card(train_run_v1("webp-finetuned", step["setting"], seed, None, out_dir=out_dir,
+                                     state_dir=state_dir, rung=step["rung"]))
     elif step["setting"] is None:  # no configuration under the rung: a card that says so, missed
         p = Path(out_dir) / f"block-sparse_{split_at}_rung{step['rung']:g}_none.json"
         p.write_text(json.dumps(dict(protocol=PROTOCOL, family=family, split_at=split_at, seed=0, rung=step["rung"],
                                      setting={}, val_select=None), indent=1))
         return p
     else:
-        card = train_run_v1("block-sparse", step["setting"], seed, split_at, out_dir=out_dir, state_dir=state_dir,
-                            rung=step["rung"])  # v1's run: the same budget and early stopping
-        card.write_text(json.dumps(json.loads(card.read_text()) | dict(protocol=PROTOCOL), indent=1, default=float))
+        card = _v2_card(train_run_v1("block-sparse", step["setting"], seed, split_at, out_dir=out_dir,
+                                     state_dir=state_dir, rung=step["rung"],  # v1's run: the same budget
+                                     name=block_sparse_name(split_at, step["rung"], step["setting"], seed)))
     if step.get("confirmation"):  # a confirmation's seed (the operating point's, or the reference's 3-4), chosen
         # already: tested at once, so that no weights but seed 0's (which ship) need outlive the session
         test_run(card, read_cards(walk_dir), reference())
@@ -492,8 +507,27 @@ def operating_point(cards: list[dict], family: str, split_at: str, ref: dict) ->
                 and float(c["rung"]) == best)
 
 
-def _weights_there(card: dict) -> bool:
-    return bool(card.get("weights")) and (Path(card["path"]).parent / card["weights"]).is_file()
+def _files_there(card: dict) -> bool:
+    """Whether every file a run ships (network, bottleneck, code tables) is beside its card."""
+    folder = Path(card["path"]).parent
+    return bool(card.get("weights")) and all((folder / card[k]).is_file() for k in ("weights", "bottleneck", "codebook")
+                                            if card.get(k))
+
+
+def _seed_step(run: dict | None, seed: int) -> dict | None:
+    """What one seed of a confirmation still needs (None: tested). A run whose files are there is
+    tested; without them (they did not outlive a session; v1 kept only its cards), the walk's own
+    seed-0 card stays as the walk decided and seed 0 is trained again into ``retrained/``; any other
+    untested run is trained again in its place."""
+    if run is None:
+        return dict(action="train", seed=seed, confirmation=True)
+    if "test" in run:
+        return None
+    if _files_there(run) and run.get("protocol") in VERSIONS:
+        return dict(action="test", card=run["path"])
+    if seed == 0 and Path(run["path"]).parent.name != "retrained":
+        return dict(action="train", seed=0, confirmation=True, retrain=True)
+    return dict(action="train", seed=seed, confirmation=True, replace=run["path"])
 
 
 def seed_runs(cards: list[dict], op: dict) -> dict[int, dict]:
@@ -517,17 +551,14 @@ def confirmation_steps(cards: list[dict], ref_cards: dict[int, dict], ref: dict)
         any_op = True
         runs = seed_runs(cards, op)
         for seed in SEEDS_V2:
-            run = runs.get(seed)
-            if run is None or ("test" not in run and seed == 0 and not _weights_there(run)):
-                steps.append(dict(action="train", family=family, split_at=split, rung=op["rung"], setting=op["setting"],
-                                  seed=seed, confirmation=True, **({"retrain": True} if run is not None else {})))
-            elif "test" not in run:
-                steps.append(dict(action="test", family=family, split_at=split, card=run["path"]))
+            step = _seed_step(runs.get(seed), seed)
+            if step is not None:
+                steps.append(step | dict(family=family, split_at=split, rung=op["rung"], setting=op["setting"])
+                             if step["action"] == "train" else step | dict(family=family, split_at=split))
     for seed in SEEDS_V2 if any_op else ():
-        if seed not in ref_cards:
-            steps.append(dict(action="train", family="reference", split_at=None, seed=seed, confirmation=True))
-        elif "test" not in ref_cards[seed]:
-            steps.append(dict(action="test", family="reference", split_at=None, card=ref_cards[seed]["path"]))
+        step = _seed_step(ref_cards.get(seed), seed)
+        if step is not None:
+            steps.append(step | dict(family="reference", split_at=None))
     return steps
 
 
@@ -590,6 +621,10 @@ def test_run(card_path: str | Path, cards: list[dict], ref: dict, n_test: int | 
     card = json.loads(p.read_text())
     if "test" in card:
         raise ValueError(f"card_path: {p} was tested already (test is touched once per model)")
+    if card.get("protocol") not in VERSIONS:
+        raise ValueError(f"card_path: {p} is not a v2 card: v2 writes no test into v1's archive")
+    if card["family"] == "reference" and card["seed"] not in set(SEEDS_V2) - {0, 1, 2}:
+        raise ValueError(f"card_path: {p} is a reference seed v1 tested; v2 trains and tests only seeds 3 and 4")
     if card["family"] != "reference":
         op = operating_point(cards, card["family"], card["split_at"], ref)
         if op is None or float(op["rung"]) != float(card["rung"]) or op["setting"] != card["setting"]:

@@ -16,6 +16,7 @@ from .protocol import SEEDS_V2
 from .protocol_v2 import (AMENDMENT_COMMIT, AMENDMENT_V2_2_COMMIT, PROTOCOL, RULES_COMMIT, V1_DIR, V2_DIR, VERSIONS,
                           WALKS, confirm, ladder, operating_point, pick, reference, seed_runs, walked)
 from .results import unpack_correct
+from .runtime import ROOT
 
 
 STATUS_COLUMNS = ("split_at", "family", "rung", "setting", "bpp", "accuracy", "diff", "diff_lo", "diff_hi", "picked",
@@ -54,6 +55,15 @@ def status_table(cards: list[dict], v1_dir: str | Path = V1_DIR) -> pd.DataFrame
     return pd.DataFrame(rows, columns=list(STATUS_COLUMNS))
 
 
+def _shipped(card: dict | None) -> str | None:
+    """Where seed 0's weights are, from the repository's root (``retrained/``: seed 0 trained again for its
+    test, its files lost; the walk decided on its first card)."""
+    if not card or not card.get("weights"):
+        return None
+    p = Path(card["path"]).resolve().parent / card["weights"]
+    return str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(p)
+
+
 def _walk_runs(cards: list[dict], family: str, split_at: str | None) -> dict[float, dict]:
     """rung -> the seed-0 card the walk decided on (a rung's first: not a seed 0 trained again for its test)."""
     out = {}
@@ -71,7 +81,10 @@ def family_comparison(v1_cards: list[dict], v2_cards: list[dict], n_boot: int = 
     ref = next((c for c in v1_cards if c["family"] == "reference" and c["seed"] == 0), None)
     if ref is None:
         raise ValueError("v1_cards: no reference seed 0 (every comparison is paired with it)")
-    walks = [c for split, family in WALKS for c in _walk_runs(v2_cards, family, split).values()]
+    walks = []
+    for split, family in WALKS:  # the rungs each walk took (v1's other WebP runs are not on v2's ladder)
+        runs = _walk_runs(v2_cards, family, split)
+        walks += [runs[r] for r in ladder(family, walked(v2_cards, family, split, ref))[0] if r in runs]
     tables = []
     for name, cards in (("v1", v1_cards), (PROTOCOL, walks)):
         curves = curves_from_cards(cards, ref)
@@ -219,7 +232,7 @@ def answer_table(cards: list[dict], ref_cards: dict[int, dict], ref: dict) -> pd
             row |= dict(rung=float(op["rung"]), setting=setting_words(op["setting"]),
                         seeds_tested=sum("test" in runs.get(s, {}) for s in SEEDS_V2),
                         val_select_bpp=op["val_select"]["bpp"], val_select_diff=p["difference"],
-                        weights=runs[0].get("weights") if 0 in runs else None)
+                        weights=_shipped(runs.get(0)))
             c = confirm(cards, ref_cards, family, split, ref)
             if c is None:
                 row["status"] = "confirmation under way"

@@ -372,3 +372,64 @@ def test_budget_sensitivity_takes_the_closest_rung_v2s_before_v1s_when_no_operat
     subjects = P.sensitivity_subjects(v1, v2)
     assert [s["family"] for s in subjects] == ["reference", "bottleneck"]
     assert subjects[1]["setting"] == dict(name="v2.1 at -0.5")
+
+
+@pytest.mark.parametrize("commit, begin, end", [
+    (P.AMENDMENT_COMMIT, "# Protocol v2.1: one amendment to v2", "# Protocol v2.2: a second amendment"),
+    (P.AMENDMENT_V2_2_COMMIT, "# Protocol v2.2: a second amendment", None)])
+def test_each_amendment_is_the_one_registered(commit, begin, end):
+    """protocol.py's v2.1 and v2.2 sections, byte for byte as their commits registered them."""
+    import subprocess
+    root = Path(__file__).resolve().parents[1]
+    try:
+        then = subprocess.run(["git", "show", f"{commit}:blocksparse/protocol.py"], cwd=root, capture_output=True,
+                              text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip("no git history here (a shallow clone or an export)")
+    now = (root / "blocksparse" / "protocol.py").read_text()
+
+    def section(text):
+        body = text[text.index(begin):text.index(end) if end and end in text else len(text)]
+        return body.rstrip("\n=# ")
+    assert section(now) == section(then)
+
+
+def _run(tmp_path, name, seed, files=("weights",), **extra):
+    card = dict(protocol=P.PROTOCOL, family="bottleneck", seed=seed, weights=f"{name}.pt", bottleneck=f"{name}.bn.pt",
+                **extra)
+    for f in files:
+        (tmp_path / card[f]).write_bytes(b"w")
+    return card | dict(path=str(tmp_path / f"{name}.json"))
+
+
+def test_a_confirmations_seed_is_tested_when_its_files_are_there_else_trained_again(tmp_path):
+    both = ("weights", "bottleneck")
+    assert P._seed_step(None, 3) == dict(action="train", seed=3, confirmation=True)
+    assert P._seed_step(_run(tmp_path, "a", 1, both, test={}), 1) is None
+    assert P._seed_step(_run(tmp_path, "b", 1, both), 1) == dict(action="test", card=str(tmp_path / "b.json"))
+    # its bottleneck's file gone: a seed 1-4 run is trained again in its place, the walk's seed 0 beside it
+    assert P._seed_step(_run(tmp_path, "c", 2), 2) == dict(action="train", seed=2, confirmation=True,
+                                                            replace=str(tmp_path / "c.json"))
+    assert P._seed_step(_run(tmp_path, "d", 0), 0) == dict(action="train", seed=0, confirmation=True, retrain=True)
+    (tmp_path / "retrained").mkdir()
+    again = _run(tmp_path / "retrained", "e", 0)
+    assert P._seed_step(again, 0)["replace"] == again["path"]
+    # a v1 card (its protocol a dict) is never written into, even with its files there
+    v1 = _run(tmp_path, "f", 0, both) | dict(protocol=dict(stop="val-stop"))
+    assert P._seed_step(v1, 0)["retrain"]
+    with pytest.raises(ValueError, match="v1's archive"):
+        Path(v1["path"]).write_text(json.dumps(v1))
+        P.test_run(v1["path"], [], None)
+    ref1 = dict(protocol=P.PROTOCOL, family="reference", seed=1)
+    (tmp_path / "r1.json").write_text(json.dumps(ref1))
+    with pytest.raises(ValueError, match="seeds 3 and 4"):
+        P.test_run(tmp_path / "r1.json", [], None)
+
+
+def test_block_sparse_runs_of_two_rungs_do_not_collide_and_other_budgets_keep_their_own_state():
+    from blocksparse.protocol import BUDGET
+    from blocksparse.protocol_runs import state_name
+    setting = dict(mode="global", block_size=4, ratio=0.05, bits=2, group_lasso_weight=1e-5)
+    a, b = P.block_sparse_name("layer3", 0.5, setting, 0), P.block_sparse_name("layer3", 0.707107, setting, 0)
+    assert a == "block-sparse_layer3_rung0.5_global_B4_r0.05_2b_gl1e-05_seed0" and a != b
+    assert state_name(a, BUDGET) == f"{a}.state.pt" != state_name(a, P.sensitivity_budget())
