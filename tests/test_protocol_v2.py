@@ -433,3 +433,24 @@ def test_block_sparse_runs_of_two_rungs_do_not_collide_and_other_budgets_keep_th
     a, b = P.block_sparse_name("layer3", 0.5, setting, 0), P.block_sparse_name("layer3", 0.707107, setting, 0)
     assert a == "block-sparse_layer3_rung0.5_global_B4_r0.05_2b_gl1e-05_seed0" and a != b
     assert state_name(a, BUDGET) == f"{a}.state.pt" != state_name(a, P.sensitivity_budget())
+
+
+def test_run_next_trains_each_family_with_its_recipe_and_name(monkeypatch, tmp_path):
+    """v1's recipe in v2's folder: block-sparse under a name with its rung, WebP without a split; each
+    card becomes a v2 card (its version, v1's image record kept under images)."""
+    calls = []
+
+    def train_v1(family, setting, seed, split_at, **k):
+        calls.append((family, split_at, k.get("name"), k["rung"]))
+        p = tmp_path / f"{family}.json"
+        p.write_text(json.dumps(dict(family=family, protocol=dict(stop="val-stop", stop_images=2500))))
+        return p
+    monkeypatch.setattr(P, "train_run_v1", train_v1)
+    bs = dict(mode="global", block_size=4, ratio=0.05, bits=2, group_lasso_weight=0.0)
+    for step in (dict(action="train", family="block-sparse", split_at="layer3", rung=0.707107, seed=0, setting=bs),
+                 dict(action="train", family="webp-finetuned", split_at=None, rung=25, seed=0, setting=dict(quality=25))):
+        monkeypatch.setattr(P, "next_step", lambda *a, step=step, **k: step)
+        card = json.loads(P.run_next(step["split_at"], step["family"], out_dir=tmp_path, log=lambda m: None).read_text())
+        assert card["protocol"] == P.PROTOCOL and card["images"]["stop_images"] == 2500
+    assert calls == [("block-sparse", "layer3", "block-sparse_layer3_rung0.707107_global_B4_r0.05_2b_gl0_seed0", 0.707107),
+                     ("webp-finetuned", None, None, 25)]
