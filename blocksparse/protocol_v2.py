@@ -9,6 +9,7 @@ confirmation of an operating point's seeds.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from pathlib import Path
 
@@ -279,83 +280,58 @@ def ladder(family: str, walked: dict[float, bool]) -> tuple[list[float], float |
     """
     if family == "webp-finetuned":
         return _webp_ladder(walked)
-    coarse = list(LADDERS_V2[family])
     up = family != "bottleneck"  # block-sparse rungs grow with rate, the bottleneck's rate weights shrink
     factor = COARSE_FACTOR[family]
-    order = []
-    # 1. the coarse ladder
-    first_pick = None
-    for r in coarse:
-        order.append(r)
-        if r not in walked:
-            return order, r
-        if walked[r]:
-            first_pick = r
-            break
-    if first_pick is None:
-        return order, None  # no rung picked: the family has no operating point at this split
-    # 2. below the first rung, while it is picked
-    miss = order[-2] if len(order) > 1 else None
-    if miss is None:
-        r = first_pick
-        while True:
-            r = r / factor if up else r * factor
-            r = float(f"{r:.6g}")
-            order.append(r)
-            if r not in walked:
-                return order, r
-            if not walked[r]:
-                miss = r
-                break
-            first_pick = r
-    # 3. refinement between the miss and the coarse pick, lowest rate first
-    r = miss
-    while True:
-        r = r * REFINE if up else r / REFINE
-        r = float(f"{r:.6g}")
-        if (up and r >= first_pick * 0.999) or (not up and r <= first_pick * 1.001):
-            return order, None
-        order.append(r)
-        if r not in walked:
-            return order, r
-        if walked[r]:
-            return order, None
+    below = (lambda r: r / factor) if up else (lambda r: r * factor)
+    above = (lambda r: r * REFINE) if up else (lambda r: r / REFINE)
+    return _walk(LADDERS_V2[family], below, above, walked)
 
 
 def _webp_ladder(walked: dict[float, bool]) -> tuple[list[float], float | None]:
     """``ladder`` for WebP with a fine-tuned classifier (v2.2): qualities 50 to 100; below a picked
     first rung, ``WEBP_BELOW`` until one misses; then ``WEBP_STEP`` apart above the last miss."""
-    order, first_pick = [], None
-    for q in LADDERS_V2["webp-finetuned"]:
-        order.append(q)
-        if q not in walked:
-            return order, q
-        if walked[q]:
-            first_pick = q
-            break
-    if first_pick is None:
-        return order, None
+    below = dict(zip((LADDERS_V2["webp-finetuned"][0], *WEBP_BELOW), WEBP_BELOW))
+    return _walk(LADDERS_V2["webp-finetuned"], below.get, lambda q: q + WEBP_STEP, walked)
+
+
+def _walk(coarse, below, above, walked: dict[float, bool]) -> tuple[list[float], float | None]:
+    """The walk every family shares (``ladder``): the rungs ``coarse`` until one is picked; if that
+    is the first, ``below(rung)`` (None: no lower rung) until one misses; then ``above(rung)`` from
+    the last miss, lowest rate first, until one is picked or the next would reach the pick. Returns
+    (the rungs in walking order so far, the next rung to train or None when the walk has ended)."""
+    order = []
+
+    def until(rungs, stop_at: bool):
+        """Walk ``rungs`` on: (the first not walked yet, None) or (None, the first whose pick is ``stop_at``)."""
+        for r in rungs:
+            order.append(r)
+            if r not in walked:
+                return r, None
+            if walked[r] == stop_at:
+                return None, r
+        return None, None
+
+    def chain(r, step):  # each rung from the previous one as written (6 significant digits)
+        while (r := step(r)) is not None:
+            r = float(f"{r:.6g}")
+            yield r
+
+    # 1. the coarse ladder, until a rung is picked
+    nxt, pick_ = until(coarse, True)
+    if nxt is not None or pick_ is None:
+        return order, nxt  # the next coarse rung, or none picked: no operating point at this split
+    # 2. below a first rung that is picked, until one misses
     miss = order[-2] if len(order) > 1 else None
-    if miss is None:  # the first rung picked: down v1's qualities until one misses
-        for q in WEBP_BELOW:
-            order.append(q)
-            if q not in walked:
-                return order, q
-            if not walked[q]:
-                miss = q
-                break
-            first_pick = q
-        if miss is None:
-            return order, None  # picked down to the lowest quality
-    q = miss + WEBP_STEP
-    while q < first_pick:
-        order.append(q)
-        if q not in walked:
-            return order, q
-        if walked[q]:
-            return order, None
-        q += WEBP_STEP
-    return order, None
+    if miss is None:
+        nxt, miss = until(chain(pick_, below), False)
+        if nxt is not None or miss is None:
+            return order, nxt  # the next rung below, or picked down to the lowest there is
+        pick_ = order[-2]
+    # 3. between the miss and the pick, lowest rate first, until one is picked (rungs are rounded: 0.1%)
+    up = pick_ > miss
+    nxt, _ = until(itertools.takewhile(lambda r: r < pick_ * 0.999 if up else r > pick_ * 1.001, chain(miss, above)),
+                   True)
+    return order, nxt
 
 
 def read_cards(folder: str | Path = V2_DIR, reuse_dir: str | Path | None = V1_DIR) -> list[dict]:

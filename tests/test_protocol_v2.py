@@ -28,6 +28,12 @@ from blocksparse.student import StudentBottleneck
     ({3.2: True}, [3.2, 12.8], 12.8),
     ({3.2: True, 12.8: False}, [3.2, 12.8, 9.05097], 9.05097),
     ({3.2: False, 0.8: False, 0.2: False, 0.05: False, 0.0125: False}, [3.2, 0.8, 0.2, 0.05, 0.0125], None),
+    # each refined rung from the previous one as written (6 significant digits), not from the miss
+    ({3.2: False, 0.8: False, 0.2: False, 0.05: True, 0.141421: False}, [3.2, 0.8, 0.2, 0.05, 0.141421, 0.0999997],
+     0.0999997),
+    # picked twice below the first rung, then a miss: the refinement starts above the miss
+    ({3.2: True, 12.8: True, 51.2: False}, [3.2, 12.8, 51.2, 36.2039], 36.2039),
+    ({3.2: True, 12.8: True, 51.2: False, 36.2039: False, 25.6: True}, [3.2, 12.8, 51.2, 36.2039, 25.6], None),
 ])
 def test_the_bottleneck_walk_by_hand(walked, order, nxt):
     assert P.ladder("bottleneck", walked) == (order, nxt)
@@ -36,6 +42,8 @@ def test_the_bottleneck_walk_by_hand(walked, order, nxt):
 def test_block_sparse_rungs_grow_with_rate():
     assert P.ladder("block-sparse", {0.25: False, 0.5: True}) == ([0.25, 0.5, 0.353553], 0.353553)
     assert P.ladder("block-sparse", {0.25: True}) == ([0.25, 0.125], 0.125)
+    assert P.ladder("block-sparse", {0.25: True, 0.125: False}) == ([0.25, 0.125, 0.176777], 0.176777)
+    assert P.ladder("block-sparse", {0.25: True, 0.125: False, 0.176777: True}) == ([0.25, 0.125, 0.176777], None)
 
 
 def _card(correct):
@@ -142,17 +150,22 @@ def test_block_sparse_screen_reads_val_stop_keeps_the_three_best_untrained_confi
     assert sc["pick"] == dict(mode="global", block_size=2, ratio=0.1, bits=2, group_lasso_weight=1e-5)
 
 
-def test_v2_rules_are_the_ones_pre_registered():
-    """protocol.py's v2 section is byte for byte the one committed in RULES_COMMIT (a change is a v3)."""
+def _protocol_py(commit: str | None = None) -> str:
+    """blocksparse/protocol.py as ``commit`` registered it (None: as it is now); skips without git history."""
     import subprocess
-    from pathlib import Path
     root = Path(__file__).resolve().parents[1]
+    if commit is None:
+        return (root / "blocksparse" / "protocol.py").read_text()
     try:
-        then = subprocess.run(["git", "show", f"{P.RULES_COMMIT}:blocksparse/protocol.py"], cwd=root, capture_output=True,
+        return subprocess.run(["git", "show", f"{commit}:blocksparse/protocol.py"], cwd=root, capture_output=True,
                               text=True, check=True).stdout
     except (OSError, subprocess.CalledProcessError):
         pytest.skip("no git history here (a shallow clone or an export)")
-    now = (root / "blocksparse" / "protocol.py").read_text()
+
+
+def test_v2_rules_are_the_ones_pre_registered():
+    """protocol.py's v2 section is byte for byte the one committed in RULES_COMMIT (a change is a v3)."""
+    then, now = _protocol_py(P.RULES_COMMIT), _protocol_py()
     marker, amendment = "# Protocol v2 (issue 42), pre-registered", "# Protocol v2.1: one amendment to v2"
     section = now[now.index(marker):now.index(amendment)]
     assert marker in then and section[:section.rindex("\n\n\n")] + "\n" == then[then.index(marker):]
@@ -379,14 +392,7 @@ def test_budget_sensitivity_takes_the_closest_rung_v2s_before_v1s_when_no_operat
     (P.AMENDMENT_V2_2_COMMIT, "# Protocol v2.2: a second amendment", None)])
 def test_each_amendment_is_the_one_registered(commit, begin, end):
     """protocol.py's v2.1 and v2.2 sections, byte for byte as their commits registered them."""
-    import subprocess
-    root = Path(__file__).resolve().parents[1]
-    try:
-        then = subprocess.run(["git", "show", f"{commit}:blocksparse/protocol.py"], cwd=root, capture_output=True,
-                              text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        pytest.skip("no git history here (a shallow clone or an export)")
-    now = (root / "blocksparse" / "protocol.py").read_text()
+    then, now = _protocol_py(commit), _protocol_py()
 
     def section(text):
         body = text[text.index(begin):text.index(end) if end and end in text else len(text)]
