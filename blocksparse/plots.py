@@ -665,6 +665,8 @@ def plot_ladders(ladders: pd.DataFrame, splits: tuple[str, ...] = ("layer1", "la
     ``-floor`` points below are drawn on the floor as down-pointing triangles. Returns the figure."""
     fig, axes = plt.subplots(1, len(splits), figsize=(4.2 * len(splits) + 1.6, 3.6), sharex=True, sharey=True, squeeze=False,
                              layout="constrained")
+    highs = 100 * pd.to_numeric(ladders["diff_hi"], errors="coerce")
+    top = max(0.5, float(highs.max()) + 0.3) if highs.notna().any() else 0.5  # every interval's upper end in view
     for ax, split_at in zip(axes[0], splits):
         g = ladders[ladders["split_at"] == split_at]
         for family, f in g.groupby("family", sort=False):
@@ -680,12 +682,13 @@ def plot_ladders(ladders: pd.DataFrame, splits: tuple[str, ...] = ("layer1", "la
             ax.plot(op["bpp"].astype(float), 100 * op["diff"].astype(float), "o", ms=11, mfc="none", mec="k", mew=1.2)
         ax.axhline(-1, color="k", ls="--", lw=0.8)
         ax.axhline(0, color="0.6", lw=0.6)
-        ax.set_ylim(floor - 0.5, None)
+        ax.set_ylim(floor - 0.5, top)
         if len(g):
             _log_rate_axis(ax)
         ax.set(title=f"after {split_at}", xlabel="bits per input pixel (val-select)")
     axes[0][0].set_ylabel("val-select accuracy minus reference (points)")
-    handles = [Line2D([], [], color=c, marker="o", ms=3.5, label=f) for f, c in LADDER_COLOURS.items()]
+    handles = [Line2D([], [], color=c, marker="o", ms=3.5, label=ANSWER_NAMES.get(f, f)) for f, c in LADDER_COLOURS.items()
+               if f in set(ladders["family"])]
     handles += [Line2D([], [], color="k", ls="--", lw=0.8, label="one point below"),
                 Line2D([], [], color="0.3", ls="", marker="v", ms=5, label=f"below {floor:g} points"),
                 Line2D([], [], ls="", marker="o", ms=11, mfc="none", mec="k", label="operating point")]

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .answer import LADDER_COLUMNS
 from .comparison import COMPARISON_COLUMNS, comparison_table, curves_from_cards, words
 from .protocol import SEEDS_V2
 from .protocol_v2 import (AMENDMENT_COMMIT, AMENDMENT_V2_2_COMMIT, PROTOCOL, RULES_COMMIT, V1_DIR, V2_DIR, VERSIONS,
@@ -53,6 +54,23 @@ def status_table(cards: list[dict], v1_dir: str | Path = V1_DIR) -> pd.DataFrame
                              bpp=v.get("bpp"), accuracy=v.get("accuracy"), diff=p["difference"], diff_lo=p["lo"],
                              diff_hi=p["hi"], picked=p["picked"], reused_from_v1=c.get("protocol") not in VERSIONS))
     return pd.DataFrame(rows, columns=list(STATUS_COLUMNS))
+
+
+def walk_ladders(status: pd.DataFrame, cards: list[dict], v1_dir: str | Path = V1_DIR,
+                 splits: tuple[str, ...] = ("layer1", "layer2", "layer3")) -> pd.DataFrame:
+    """v2's walks in ``answer.ladder_table``'s columns, for ``plots.plot_ladders``: each ``status_table``
+    row, ``within`` its pick (point estimate >= -1) and ``operating_point`` the walk's once it has
+    ended. WebP with a fine-tuned classifier codes the input: its walk is drawn under every split."""
+    ref = reference(v1_dir)
+    ops = {(s, f): operating_point(cards, f, s, ref) for s, f in WALKS}
+    rows = []
+    for split in splits:
+        for r in status[(status["split_at"] == split) | status["split_at"].isna()].itertuples(index=False):
+            op = ops.get((None if pd.isna(r.split_at) else r.split_at, r.family))
+            rows.append(dict(split_at=split, family=r.family, rung=r.rung, setting=r.setting, bpp=r.bpp,
+                             accuracy=r.accuracy, diff=r.diff, diff_lo=r.diff_lo, diff_hi=r.diff_hi, within=r.picked,
+                             operating_point=op is not None and float(op["rung"]) == float(r.rung)))
+    return pd.DataFrame(rows, columns=list(LADDER_COLUMNS))
 
 
 def _shipped(card: dict | None) -> str | None:
@@ -154,6 +172,10 @@ def render_readme(power: pd.DataFrame, comparison: pd.DataFrame, status: pd.Data
                               f"{'picked' if r['picked'] else 'missed'}" for _, r in g.iterrows())
             lines.append(f"- {family} {'after ' + split if split else 'on the input'}: {rungs}"
                          + (" (v1's runs, reused)" if all(v1) else " (some v1's runs, reused)" if any(v1) else ""))
+        lines += ["", "![v2's walks so far: each rung's val-select difference from the reference against its rate, "
+                      "per split](figures/ladders_v2.png)",
+                  "", "[`figures/ladders_v2.png`](figures/ladders_v2.png) (notebook 07, `make study`): the walks above, "
+                      "with 95% paired intervals; v2 picks on the point estimate (at or above the dashed line)."]
     return "\n".join(lines)
 
 

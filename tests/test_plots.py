@@ -572,3 +572,18 @@ def test_plot_answer_draws_each_tested_row_with_its_interval_and_names_the_other
     texts = [t.get_text() for t in legend.get_texts()]
     assert len(texts) <= 8 and "WebP, fine-tuned classifier" in texts and any("3 seeds" in t for t in texts)
     plt.close(fig)
+
+
+def test_ladders_keep_every_interval_in_view_and_name_only_the_families_drawn():
+    """An upper interval end above the reference (+0.8 points) is inside the axes, not cut at the top; the
+    legend names the families in the table (v2's walks have no WebP with the shipped classifier)."""
+    lad = _ladders()
+    lad = lad[lad["family"] != "block-sparse"].copy()
+    lad.loc[lad.index[-1], ["diff", "diff_hi"]] = [0.002, 0.008]  # in the last panel drawn (the axes share y)
+    fig = plots.plot_ladders(lad)
+    for ax in fig.axes:
+        assert ax.get_ylim()[1] >= 0.8
+    names = [t.get_text() for leg in fig.legends for t in leg.get_texts()]
+    assert names[:2] == ["learned bottleneck", "WebP, fine-tuned classifier"]
+    assert "block-sparse" not in names and "WebP, shipped classifier" not in names
+    plt.close(fig)

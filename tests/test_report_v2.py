@@ -50,6 +50,34 @@ def test_status_walks_the_rungs_and_family_comparison_pairs_curves(tmp_path):
     assert list(t.columns) == ["protocol", "split_at", "family_a", "family_b", "measure", "value", "lo", "hi", "n_images"]
 
 
+def test_walk_ladders_mark_the_picks_and_the_operating_point_of_an_ended_walk(tmp_path):
+    """For plots.plot_ladders: within = the pick, the ringed rung = the walk's operating point once the walk
+    has ended (none while it goes on); WebP's walk codes the input, so it is drawn under every split."""
+    ref = np.random.default_rng(1).random(1000) < 0.9
+    (tmp_path / "reference_seed0.json").write_text(json.dumps(dict(family="reference", seed=0,
+                                                                   val_select=dict(correct=pack_correct(ref)))))
+
+    def card(family, split, rung, k):
+        setting = dict(quality=rung) if split is None else dict(recipe="joint", latent_channels=8, lmbda=rung)
+        return dict(protocol=P.PROTOCOL, family=family, split_at=split, seed=0, rung=rung, setting=setting,
+                    val_select=dict(correct=pack_correct(_flip(ref, k)), bpp=1 / rung, accuracy=0.9))
+    # the bottleneck's walk has ended at 0.8 (picked, -0.5 points); 3.2, 2.26, 1.6 and 1.13 missed (-2 points)
+    cards = [card("bottleneck", "layer3", r, 5 if r == 0.8 else 20) for r in (3.2, 0.8, 2.26274, 1.6, 1.13137)]
+    cards += [card("webp-finetuned", None, 50, 0), card("webp-finetuned", None, 30, 20)]  # goes on at q35
+    lad = R.walk_ladders(R.status_table(cards, v1_dir=tmp_path), cards, v1_dir=tmp_path, splits=("layer2", "layer3"))
+    l3 = lad[lad["split_at"] == "layer3"]
+    bn = l3[l3["family"] == "bottleneck"]
+    assert bn["rung"].tolist() == [3.2, 0.8, 2.26274, 1.6, 1.13137]
+    assert bn["within"].tolist() == [False, True, False, False, False]
+    assert bn["operating_point"].tolist() == [False, True, False, False, False]
+    for split in ("layer2", "layer3"):
+        w = lad[(lad["split_at"] == split) & (lad["family"] == "webp-finetuned")]
+        assert w["rung"].tolist() == [50, 30] and w["within"].tolist() == [True, False]
+        assert not w["operating_point"].any()  # its walk goes on
+    assert (lad[lad["split_at"] == "layer2"]["family"] == "webp-finetuned").all()
+    assert bn["diff"].tolist()[:2] == pytest.approx([-0.02, -0.005])
+
+
 def _power_frame(v1, v2):
     import pandas as pd
     return pd.DataFrame([dict(rule="v1: val-select lower end >= -1", n_images=2500, discordance=0.02, true_diff=-0.005,
