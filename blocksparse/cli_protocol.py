@@ -87,7 +87,8 @@ def protocol_command(argv: list[str]) -> None:
     pw.add_argument("--sims", type=int, default=100)
     cp = sub.add_parser("compare", help="write data/results/family_comparison.csv: families' rate at equal accuracy")
     cp.add_argument("--n-boot", type=int, default=2000)
-    sub.add_parser("v2-report", help="protocol v2's block and the budget's sentence of the README, and docs/protocol_v2.md's tables, from the results files")
+    sub.add_parser("v2-report", help="protocol v2's block and the budget's sentence of the README, docs/protocol_v2.md's tables and "
+                                    "figures/ladders_v2.png, from the results files")
     se = sub.add_parser("v2-sensitivity", help="train one family's subject after layer3 with 4x the budget (hours); "
                                                "then write data/results/budget_sensitivity.csv")
     se.add_argument("--family", choices=("reference", "block-sparse", "bottleneck"), default=None,
@@ -192,6 +193,8 @@ def _v2(a: argparse.Namespace) -> None:
         d = results_dir()
         pw, cp = pd.read_csv(d / "power.csv"), pd.read_csv(d / "family_comparison.csv")
         st = report_v2.status_table(protocol_v2.read_cards())
+        from .plots import plot_v2_walks, save_figure  # matplotlib only for this command
+        save_figure(plot_v2_walks(report_v2.walk_ladders(st, protocol_v2.read_cards())), "ladders_v2")
         splice(ROOT / "README.md", report_v2.render_readme(pw, cp, st), "v2")
         splice(ROOT / "README.md", budget_markdown(BUDGET), "budget")
         answer_v2 = report_v2.answer_table(protocol_v2.read_cards(), protocol_v2.reference_cards(),

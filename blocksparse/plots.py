@@ -696,6 +696,12 @@ def plot_ladders(ladders: pd.DataFrame, splits: tuple[str, ...] = ("layer1", "la
     return fig
 
 
+def plot_v2_walks(ladders: pd.DataFrame):
+    """Protocol v2's walks so far (``report_v2.walk_ladders``), saved as ``figures/ladders_v2``: ``plot_ladders``
+    with its floor at -4 points, since v2's rungs lie closer to the reference than v1's ladders."""
+    return plot_ladders(ladders, floor=-4.0)
+
+
 ANSWER_MARKERS = {"block-sparse": "o", "bottleneck": "s", "webp-finetuned": "D", "webp": "^"}
 ANSWER_NAMES = {"block-sparse": "block-sparse", "bottleneck": "learned bottleneck",
                 "webp-finetuned": "WebP, fine-tuned classifier", "webp": "WebP, shipped classifier"}

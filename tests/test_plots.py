@@ -450,6 +450,7 @@ def _figures():
         "plot_explorer": [lambda: plots.plot_explorer(study, 0.94, row, torch.rand(1, 28, 28), z[0]),
                           lambda: plots.plot_explorer(study, 0.94, None)],
         "plot_ladders": [lambda: plots.plot_ladders(_ladders())],
+        "plot_v2_walks": [lambda: plots.plot_v2_walks(_ladders())],
         "plot_answer": [lambda: plots.plot_answer(_answer(), dict(estimate=0.935, lo=0.93, hi=0.94, seeds=[0, 1, 2],
                                                                   n_images=10000))],
     }
@@ -519,7 +520,8 @@ def test_every_public_figure_function_has_a_case_here():
 
 
 FIGURES = ["plot_accuracy_vs_bpp", "plot_split_points", "plot_accuracy_vs_ratio", "plot_block_partition", "plot_energy_cutoffs",
-           "plot_code_lengths", "plot_training_curves", "plot_feature_maps", "plot_explorer", "plot_ladders", "plot_answer"]
+           "plot_code_lengths", "plot_training_curves", "plot_feature_maps", "plot_explorer", "plot_ladders", "plot_v2_walks",
+           "plot_answer"]
 
 
 @pytest.mark.parametrize("name", FIGURES)
