@@ -201,7 +201,9 @@ def _v2(a: argparse.Namespace) -> None:
                                              protocol_v2.reference())
         answer_v2.to_csv(d / "answer_v2.csv", index=False)
         splice(ROOT / "docs" / "protocol_v2.md", report_v2.render_doc(pw, cp, st, report_v2.screens(),
-                                                                  pd.read_csv(d / "classifier_gap.csv"), answer_v2),
+                                                                  pd.read_csv(d / "classifier_gap.csv"), answer_v2,
+                                                                  report_v2.screen_transfer(protocol_v2.read_cards(),
+                                                                                            answer.read_cards(ANSWER_DIR))),
                "v2-tables")
         print(report_v2.render_readme(pw, cp, st))
         return

@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .answer import LADDER_COLUMNS
+from .answer import LADDER_COLUMNS, rung_of
 from .comparison import COMPARISON_COLUMNS, comparison_table, curves_from_cards, words
 from .protocol import SEEDS_V2
-from .protocol_v2 import (AMENDMENT_COMMIT, AMENDMENT_V2_2_COMMIT, PROTOCOL, RULES_COMMIT, V1_DIR, V2_DIR, VERSIONS,
+from .protocol_v2 import (BUDGET, AMENDMENT_COMMIT, AMENDMENT_V2_2_COMMIT, PROTOCOL, RULES_COMMIT, V1_DIR, V2_DIR, VERSIONS,
                           WALKS, confirm, ladder, operating_point, pick, reference, seed_runs, walked)
 from .results import unpack_correct
 from .runtime import ROOT
@@ -71,6 +71,41 @@ def walk_ladders(status: pd.DataFrame, cards: list[dict], v1_dir: str | Path = V
                              accuracy=r.accuracy, diff=r.diff, diff_lo=r.diff_lo, diff_hi=r.diff_hi, within=r.picked,
                              operating_point=op is not None and float(op["rung"]) == float(r.rung)))
     return pd.DataFrame(rows, columns=list(LADDER_COLUMNS))
+
+
+TRANSFER_COLUMNS = ("split_at", "family", "rung", "v2_setting", "v2_accuracy", "v2_bpp", "v2_diff", "v1_setting",
+                    "v1_accuracy", "v1_bpp", "v1_diff", "n_images")
+
+
+def screen_transfer(cards: list[dict], v1_cards: list[dict], v1_dir: str | Path = V1_DIR) -> pd.DataFrame:
+    """Does a screen's pick hold at the full budget? Each v2 walk's run (seed 0, val-select) beside v1's run
+    of the same family, split and rung: v1 trained one configuration per rung (the bottleneck's joint
+    anchor), v2 the pick of a screen of short runs. Both are paired with the reference's seed 0. A
+    record for the reader: no rule reads it."""
+    ref = reference(v1_dir)
+    rows = []
+    for split, family in WALKS:
+        if split is None:
+            continue
+        runs = _walk_runs(cards, family, split)
+        for rung in ladder(family, walked(cards, family, split, ref))[0]:
+            c = runs.get(rung)
+            old = next((o for o in v1_cards if o["family"] == family and o.get("split_at") == split
+                        and o.get("seed") == 0 and o.get("val_select") and rung_of(o) is not None
+                        and abs(float(rung_of(o)) - rung) <= 1e-3 * rung), None)
+            if c is None or not c.get("val_select") or old is None:
+                continue
+            rows.append(dict(split_at=split, family=family, rung=rung, v2_setting=setting_words(c["setting"]),
+                             v2_accuracy=c["val_select"]["accuracy"], v2_bpp=c["val_select"]["bpp"],
+                             v2_diff=pick(c, ref)["difference"], v1_setting=_v1_setting_words(family, old["setting"]),
+                             v1_accuracy=old["val_select"]["accuracy"], v1_bpp=old["val_select"]["bpp"],
+                             v1_diff=pick(old, ref)["difference"], n_images=c["val_select"]["n_images"]))
+    return pd.DataFrame(rows, columns=list(TRANSFER_COLUMNS))
+
+
+def _v1_setting_words(family: str, setting: dict) -> str:
+    """v1's setting in v2's words (v1's bottleneck was the joint recipe)."""
+    return setting_words(setting | dict(recipe="joint")) if family == "bottleneck" else setting_words(setting)
 
 
 def _shipped(card: dict | None) -> str | None:
@@ -180,10 +215,12 @@ def render_readme(power: pd.DataFrame, comparison: pd.DataFrame, status: pd.Data
 
 
 def render_doc(power: pd.DataFrame, comparison: pd.DataFrame, status: pd.DataFrame, screens: list[dict],
-               gap: pd.DataFrame | None = None, answer: pd.DataFrame | None = None) -> str:
+               gap: pd.DataFrame | None = None, answer: pd.DataFrame | None = None,
+               transfer: pd.DataFrame | None = None) -> str:
     """``docs/protocol_v2.md``'s generated part: v2's answer so far (``answer_table``, the columns
     that hold a value), the power table, the comparison table, WebP as is's bound
-    (``classifier_gap.csv``), the walk and every screen's rows."""
+    (``classifier_gap.csv``), the walk, its runs beside v1's of the same rung (``screen_transfer``)
+    and every screen's rows."""
     def md(df, **kw):
         return df.to_markdown(index=False, **kw) if not df.empty else "(none yet)"
     bound = []
@@ -207,6 +244,12 @@ def render_doc(power: pd.DataFrame, comparison: pd.DataFrame, status: pd.DataFra
              "### Families compared (`data/results/family_comparison.csv`)", "", md(comparison, floatfmt=".3g"), "",
              "### v2's walk so far (val-select, seed 0)", "",
              md(status.assign(**{c: status[c].map(_pct) for c in ("diff", "diff_lo", "diff_hi")}), floatfmt=".4g"), ""]
+    if transfer is not None:
+        parts += ["### Does a screen's pick hold at the full budget? (v2's run beside v1's of the same rung)", "",
+                  f"Seed 0, {BUDGET.steps:,} steps each, val-select, points from the reference's seed 0. v1 trained one "
+                  "configuration per rung (the bottleneck: the joint recipe, 8 channels); v2 trains the pick of its "
+                  "screen, whose arms run 150 and 300 steps. A record for the reader: no rule reads it.", "",
+                  md(transfer.assign(**{c: transfer[c].map(_pct) for c in ("v2_diff", "v1_diff")}), floatfmt=".4g"), ""]
     for sc in screens:
         rows = pd.DataFrame(sc["rows"])
         parts += [f"### Screen: {sc['family']} after {sc['split_at']}, rung {sc.get('rung', sc.get('lmbda')):g} "

@@ -78,6 +78,30 @@ def test_walk_ladders_mark_the_picks_and_the_operating_point_of_an_ended_walk(tm
     assert bn["diff"].tolist()[:2] == pytest.approx([-0.02, -0.005])
 
 
+def test_screen_transfer_sets_each_v2_run_beside_v1s_of_the_same_rung(tmp_path):
+    ref = np.random.default_rng(2).random(1000) < 0.9
+    (tmp_path / "reference_seed0.json").write_text(json.dumps(dict(family="reference", seed=0,
+                                                                   val_select=dict(correct=pack_correct(ref)))))
+
+    def vs(k, bpp):
+        return dict(correct=pack_correct(_flip(ref, k)), bpp=bpp, accuracy=float(_flip(ref, k).mean()), n_images=1000)
+    v2 = [dict(protocol=P.PROTOCOL, family="bottleneck", split_at="layer3", seed=0, rung=3.2,
+               setting=dict(recipe="hybrid", latent_channels=24, lmbda=3.2), val_select=vs(20, 0.1)),
+          dict(protocol=P.PROTOCOL, family="bottleneck", split_at="layer3", seed=0, rung=0.8,
+               setting=dict(recipe="joint", latent_channels=8, lmbda=0.8), val_select=vs(5, 0.2))]
+    v1 = [dict(family="bottleneck", split_at="layer3", seed=0, setting=dict(lmbda=3.2, latent_channels=8), val_select=vs(10, 0.08)),
+          dict(family="bottleneck", split_at="layer3", seed=1, setting=dict(lmbda=0.8, latent_channels=8), val_select=vs(0, 0.3)),
+          dict(family="bottleneck", split_at="layer2", seed=0, setting=dict(lmbda=0.8, latent_channels=8), val_select=vs(0, 0.3))]
+    t = R.screen_transfer(v2, v1, v1_dir=tmp_path)
+    assert t["rung"].tolist() == [3.2]  # 0.8 has no v1 run at layer3 with seed 0
+    row = t.iloc[0]
+    assert (row["v2_setting"], row["v1_setting"]) == ("hybrid, 24 channels", "joint, 8 channels")
+    assert (row["v2_diff"], row["v1_diff"]) == pytest.approx((-0.02, -0.01))
+    assert (row["v2_bpp"], row["v1_bpp"]) == (0.1, 0.08)
+    assert "Does a screen's pick hold" in R.render_doc(_power_frame(0.4, 0.9), pd.DataFrame(), R.status_table(v2, v1_dir=tmp_path),
+                                                        [], transfer=t)
+
+
 def _power_frame(v1, v2):
     import pandas as pd
     return pd.DataFrame([dict(rule="v1: val-select lower end >= -1", n_images=2500, discordance=0.02, true_diff=-0.005,
