@@ -150,7 +150,7 @@ def family_comparison(v1_cards: list[dict], v2_cards: list[dict], n_boot: int = 
 
 
 def _rung_words(family: str, rung: float) -> str:
-    return {"bottleneck": f"lambda {rung:g}", "webp-finetuned": f"q{rung:g}"}.get(family, f"{rung:g} bpp budget")
+    return {"bottleneck": f"lambda {rung:.3g}", "webp-finetuned": f"q{rung:g}"}.get(family, f"{rung:.3g} bpp budget")
 
 
 def _pct(v) -> str:
@@ -171,10 +171,11 @@ def _ratio_words(r: pd.Series) -> str:
     return f"{num(r['value'])} [{num(r['lo'])}, {num(r['hi'])}]"
 
 
-def render_readme(power: pd.DataFrame, comparison: pd.DataFrame, status: pd.DataFrame) -> str:
+def render_readme(power: pd.DataFrame, comparison: pd.DataFrame, status: pd.DataFrame, figures: str = "figures") -> str:
     """The README's v2 block: the rule in one line with its power, each split's comparison of the
-    trained families in words, the walk so far; every number from ``power.csv``,
-    ``family_comparison.csv`` and the cards (``status_table``)."""
+    trained families in words, the walk so far and its figure; every number from ``power.csv``,
+    ``family_comparison.csv`` and the cards (``status_table``). ``figures``: the figures' folder
+    from where the text is read (notebooks: ``../figures``)."""
     v1 = _power_at(power, "v1: val-select lower end >= -1", -0.005)
     v2 = _power_at(power, "v2: pick and confirm", -0.005)
     lines = [f"**Protocol v2** (pre-registered in commit `{RULES_COMMIT}` before any v2 run; amended as v2.1 in "
@@ -208,9 +209,9 @@ def render_readme(power: pd.DataFrame, comparison: pd.DataFrame, status: pd.Data
             lines.append(f"- {family} {'after ' + split if split else 'on the input'}: {rungs}"
                          + (" (v1's runs, reused)" if all(v1) else " (some v1's runs, reused)" if any(v1) else ""))
         lines += ["", "![v2's walks so far: each rung's val-select difference from the reference against its rate, "
-                      "per split](figures/ladders_v2.png)",
-                  "", "[`figures/ladders_v2.png`](figures/ladders_v2.png) (notebook 07, `make study`): the walks above, "
-                      "with 95% paired intervals; v2 picks on the point estimate (at or above the dashed line)."]
+                      f"per split]({figures}/ladders_v2.png)",
+                  "", f"[`figures/ladders_v2.png`]({figures}/ladders_v2.png) (notebook 07, `protocol v2-report`): the "
+                      "walks above, with 95% paired intervals; v2 picks on the point estimate (at or above the dashed line)."]
     return "\n".join(lines)
 
 

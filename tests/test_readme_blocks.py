@@ -32,7 +32,8 @@ def test_the_v2_blocks_are_the_render_of_power_csv_family_comparison_csv_and_v2s
     assert block("v2") == report_v2.render_readme(pw, cp, st)
     assert block("v2-tables", ROOT / "docs" / "protocol_v2.md") == report_v2.render_doc(
         pw, cp, st, report_v2.screens(), pd.read_csv(RESULTS / "classifier_gap.csv"),
-        pd.read_csv(RESULTS / "answer_v2.csv"))
+        pd.read_csv(RESULTS / "answer_v2.csv"), report_v2.screen_transfer(protocol_v2.read_cards(),
+                                                                          answer.read_cards(ROOT / "data" / "answer")))
     answer_v2 = report_v2.answer_table(protocol_v2.read_cards(), protocol_v2.reference_cards(), protocol_v2.reference())
     assert pd.read_csv(RESULTS / "answer_v2.csv").equals(pd.read_csv(io.StringIO(answer_v2.to_csv(index=False))))
 
