@@ -7,7 +7,7 @@ PRESET ?= default
 RECOMPUTE ?= 0
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: env data checkpoint study study-full test test-browser lab bench pretrain protocol clean
+.PHONY: env data checkpoint study study-full test test-browser lab bench pretrain protocol protocol-v2 clean
 
 env: .venv/.installed
 .venv/.installed: requirements.txt requirements-nodeps.txt pyproject.toml
@@ -75,6 +75,15 @@ lab: env
 protocol: data checkpoint
 	$(PY) blocksparse_utils.py protocol next --max-steps 1000
 	$(PY) blocksparse_utils.py protocol answer
+
+# protocol v2's runs, resumable, layer3 first: each split's walks with their confirmations, WebP with a
+# fine-tuned classifier after layer3; the report re-rendered after every step (days on 2 CPU cores: see the issue's note)
+protocol-v2: data checkpoint
+	for s in layer3 webp layer2 layer1; do \
+	  if [ $$s = webp ]; then $(PY) blocksparse_utils.py protocol v2-next --family webp-finetuned --max-steps 100 --report || exit 1; \
+	  else for f in bottleneck block-sparse; do \
+	    $(PY) blocksparse_utils.py protocol v2-next --split-at $$s --family $$f --max-steps 100 --report || exit 1; done; fi; \
+	done
 
 bench: env
 	$(PY) blocksparse_utils.py bench

@@ -81,6 +81,8 @@ def protocol_command(argv: list[str]) -> None:
     v2.add_argument("--max-steps", type=int, default=1)
     v2.add_argument("--out", default=str(protocol_v2.V2_DIR))
     v2.add_argument("--state-dir", default=str(STATE_DIR))
+    v2.add_argument("--report", action="store_true",
+                    help="after each step, protocol compare and v2-report (README, docs/protocol_v2.md, figures/ladders_v2.png)")
     v2s = sub.add_parser("v2-status", help="protocol v2: each split's walk so far (rungs, val-select, picks)")
     v2s.add_argument("--out", default=str(protocol_v2.V2_DIR))
     pw = sub.add_parser("power", help="write data/results/power.csv: each decision rule's power (minutes)")
@@ -185,27 +187,15 @@ def _v2(a: argparse.Namespace) -> None:
                 print(f"nothing left in the {a.family}'s walk at {a.split_at}")
                 return
             print(f"wrote {wrote}", flush=True)
+            if a.report:
+                _v2_compare()
+                print(_v2_report(), flush=True)
         return
     if a.action == "v2-status":
         print(report_v2.status_table(protocol_v2.read_cards(a.out)).to_markdown(index=False, floatfmt=".3f"))
         return
     if a.action == "v2-report":
-        d = results_dir()
-        pw, cp = pd.read_csv(d / "power.csv"), pd.read_csv(d / "family_comparison.csv")
-        st = report_v2.status_table(protocol_v2.read_cards())
-        from .plots import plot_v2_walks, save_figure  # matplotlib only for this command
-        save_figure(plot_v2_walks(report_v2.walk_ladders(st, protocol_v2.read_cards())), "ladders_v2")
-        splice(ROOT / "README.md", report_v2.render_readme(pw, cp, st), "v2")
-        splice(ROOT / "README.md", budget_markdown(BUDGET), "budget")
-        answer_v2 = report_v2.answer_table(protocol_v2.read_cards(), protocol_v2.reference_cards(),
-                                             protocol_v2.reference())
-        answer_v2.to_csv(d / "answer_v2.csv", index=False)
-        splice(ROOT / "docs" / "protocol_v2.md", report_v2.render_doc(pw, cp, st, report_v2.screens(),
-                                                                  pd.read_csv(d / "classifier_gap.csv"), answer_v2,
-                                                                  report_v2.screen_transfer(protocol_v2.read_cards(),
-                                                                                            answer.read_cards(ANSWER_DIR))),
-               "v2-tables")
-        print(report_v2.render_readme(pw, cp, st))
+        print(_v2_report())
         return
     d = results_dir()
     d.mkdir(parents=True, exist_ok=True)
@@ -226,9 +216,37 @@ def _v2(a: argparse.Namespace) -> None:
         table = power.power_table(v1, true_diffs=(0.0, -0.005, -0.01), sims=a.sims)
         table.to_csv(d / "power.csv", index=False)
     else:
-        table = report_v2.family_comparison(v1, protocol_v2.read_cards(), n_boot=a.n_boot)
-        table.to_csv(d / "family_comparison.csv", index=False)
-        gap = protocol_v2.classifier_gap(protocol_v2.reference())
-        gap.to_csv(d / "classifier_gap.csv", index=False)
+        table, gap = _v2_compare(a.n_boot)
         print(gap.to_markdown(index=False, floatfmt=".4f"))
     print(table.to_markdown(index=False, floatfmt=".3f"))
+
+
+def _v2_compare(n_boot: int = 2000) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``protocol compare``: write ``family_comparison.csv`` and ``classifier_gap.csv`` from the cards."""
+    d = results_dir()
+    d.mkdir(parents=True, exist_ok=True)
+    table = report_v2.family_comparison(answer.read_cards(ANSWER_DIR), protocol_v2.read_cards(), n_boot=n_boot)
+    table.to_csv(d / "family_comparison.csv", index=False)
+    gap = protocol_v2.classifier_gap(protocol_v2.reference())
+    gap.to_csv(d / "classifier_gap.csv", index=False)
+    return table, gap
+
+
+def _v2_report() -> str:
+    """``protocol v2-report``: the README's v2 and budget blocks, ``answer_v2.csv``, ``docs/protocol_v2.md``'s
+    tables and ``figures/ladders_v2.png``, from the results files and the cards; returns the README's block."""
+    from .plots import plot_v2_walks, save_figure  # matplotlib only for this command
+    d = results_dir()
+    pw, cp = pd.read_csv(d / "power.csv"), pd.read_csv(d / "family_comparison.csv")
+    cards = protocol_v2.read_cards()
+    st = report_v2.status_table(cards)
+    save_figure(plot_v2_walks(report_v2.walk_ladders(st, cards)), "ladders_v2")
+    splice(ROOT / "README.md", report_v2.render_readme(pw, cp, st), "v2")
+    splice(ROOT / "README.md", budget_markdown(BUDGET), "budget")
+    answer_v2 = report_v2.answer_table(cards, protocol_v2.reference_cards(), protocol_v2.reference())
+    answer_v2.to_csv(d / "answer_v2.csv", index=False)
+    transfer = report_v2.screen_transfer(cards, answer.read_cards(ANSWER_DIR))
+    splice(ROOT / "docs" / "protocol_v2.md", report_v2.render_doc(pw, cp, st, report_v2.screens(),
+                                                              pd.read_csv(d / "classifier_gap.csv"), answer_v2,
+                                                              transfer), "v2-tables")
+    return report_v2.render_readme(pw, cp, st)

@@ -90,3 +90,18 @@ def _card(tmp_path, **fields):
 def test_a_card_that_cannot_be_tested_or_remeasured_is_one_line(action, fields, reason, tmp_path, capsys):
     err = _usage_error(capsys, ["protocol", action, str(_card(tmp_path, **fields))])
     assert err.startswith(f"blocksparse_utils.py protocol {action}: error: ") and reason in err
+
+
+def test_v2_next_with_report_renders_the_report_after_every_step_and_stops_when_the_walk_does(monkeypatch, capsys):
+    done = []
+    steps = iter(["a.json", "b.json", None])
+    monkeypatch.setattr(cli_protocol.protocol_v2, "run_next", lambda *a, **k: done.append("step") or next(steps))
+    monkeypatch.setattr(cli_protocol, "_v2_compare", lambda: done.append("compare"))
+    monkeypatch.setattr(cli_protocol, "_v2_report", lambda: done.append("report") or "block")
+    main(["protocol", "v2-next", "--split-at", "layer3", "--max-steps", "5", "--report"])
+    assert done == ["step", "compare", "report", "step", "compare", "report", "step"]
+    done.clear()
+    steps = iter(["c.json"])
+    main(["protocol", "v2-next", "--split-at", "layer3"])  # without --report: the step alone
+    assert done == ["step"]
+    assert "wrote c.json" in capsys.readouterr().out
