@@ -186,10 +186,12 @@ def render_readme(power: pd.DataFrame, comparison: pd.DataFrame, status: pd.Data
              "(>= -1 point), confirms on test with 5 seeds at a Bonferroni level for 7 confirmations. "
              f"A rung 0.5 points below the reference passes v1's gate {100 * v1:.0f} times in 100, v2's {100 * v2:.0f}.",
              ""]
-    at = comparison[(comparison["protocol"] == "v1") & (comparison["family_a"] == "block-sparse")
-                    & (comparison["family_b"] == "bottleneck")]
-    if not at.empty:
-        lines.append("Block-sparse against the learned bottleneck on v1's val-select curves: rate of block-sparse over "
+    for version, curves in (("v1", "v1's val-select curves"), (PROTOCOL, "v2's walks so far")):
+        at = comparison[(comparison["protocol"] == version) & (comparison["family_a"] == "block-sparse")
+                        & (comparison["family_b"] == "bottleneck")]
+        if at.empty:
+            continue
+        lines.append(f"Block-sparse against the learned bottleneck on {curves}: rate of block-sparse over "
                      "the bottleneck's at equal accuracy, 95% bootstrap over 2,500 images:")
         for split, g in at.groupby("split_at", sort=True):
             told = [words(r) for _, r in g.iterrows() if "cannot tell" not in words(r)]

@@ -154,3 +154,13 @@ def test_the_answer_table_says_where_each_family_stands_and_confirms_from_test_p
     same = [_v2card(tmp_path, 1.6, 5, ref, seed=s, test=test_ref) for s in range(5)]
     assert row(walk[:3] + same)["status"] == "confirmed within one point"
 
+
+
+def test_the_readme_block_compares_the_families_on_v2s_walks_once_they_have_curves():
+    row = dict(split_at="layer3", family_a="block-sparse", family_b="bottleneck", measure="rate ratio at -0.5 points",
+               value=0.5, lo=0.3, hi=0.8, n_images=2500)
+    comparison = pd.DataFrame([row | dict(protocol="v1", lo=0.0, hi=np.inf), row | dict(protocol=P.PROTOCOL)])
+    text = R.render_readme(_power_frame(0.4, 0.9), comparison, pd.DataFrame(columns=list(R.STATUS_COLUMNS)))
+    v1, v2 = text.index("on v1's val-select curves"), text.index("on v2's walks so far")
+    assert "the data cannot tell" in text[v1:v2]
+    assert "block-sparse needs fewer bits than bottleneck" in text[v2:]
