@@ -234,19 +234,13 @@ def _v2_compare(n_boot: int = 2000) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 def _v2_report() -> str:
     """``protocol v2-report``: the README's v2 and budget blocks, ``answer_v2.csv``, ``docs/protocol_v2.md``'s
-    tables and ``figures/ladders_v2.png``, from the results files and the cards; returns the README's block."""
+    tables and ``figures/ladders_v2.png`` (``report_v2.blocks``); returns the README's block."""
     from .plots import plot_v2_walks, save_figure  # matplotlib only for this command
     d = results_dir()
-    pw, cp = pd.read_csv(d / "power.csv"), pd.read_csv(d / "family_comparison.csv")
-    cards = protocol_v2.read_cards()
-    st = report_v2.status_table(cards)
-    save_figure(plot_v2_walks(report_v2.walk_ladders(st, cards)), "ladders_v2")
-    splice(ROOT / "README.md", report_v2.render_readme(pw, cp, st), "v2")
+    b = report_v2.blocks(d, answer.read_cards(ANSWER_DIR))
+    save_figure(plot_v2_walks(b["walks"]), "ladders_v2")
+    splice(ROOT / "README.md", b["v2"], "v2")
     splice(ROOT / "README.md", budget_markdown(BUDGET), "budget")
-    answer_v2 = report_v2.answer_table(cards, protocol_v2.reference_cards(), protocol_v2.reference())
-    answer_v2.to_csv(d / "answer_v2.csv", index=False)
-    transfer = report_v2.screen_transfer(cards, answer.read_cards(ANSWER_DIR))
-    splice(ROOT / "docs" / "protocol_v2.md", report_v2.render_doc(pw, cp, st, report_v2.screens(),
-                                                              pd.read_csv(d / "classifier_gap.csv"), answer_v2,
-                                                              transfer), "v2-tables")
-    return report_v2.render_readme(pw, cp, st)
+    b["answer_v2"].to_csv(d / "answer_v2.csv", index=False)
+    splice(ROOT / "docs" / "protocol_v2.md", b["v2-tables"], "v2-tables")
+    return b["v2"]

@@ -15,7 +15,8 @@ from .answer import LADDER_COLUMNS, rung_of
 from .comparison import COMPARISON_COLUMNS, comparison_table, curves_from_cards, words
 from .protocol import SEEDS_V2
 from .protocol_v2 import (BUDGET, AMENDMENT_COMMIT, AMENDMENT_V2_2_COMMIT, PROTOCOL, RULES_COMMIT, V1_DIR, V2_DIR, VERSIONS,
-                          WALKS, confirm, ladder, operating_point, pick, reference, seed_runs, walked)
+                          WALKS, confirm, ladder, operating_point, pick, read_cards, reference, reference_cards, seed_runs,
+                          walked)
 from .results import unpack_correct
 from .runtime import ROOT
 
@@ -77,29 +78,24 @@ TRANSFER_COLUMNS = ("split_at", "family", "rung", "v2_setting", "v2_accuracy", "
                     "v1_accuracy", "v1_bpp", "v1_diff", "n_images")
 
 
-def screen_transfer(cards: list[dict], v1_cards: list[dict], v1_dir: str | Path = V1_DIR) -> pd.DataFrame:
-    """Does a screen's pick hold at the full budget? Each v2 walk's run (seed 0, val-select) beside v1's run
-    of the same family, split and rung: v1 trained one configuration per rung (the bottleneck's joint
-    anchor), v2 the pick of a screen of short runs. Both are paired with the reference's seed 0. A
-    record for the reader: no rule reads it."""
+def screen_transfer(status: pd.DataFrame, v1_cards: list[dict], v1_dir: str | Path = V1_DIR) -> pd.DataFrame:
+    """Does a screen's pick hold at the full budget? Each v2 walk's run (a ``status_table`` row) beside v1's
+    run of the same family, split and rung (seed 0, val-select): v1 trained one configuration per rung
+    (the bottleneck's joint anchor), v2 the pick of a screen of short runs. Both are paired with the
+    reference's seed 0. A record for the reader: no rule reads it."""
     ref = reference(v1_dir)
     rows = []
-    for split, family in WALKS:
-        if split is None:
+    for r in status[status["split_at"].notna() & status["accuracy"].notna()].itertuples(index=False):
+        old = next((o for o in v1_cards if o["family"] == r.family and o.get("split_at") == r.split_at
+                    and o.get("seed") == 0 and o.get("val_select") and rung_of(o) is not None
+                    and abs(float(rung_of(o)) - r.rung) <= 1e-3 * r.rung), None)
+        if old is None:
             continue
-        runs = _walk_runs(cards, family, split)
-        for rung in ladder(family, walked(cards, family, split, ref))[0]:
-            c = runs.get(rung)
-            old = next((o for o in v1_cards if o["family"] == family and o.get("split_at") == split
-                        and o.get("seed") == 0 and o.get("val_select") and rung_of(o) is not None
-                        and abs(float(rung_of(o)) - rung) <= 1e-3 * rung), None)
-            if c is None or not c.get("val_select") or old is None:
-                continue
-            rows.append(dict(split_at=split, family=family, rung=rung, v2_setting=setting_words(c["setting"]),
-                             v2_accuracy=c["val_select"]["accuracy"], v2_bpp=c["val_select"]["bpp"],
-                             v2_diff=pick(c, ref)["difference"], v1_setting=_v1_setting_words(family, old["setting"]),
-                             v1_accuracy=old["val_select"]["accuracy"], v1_bpp=old["val_select"]["bpp"],
-                             v1_diff=pick(old, ref)["difference"], n_images=c["val_select"]["n_images"]))
+        p = pick(old, ref)
+        rows.append(dict(split_at=r.split_at, family=r.family, rung=r.rung, v2_setting=r.setting, v2_accuracy=r.accuracy,
+                         v2_bpp=r.bpp, v2_diff=r.diff, v1_setting=_v1_setting_words(r.family, old["setting"]),
+                         v1_accuracy=old["val_select"]["accuracy"], v1_bpp=old["val_select"]["bpp"],
+                         v1_diff=p["difference"], n_images=p["n_images"]))
     return pd.DataFrame(rows, columns=list(TRANSFER_COLUMNS))
 
 
@@ -259,6 +255,22 @@ def render_doc(power: pd.DataFrame, comparison: pd.DataFrame, status: pd.DataFra
                   f"(val-stop, {sc['images']['n']} images); pick: {setting_words(sc['pick']) if sc['pick'] else 'none'}",
                   "", md(rows, floatfmt=".4g"), ""]
     return "\n".join(parts).strip("\n")
+
+
+def blocks(results: str | Path, v1_cards: list[dict], figures: str = "figures") -> dict:
+    """What ``protocol v2-report`` writes, from the results files (``power.csv``, ``family_comparison.csv``,
+    ``classifier_gap.csv``) and the cards: ``v2`` (the README's block; ``figures`` as in ``render_readme``),
+    ``v2-tables`` (``docs/protocol_v2.md``'s), ``answer_v2`` (the table) and ``walks`` (``walk_ladders``, for
+    ``plots.plot_v2_walks``). One composition for the command, its test and notebook 07."""
+    results = Path(results)
+    power, comparison = pd.read_csv(results / "power.csv"), pd.read_csv(results / "family_comparison.csv")
+    cards = read_cards()
+    status = status_table(cards)
+    answer = answer_table(cards, reference_cards(), reference())
+    doc = render_doc(power, comparison, status, screens(), pd.read_csv(results / "classifier_gap.csv"), answer,
+                     screen_transfer(status, v1_cards))
+    return {"v2": render_readme(power, comparison, status, figures), "v2-tables": doc, "answer_v2": answer,
+            "walks": walk_ladders(status, cards)}
 
 
 def screens(out_dir: str | Path = V2_DIR) -> list[dict]:

@@ -92,12 +92,13 @@ def test_screen_transfer_sets_each_v2_run_beside_v1s_of_the_same_rung(tmp_path):
     v1 = [dict(family="bottleneck", split_at="layer3", seed=0, setting=dict(lmbda=3.2, latent_channels=8), val_select=vs(10, 0.08)),
           dict(family="bottleneck", split_at="layer3", seed=1, setting=dict(lmbda=0.8, latent_channels=8), val_select=vs(0, 0.3)),
           dict(family="bottleneck", split_at="layer2", seed=0, setting=dict(lmbda=0.8, latent_channels=8), val_select=vs(0, 0.3))]
-    t = R.screen_transfer(v2, v1, v1_dir=tmp_path)
+    t = R.screen_transfer(R.status_table(v2, v1_dir=tmp_path), v1, v1_dir=tmp_path)
     assert t["rung"].tolist() == [3.2]  # 0.8 has no v1 run at layer3 with seed 0
     row = t.iloc[0]
     assert (row["v2_setting"], row["v1_setting"]) == ("hybrid, 24 channels", "joint, 8 channels")
     assert (row["v2_diff"], row["v1_diff"]) == pytest.approx((-0.02, -0.01))
     assert (row["v2_bpp"], row["v1_bpp"]) == (0.1, 0.08)
+    assert row["n_images"] == 1000
     assert "Does a screen's pick hold" in R.render_doc(_power_frame(0.4, 0.9), pd.DataFrame(), R.status_table(v2, v1_dir=tmp_path),
                                                         [], transfer=t)
 
