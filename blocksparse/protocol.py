@@ -197,3 +197,33 @@ STUDENT_DENSITY_LR = BOTTLENECK_PRIOR_LR
 PROTOCOL_V2_2 = "v2.2"
 WEBP_BELOW = (30, 20, 10, 5, 0)
 WEBP_STEP = 5
+
+
+# ===========================================================================
+# Protocol v2.3: a third amendment, committed before any screen at layer2 or layer1 (v2 to v2.2 above
+# stay as they were). Seen after layer3 on val-select (seed 0; v2.2's runs beside v1's runs of the
+# same rung, budget and seed: docs/protocol_v2.md, "Does a screen's pick hold at the full budget?"):
+# the screen's rounds of 150 and 300 steps rank the bottleneck's recipes by how fast their rate
+# falls, not by where the budget takes them. At lambda 3.2 and 0.8 the screen picked hybrid, and
+# v1's joint run was better at the full budget in both accuracy and rate (-1.16 points at 0.064 bpp
+# against -2.36 at 0.084; -0.68 at 0.094 against -1.04 at 0.112), while after 300 steps joint's
+# streams were 1.5-2 times hybrid's. v2.3 ends every screen with a final round at the full budget
+# (``FINAL_ROUND``): two finalists, the best arm of the halving's last round and the best arm of that
+# round of another kind (``FINAL_KINDS``: the bottleneck, another recipe; block-sparse, another
+# configuration; if every arm is of one kind, the second best), each trained as a rung's run is
+# (``BUDGET``, seed 0, from the shipped model, its kept weights chosen on val-stop) and scored by the
+# screen's own score on every val-stop image. The better finalist is the pick, and its run is the
+# rung's run: the walk decides on its val-select card, as before. The other finalist is measured on
+# val-stop only; its card stays with the screen and its weights do not ship. One screen for both
+# families: per rung, the halving's 1,800 steps and two full runs (one run more than v2.2).
+# v2.3 governs the walks of block-sparse and the bottleneck at ``FINAL_ROUND_SPLITS`` (layer2 and
+# layer1), none of which had begun when it was committed. The walks after layer3 ended under v2.2 and
+# keep their rungs, picks and operating points; their confirmations go on under v2's rule. WebP with
+# a fine-tuned classifier has no screen. Every other rule holds unchanged; cards and screens written
+# from now on say "v2.3". No val-select or test number of layer2 or layer1 under v2 existed when this
+# was decided.
+# ===========================================================================
+PROTOCOL_V2_3 = "v2.3"
+FINAL_ROUND = dict(arms=2, steps=BUDGET.steps, images=VAL_STOP)
+FINAL_KINDS = {"bottleneck": ("recipe",), "block-sparse": ("mode", "block_size", "ratio", "bits")}
+FINAL_ROUND_SPLITS = ("layer2", "layer1")
