@@ -93,10 +93,11 @@ def state_name(name: str, budget: Budget) -> str:
 def train_run(family: str, setting: dict, seed: int, split_at: str | None = None, dataset: str = "fashion-mnist",
               out_dir: str | Path = ANSWER_DIR, state_dir: str | Path | None = None, budget: Budget = BUDGET,
               train_subset: int | None = None, fit_images: int = FIT_IMAGES, rung: float | None = None,
-              val_subset: int | None = None, name: str | None = None) -> Path:
+              val_subset: int | None = None, name: str | None = None, select: bool = True) -> Path:
     """Train one candidate with ``budget`` (early stopping on val-stop), ship its weights
     (``model.save_weights``), score the shipped weights on val-select, write its card; returns the
-    card's path. The test set is not touched. ``train_subset`` and ``val_subset`` (evenly spaced
+    card's path (``select`` False: no val-select score, as for protocol v2.3's finalists). The test set is
+    not touched. ``train_subset`` and ``val_subset`` (evenly spaced
     images of the training split and of each validation half) are for tests of this code only: a
     reported run uses every image, and its card says how many it used. ``name``: the files' stem
     (default ``run_name``); the resumable state's name also says a budget other than ``BUDGET``."""
@@ -157,7 +158,8 @@ def train_run(family: str, setting: dict, seed: int, split_at: str | None = None
         cb_path = out / f"{name}.codebook"
         save_codebook(codebook, cb_path)
         card |= dict(codebook=cb_path.name, codebook_bytes=codebook_bytes(codebook), fit_images=fit_images)
-    card["val_select"] = scored(tuned, selection_data(dataset, subset=val_subset), family, setting, codebook, dataset)
+    if select:
+        card["val_select"] = scored(tuned, selection_data(dataset, subset=val_subset), family, setting, codebook, dataset)
     path = out / f"{name}.json"
     path.write_text(json.dumps(card, indent=1, default=float))
     return path

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -27,9 +28,9 @@ from .codec import SELECTION_GRID, CodecConfig
 from .data import load_dataset
 from .evaluation import evaluate
 from .model import checkpoint_card, load_pretrained, save_weights
-from .protocol import (BOTTLENECK_RECIPES, BOTTLENECK_WIDTHS, BUDGET, COARSE_FACTOR, CONFIRM_CONFIDENCE, LADDERS_V2,
-                       PICK_THRESHOLD, SENSITIVITY_FACTOR,
-                       PROTOCOL_V2, PROTOCOL_V2_1, PROTOCOL_V2_2, REFINE, WEBP_BELOW, WEBP_STEP, SCREEN_V2, SEEDS_V2, SPLIT_POINTS, VAL_SELECT, VAL_STOP, Budget, selection_data, stopping_data)
+from .protocol import (BOTTLENECK_RECIPES, BOTTLENECK_WIDTHS, BUDGET, COARSE_FACTOR, CONFIRM_CONFIDENCE, FINAL_KINDS,
+                       FINAL_ROUND, FINAL_ROUND_SPLITS, LADDERS_V2, PICK_THRESHOLD, SENSITIVITY_FACTOR,
+                       PROTOCOL_V2, PROTOCOL_V2_1, PROTOCOL_V2_2, PROTOCOL_V2_3, REFINE, WEBP_BELOW, WEBP_STEP, SCREEN_V2, SEEDS_V2, SPLIT_POINTS, VAL_SELECT, VAL_STOP, Budget, selection_data, stopping_data)
 from .protocol_runs import against_card, frontier_of, scored, state_name
 from .protocol_runs import run_name as run_name_v1
 from .protocol_runs import load_run as load_run_v1
@@ -43,14 +44,21 @@ from .runtime import DATA_DIR, module_device
 from .stats import hierarchical_bootstrap, paired_test
 from .student import StudentBottleneck, load_student, save_student
 
-PROTOCOL = PROTOCOL_V2_2  # the version this code writes on its cards and screens (v2 as amended)
-VERSIONS = (PROTOCOL_V2, PROTOCOL_V2_1, PROTOCOL_V2_2)  # the cards of every one are v2's
+PROTOCOL = PROTOCOL_V2_3  # the version this code writes on its cards and screens (v2 as amended)
+VERSIONS = (PROTOCOL_V2, PROTOCOL_V2_1, PROTOCOL_V2_2, PROTOCOL_V2_3)  # the cards of every one are v2's
 # Every walk v2 makes: the two trained families at each split, and WebP with a fine-tuned classifier
 # once (input compression: no split), which reuses v1's runs of the same recipe (v2, v2.2).
 WALKS = tuple((split, family) for split in SPLIT_POINTS for family in ("block-sparse", "bottleneck")) + (
     (None, "webp-finetuned"),)
 V2_DIR = DATA_DIR / "answer" / "v2"
 V1_DIR = DATA_DIR / "answer"
+FINAL_DIR = "screens/final"  # v2.3's finalists, relative to a walk's folder: the loser's card stays there
+
+
+def walk_version(split_at: str | None, family: str) -> str:
+    """The rules a walk runs under: v2.3's final round governs block-sparse and the bottleneck at
+    ``FINAL_ROUND_SPLITS``; every other walk (layer3's, WebP's) ran under v2.2, which v2.3 leaves as it was."""
+    return PROTOCOL_V2_3 if family in FINAL_KINDS and split_at in FINAL_ROUND_SPLITS else PROTOCOL_V2_2
 
 
 def run_name(split_at: str, setting: dict, seed: int) -> str:
@@ -107,7 +115,7 @@ def halving(arms: list, rounds, keep: int, key, run, score, partial: Path, log=p
     steps (``run(arm, steps)``: the row's scores) and keeps the ``keep`` best by ``score(row)``
     (lowest first; ties keep the arms' order). Each row (``round``, ``steps``, ``key(arm)``, the
     scores) is written to ``partial`` as it finishes, and a row found there is not trained again.
-    Returns (every row in order, the last round's best arm; None without arms)."""
+    Returns (every row in order, the last round's arms best first; [] without arms)."""
     done = json.loads(partial.read_text()) if partial.exists() else []
     rows, scored = [], []
     for rnd, steps in enumerate(rounds if arms else ()):
@@ -125,19 +133,44 @@ def halving(arms: list, rounds, keep: int, key, run, score, partial: Path, log=p
             log(f"round {rnd}: {words(row)}")
         scored.sort(key=lambda t: score(t[0]))
         arms = [a for _, a in scored[:keep]]
-    return rows, scored[0][1] if scored else None
+    return rows, [a for _, a in scored]
+
+
+def finalists(ranked: list, kind, n: int = FINAL_ROUND["arms"]) -> list:
+    """v2.3's finalists from the halving's last round (``ranked``, best first): the best arm, then the
+    best arm of another ``kind(arm)`` (a recipe, a configuration), then the next best, ``n`` in all."""
+    out = ranked[:1] + [a for a in ranked[1:] if ranked and kind(a) != kind(ranked[0])][:1]
+    return out + [a for a in ranked if a not in out][:max(n - len(out), 0)]
+
+
+def final_round(arms: list, train, score, key, order, rnd: int, steps: int, out_dir: str | Path, log=print) -> tuple[list[dict], str | None]:
+    """v2.3's final round: each finalist trained as a rung's run (``train(arm)``: its card's path in
+    ``out_dir / FINAL_DIR``, resumable) and scored on val-stop (``score(path)``); the best by
+    ``order(row)`` (lowest first; a tie keeps the better arm of the halving). Returns (the rows,
+    the best's card relative to ``out_dir``; None without arms)."""
+    rows = []
+    for arm in arms:
+        path = Path(train(arm))
+        row = dict(round=rnd, steps=steps, **key(arm), **score(path),
+                   card=path.relative_to(out_dir).as_posix())
+        log(f"final round: {row}")
+        rows.append(row)
+    return rows, min(rows, key=order)["card"] if rows else None
 
 
 def screen_bottleneck(split_at: str, lmbda: float, dataset: str = "fashion-mnist", out_dir: str | Path = V2_DIR,
                       budget: Budget = BUDGET, settings: dict = SCREEN_V2, seed: int = 0,
-                      train_subset: int | None = None, stop_subset: int | None = None, log=print) -> Path:
+                      train_subset: int | None = None, stop_subset: int | None = None, log=print,
+                      state_dir: str | Path | None = None) -> Path:
     """The v2 screen of one bottleneck rung: every recipe x width (``BOTTLENECK_RECIPES`` x
     ``BOTTLENECK_WIDTHS``) trained ``settings["rounds"][0]`` steps from the shipped model and scored on
     val-stop by cross-entropy + lambda x bpp of real streams; the best ``keep`` trained again for
     ``rounds[1]`` steps and scored; the lowest is the pick. An arm keeps its last weights unless they
     score worse than its start on every tenth val-stop image. Each arm's row is written as it finishes
-    (``.partial.json``), so a screen cut short resumes at its next arm. ``train_subset``/``stop_subset``
-    are for tests of this code only. Writes the screen; returns its path."""
+    (``.partial.json``), so a screen cut short resumes at its next arm. Under v2.3 (``walk_version``)
+    the pick is the better of two finalists (``finalists``: another recipe) trained with ``budget`` as
+    a rung's run (``final_round``; ``state_dir`` resumes them). ``train_subset``/``stop_subset`` are
+    for tests of this code only. Writes the screen; returns its path."""
     path = screen_path(out_dir, split_at, lmbda)
     if path.exists():
         raise ValueError(f"out_dir: {path} exists (a finished screen): delete it first to screen again")
@@ -151,15 +184,37 @@ def screen_bottleneck(split_at: str, lmbda: float, dataset: str = "fashion-mnist
         return dict(accuracy=m["accuracy"], cross_entropy=m["cross_entropy"], bpp=m["bpp"],
                     objective=m["cross_entropy"] + lmbda * m["bpp"])
     partial = path.with_suffix(".partial.json")  # each arm's row as it finishes: a screen resumes arm by arm
-    rows, best = halving([(r, w) for r in BOTTLENECK_RECIPES for w in BOTTLENECK_WIDTHS], settings["rounds"],
-                         settings["keep"], lambda arm: dict(recipe=arm[0], latent_channels=arm[1]), run,
-                         lambda row: row["objective"], partial,
-                         lambda m: log(f"screen {split_at} lmbda={lmbda:g} {m}"),
-                         lambda r: f"{r['recipe']} M={r['latent_channels']}: acc {r['accuracy']:.4f} bpp {r['bpp']:.3f} "
-                                   f"objective {r['objective']:.4f}")
+    key = lambda arm: dict(recipe=arm[0], latent_channels=arm[1])  # noqa: E731
+    rows, ranked = halving([(r, w) for r in BOTTLENECK_RECIPES for w in BOTTLENECK_WIDTHS], settings["rounds"],
+                           settings["keep"], key, run, lambda row: row["objective"], partial,
+                           lambda m: log(f"screen {split_at} lmbda={lmbda:g} {m}"),
+                           lambda r: f"{r['recipe']} M={r['latent_channels']}: acc {r['accuracy']:.4f} bpp {r['bpp']:.3f} "
+                                     f"objective {r['objective']:.4f}")
+    setting = lambda arm: dict(recipe=arm[0], latent_channels=arm[1], lmbda=lmbda,  # noqa: E731
+                               stride=BOTTLENECK_STRIDES[split_at])
+    best, final_run = ranked[0], None
+    if walk_version(split_at, "bottleneck") == PROTOCOL_V2_3:
+        final = Path(out_dir) / FINAL_DIR
+
+        def train_final(arm):
+            done = final / f"{run_name(split_at, setting(arm), seed)}.json"
+            return done if done.exists() else train_run(
+                split_at, setting(arm), seed, dataset, final, state_dir, budget, rung=lmbda, train_subset=train_subset,
+                val_subset=stop_subset, select=False)
+
+        def score_final(path):
+            m = measure(*load_run(path)[:2], stop)
+            return dict(accuracy=m["accuracy"], cross_entropy=m["cross_entropy"], bpp=m["bpp"],
+                        objective=m["cross_entropy"] + lmbda * m["bpp"])
+        arms = finalists(ranked, lambda arm: tuple(key(arm)[k] for k in FINAL_KINDS["bottleneck"]))
+        final_rows, final_run = final_round(arms, train_final, score_final, key, lambda row: row["objective"],
+                                            len(settings["rounds"]), budget.steps, out_dir,
+                                            lambda m: log(f"screen {split_at} lmbda={lmbda:g} {m}"))
+        rows += final_rows
+        best = next(a for a, r in zip(arms, final_rows) if r["card"] == final_run)
     out = dict(protocol=PROTOCOL, family="bottleneck", split_at=split_at, lmbda=lmbda, settings=dict(settings),
                budget=budget.asdict(), images=dict(screen=VAL_STOP, n=len(stop.tensors[1])), rows=rows,
-               pick=dict(recipe=best[0], latent_channels=best[1], lmbda=lmbda, stride=BOTTLENECK_STRIDES[split_at]))
+               pick=setting(best), final_run=final_run)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=1, default=float))
     partial.unlink(missing_ok=True)
@@ -168,13 +223,16 @@ def screen_bottleneck(split_at: str, lmbda: float, dataset: str = "fashion-mnist
 
 def screen_block_sparse(split_at: str, rung: float, dataset: str = "fashion-mnist", out_dir: str | Path = V2_DIR,
                         budget: Budget = BUDGET, settings: dict = SCREEN_V2, grid: dict = SELECTION_GRID, seed: int = 0,
-                        train_subset: int | None = None, stop_subset: int | None = None, log=print) -> Path:
+                        train_subset: int | None = None, stop_subset: int | None = None, log=print,
+                        state_dir: str | Path | None = None) -> Path:
     """The v2 screen of one block-sparse rung (target bpp of amortized streams): the configurations of
     ``grid`` at or under the rung (rated on every tenth val-stop image, code tables fitted on 2,000
     training images), their frontier (``protocol_runs.frontier_of``), the ``config_arms`` most accurate
     before any training on val-stop, each with every group-lasso weight of the screen: successive
     halving as the bottleneck's (``settings["rounds"]`` steps, the best ``keep``), scored by accuracy on
-    every val-stop image. Resumes arm by arm. Writes the screen (pick None: no configuration under the rung)."""
+    every val-stop image. Resumes arm by arm. Under v2.3 the pick is the better of two finalists
+    (another configuration) trained as a rung's run, as the bottleneck's screen does. Writes the
+    screen (pick None: no configuration under the rung)."""
     path = screen_path(out_dir, split_at, rung, "block-sparse")
     if path.exists():
         raise ValueError(f"out_dir: {path} exists (a finished screen): delete it first to screen again")
@@ -201,17 +259,35 @@ def screen_block_sparse(split_at: str, rung: float, dataset: str = "fashion-mnis
                             dataset, train_data=train, val_data=guard, seed=seed, group_lasso_weight=g, progress=False)
         return dict(accuracy=evaluate(tuned, cfg, stop, rate_sample=1)["accuracy"])
     partial = path.with_suffix(".partial.json")
-    out["rows"], best = halving([(c, g) for c in top for g in settings["group_lasso_weights"]], settings["rounds"],
-                                settings["keep"], lambda arm: dict(mode=arm[0].mode, block_size=arm[0].block_size,
-                                                                   ratio=arm[0].ratio, bits=arm[0].bits,
-                                                                   group_lasso_weight=arm[1]),
-                                run, lambda row: -row["accuracy"], partial,
-                                lambda m: log(f"screen block-sparse {split_at} {rung:g} bpp {m}"),
-                                lambda r: f"{r['mode']} B={r['block_size']} r={r['ratio']} {r['bits']}b "
-                                          f"gl={r['group_lasso_weight']:g}: acc {r['accuracy']:.4f}")
+    key = lambda arm: dict(mode=arm[0].mode, block_size=arm[0].block_size, ratio=arm[0].ratio,  # noqa: E731
+                           bits=arm[0].bits, group_lasso_weight=arm[1])
+    say = lambda m: log(f"screen block-sparse {split_at} {rung:g} bpp {m}")  # noqa: E731
+    out["rows"], ranked = halving([(c, g) for c in top for g in settings["group_lasso_weights"]], settings["rounds"],
+                                  settings["keep"], key, run, lambda row: -row["accuracy"], partial, say,
+                                  lambda r: f"{r['mode']} B={r['block_size']} r={r['ratio']} {r['bits']}b "
+                                            f"gl={r['group_lasso_weight']:g}: acc {r['accuracy']:.4f}")
+    best = ranked[0] if ranked else None
+    if best is not None and walk_version(split_at, "block-sparse") == PROTOCOL_V2_3:
+        final = Path(out_dir) / FINAL_DIR
+
+        def train_final(arm):
+            name = block_sparse_name(split_at, rung, key(arm), seed)
+            if (final / f"{name}.json").exists():
+                return final / f"{name}.json"
+            return _v2_card(train_run_v1("block-sparse", key(arm), seed, split_at, dataset, final, state_dir, budget,
+                                         train_subset=train_subset, rung=rung, val_subset=stop_subset, name=name,
+                                         select=False))
+
+        def score_final(path):
+            tuned, card, codebook = load_run_v1(path)
+            return dict(accuracy=scored(tuned, stop, "block-sparse", card["setting"], codebook, dataset)["accuracy"])
+        arms = finalists(ranked, lambda arm: tuple(key(arm)[k] for k in FINAL_KINDS["block-sparse"]))
+        final_rows, out["final_run"] = final_round(arms, train_final, score_final, key, lambda row: -row["accuracy"],
+                                                   len(settings["rounds"]), budget.steps, out_dir, say)
+        out["rows"] += final_rows
+        best = next(a for a, r in zip(arms, final_rows) if r["card"] == out["final_run"])
     if best is not None:
-        cfg, g = best
-        out["pick"] = dict(mode=cfg.mode, block_size=cfg.block_size, ratio=cfg.ratio, bits=cfg.bits, group_lasso_weight=g)
+        out["pick"] = key(best)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(out, indent=1, default=float))
     partial.unlink(missing_ok=True)
@@ -220,9 +296,12 @@ def screen_block_sparse(split_at: str, rung: float, dataset: str = "fashion-mnis
 
 def train_run(split_at: str, setting: dict, seed: int, dataset: str = "fashion-mnist", out_dir: str | Path = V2_DIR,
               state_dir: str | Path | None = None, budget: Budget = BUDGET, rung: float | None = None,
-              train_subset: int | None = None, val_subset: int | None = None, progress: bool = False) -> Path:
+              train_subset: int | None = None, val_subset: int | None = None, progress: bool = False,
+              select: bool = True) -> Path:
     """Train one bottleneck run with ``budget`` (the recipe of ``setting``, early stopping on
-    val-stop), write its weights, score what ships on val-select, write its card; returns its path."""
+    val-stop), write its weights, score what ships on val-select (``select``; v2.3's finalists are
+    scored on val-stop by their screen, and the pick on val-select by ``promote``), write its card;
+    returns its path."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     name = run_name(split_at, setting, seed)
@@ -247,19 +326,54 @@ def train_run(split_at: str, setting: dict, seed: int, dataset: str = "fashion-m
     else:
         save_bottleneck(bn, bn_path, float(setting["lmbda"]))
         bn = load_bottleneck(bn_path, module_device(model))
-    m = measure(model, bn, selection_data(dataset, subset=val_subset))
     card = dict(protocol=PROTOCOL, family="bottleneck", split_at=split_at, setting=setting, seed=seed,
                 dataset=dataset, rung=rung, budget=budget.asdict(),
                 images=dict(stop=VAL_STOP, select=VAL_SELECT, stop_images=len(stop.tensors[1]),
                             train_images=len(train.tensors[1])),
                 base_checkpoint=checkpoint_card(dataset).get("sha256"), history=history, weights=weights.name,
                 sha256=sha, bottleneck=bn_path.name, bottleneck_sha256=hashlib.sha256(bn_path.read_bytes()).hexdigest(),
-                torch=torch.__version__,
-                val_select=dict(accuracy=m["accuracy"], n_images=m["n_images"], bpp=m["bpp"],
-                                cross_entropy=m["cross_entropy"], correct=pack_correct(m["correct"])))
+                torch=torch.__version__)
+    if select:
+        card["val_select"] = _select_bottleneck(model, bn, dataset, val_subset)
     path = out / f"{name}.json"
     path.write_text(json.dumps(card, indent=1, default=float))
     return path
+
+
+def _select_bottleneck(model, bn, dataset: str, val_subset: int | None) -> dict:
+    m = measure(model, bn, selection_data(dataset, subset=val_subset))
+    return dict(accuracy=m["accuracy"], n_images=m["n_images"], bpp=m["bpp"], cross_entropy=m["cross_entropy"],
+                correct=pack_correct(m["correct"]))
+
+
+def promote(final_card: str | Path, out_dir: str | Path = V2_DIR, val_subset: int | None = None) -> Path:
+    """v2.3: the screen's winning finalist made its rung's run. Its files are copied beside the walk's
+    cards, and what ships is scored on val-select (the first time a val-select image meets it), as
+    every rung's run is; the finalist's own card stays with its screen. Returns the rung's card."""
+    src = Path(final_card)
+    card = json.loads(src.read_text())
+    if "val_select" in card:
+        raise ValueError(f"final_card: {src} has a val-select score already; a finalist is scored there only once promoted")
+    out = Path(out_dir)
+    if (out / src.name).exists():
+        raise ValueError(f"out_dir: {out / src.name} exists (a finished run): delete it first to promote again")
+    files = [card[k] for k in ("weights", "bottleneck", "codebook") if card.get(k)]
+    if card.get("bottleneck"):  # a bottleneck's own card beside it (``bottleneck.read_weights_file``)
+        files.append(Path(card["bottleneck"]).with_suffix(".json").name)
+    for f in files:
+        shutil.copy2(src.with_name(f), out / f)
+    dst = out / src.name
+    dst.write_text(json.dumps(card, indent=1, default=float))
+    if card["family"] == "bottleneck" and "recipe" in card["setting"]:
+        model, bn, _ = load_run(dst)
+        card["val_select"] = _select_bottleneck(model, bn, card["dataset"], val_subset)
+    else:
+        model, _, codebook = load_run_v1(dst)
+        card["val_select"] = scored(model, selection_data(card["dataset"], subset=val_subset), card["family"],
+                                    card["setting"], codebook, card["dataset"])
+    card["final_round"] = src.relative_to(out).as_posix() if src.is_relative_to(out) else str(src)
+    dst.write_text(json.dumps(card, indent=1, default=float))
+    return dst
 
 
 def pick(card: dict, reference: dict) -> dict:
@@ -387,8 +501,11 @@ def next_step(split_at: str, family: str = "bottleneck", out_dir: str | Path = V
     sp = screen_path(out_dir, split_at, rung, family)
     if not sp.exists():
         return dict(action="screen", family=family, split_at=split_at, rung=rung)
-    return dict(action="train", family=family, split_at=split_at, rung=rung, seed=0,
-                setting=json.loads(sp.read_text())["pick"])
+    sc = json.loads(sp.read_text())
+    step = dict(action="train", family=family, split_at=split_at, rung=rung, seed=0, setting=sc["pick"])
+    if sc.get("final_run"):  # v2.3: the pick's run exists already (the final round's): it is promoted
+        step["final_run"] = str(Path(out_dir) / sc["final_run"])
+    return step
 
 
 def reference_cards(out_dir: str | Path = V2_DIR, v1_dir: str | Path = V1_DIR) -> dict[int, dict]:
@@ -425,7 +542,9 @@ def run_next(split_at: str, family: str = "bottleneck", out_dir: str | Path = V2
         return None
     if step["action"] == "screen":
         screen = screen_bottleneck if family == "bottleneck" else screen_block_sparse
-        return screen(split_at, step["rung"], out_dir=out_dir, log=log)
+        return screen(split_at, step["rung"], out_dir=out_dir, log=log, state_dir=state_dir)
+    if step.get("final_run"):
+        return promote(step["final_run"], out_dir)
     if step["action"] == "test":
         test_run(step["card"], read_cards(out_dir), reference())
         return Path(step["card"])
@@ -463,6 +582,7 @@ def run_next(split_at: str, family: str = "bottleneck", out_dir: str | Path = V2
 RULES_COMMIT = "90cf9d2"
 AMENDMENT_COMMIT = "4577835"
 AMENDMENT_V2_2_COMMIT = "1a3470a"  # v2.2: the walk of WebP with a fine-tuned classifier below quality 50
+AMENDMENT_V2_3_COMMIT = "dfc7444"  # v2.3: every screen ends with a final round at the full budget
 
 
 # ---------------------------------------------------------------------------

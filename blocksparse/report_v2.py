@@ -13,10 +13,10 @@ import pandas as pd
 
 from .answer import LADDER_COLUMNS, rung_of
 from .comparison import COMPARISON_COLUMNS, comparison_table, curves_from_cards, words
-from .protocol import SEEDS_V2
-from .protocol_v2 import (BUDGET, AMENDMENT_COMMIT, AMENDMENT_V2_2_COMMIT, PROTOCOL, RULES_COMMIT, V1_DIR, V2_DIR, VERSIONS,
+from .protocol import PROTOCOL_V2, SEEDS_V2
+from .protocol_v2 import (BUDGET, AMENDMENT_COMMIT, AMENDMENT_V2_2_COMMIT, AMENDMENT_V2_3_COMMIT, RULES_COMMIT, V1_DIR, V2_DIR, VERSIONS,
                           WALKS, confirm, ladder, operating_point, pick, read_cards, reference, reference_cards, seed_runs,
-                          walked)
+                          walk_version, walked)
 from .results import unpack_correct
 from .runtime import ROOT
 
@@ -135,7 +135,7 @@ def family_comparison(v1_cards: list[dict], v2_cards: list[dict], n_boot: int = 
         runs = _walk_runs(v2_cards, family, split)
         walks += [runs[r] for r in ladder(family, walked(v2_cards, family, split, ref))[0] if r in runs]
     tables = []
-    for name, cards in (("v1", v1_cards), (PROTOCOL, walks)):
+    for name, cards in (("v1", v1_cards), (PROTOCOL_V2, walks)):  # v2: its walks, amendments and all
         curves = curves_from_cards(cards, ref)
         if len({f for _, f in curves}) < 2:
             continue
@@ -176,13 +176,14 @@ def render_readme(power: pd.DataFrame, comparison: pd.DataFrame, status: pd.Data
     v2 = _power_at(power, "v2: pick and confirm", -0.005)
     lines = [f"**Protocol v2** (pre-registered in commit `{RULES_COMMIT}` before any v2 run; amended as v2.1 in "
              f"`{AMENDMENT_COMMIT}` before any finished,",
-             f"and as v2.2 in `{AMENDMENT_V2_2_COMMIT}` before any run of WebP with a fine-tuned classifier; "
+             f"as v2.2 in `{AMENDMENT_V2_2_COMMIT}` before any run of WebP with a fine-tuned classifier, "
+             f"and as v2.3 in `{AMENDMENT_V2_3_COMMIT}` before any screen at layer2 or layer1; "
              "[rules and power](docs/protocol_v2.md)): screens on val-stop, "
              "picks on val-select by point estimate "
              "(>= -1 point), confirms on test with 5 seeds at a Bonferroni level for 7 confirmations. "
              f"A rung 0.5 points below the reference passes v1's gate {100 * v1:.0f} times in 100, v2's {100 * v2:.0f}.",
              ""]
-    for version, curves in (("v1", "v1's val-select curves"), (PROTOCOL, "v2's walks so far")):
+    for version, curves in (("v1", "v1's val-select curves"), (PROTOCOL_V2, "v2's walks so far")):
         at = comparison[(comparison["protocol"] == version) & (comparison["family_a"] == "block-sparse")
                         & (comparison["family_b"] == "bottleneck")]
         if at.empty:
@@ -247,7 +248,8 @@ def render_doc(power: pd.DataFrame, comparison: pd.DataFrame, status: pd.DataFra
         parts += ["### Does a screen's pick hold at the full budget? (v2's run beside v1's of the same rung)", "",
                   f"Seed 0, {BUDGET.steps:,} steps each, val-select, points from the reference's seed 0. v1 trained one "
                   "configuration per rung (the bottleneck: the joint recipe, 8 channels); v2 trains the pick of its "
-                  "screen, whose arms run 150 and 300 steps. A record for the reader: no rule reads it.", "",
+                  "screen, whose arms run 150 and 300 steps (from v2.3 on, its two finalists then run the full budget). "
+                  "A record for the reader: no rule reads it.", "",
                   md(transfer.assign(**{c: transfer[c].map(_pct) for c in ("v2_diff", "v1_diff")}), floatfmt=".4g"), ""]
     for sc in screens:
         rows = pd.DataFrame(sc["rows"])
@@ -296,7 +298,8 @@ def answer_table(cards: list[dict], ref_cards: dict[int, dict], ref: dict) -> pd
     tested; before that a row shows the operating point's seed-0 val-select numbers."""
     rows = []
     for split, family in WALKS:
-        row = dict.fromkeys(ANSWER_V2_COLUMNS) | dict(protocol=PROTOCOL, split_at=split, family=family)
+        row = dict.fromkeys(ANSWER_V2_COLUMNS) | dict(protocol=walk_version(split, family), split_at=split,
+                                                      family=family)
         w = walked(cards, family, split, ref)
         _, nxt = ladder(family, w)
         op = operating_point(cards, family, split, ref)

@@ -37,13 +37,13 @@ def test_status_walks_the_rungs_and_family_comparison_pairs_curves(tmp_path):
     # test after them (not on the curve: the walk's card of a rung is its first)
     again = v1("webp-finetuned", 0, 0.1, q=50)
     t = R.family_comparison(v1_cards, webp + cards + [again], n_boot=50)
-    assert set(t["protocol"]) == {"v1", P.PROTOCOL}
+    assert set(t["protocol"]) == {"v1", "v2"}  # v2: its walks, whatever amendment each ran under
     v1_row = t[(t["protocol"] == "v1") & (t["measure"] == "rate ratio at -0.5 points")].iloc[0]
     # both curves go from -2 to 0 points; block-sparse at a quarter of WebP's rates (0.5, 1 vs 2, 4)
     assert (v1_row["family_a"], v1_row["family_b"]) == ("block-sparse", "webp-finetuned")
     assert v1_row["value"] == pytest.approx(0.25)
     # v2: the bottleneck's curve against WebP's reused rungs
-    v2_rows = t[t["protocol"] == P.PROTOCOL]
+    v2_rows = t[t["protocol"] == "v2"]
     assert set(v2_rows["family_a"]) == {"bottleneck"} and set(v2_rows["family_b"]) == {"webp-finetuned"}
     v2_row = v2_rows[v2_rows["measure"] == "rate ratio at -0.5 points"].iloc[0]
     assert v2_row["value"] < 0.2  # 0.2 bpp against WebP's ~2.8; with the retrained card or q5 on the curve, WebP would win
@@ -137,7 +137,12 @@ def test_the_answer_table_says_where_each_family_stands_and_confirms_from_test_p
 
     def row(cards):
         t = R.answer_table(cards, refs, refcard)
-        assert list(t.columns) == list(R.ANSWER_V2_COLUMNS) and len(t) == 7 and (t["protocol"] == P.PROTOCOL).all()
+        assert list(t.columns) == list(R.ANSWER_V2_COLUMNS) and len(t) == 7
+        # each row says the rules its walk ran under: v2.3's final round from layer2 on, v2.2 before it
+        assert dict(zip(zip(t["split_at"].fillna("-"), t["family"]), t["protocol"])) == {
+            ("layer1", "block-sparse"): "v2.3", ("layer1", "bottleneck"): "v2.3", ("layer2", "block-sparse"): "v2.3",
+            ("layer2", "bottleneck"): "v2.3", ("layer3", "block-sparse"): "v2.2", ("layer3", "bottleneck"): "v2.2",
+            ("-", "webp-finetuned"): "v2.2"}
         assert (t[t["split_at"] != "layer3"]["status"] == "not started").all()
         return t[(t["split_at"] == "layer3") & (t["family"] == "bottleneck")].iloc[0]
     assert row([])["status"] == "not started"
@@ -160,7 +165,7 @@ def test_the_answer_table_says_where_each_family_stands_and_confirms_from_test_p
 def test_the_readme_block_compares_the_families_on_v2s_walks_once_they_have_curves():
     row = dict(split_at="layer3", family_a="block-sparse", family_b="bottleneck", measure="rate ratio at -0.5 points",
                value=0.5, lo=0.3, hi=0.8, n_images=2500)
-    comparison = pd.DataFrame([row | dict(protocol="v1", lo=0.0, hi=np.inf), row | dict(protocol=P.PROTOCOL)])
+    comparison = pd.DataFrame([row | dict(protocol="v1", lo=0.0, hi=np.inf), row | dict(protocol="v2")])
     text = R.render_readme(_power_frame(0.4, 0.9), comparison, pd.DataFrame(columns=list(R.STATUS_COLUMNS)))
     v1, v2 = text.index("on v1's val-select curves"), text.index("on v2's walks so far")
     assert "the data cannot tell" in text[v1:v2]
