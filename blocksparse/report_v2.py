@@ -177,7 +177,7 @@ def render_readme(power: pd.DataFrame, comparison: pd.DataFrame, status: pd.Data
     lines = [f"**Protocol v2** (pre-registered in commit `{RULES_COMMIT}` before any v2 run; amended as v2.1 in "
              f"`{AMENDMENT_COMMIT}` before any finished,",
              f"as v2.2 in `{AMENDMENT_V2_2_COMMIT}` before any run of WebP with a fine-tuned classifier, "
-             f"and as v2.3 in `{AMENDMENT_V2_3_COMMIT}` before any screen at layer2 or layer1; "
+             f"and as v2.3 in `{AMENDMENT_V2_3_COMMIT}` before any screen at layer2 or layer1;",
              "[rules and power](docs/protocol_v2.md)): screens on val-stop, "
              "picks on val-select by point estimate "
              "(>= -1 point), confirms on test with 5 seeds at a Bonferroni level for 7 confirmations. "
