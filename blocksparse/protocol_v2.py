@@ -143,11 +143,14 @@ def finalists(ranked: list, kind, n: int = FINAL_ROUND["arms"]) -> list:
     return out + [a for a in ranked if a not in out][:max(n - len(out), 0)]
 
 
-def final_round(arms: list, train, score, key, order, rnd: int, steps: int, out_dir: str | Path, log=print) -> tuple[list[dict], str | None]:
-    """v2.3's final round: each finalist trained as a rung's run (``train(arm)``: its card's path in
-    ``out_dir / FINAL_DIR``, resumable) and scored on val-stop (``score(path)``); the best by
-    ``order(row)`` (lowest first; a tie keeps the better arm of the halving). Returns (the rows,
-    the best's card relative to ``out_dir``; None without arms)."""
+def final_round(family: str, ranked: list, train, score, key, order, rnd: int, steps: int, out_dir: str | Path,
+                log=print) -> tuple[list[dict], object, str]:
+    """v2.3's final round of a ``family``'s screen: its ``finalists`` (of another ``FINAL_KINDS`` kind)
+    among the halving's last round (``ranked``, best first), each trained as a rung's run (``train(arm)``:
+    its card's path in ``out_dir / FINAL_DIR``, resumable) and scored on val-stop (``score(path)``); the
+    best by ``order(row)`` (lowest first; a tie keeps the better arm of the halving). Returns (the rows,
+    the best arm, its card relative to ``out_dir``)."""
+    arms = finalists(ranked, lambda arm: tuple(key(arm)[k] for k in FINAL_KINDS[family]))
     rows = []
     for arm in arms:
         path = Path(train(arm))
@@ -155,7 +158,8 @@ def final_round(arms: list, train, score, key, order, rnd: int, steps: int, out_
                    card=path.relative_to(out_dir).as_posix())
         log(f"final round: {row}")
         rows.append(row)
-    return rows, min(rows, key=order)["card"] if rows else None
+    i = min(range(len(rows)), key=lambda j: order(rows[j]))
+    return rows, arms[i], rows[i]["card"]
 
 
 def screen_bottleneck(split_at: str, lmbda: float, dataset: str = "fashion-mnist", out_dir: str | Path = V2_DIR,
@@ -206,12 +210,10 @@ def screen_bottleneck(split_at: str, lmbda: float, dataset: str = "fashion-mnist
             m = measure(*load_run(path)[:2], stop)
             return dict(accuracy=m["accuracy"], cross_entropy=m["cross_entropy"], bpp=m["bpp"],
                         objective=m["cross_entropy"] + lmbda * m["bpp"])
-        arms = finalists(ranked, lambda arm: tuple(key(arm)[k] for k in FINAL_KINDS["bottleneck"]))
-        final_rows, final_run = final_round(arms, train_final, score_final, key, lambda row: row["objective"],
-                                            len(settings["rounds"]), budget.steps, out_dir,
-                                            lambda m: log(f"screen {split_at} lmbda={lmbda:g} {m}"))
+        final_rows, best, final_run = final_round("bottleneck", ranked, train_final, score_final, key,
+                                                  lambda row: row["objective"], len(settings["rounds"]), budget.steps,
+                                                  out_dir, lambda m: log(f"screen {split_at} lmbda={lmbda:g} {m}"))
         rows += final_rows
-        best = next(a for a, r in zip(arms, final_rows) if r["card"] == final_run)
     out = dict(protocol=PROTOCOL, family="bottleneck", split_at=split_at, lmbda=lmbda, settings=dict(settings),
                budget=budget.asdict(), images=dict(screen=VAL_STOP, n=len(stop.tensors[1])), rows=rows,
                pick=setting(best), final_run=final_run)
@@ -281,11 +283,10 @@ def screen_block_sparse(split_at: str, rung: float, dataset: str = "fashion-mnis
         def score_final(path):
             tuned, card, codebook = load_run_v1(path)
             return dict(accuracy=scored(tuned, stop, "block-sparse", card["setting"], codebook, dataset)["accuracy"])
-        arms = finalists(ranked, lambda arm: tuple(key(arm)[k] for k in FINAL_KINDS["block-sparse"]))
-        final_rows, out["final_run"] = final_round(arms, train_final, score_final, key, lambda row: -row["accuracy"],
-                                                   len(settings["rounds"]), budget.steps, out_dir, say)
+        final_rows, best, out["final_run"] = final_round("block-sparse", ranked, train_final, score_final, key,
+                                                         lambda row: -row["accuracy"], len(settings["rounds"]),
+                                                         budget.steps, out_dir, say)
         out["rows"] += final_rows
-        best = next(a for a, r in zip(arms, final_rows) if r["card"] == out["final_run"])
     if best is not None:
         out["pick"] = key(best)
     path.parent.mkdir(parents=True, exist_ok=True)
