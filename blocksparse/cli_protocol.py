@@ -213,7 +213,8 @@ def _v2(a: argparse.Namespace) -> None:
         print(table.to_markdown(index=False, floatfmt=".4f"))
         return
     if a.action == "power":
-        table = power.power_table(v1, true_diffs=(0.0, -0.005, -0.01), sims=a.sims)
+        slopes = power.walk_slopes(protocol_v2.read_cards(), protocol_v2.reference())
+        table = power.power_table(v1, true_diffs=(0.0, -0.005, -0.01), sims=a.sims, slopes=slopes)
         table.to_csv(d / "power.csv", index=False)
     else:
         table, gap = _v2_compare(a.n_boot)

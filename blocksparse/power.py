@@ -11,6 +11,9 @@ which the two disagree (the discordance), not the accuracy itself.
   point estimate is >= -1 point, then confirmed on test (5 seeds x 10,000 images) when the lower
   end of the hierarchical interval at 1 - 0.05 / 7 is >= -1 point. Its power is the product of the
   two (the pick and the test are independent images).
+- **the walks** (``protocol``'s v2.4): the probability that a family's whole walk ends on an
+  operating point that its confirmation then confirms, when the family's true curve crosses -0.5
+  point on its ladder (``power_walk``). v2.2's walks pick at -1 point, v2.4's at -0.4.
 
 Every probability is a Monte Carlo simulation of the rule itself (``stats.paired_test``,
 ``stats.hierarchical_bootstrap``) on correctness drawn to match what v1's val-select cards show:
@@ -19,12 +22,15 @@ much the difference moves from seed to seed. Nothing here reads the test set.
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 
-from .protocol import CONFIRM_CONFIDENCE, PICK_THRESHOLD, SEEDS, SEEDS_V2
+from .protocol import CONFIRM_CONFIDENCE, LADDERS_V2, PICK_THRESHOLD, PICK_THRESHOLD_V2_4, SEEDS, SEEDS_V2
 from .results import unpack_correct
 from .stats import ONE_POINT, hierarchical_bootstrap, paired_test
+from .walk import ladder
 
 POWER_COLUMNS = ("rule", "n_images", "discordance", "true_diff", "power")
 VAL_SELECT_IMAGES, TEST_IMAGES = 2500, 10000
@@ -105,13 +111,14 @@ def power_v1(delta: float, discordance: float, n_images: int = VAL_SELECT_IMAGES
 
 
 def power_pick(delta: float, discordance: float, seed_sd: float = 0.0, n_images: int = VAL_SELECT_IMAGES,
-               sims: int = 2000, seed: int = 0) -> float:
-    """v2's pick: seed 0's point estimate on val-select >= -``PICK_THRESHOLD``."""
+               sims: int = 2000, seed: int = 0, threshold: float = PICK_THRESHOLD) -> float:
+    """v2's pick: seed 0's point estimate on val-select >= -``threshold`` (v2's ``PICK_THRESHOLD``,
+    v2.4's ``PICK_THRESHOLD_V2_4``)."""
     rng = np.random.default_rng(seed)
     hits = 0
     for _ in range(sims):
         cand, ref = simulate(delta, discordance, n_images, seed_sd=seed_sd, rng=rng)
-        hits += cand[0].mean() - ref[0].mean() >= -PICK_THRESHOLD - 1e-9
+        hits += cand[0].mean() - ref[0].mean() >= -threshold - 1e-9
     return hits / sims
 
 
@@ -128,15 +135,104 @@ def power_confirm(delta: float, discordance: float, shared: float, seed_sd: floa
     return hits / sims
 
 
-def power_table(cards: list[dict], true_diffs=(0.0, -0.005, -0.0075, -0.01), sims: int = 200) -> pd.DataFrame:
+def _position(family: str, rung: float) -> float:
+    """Where a rung sits on its family's ladder, in doublings of rate: log2 of block-sparse's target
+    rate, minus log2 of the bottleneck's rate weight (a lower weight spends more bits)."""
+    return -math.log2(rung) if family == "bottleneck" else math.log2(rung)
+
+
+def walk_slopes(cards: list[dict], reference: dict, split_at: str = "layer3") -> dict[str, float]:
+    """family -> how fast its val-select difference from the reference's seed 0 (seed 0, in accuracy)
+    rises per doubling of the rung (``_position``), between the rung of lowest rate that a v2 walk at
+    ``split_at`` picked at -1 point and the next rung walked above it. ``cards``: v2's (``protocol_v2.read_cards``)."""
+    ref = unpack_correct(reference["val_select"]["correct"])
+    out = {}
+    for family in ("block-sparse", "bottleneck"):
+        diff = {}
+        for c in cards:
+            if c["family"] == family and c.get("split_at") == split_at and c["seed"] == 0 and c.get("val_select"):
+                diff.setdefault(float(c["rung"]), float(unpack_correct(c["val_select"]["correct"]).mean() - ref.mean()))
+        pos = sorted((_position(family, r), d) for r, d in diff.items())
+        op = next((i for i, (_, d) in enumerate(pos) if d >= -PICK_THRESHOLD - 1e-9), None)
+        if op is None or op + 1 == len(pos):
+            continue
+        (x0, d0), (x1, d1) = pos[op], pos[op + 1]
+        out[family] = (d1 - d0) / (x1 - x0)
+    return out
+
+
+def confirm_curve(discordance: float, shared: float, seed_sd: float, deltas=None, sims: int = 100) -> dict[float, float]:
+    """true difference -> the confirmation's power (``power_confirm``), on a grid from the margin up."""
+    deltas = np.round(np.arange(-0.009, -0.0025, 0.001), 4) if deltas is None else deltas  # 0 below, ~1 above
+    return {float(d): power_confirm(float(d), discordance, shared, seed_sd, sims=sims) for d in deltas}
+
+
+def power_walk(family: str, threshold: float, slope: float, discordance: float, curve: dict[float, float],
+               seed_sd: float = 0.0, n_images: int = VAL_SELECT_IMAGES, sims: int = 2000, seed: int = 0) -> dict:
+    """The power of a whole walk (``walk.ladder``) that picks a rung when its val-select estimate is
+    >= -``threshold``: the mean probability that its operating point is confirmed, when the family's
+    true difference is the straight line ``slope`` x (position - x0) - 0.5 point (capped at 0), with
+    the rung of -0.5 point, x0, drawn evenly over the coarse ladder's span (``_position``). A rung's
+    estimate is its true difference plus normal noise of a paired difference of ``discordance`` on
+    ``n_images`` images and a seed's own ``seed_sd``; the confirmation's power at the operating point's
+    true difference is ``curve``'s (``confirm_curve``), interpolated, and 0 below its lowest delta.
+    Returns ``power``, the median true difference of the operating point (``median_diff``), how many
+    doublings of rate it sits above the -0.5 crossing (``mean_doublings``), and the share of walks
+    that pick nothing (``no_pick``)."""
+    if threshold <= 0 or slope <= 0:
+        raise ValueError(f"threshold and slope must be > 0, got {threshold!r}, {slope!r}")
+    rng = np.random.default_rng(seed)
+    xs = [_position(family, r) for r in LADDERS_V2[family]]
+    deltas = sorted(curve)
+    sd = math.sqrt(discordance / n_images + seed_sd ** 2)
+    power, diffs, doublings, none = 0.0, [], [], 0
+    for _ in range(sims):
+        x0 = rng.uniform(min(xs), max(xs))
+
+        def true(rung):
+            return min(0.0, -0.005 + slope * (_position(family, rung) - x0))
+        walked = {}
+        while (nxt := ladder(family, walked)[1]) is not None:
+            walked[nxt] = true(nxt) + rng.normal(0, sd) >= -threshold - 1e-12
+        picked = [r for r, p in walked.items() if p]
+        if not picked:
+            none += 1
+            continue
+        op = (max if family == "bottleneck" else min)(picked)
+        d = true(op)
+        power += 0.0 if d < deltas[0] else float(np.interp(d, deltas, [curve[k] for k in deltas]))
+        diffs.append(d)
+        doublings.append(_position(family, op) - x0)
+    return dict(power=power / sims, median_diff=float(np.median(diffs)) if diffs else float("nan"),
+                mean_doublings=float(np.mean(doublings)) if doublings else float("nan"), no_pick=none / sims)
+
+
+def walk_rows(slopes: dict[str, float], o: dict, disc: float, sims: int = 200) -> list[dict]:
+    """``power.csv``'s rows for the walks (v2.2's pick at -1, v2.4's at -0.4) at ``slopes``."""
+    curve = confirm_curve(disc, o["shared"], o["seed_sd"], sims=max(sims // 2, 20))
+    rows = []
+    for family, slope in slopes.items():
+        for version, threshold in (("v2.2", PICK_THRESHOLD), ("v2.4", PICK_THRESHOLD_V2_4)):
+            w = power_walk(family, threshold, slope, disc, curve, o["seed_sd"], sims=10 * sims)
+            rows.append(dict(rule=f"{version} walk, {family} (slope {100 * slope:.2f} points per doubling): pick at "
+                                  f"-{100 * threshold:g}, then confirm", n_images=VAL_SELECT_IMAGES + TEST_IMAGES,
+                             discordance=disc, true_diff=-0.005, power=w["power"]))
+    return rows
+
+
+def power_table(cards: list[dict], true_diffs=(0.0, -0.005, -0.0075, -0.01), sims: int = 200,
+                slopes: dict[str, float] | None = None) -> pd.DataFrame:
     """``power.csv``: per rule and true difference, the power at the discordance observed on v1's
-    cards (``observed``) and at 1.5x it (a noisier family); true differences in accuracy."""
+    cards (``observed``) and at 1.5x it (a noisier family); true differences in accuracy. With
+    ``slopes`` (``walk_slopes``), the walks' power too (``walk_rows``; true_diff -0.005: the curve
+    crosses -0.5 point on the ladder)."""
     o = observed(cards)
     rows = []
     for disc in (o["discordance"], 1.5 * o["discordance"]):
         for delta in true_diffs:
             v1 = power_v1(delta, disc, sims=2 * sims)
             pick = power_pick(delta, disc, o["seed_sd"], sims=10 * sims)
+            pick_v2_4 = power_pick(delta, disc, o["seed_sd"], sims=10 * sims, threshold=PICK_THRESHOLD_V2_4)
             confirm = power_confirm(delta, disc, o["shared"], o["seed_sd"], sims=sims)
             rows += [dict(rule="v1: val-select lower end >= -1", n_images=VAL_SELECT_IMAGES, discordance=disc,
                           true_diff=delta, power=v1),
@@ -145,5 +241,9 @@ def power_table(cards: list[dict], true_diffs=(0.0, -0.005, -0.0075, -0.01), sim
                      dict(rule="v2 confirm: test 5 seeds, lower end >= -1 at 1-0.05/7", n_images=TEST_IMAGES,
                           discordance=disc, true_diff=delta, power=confirm),
                      dict(rule="v2: pick and confirm", n_images=VAL_SELECT_IMAGES + TEST_IMAGES, discordance=disc,
-                          true_diff=delta, power=pick * confirm)]
+                          true_diff=delta, power=pick * confirm),
+                     dict(rule="v2.4 pick: val-select estimate >= -0.4", n_images=VAL_SELECT_IMAGES, discordance=disc,
+                          true_diff=delta, power=pick_v2_4)]
+        if slopes:
+            rows += walk_rows(slopes, o, disc, sims)
     return pd.DataFrame(rows, columns=list(POWER_COLUMNS))

@@ -9,7 +9,6 @@ confirmation of an operating point's seeds.
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 import shutil
 from pathlib import Path
@@ -28,9 +27,9 @@ from .codec import SELECTION_GRID, CodecConfig
 from .data import load_dataset
 from .evaluation import evaluate
 from .model import checkpoint_card, load_pretrained, save_weights
-from .protocol import (BOTTLENECK_RECIPES, BOTTLENECK_WIDTHS, BUDGET, COARSE_FACTOR, CONFIRM_CONFIDENCE, FINAL_KINDS,
-                       FINAL_ROUND, FINAL_ROUND_SPLITS, LADDERS_V2, PICK_THRESHOLD, SENSITIVITY_FACTOR,
-                       PROTOCOL_V2, PROTOCOL_V2_1, PROTOCOL_V2_2, PROTOCOL_V2_3, REFINE, WEBP_BELOW, WEBP_STEP, SCREEN_V2, SEEDS_V2, SPLIT_POINTS, VAL_SELECT, VAL_STOP, Budget, selection_data, stopping_data)
+from .protocol import (BOTTLENECK_RECIPES, BOTTLENECK_WIDTHS, BUDGET, CONFIRM_CONFIDENCE, FINAL_KINDS, FINAL_ROUND,
+                       SENSITIVITY_FACTOR, PROTOCOL_V2, PROTOCOL_V2_1, PROTOCOL_V2_2, PROTOCOL_V2_3, PROTOCOL_V2_4,
+                       SCREEN_V2, SEEDS_V2, SPLIT_POINTS, VAL_SELECT, VAL_STOP, Budget, selection_data, stopping_data)
 from .protocol_runs import against_card, frontier_of, scored, state_name
 from .protocol_runs import run_name as run_name_v1
 from .protocol_runs import load_run as load_run_v1
@@ -39,13 +38,14 @@ from .protocol_runs import train_run as train_run_v1
 from .recipes import make_bottleneck, train_recipe
 from .study import candidates_under
 from .training import finetune
+from .walk import has_final_round, ladder, pick
 from .results import pack_correct, unpack_correct
 from .runtime import DATA_DIR, module_device
 from .stats import hierarchical_bootstrap, paired_test
 from .student import StudentBottleneck, load_student, save_student
 
-PROTOCOL = PROTOCOL_V2_3  # the version this code writes on its cards and screens (v2 as amended)
-VERSIONS = (PROTOCOL_V2, PROTOCOL_V2_1, PROTOCOL_V2_2, PROTOCOL_V2_3)  # the cards of every one are v2's
+PROTOCOL = PROTOCOL_V2_4  # the version this code writes on its cards and screens (v2 as amended)
+VERSIONS = (PROTOCOL_V2, PROTOCOL_V2_1, PROTOCOL_V2_2, PROTOCOL_V2_3, PROTOCOL_V2_4)  # the cards of every one are v2's
 # Every walk v2 makes: the two trained families at each split, and WebP with a fine-tuned classifier
 # once (input compression: no split), which reuses v1's runs of the same recipe (v2, v2.2).
 WALKS = tuple((split, family) for split in SPLIT_POINTS for family in ("block-sparse", "bottleneck")) + (
@@ -53,12 +53,6 @@ WALKS = tuple((split, family) for split in SPLIT_POINTS for family in ("block-sp
 V2_DIR = DATA_DIR / "answer" / "v2"
 V1_DIR = DATA_DIR / "answer"
 FINAL_DIR = "screens/final"  # v2.3's finalists, relative to a walk's folder: the loser's card stays there
-
-
-def walk_version(split_at: str | None, family: str) -> str:
-    """The rules a walk runs under: v2.3's final round governs block-sparse and the bottleneck at
-    ``FINAL_ROUND_SPLITS``; every other walk (layer3's, WebP's) ran under v2.2, which v2.3 leaves as it was."""
-    return PROTOCOL_V2_3 if family in FINAL_KINDS and split_at in FINAL_ROUND_SPLITS else PROTOCOL_V2_2
 
 
 def run_name(split_at: str, setting: dict, seed: int) -> str:
@@ -171,7 +165,7 @@ def screen_bottleneck(split_at: str, lmbda: float, dataset: str = "fashion-mnist
     val-stop by cross-entropy + lambda x bpp of real streams; the best ``keep`` trained again for
     ``rounds[1]`` steps and scored; the lowest is the pick. An arm keeps its last weights unless they
     score worse than its start on every tenth val-stop image. Each arm's row is written as it finishes
-    (``.partial.json``), so a screen cut short resumes at its next arm. Under v2.3 (``walk_version``)
+    (``.partial.json``), so a screen cut short resumes at its next arm. Under v2.3 (``walk.has_final_round``)
     the pick is the better of two finalists (``finalists``: another recipe) trained with ``budget`` as
     a rung's run (``final_round``; ``state_dir`` resumes them). ``train_subset``/``stop_subset`` are
     for tests of this code only. Writes the screen; returns its path."""
@@ -197,7 +191,7 @@ def screen_bottleneck(split_at: str, lmbda: float, dataset: str = "fashion-mnist
     setting = lambda arm: dict(recipe=arm[0], latent_channels=arm[1], lmbda=lmbda,  # noqa: E731
                                stride=BOTTLENECK_STRIDES[split_at])
     best, final_run = ranked[0], None
-    if walk_version(split_at, "bottleneck") == PROTOCOL_V2_3:
+    if has_final_round(split_at, "bottleneck"):
         final = Path(out_dir) / FINAL_DIR
 
         def train_final(arm):
@@ -269,7 +263,7 @@ def screen_block_sparse(split_at: str, rung: float, dataset: str = "fashion-mnis
                                   lambda r: f"{r['mode']} B={r['block_size']} r={r['ratio']} {r['bits']}b "
                                             f"gl={r['group_lasso_weight']:g}: acc {r['accuracy']:.4f}")
     best = ranked[0] if ranked else None
-    if best is not None and walk_version(split_at, "block-sparse") == PROTOCOL_V2_3:
+    if best is not None and has_final_round(split_at, "block-sparse"):
         final = Path(out_dir) / FINAL_DIR
 
         def train_final(arm):
@@ -375,78 +369,6 @@ def promote(final_card: str | Path, out_dir: str | Path = V2_DIR, val_subset: in
     card["final_round"] = src.relative_to(out).as_posix() if src.is_relative_to(out) else str(src)
     dst.write_text(json.dumps(card, indent=1, default=float))
     return dst
-
-
-def pick(card: dict, reference: dict) -> dict:
-    """The pick of one rung: its seed 0's paired difference from the reference's seed 0 on val-select
-    (a point estimate, with the interval for the record) and whether it is >= -``PICK_THRESHOLD``."""
-    t = paired_test(unpack_correct(reference["val_select"]["correct"]), unpack_correct(card["val_select"]["correct"]))
-    return t | dict(picked=bool(t["difference"] >= -PICK_THRESHOLD - 1e-9))
-
-
-def ladder(family: str, walked: dict[float, bool]) -> tuple[list[float], float | None]:
-    """The v2 walk of one family at one split over the rungs ``walked`` so far (rung -> picked).
-
-    Returns (the rungs in walking order so far, the next rung to train or None when the walk has
-    ended). Rungs are ordered from the lowest rate up: block-sparse's target rates ascending, the
-    bottleneck's rate weights descending. See ``protocol``: coarse ladder first; below a first
-    rung that is picked, the coarse factor again until one misses; then the rungs a factor
-    ``REFINE`` apart between the last miss and the coarse pick, lowest rate first.
-    """
-    if family == "webp-finetuned":
-        return _webp_ladder(walked)
-    up = family != "bottleneck"  # block-sparse rungs grow with rate, the bottleneck's rate weights shrink
-    factor = COARSE_FACTOR[family]
-    below = (lambda r: r / factor) if up else (lambda r: r * factor)
-    above = (lambda r: r * REFINE) if up else (lambda r: r / REFINE)
-    return _walk(LADDERS_V2[family], below, above, walked)
-
-
-def _webp_ladder(walked: dict[float, bool]) -> tuple[list[float], float | None]:
-    """``ladder`` for WebP with a fine-tuned classifier (v2.2): qualities 50 to 100; below a picked
-    first rung, ``WEBP_BELOW`` until one misses; then ``WEBP_STEP`` apart above the last miss."""
-    below = dict(zip((LADDERS_V2["webp-finetuned"][0], *WEBP_BELOW), WEBP_BELOW))
-    return _walk(LADDERS_V2["webp-finetuned"], below.get, lambda q: q + WEBP_STEP, walked)
-
-
-def _walk(coarse, below, above, walked: dict[float, bool]) -> tuple[list[float], float | None]:
-    """The walk every family shares (``ladder``): the rungs ``coarse`` until one is picked; if that
-    is the first, ``below(rung)`` (None: no lower rung) until one misses; then ``above(rung)`` from
-    the last miss, lowest rate first, until one is picked or the next would reach the pick. Returns
-    (the rungs in walking order so far, the next rung to train or None when the walk has ended)."""
-    order = []
-
-    def until(rungs, stop_at: bool):
-        """Walk ``rungs`` on: (the first not walked yet, None) or (None, the first whose pick is ``stop_at``)."""
-        for r in rungs:
-            order.append(r)
-            if r not in walked:
-                return r, None
-            if walked[r] == stop_at:
-                return None, r
-        return None, None
-
-    def chain(r, step):  # each rung from the previous one as written (6 significant digits)
-        while (r := step(r)) is not None:
-            r = float(f"{r:.6g}")
-            yield r
-
-    # 1. the coarse ladder, until a rung is picked
-    nxt, pick_ = until(coarse, True)
-    if nxt is not None or pick_ is None:
-        return order, nxt  # the next coarse rung, or none picked: no operating point at this split
-    # 2. below a first rung that is picked, until one misses
-    miss = order[-2] if len(order) > 1 else None
-    if miss is None:
-        nxt, miss = until(chain(pick_, below), False)
-        if nxt is not None or miss is None:
-            return order, nxt  # the next rung below, or picked down to the lowest there is
-        pick_ = order[-2]
-    # 3. between the miss and the pick, lowest rate first, until one is picked (rungs are rounded: 0.1%)
-    up = pick_ > miss
-    nxt, _ = until(itertools.takewhile(lambda r: r < pick_ * 0.999 if up else r > pick_ * 1.001, chain(miss, above)),
-                   True)
-    return order, nxt
 
 
 def read_cards(folder: str | Path = V2_DIR, reuse_dir: str | Path | None = V1_DIR) -> list[dict]:

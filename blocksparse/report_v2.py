@@ -15,10 +15,10 @@ from .answer import LADDER_COLUMNS, rung_of
 from .comparison import COMPARISON_COLUMNS, comparison_table, curves_from_cards, words
 from .protocol import PROTOCOL_V2, SEEDS_V2
 from .protocol_v2 import (BUDGET, AMENDMENT_COMMIT, AMENDMENT_V2_2_COMMIT, AMENDMENT_V2_3_COMMIT, RULES_COMMIT, V1_DIR, V2_DIR, VERSIONS,
-                          WALKS, confirm, ladder, operating_point, pick, read_cards, reference, reference_cards, seed_runs,
-                          walk_version, walked)
+                          WALKS, confirm, operating_point, read_cards, reference, reference_cards, seed_runs, walked)
 from .results import unpack_correct
 from .runtime import ROOT
+from .walk import ladder, pick, walk_version
 
 
 STATUS_COLUMNS = ("split_at", "family", "rung", "setting", "bpp", "accuracy", "diff", "diff_lo", "diff_hi", "picked",

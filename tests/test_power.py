@@ -63,3 +63,44 @@ def test_committed_power_table_meets_v2s_bar_and_shows_v1_had_none():
     assert at["v1: val-select lower end >= -1"] < 0.5
     margin = t[(t["discordance"] == observed_d) & np.isclose(t["true_diff"], -0.01)].set_index("rule")["power"]
     assert margin["v2: pick and confirm"] < 0.05  # a rung at the margin is not confirmed
+
+
+def test_a_noise_free_walk_ends_within_one_refine_step_above_its_threshold():
+    """No noise: the walk (block-sparse: rungs sqrt 2 apart in rate, evenly in log2) ends on the lowest
+    rung at or above the threshold, so the operating point's true difference is spread evenly over
+    [-threshold, -threshold + slope / 2): a confirmation that passes from -0.75 point on is passed by
+    half of the walks that pick at -1 with a slope of 1 point per doubling (independent of the code's own
+    arithmetic: the share of an even spread)."""
+    step = {-0.0076: 0.0, -0.0075: 1.0}  # the confirmation: a step at -0.75 point
+    w = power.power_walk("block-sparse", 0.01, 0.01, 1e-9, step, sims=3000, seed=2)
+    assert w["no_pick"] == 0.0
+    assert w["power"] == pytest.approx(0.5, abs=0.04)
+    assert -0.01 <= w["median_diff"] <= -0.0075 + 0.0005
+    w = power.power_walk("block-sparse", 0.004, 0.01, 1e-9, step, sims=500, seed=2)  # v2.4's pick: always above
+    assert w["power"] == pytest.approx(1 - w["no_pick"])
+    with pytest.raises(ValueError, match="threshold"):
+        power.power_walk("block-sparse", -0.004, 0.01, 0.03, step)
+
+
+def test_walk_slopes_read_the_rise_above_v2s_pick(tmp_path):
+    ref = np.ones(1000, bool)
+
+    def card(family, rung, diff):
+        x = ref.copy()
+        x[:round(-diff * 1000)] = False
+        return dict(family=family, split_at="layer3", seed=0, rung=rung, val_select=dict(correct=pack_correct(x)))
+    cards = [card("block-sparse", 0.0625, -0.03), card("block-sparse", 0.125, -0.009), card("block-sparse", 0.25, -0.001),
+             card("bottleneck", 3.2, -0.02), card("bottleneck", 0.8, -0.008), card("bottleneck", 0.2, -0.004)]
+    s = power.walk_slopes(cards, dict(val_select=dict(correct=pack_correct(ref))))
+    assert s["block-sparse"] == pytest.approx(0.008)  # from -0.9 at 0.125 to -0.1 at 0.25: one doubling
+    assert s["bottleneck"] == pytest.approx(0.002)  # from -0.8 at lambda 0.8 to -0.4 at 0.2: two doublings
+
+
+def test_committed_power_table_gives_v2_4s_walks_their_power():
+    t = pd.read_csv(ROOT / "data" / "results" / "power.csv")
+    observed_d = t["discordance"].min()
+    walks = t[(t["discordance"] == observed_d) & t["rule"].str.contains(" walk, ")]
+    v2_4, v2_2 = walks[walks["rule"].str.startswith("v2.4")], walks[walks["rule"].str.startswith("v2.2")]
+    assert set(v2_4["rule"].str.extract(r"walk, (\S+)")[0]) == {"block-sparse", "bottleneck"}
+    assert (v2_4["power"] >= 0.8).all()
+    assert (v2_2["power"].to_numpy() < v2_4["power"].to_numpy()).all()  # v2's walk aims where the confirmation has none

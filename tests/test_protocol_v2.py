@@ -9,6 +9,7 @@ import torch
 from torch.utils.data import TensorDataset
 
 from blocksparse import protocol_v2 as P
+from blocksparse import walk as W
 from blocksparse import report_v2 as R
 from blocksparse.model import build_model
 from blocksparse.protocol import PICK_THRESHOLD
@@ -36,14 +37,14 @@ from blocksparse.student import StudentBottleneck
     ({3.2: True, 12.8: True, 51.2: False, 36.2039: False, 25.6: True}, [3.2, 12.8, 51.2, 36.2039, 25.6], None),
 ])
 def test_the_bottleneck_walk_by_hand(walked, order, nxt):
-    assert P.ladder("bottleneck", walked) == (order, nxt)
+    assert W.ladder("bottleneck", walked) == (order, nxt)
 
 
 def test_block_sparse_rungs_grow_with_rate():
-    assert P.ladder("block-sparse", {0.25: False, 0.5: True}) == ([0.25, 0.5, 0.353553], 0.353553)
-    assert P.ladder("block-sparse", {0.25: True}) == ([0.25, 0.125], 0.125)
-    assert P.ladder("block-sparse", {0.25: True, 0.125: False}) == ([0.25, 0.125, 0.176777], 0.176777)
-    assert P.ladder("block-sparse", {0.25: True, 0.125: False, 0.176777: True}) == ([0.25, 0.125, 0.176777], None)
+    assert W.ladder("block-sparse", {0.25: False, 0.5: True}) == ([0.25, 0.5, 0.353553], 0.353553)
+    assert W.ladder("block-sparse", {0.25: True}) == ([0.25, 0.125], 0.125)
+    assert W.ladder("block-sparse", {0.25: True, 0.125: False}) == ([0.25, 0.125, 0.176777], 0.176777)
+    assert W.ladder("block-sparse", {0.25: True, 0.125: False, 0.176777: True}) == ([0.25, 0.125, 0.176777], None)
 
 
 def _card(correct):
@@ -57,9 +58,26 @@ def test_pick_is_the_point_estimate_against_the_threshold():
     at[:int(PICK_THRESHOLD * n)] = False  # exactly one point below: picked
     below = at.copy()
     below[100] = False  # 1.1 points below: not picked
-    assert P.pick(_card(at), _card(ref))["picked"]
-    assert not P.pick(_card(below), _card(ref))["picked"]
-    assert P.pick(_card(below), _card(ref))["difference"] == pytest.approx(-0.011)
+    assert W.pick(_card(at), _card(ref))["picked"]
+    assert not W.pick(_card(below), _card(ref))["picked"]
+    assert W.pick(_card(below), _card(ref))["difference"] == pytest.approx(-0.011)
+
+
+@pytest.mark.parametrize("split_at, family, picked_at", [
+    ("layer2", "block-sparse", -0.004), ("layer1", "bottleneck", -0.004),  # v2.4: picked at -0.4 point
+    ("layer3", "block-sparse", -0.01), ("layer3", "bottleneck", -0.01),  # v2.2's walks keep v2's pick at -1
+    (None, "webp-finetuned", -0.01)])
+def test_v2_4_picks_at_minus_0_4_only_where_its_walks_had_not_begun(split_at, family, picked_at):
+    n = 1000
+    ref = np.ones(n, bool)
+
+    def card(diff):  # a seed-0 rung at ``diff`` (exact on 1,000 images)
+        x = ref.copy()
+        x[:round(-diff * n)] = False
+        return _card(x) | dict(split_at=split_at, family=family)
+    assert W.pick(card(picked_at), _card(ref))["picked"]
+    assert not W.pick(card(picked_at - 0.001), _card(ref))["picked"]
+    assert W.pick(card(-0.005), _card(ref))["picked"] == (picked_at == -0.01)  # -0.5: v2.2 picks, v2.4 does not
 
 
 def test_the_screen_scores_its_arms_on_val_stop_and_never_reads_val_select_or_test(monkeypatch, tmp_path):
@@ -325,7 +343,7 @@ def test_a_confirmation_seed_is_tested_as_soon_as_it_is_trained(monkeypatch, tmp
     ({q: False for q in (50, 55, 60, 65, 70, 75, 80, 85, 90, 95, 100)}, [50, 55, 60, 65, 70, 75, 80, 85, 90, 95, 100], None),
 ])
 def test_the_webp_walk_by_hand(walked, order, nxt):
-    assert P.ladder("webp-finetuned", {float(k): v for k, v in walked.items()}) == (order, nxt)
+    assert W.ladder("webp-finetuned", {float(k): v for k, v in walked.items()}) == (order, nxt)
 
 
 def _webp(folder, q, k, ref, seed=0, weights=False, **extra):
@@ -390,7 +408,7 @@ def test_budget_sensitivity_takes_the_closest_rung_v2s_before_v1s_when_no_operat
 @pytest.mark.parametrize("commit, begin, end", [
     (P.AMENDMENT_COMMIT, "# Protocol v2.1: one amendment to v2", "# Protocol v2.2: a second amendment"),
     (P.AMENDMENT_V2_2_COMMIT, "# Protocol v2.2: a second amendment", "# Protocol v2.3: a third amendment"),
-    (P.AMENDMENT_V2_3_COMMIT, "# Protocol v2.3: a third amendment", None)])
+    (P.AMENDMENT_V2_3_COMMIT, "# Protocol v2.3: a third amendment", "# Protocol v2.4: a fourth amendment")])
 def test_each_amendment_is_the_one_registered(commit, begin, end):
     """protocol.py's v2.1, v2.2 and v2.3 sections, byte for byte as their commits registered them."""
     then, now = _protocol_py(commit), _protocol_py()
@@ -531,8 +549,8 @@ def test_layer3s_screens_ran_under_v2_2_and_have_no_final_round(monkeypatch, tmp
     sc, trained = _final_screen(monkeypatch, tmp_path, "layer3")
     assert [s for *_, s in trained] == [150] * 6 + [300] * 3
     assert sc["pick"]["recipe"] == "hybrid" and sc["final_run"] is None
-    assert P.walk_version("layer3", "bottleneck") == "v2.2" and P.walk_version(None, "webp-finetuned") == "v2.2"
-    assert P.walk_version("layer2", "block-sparse") == P.walk_version("layer1", "bottleneck") == "v2.3"
+    assert W.walk_version("layer3", "bottleneck") == "v2.2" and W.walk_version(None, "webp-finetuned") == "v2.2"
+    assert W.walk_version("layer2", "block-sparse") == W.walk_version("layer1", "bottleneck") == "v2.4"
 
 
 def test_a_promoted_finalist_is_scored_on_val_select_as_a_rungs_run_is(tmp_path):
