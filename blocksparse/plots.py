@@ -15,6 +15,7 @@ import pandas as pd
 import seaborn as sns
 from torch import Tensor
 
+from .protocol import PICK_THRESHOLD_V2_4, PICK_V2_4_SPLITS
 from .runtime import figures_dir
 from .analysis import pareto
 from .entropy import huffman_lengths
@@ -657,12 +658,15 @@ def plot_explorer(results: pd.DataFrame, reference: float | None, row: pd.Series
 LADDER_COLOURS = {"block-sparse": "tab:blue", "bottleneck": "tab:orange", "webp-finetuned": "tab:green", "webp": "tab:red"}
 
 
-def plot_ladders(ladders: pd.DataFrame, splits: tuple[str, ...] = ("layer1", "layer2", "layer3"), floor: float = -6.0):
+def plot_ladders(ladders: pd.DataFrame, splits: tuple[str, ...] = ("layer1", "layer2", "layer3"), floor: float = -6.0,
+                 picks: dict[str, float] | None = None):
     """The protocol's evidence: every rung trained so far (``answer.ladder_table``), one panel per
     split, its val-select difference from the reference (points, 95% paired interval) against its
     rate; each family's rungs joined in ladder order, the line at -1 the rule's bound (a rung is
     within when its whole interval lies above it), the operating point ringed. Rungs more than
-    ``-floor`` points below are drawn on the floor as down-pointing triangles. Returns the figure."""
+    ``-floor`` points below are drawn on the floor as down-pointing triangles. ``picks``: split ->
+    a pick's threshold (accuracy) drawn dotted where it is not the bound (v2.4's). Returns the figure."""
+    picks = picks or {}
     fig, axes = plt.subplots(1, len(splits), figsize=(4.2 * len(splits) + 1.6, 3.6), sharex=True, sharey=True, squeeze=False,
                              layout="constrained")
     highs = 100 * pd.to_numeric(ladders["diff_hi"], errors="coerce")
@@ -681,6 +685,8 @@ def plot_ladders(ladders: pd.DataFrame, splits: tuple[str, ...] = ("layer1", "la
             op = f[f["operating_point"].astype(bool)]
             ax.plot(op["bpp"].astype(float), 100 * op["diff"].astype(float), "o", ms=11, mfc="none", mec="k", mew=1.2)
         ax.axhline(-1, color="k", ls="--", lw=0.8)
+        if split_at in picks:
+            ax.axhline(-100 * picks[split_at], color="k", ls=":", lw=0.8)
         ax.axhline(0, color="0.6", lw=0.6)
         ax.set_ylim(floor - 0.5, top)
         if len(g):
@@ -690,6 +696,8 @@ def plot_ladders(ladders: pd.DataFrame, splits: tuple[str, ...] = ("layer1", "la
     handles = [Line2D([], [], color=c, marker="o", ms=3.5, label=ANSWER_NAMES.get(f, f)) for f, c in LADDER_COLOURS.items()
                if f in set(ladders["family"])]
     handles += [Line2D([], [], color="k", ls="--", lw=0.8, label="one point below"),
+                *[Line2D([], [], color="k", ls=":", lw=0.8, label=f"pick at -{100 * t:g} (v2.4)")
+                  for t in sorted(set(picks.values()))],
                 Line2D([], [], color="0.3", ls="", marker="v", ms=5, label=f"below {floor:g} points"),
                 Line2D([], [], ls="", marker="o", ms=11, mfc="none", mec="k", label="operating point")]
     fig.legend(handles=handles, fontsize=7, loc="outside right center")
@@ -698,8 +706,9 @@ def plot_ladders(ladders: pd.DataFrame, splits: tuple[str, ...] = ("layer1", "la
 
 def plot_v2_walks(ladders: pd.DataFrame):
     """Protocol v2's walks so far (``report_v2.walk_ladders``), saved as ``figures/ladders_v2``: ``plot_ladders``
-    with its floor at -4 points, since v2's rungs lie closer to the reference than v1's ladders."""
-    return plot_ladders(ladders, floor=-4.0)
+    with its floor at -4 points, since v2's rungs lie closer to the reference than v1's ladders, and
+    v2.4's pick (``protocol.PICK_THRESHOLD_V2_4``) dotted after the splits whose walks it governs."""
+    return plot_ladders(ladders, floor=-4.0, picks=dict.fromkeys(PICK_V2_4_SPLITS, PICK_THRESHOLD_V2_4))
 
 
 ANSWER_MARKERS = {"block-sparse": "o", "bottleneck": "s", "webp-finetuned": "D", "webp": "^"}

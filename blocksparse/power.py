@@ -209,11 +209,11 @@ def power_walk(family: str, threshold: float, slope: float, discordance: float, 
 
 def walk_rows(slopes: dict[str, float], o: dict, disc: float, sims: int = 200) -> list[dict]:
     """``power.csv``'s rows for the walks (v2.2's pick at -1, v2.4's at -0.4) at ``slopes``."""
-    curve = confirm_curve(disc, o["shared"], o["seed_sd"], sims=max(sims // 2, 20))
+    curve = confirm_curve(disc, o["shared"], o["seed_sd"], sims=sims)
     rows = []
     for family, slope in slopes.items():
         for version, threshold in (("v2.2", PICK_THRESHOLD), ("v2.4", PICK_THRESHOLD_V2_4)):
-            w = power_walk(family, threshold, slope, disc, curve, o["seed_sd"], sims=10 * sims)
+            w = power_walk(family, threshold, slope, disc, curve, o["seed_sd"], sims=60 * sims)  # walks are cheap
             rows.append(dict(rule=f"{version} walk, {family} (slope {100 * slope:.2f} points per doubling): pick at "
                                   f"-{100 * threshold:g}, then confirm", n_images=VAL_SELECT_IMAGES + TEST_IMAGES,
                              discordance=disc, true_diff=-0.005, power=w["power"]))

@@ -506,6 +506,7 @@ RULES_COMMIT = "90cf9d2"
 AMENDMENT_COMMIT = "4577835"
 AMENDMENT_V2_2_COMMIT = "1a3470a"  # v2.2: the walk of WebP with a fine-tuned classifier below quality 50
 AMENDMENT_V2_3_COMMIT = "dfc7444"  # v2.3: every screen ends with a final round at the full budget
+AMENDMENT_V2_4_COMMIT = "798c99b"  # v2.4: the walks at layer2 and layer1 pick at -0.4 point; the walk's power
 
 
 # ---------------------------------------------------------------------------

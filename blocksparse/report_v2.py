@@ -14,7 +14,8 @@ import pandas as pd
 from .answer import LADDER_COLUMNS, rung_of
 from .comparison import COMPARISON_COLUMNS, comparison_table, curves_from_cards, words
 from .protocol import PROTOCOL_V2, SEEDS_V2
-from .protocol_v2 import (BUDGET, AMENDMENT_COMMIT, AMENDMENT_V2_2_COMMIT, AMENDMENT_V2_3_COMMIT, RULES_COMMIT, V1_DIR, V2_DIR, VERSIONS,
+from .protocol_v2 import (BUDGET, AMENDMENT_COMMIT, AMENDMENT_V2_2_COMMIT, AMENDMENT_V2_3_COMMIT,
+                          AMENDMENT_V2_4_COMMIT, RULES_COMMIT, V1_DIR, V2_DIR, VERSIONS,
                           WALKS, confirm, operating_point, read_cards, reference, reference_cards, seed_runs, walked)
 from .results import unpack_correct
 from .runtime import ROOT
@@ -161,6 +162,15 @@ def _power_at(power: pd.DataFrame, rule: str, delta: float) -> float:
     return float(row["power"].iloc[0])
 
 
+def _walk_power(power: pd.DataFrame, version: str) -> dict[str, float]:
+    """family -> the power of ``version``'s walk (``power.walk_rows``) at the observed discordance."""
+    d = power["discordance"].min()
+    rows = power[power["rule"].str.startswith(f"{version} walk, ") & (power["discordance"] == d)]
+    if rows.empty:
+        raise ValueError(f"power: no row for {version}'s walks")
+    return {r["rule"].split("walk, ")[1].split(" ")[0]: float(r["power"]) for _, r in rows.iterrows()}
+
+
 def _ratio_words(r: pd.Series) -> str:
     def num(v):
         return "-" if pd.isna(v) else ("inf" if v == np.inf else f"{v:.2f}")
@@ -174,14 +184,19 @@ def render_readme(power: pd.DataFrame, comparison: pd.DataFrame, status: pd.Data
     from where the text is read (notebooks: ``../figures``)."""
     v1 = _power_at(power, "v1: val-select lower end >= -1", -0.005)
     v2 = _power_at(power, "v2: pick and confirm", -0.005)
+    walks = {v: " and ".join(f"{100 * p:.0f} ({f})" for f, p in _walk_power(power, v).items()) for v in ("v2.2", "v2.4")}
     lines = [f"**Protocol v2** (pre-registered in commit `{RULES_COMMIT}` before any v2 run; amended as v2.1 in "
              f"`{AMENDMENT_COMMIT}` before any finished,",
              f"as v2.2 in `{AMENDMENT_V2_2_COMMIT}` before any run of WebP with a fine-tuned classifier, "
-             f"and as v2.3 in `{AMENDMENT_V2_3_COMMIT}` before any screen at layer2 or layer1;",
+             f"as v2.3 in `{AMENDMENT_V2_3_COMMIT}` before any screen at layer2 or layer1,",
+             f"and as v2.4 in `{AMENDMENT_V2_4_COMMIT}` before any run there; "
              "[rules and power](docs/protocol_v2.md)): screens on val-stop, "
              "picks on val-select by point estimate "
-             "(>= -1 point), confirms on test with 5 seeds at a Bonferroni level for 7 confirmations. "
+             "(>= -1 point; v2.4, at layer2 and layer1: >= -0.4),",
+             "confirms on test with 5 seeds at a Bonferroni level for 7 confirmations. "
              f"A rung 0.5 points below the reference passes v1's gate {100 * v1:.0f} times in 100, v2's {100 * v2:.0f}.",
+             f"A whole walk whose curve crosses -0.5 ends confirmed {walks['v2.2']} times in 100 under v2.2's pick "
+             f"(layer3's walks), {walks['v2.4']} under v2.4's.",
              ""]
     for version, curves in (("v1", "v1's val-select curves"), (PROTOCOL_V2, "v2's walks so far")):
         at = comparison[(comparison["protocol"] == version) & (comparison["family_a"] == "block-sparse")
@@ -210,7 +225,8 @@ def render_readme(power: pd.DataFrame, comparison: pd.DataFrame, status: pd.Data
         lines += ["", "![v2's walks so far: each rung's val-select difference from the reference against its rate, "
                       f"per split]({figures}/ladders_v2.png)",
                   "", f"[`figures/ladders_v2.png`]({figures}/ladders_v2.png) (notebook 07, `protocol v2-report`): the "
-                      "walks above, with 95% paired intervals; v2 picks on the point estimate (at or above the dashed line)."]
+                      "walks above, with 95% paired intervals; v2 picks on the point estimate (at or above the dashed line; "
+                      "v2.4, after layer2 and layer1: the dotted one)."]
     return "\n".join(lines)
 
 

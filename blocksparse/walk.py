@@ -26,7 +26,7 @@ def has_final_round(split_at: str | None, family: str) -> bool:
 
 def pick_threshold(split_at: str | None, family: str) -> float:
     """How far below the reference a rung's val-select point estimate may lie and still be picked:
-    half a point under v2.4 (``PICK_V2_4_SPLITS``), one point (v2's) for every other walk."""
+    0.4 point under v2.4 (``PICK_V2_4_SPLITS``), one point (v2's) for every other walk."""
     return PICK_THRESHOLD_V2_4 if family in FINAL_KINDS and split_at in PICK_V2_4_SPLITS else PICK_THRESHOLD
 
 

@@ -108,7 +108,12 @@ def _power_frame(v1, v2):
     return pd.DataFrame([dict(rule="v1: val-select lower end >= -1", n_images=2500, discordance=0.02, true_diff=-0.005,
                               power=v1),
                          dict(rule="v2: pick and confirm", n_images=12500, discordance=0.02, true_diff=-0.005, power=v2),
-                         dict(rule="v2: pick and confirm", n_images=12500, discordance=0.03, true_diff=-0.005, power=0.1)])
+                         dict(rule="v2: pick and confirm", n_images=12500, discordance=0.03, true_diff=-0.005, power=0.1),
+                         *[dict(rule=f"{v} walk, {f} (slope 0.50 points per doubling): pick at -1, then confirm",
+                                n_images=12500, discordance=d, true_diff=-0.005, power=p)
+                           for v, f, d, p in (("v2.2", "block-sparse", 0.02, 0.39), ("v2.2", "bottleneck", 0.02, 0.17),
+                                              ("v2.4", "block-sparse", 0.02, 0.86), ("v2.4", "bottleneck", 0.02, 0.81),
+                                              ("v2.4", "bottleneck", 0.03, 0.05))]])
 
 
 def test_readme_block_renders_its_numbers_from_the_results_files():
@@ -119,6 +124,9 @@ def test_readme_block_renders_its_numbers_from_the_results_files():
                             accuracy=0.93, diff=-0.0052, diff_lo=-0.01, diff_hi=0.0, picked=True)])
     text = R.render_readme(_power_frame(0.31, 0.88), cmp, st)
     assert "passes v1's gate 31 times in 100, v2's 88" in text  # the observed discordance's rows, not the 1.5x one
+    assert ("ends confirmed 39 (block-sparse) and 17 (bottleneck) times in 100 under v2.2's pick (layer3's walks), "
+            "86 (block-sparse) and 81 (bottleneck) under v2.4's") in text
+    assert P.AMENDMENT_V2_4_COMMIT in text
     assert "- after layer3: bottleneck needs fewer bits than block-sparse at -0.5 points" in text
     assert "- bottleneck after layer3: lambda 3.2: 0.071 bpp, -0.52, picked" in text
     assert P.RULES_COMMIT in text
@@ -138,10 +146,10 @@ def test_the_answer_table_says_where_each_family_stands_and_confirms_from_test_p
     def row(cards):
         t = R.answer_table(cards, refs, refcard)
         assert list(t.columns) == list(R.ANSWER_V2_COLUMNS) and len(t) == 7
-        # each row says the rules its walk ran under: v2.3's final round from layer2 on, v2.2 before it
+        # each row says the rules its walk ran under: v2.4 (v2.3's final round, v2.4's pick) from layer2 on, v2.2 before
         assert dict(zip(zip(t["split_at"].fillna("-"), t["family"]), t["protocol"])) == {
-            ("layer1", "block-sparse"): "v2.3", ("layer1", "bottleneck"): "v2.3", ("layer2", "block-sparse"): "v2.3",
-            ("layer2", "bottleneck"): "v2.3", ("layer3", "block-sparse"): "v2.2", ("layer3", "bottleneck"): "v2.2",
+            ("layer1", "block-sparse"): "v2.4", ("layer1", "bottleneck"): "v2.4", ("layer2", "block-sparse"): "v2.4",
+            ("layer2", "bottleneck"): "v2.4", ("layer3", "block-sparse"): "v2.2", ("layer3", "bottleneck"): "v2.2",
             ("-", "webp-finetuned"): "v2.2"}
         assert (t[t["split_at"] != "layer3"]["status"] == "not started").all()
         return t[(t["split_at"] == "layer3") & (t["family"] == "bottleneck")].iloc[0]
