@@ -696,7 +696,7 @@ def plot_ladders(ladders: pd.DataFrame, splits: tuple[str, ...] = ("layer1", "la
     handles = [Line2D([], [], color=c, marker="o", ms=3.5, label=ANSWER_NAMES.get(f, f)) for f, c in LADDER_COLOURS.items()
                if f in set(ladders["family"])]
     handles += [Line2D([], [], color="k", ls="--", lw=0.8, label="one point below"),
-                *[Line2D([], [], color="k", ls=":", lw=0.8, label=f"pick at -{100 * t:g} (v2.4)")
+                *[Line2D([], [], color="k", ls=":", lw=0.8, label=f"pick at -{100 * t:g} (v2.4: block-sparse, bottleneck)")
                   for t in sorted(set(picks.values()))],
                 Line2D([], [], color="0.3", ls="", marker="v", ms=5, label=f"below {floor:g} points"),
                 Line2D([], [], ls="", marker="o", ms=11, mfc="none", mec="k", label="operating point")]

@@ -600,5 +600,5 @@ def test_v2_walks_draw_v2_4s_pick_only_after_the_splits_it_governs():
         return sorted(round(float(l.get_ydata()[0]), 6) for l in ax.get_lines() if l.get_linestyle() == ":")
     assert dotted(panels["after layer1"]) == dotted(panels["after layer2"]) == [-0.4]
     assert dotted(panels["after layer3"]) == []
-    assert "pick at -0.4 (v2.4)" in [t.get_text() for leg in fig.legends for t in leg.get_texts()]
+    assert "pick at -0.4 (v2.4: block-sparse, bottleneck)" in [t.get_text() for leg in fig.legends for t in leg.get_texts()]
     plt.close(fig)
