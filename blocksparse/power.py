@@ -179,6 +179,8 @@ def power_walk(family: str, threshold: float, slope: float, discordance: float, 
     Returns ``power``, the median true difference of the operating point (``median_diff``), how many
     doublings of rate it sits above the -0.5 crossing (``mean_doublings``), and the share of walks
     that pick nothing (``no_pick``)."""
+    if family not in ("block-sparse", "bottleneck"):
+        raise ValueError(f"family: the walks simulated are block-sparse's and the bottleneck's, got {family!r}")
     if threshold <= 0 or slope <= 0:
         raise ValueError(f"threshold and slope must be > 0, got {threshold!r}, {slope!r}")
     rng = np.random.default_rng(seed)
@@ -242,7 +244,7 @@ def power_table(cards: list[dict], true_diffs=(0.0, -0.005, -0.0075, -0.01), sim
                           discordance=disc, true_diff=delta, power=confirm),
                      dict(rule="v2: pick and confirm", n_images=VAL_SELECT_IMAGES + TEST_IMAGES, discordance=disc,
                           true_diff=delta, power=pick * confirm),
-                     dict(rule="v2.4 pick: val-select estimate >= -0.4", n_images=VAL_SELECT_IMAGES, discordance=disc,
+                     dict(rule=f"v2.4 pick: val-select estimate >= -{100 * PICK_THRESHOLD_V2_4:g}", n_images=VAL_SELECT_IMAGES, discordance=disc,
                           true_diff=delta, power=pick_v2_4)]
         if slopes:
             rows += walk_rows(slopes, o, disc, sims)

@@ -80,6 +80,8 @@ def test_a_noise_free_walk_ends_within_one_refine_step_above_its_threshold():
     assert w["power"] == pytest.approx(1 - w["no_pick"])
     with pytest.raises(ValueError, match="threshold"):
         power.power_walk("block-sparse", -0.004, 0.01, 0.03, step)
+    with pytest.raises(ValueError, match="family"):
+        power.power_walk("webp-finetuned", 0.004, 0.01, 0.03, step)
 
 
 def test_walk_slopes_read_the_rise_above_v2s_pick(tmp_path):
