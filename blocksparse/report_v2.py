@@ -189,7 +189,8 @@ def render_readme(power: pd.DataFrame, comparison: pd.DataFrame, status: pd.Data
              f"`{AMENDMENT_COMMIT}` before any finished,",
              f"as v2.2 in `{AMENDMENT_V2_2_COMMIT}` before any run of WebP with a fine-tuned classifier, "
              f"as v2.3 in `{AMENDMENT_V2_3_COMMIT}` before any screen at layer2 or layer1,",
-             f"and as v2.4 in `{AMENDMENT_V2_4_COMMIT}` before any run there; "
+             f"and as v2.4 in `{AMENDMENT_V2_4_COMMIT}` before any run there (after layer3's test numbers, which it leaves "
+             "as they were); "
              "[rules and power](docs/protocol_v2.md)): screens on val-stop, "
              "picks on val-select by point estimate "
              "(>= -1 point; v2.4, at layer2 and layer1: >= -0.4),",
