@@ -136,14 +136,16 @@ def power_confirm(delta: float, discordance: float, shared: float, seed_sd: floa
 
 
 def _position(family: str, rung: float) -> float:
-    """Where a rung sits on its family's ladder, in doublings of rate: log2 of block-sparse's target
-    rate, minus log2 of the bottleneck's rate weight (a lower weight spends more bits)."""
+    """Where a rung sits on its family's ladder, in doublings of the rung: log2 of block-sparse's target
+    rate; for the bottleneck, minus log2 of its rate weight (one step is a halving of lambda, which spends
+    more bits, but not twice as many)."""
     return -math.log2(rung) if family == "bottleneck" else math.log2(rung)
 
 
 def walk_slopes(cards: list[dict], reference: dict, split_at: str = "layer3") -> dict[str, float]:
     """family -> how fast its val-select difference from the reference's seed 0 (seed 0, in accuracy)
-    rises per doubling of the rung (``_position``), between the rung of lowest rate that a v2 walk at
+    rises per step of ``_position`` (a doubling of block-sparse's target rate, a halving of the bottleneck's
+    lambda), between the rung of lowest rate that a v2 walk at
     ``split_at`` picked at -1 point and the next rung walked above it. ``cards``: v2's (``protocol_v2.read_cards``)."""
     ref = unpack_correct(reference["val_select"]["correct"])
     out = {}

@@ -196,8 +196,8 @@ def render_readme(power: pd.DataFrame, comparison: pd.DataFrame, status: pd.Data
              "(>= -1 point; v2.4, at layer2 and layer1: >= -0.4),",
              "confirms on test with 5 seeds at a Bonferroni level for 7 confirmations. "
              f"A rung 0.5 points below the reference passes v1's gate {100 * v1:.0f} times in 100, v2's {100 * v2:.0f}.",
-             f"A whole walk whose curve crosses -0.5 ends confirmed {walks['v2.2']} times in 100 under v2.2's pick "
-             f"(layer3's walks), {walks['v2.4']} under v2.4's.",
+             f"Simulated, a whole walk whose curve crosses -0.5 ends on a confirmed rung {walks['v2.2']} times in 100 "
+             f"with v2's pick at -1 (layer3's walks), {walks['v2.4']} with v2.4's at -0.4 (0.8 is the target).",
              ""]
     for version, curves in (("v1", "v1's val-select curves"), (PROTOCOL_V2, "v2's walks so far")):
         at = comparison[(comparison["protocol"] == version) & (comparison["family_a"] == "block-sparse")

@@ -14,8 +14,8 @@ from .stats import paired_test
 
 def walk_version(split_at: str | None, family: str) -> str:
     """The rules a walk runs under: v2.4 (v2.3's final round and v2.4's pick) for block-sparse and the
-    bottleneck at ``FINAL_ROUND_SPLITS``; every other walk (layer3's, WebP's) ran under v2.2, which
-    v2.3 and v2.4 leave as it was."""
+    bottleneck at ``FINAL_ROUND_SPLITS``; every other walk (layer3's, ended; WebP's, under way) runs under
+    v2.2, which v2.3 and v2.4 leave as it was."""
     return PROTOCOL_V2_4 if family in FINAL_KINDS and split_at in FINAL_ROUND_SPLITS else PROTOCOL_V2_2
 
 

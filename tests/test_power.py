@@ -104,7 +104,9 @@ def test_committed_power_table_gives_v2_4s_walks_their_power():
     walks = t[(t["discordance"] == observed_d) & t["rule"].str.contains(" walk, ")]
     v2_4, v2_2 = walks[walks["rule"].str.startswith("v2.4")], walks[walks["rule"].str.startswith("v2.2")]
     assert set(v2_4["rule"].str.extract(r"walk, (\S+)")[0]) == {"block-sparse", "bottleneck"}
-    # at the bar within Monte Carlo error (6,000 walks each, a confirmation curve of 100 simulations a
-    # point: about 0.01); the bottleneck's, at its flatter slope, lies on it (0.80)
-    assert (v2_4["power"] >= 0.8 - 0.01).all()
+    # at the 0.8 target within the simulation's error: 6,000 walks each (0.005), and a confirmation curve of
+    # 100 simulations a point that every walk shares (a few hundredths); the bottleneck's, at its flatter
+    # slope, lies on the target (0.80). docs/protocol_v2.md discloses how the sizes and this tolerance came.
+    assert (v2_4["power"] >= 0.8 - 0.03).all()
+    assert (v2_4["power"] >= 0.8).any()
     assert (v2_2["power"].to_numpy() < v2_4["power"].to_numpy()).all()  # v2's walk aims where the confirmation has none

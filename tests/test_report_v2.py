@@ -124,8 +124,8 @@ def test_readme_block_renders_its_numbers_from_the_results_files():
                             accuracy=0.93, diff=-0.0052, diff_lo=-0.01, diff_hi=0.0, picked=True)])
     text = R.render_readme(_power_frame(0.31, 0.88), cmp, st)
     assert "passes v1's gate 31 times in 100, v2's 88" in text  # the observed discordance's rows, not the 1.5x one
-    assert ("ends confirmed 39 (block-sparse) and 17 (bottleneck) times in 100 under v2.2's pick (layer3's walks), "
-            "86 (block-sparse) and 81 (bottleneck) under v2.4's") in text
+    assert ("ends on a confirmed rung 39 (block-sparse) and 17 (bottleneck) times in 100 with v2's pick at -1 "
+            "(layer3's walks), 86 (block-sparse) and 81 (bottleneck) with v2.4's at -0.4") in text
     assert P.AMENDMENT_V2_4_COMMIT in text
     assert "- after layer3: bottleneck needs fewer bits than block-sparse at -0.5 points" in text
     assert "- bottleneck after layer3: lambda 3.2: 0.071 bpp, -0.52, picked" in text
