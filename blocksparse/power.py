@@ -30,7 +30,7 @@ import pandas as pd
 from .protocol import CONFIRM_CONFIDENCE, LADDERS_V2, PICK_THRESHOLD, PICK_THRESHOLD_V2_4, SEEDS, SEEDS_V2
 from .results import unpack_correct
 from .stats import ONE_POINT, hierarchical_bootstrap, paired_test
-from .walk import ladder
+from .walk import ladder, operating_rung, pick
 
 POWER_COLUMNS = ("rule", "n_images", "discordance", "true_diff", "power")
 VAL_SELECT_IMAGES, TEST_IMAGES = 2500, 10000
@@ -146,19 +146,19 @@ def walk_slopes(cards: list[dict], reference: dict, split_at: str = "layer3") ->
     """family -> how fast its val-select difference from the reference's seed 0 (seed 0, in accuracy)
     rises per step of ``_position`` (a doubling of block-sparse's target rate, a halving of the bottleneck's
     lambda), between the rung of lowest rate that a v2 walk at
-    ``split_at`` picked at -1 point and the next rung walked above it. ``cards``: v2's (``protocol_v2.read_cards``)."""
-    ref = unpack_correct(reference["val_select"]["correct"])
+    ``split_at`` picked (``walk.pick``, its walk's threshold) and the next rung walked above it.
+    ``cards``: v2's (``protocol_v2.read_cards``; a rung's first card is the one its walk decided on)."""
     out = {}
     for family in ("block-sparse", "bottleneck"):
-        diff = {}
+        rungs = {}
         for c in cards:
             if c["family"] == family and c.get("split_at") == split_at and c["seed"] == 0 and c.get("val_select"):
-                diff.setdefault(float(c["rung"]), float(unpack_correct(c["val_select"]["correct"]).mean() - ref.mean()))
-        pos = sorted((_position(family, r), d) for r, d in diff.items())
-        op = next((i for i, (_, d) in enumerate(pos) if d >= -PICK_THRESHOLD - 1e-9), None)
+                rungs.setdefault(float(c["rung"]), pick(c, reference))
+        pos = sorted((_position(family, r), p["difference"], p["picked"]) for r, p in rungs.items())
+        op = next((i for i, (*_, picked) in enumerate(pos) if picked), None)
         if op is None or op + 1 == len(pos):
             continue
-        (x0, d0), (x1, d1) = pos[op], pos[op + 1]
+        (x0, d0, _), (x1, d1, _) = pos[op], pos[op + 1]
         out[family] = (d1 - d0) / (x1 - x0)
     return out
 
@@ -198,11 +198,10 @@ def power_walk(family: str, threshold: float, slope: float, discordance: float, 
         walked = {}
         while (nxt := ladder(family, walked)[1]) is not None:
             walked[nxt] = true(nxt) + rng.normal(0, sd) >= -threshold - 1e-12
-        picked = [r for r, p in walked.items() if p]
-        if not picked:
+        op = operating_rung(family, walked)
+        if op is None:
             none += 1
             continue
-        op = (max if family == "bottleneck" else min)(picked)
         d = true(op)
         power += 0.0 if d < deltas[0] else float(np.interp(d, deltas, [curve[k] for k in deltas]))
         diffs.append(d)

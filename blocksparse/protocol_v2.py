@@ -38,7 +38,7 @@ from .protocol_runs import train_run as train_run_v1
 from .recipes import make_bottleneck, train_recipe
 from .study import candidates_under
 from .training import finetune
-from .walk import has_final_round, ladder, pick
+from .walk import has_final_round, ladder, operating_rung, pick
 from .results import pack_correct, unpack_correct
 from .runtime import DATA_DIR, module_device
 from .stats import hierarchical_bootstrap, paired_test
@@ -515,14 +515,9 @@ AMENDMENT_V2_4_COMMIT = "798c99b"  # v2.4: the walks at layer2 and layer1 pick a
 def operating_point(cards: list[dict], family: str, split_at: str, ref: dict) -> dict | None:
     """The seed-0 card of ``family``'s operating point at ``split_at`` once its walk has ended: the
     picked rung of lowest rate in walking order (None: the walk goes on, or no rung was picked)."""
-    w = walked(cards, family, split_at, ref)
-    order, nxt = ladder(family, w)
-    if nxt is not None:
+    best = operating_rung(family, walked(cards, family, split_at, ref))
+    if best is None:
         return None
-    picked = [r for r in order if w.get(r)]
-    if not picked:
-        return None
-    best = max(picked) if family == "bottleneck" else min(picked)  # the highest rate weight, the lowest target rate
     return next(c for c in cards if c["family"] == family and c["split_at"] == split_at and c["seed"] == 0
                 and float(c["rung"]) == best)
 

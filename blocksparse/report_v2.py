@@ -13,7 +13,7 @@ import pandas as pd
 
 from .answer import LADDER_COLUMNS, rung_of
 from .comparison import COMPARISON_COLUMNS, comparison_table, curves_from_cards, words
-from .protocol import PROTOCOL_V2, SEEDS_V2
+from .protocol import PICK_THRESHOLD_V2_4, PROTOCOL_V2, SEEDS_V2
 from .protocol_v2 import (BUDGET, AMENDMENT_COMMIT, AMENDMENT_V2_2_COMMIT, AMENDMENT_V2_3_COMMIT,
                           AMENDMENT_V2_4_COMMIT, RULES_COMMIT, V1_DIR, V2_DIR, VERSIONS,
                           WALKS, confirm, operating_point, read_cards, reference, reference_cards, seed_runs, walked)
@@ -184,6 +184,7 @@ def render_readme(power: pd.DataFrame, comparison: pd.DataFrame, status: pd.Data
     from where the text is read (notebooks: ``../figures``)."""
     v1 = _power_at(power, "v1: val-select lower end >= -1", -0.005)
     v2 = _power_at(power, "v2: pick and confirm", -0.005)
+    v2_4_pick = f"-{100 * PICK_THRESHOLD_V2_4:g}"
     walks = {v: " and ".join(f"{100 * p:.0f} ({f})" for f, p in _walk_power(power, v).items()) for v in ("v2.2", "v2.4")}
     lines = [f"**Protocol v2** (pre-registered in commit `{RULES_COMMIT}` before any v2 run; amended as v2.1 in "
              f"`{AMENDMENT_COMMIT}` before any finished,",
@@ -193,11 +194,11 @@ def render_readme(power: pd.DataFrame, comparison: pd.DataFrame, status: pd.Data
              "as they were); "
              "[rules and power](docs/protocol_v2.md)): screens on val-stop, "
              "picks on val-select by point estimate "
-             "(>= -1 point; v2.4, at layer2 and layer1: >= -0.4),",
+             f"(>= -1 point; v2.4, at layer2 and layer1: >= {v2_4_pick}),",
              "confirms on test with 5 seeds at a Bonferroni level for 7 confirmations. "
              f"A rung 0.5 points below the reference passes v1's gate {100 * v1:.0f} times in 100, v2's {100 * v2:.0f}.",
              f"Simulated, a whole walk whose curve crosses -0.5 ends on a confirmed rung {walks['v2.2']} times in 100 "
-             f"with v2's pick at -1 (layer3's walks), {walks['v2.4']} with v2.4's at -0.4 (0.8 is the target).",
+             f"with v2's pick at -1 (layer3's walks), {walks['v2.4']} with v2.4's at {v2_4_pick} (0.8 is the target).",
              ""]
     for version, curves in (("v1", "v1's val-select curves"), (PROTOCOL_V2, "v2's walks so far")):
         at = comparison[(comparison["protocol"] == version) & (comparison["family_a"] == "block-sparse")

@@ -16,7 +16,7 @@ def walk_version(split_at: str | None, family: str) -> str:
     """The rules a walk runs under: v2.4 (v2.3's final round and v2.4's pick) for block-sparse and the
     bottleneck at ``FINAL_ROUND_SPLITS``; every other walk (layer3's, ended; WebP's, under way) runs under
     v2.2, which v2.3 and v2.4 leave as it was."""
-    return PROTOCOL_V2_4 if family in FINAL_KINDS and split_at in FINAL_ROUND_SPLITS else PROTOCOL_V2_2
+    return PROTOCOL_V2_4 if has_final_round(split_at, family) else PROTOCOL_V2_2
 
 
 def has_final_round(split_at: str | None, family: str) -> bool:
@@ -102,3 +102,14 @@ def _walk(coarse, below, above, walked: dict[float, bool]) -> tuple[list[float],
     nxt, _ = until(itertools.takewhile(lambda r: r < pick_ * 0.999 if up else r > pick_ * 1.001, chain(miss, above)),
                    True)
     return order, nxt
+
+
+def operating_rung(family: str, walked: dict[float, bool]) -> float | None:
+    """The operating point's rung once the walk over ``walked`` (rung -> picked) has ended: the picked
+    rung of lowest rate (the highest rate weight, the lowest target rate or quality). None while the
+    walk goes on, or when no rung was picked."""
+    order, nxt = ladder(family, walked)
+    picked = [r for r in order if walked.get(r)]
+    if nxt is not None or not picked:
+        return None
+    return max(picked) if family == "bottleneck" else min(picked)
