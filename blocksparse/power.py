@@ -135,26 +135,37 @@ def power_confirm(delta: float, discordance: float, shared: float, seed_sd: floa
     return hits / sims
 
 
+WALKED = ("block-sparse", "bottleneck", "webp-finetuned")  # the families whose walks are simulated
+UNIT = {"block-sparse": "doubling", "bottleneck": "doubling", "webp-finetuned": "10 quality"}  # one step of _position
+
+
 def _position(family: str, rung: float) -> float:
-    """Where a rung sits on its family's ladder, in doublings of the rung: log2 of block-sparse's target
+    """Where a rung sits on its family's ladder, in steps of ``UNIT``: log2 of block-sparse's target
     rate; for the bottleneck, minus log2 of its rate weight (one step is a halving of lambda, which spends
-    more bits, but not twice as many)."""
-    return -math.log2(rung) if family == "bottleneck" else math.log2(rung)
+    more bits, but not twice as many); for WebP with a fine-tuned classifier, its quality / 10 (its
+    ladder moves in steps of 5 quality, not in factors)."""
+    if family == "bottleneck":
+        return -math.log2(rung)
+    return rung / 10 if family == "webp-finetuned" else math.log2(rung)
 
 
 def walk_slopes(cards: list[dict], reference: dict, split_at: str = "layer3") -> dict[str, float]:
     """family -> how fast its val-select difference from the reference's seed 0 (seed 0, in accuracy)
     rises per step of ``_position`` (a doubling of block-sparse's target rate, a halving of the bottleneck's
-    lambda), between the rung of lowest rate that a v2 walk at
-    ``split_at`` picked (``walk.pick``, its walk's threshold) and the next rung walked above it.
-    ``cards``: v2's (``protocol_v2.read_cards``; a rung's first card is the one its walk decided on)."""
+    lambda, 10 of WebP's quality), between the rung of lowest rate that its v2 walk (block-sparse's and
+    the bottleneck's at ``split_at``, WebP with a fine-tuned classifier's, which has no split) picked
+    (``walk.pick``, its walk's threshold) and the next rung walked above it. Only the rungs the walk
+    walked count (``walk.ladder``; WebP's walk reuses some of v1's runs, not all). ``cards``: v2's
+    (``protocol_v2.read_cards``; a rung's first card is the one its walk decided on)."""
     out = {}
-    for family in ("block-sparse", "bottleneck"):
+    for family in WALKED:
+        at = None if family == "webp-finetuned" else split_at  # input compression: one walk, no split
         rungs = {}
         for c in cards:
-            if c["family"] == family and c.get("split_at") == split_at and c["seed"] == 0 and c.get("val_select"):
+            if c["family"] == family and c.get("split_at") == at and c["seed"] == 0 and c.get("val_select"):
                 rungs.setdefault(float(c["rung"]), pick(c, reference))
-        pos = sorted((_position(family, r), p["difference"], p["picked"]) for r, p in rungs.items())
+        order = ladder(family, {r: p["picked"] for r, p in rungs.items()})[0]
+        pos = sorted((_position(family, r), p["difference"], p["picked"]) for r, p in rungs.items() if r in order)
         op = next((i for i, (*_, picked) in enumerate(pos) if picked), None)
         if op is None or op + 1 == len(pos):
             continue
@@ -170,7 +181,8 @@ def confirm_curve(discordance: float, shared: float, seed_sd: float, deltas=None
 
 
 def power_walk(family: str, threshold: float, slope: float, discordance: float, curve: dict[float, float],
-               seed_sd: float = 0.0, n_images: int = VAL_SELECT_IMAGES, sims: int = 2000, seed: int = 0) -> dict:
+               seed_sd: float = 0.0, n_images: int = VAL_SELECT_IMAGES, sims: int = 2000, seed: int = 0,
+               curve_sims: int | None = None) -> dict:
     """The power of a whole walk (``walk.ladder``) that picks a rung when its val-select estimate is
     >= -``threshold``: the mean probability that its operating point is confirmed, when the family's
     true difference is the straight line ``slope`` x (position - x0) - 0.5 point (capped at 0), with
@@ -179,18 +191,23 @@ def power_walk(family: str, threshold: float, slope: float, discordance: float, 
     ``n_images`` images and a seed's own ``seed_sd``; the confirmation's power at the operating point's
     true difference is ``curve``'s (``confirm_curve``), interpolated, and 0 below its lowest delta.
     Returns ``power``, the median true difference of the operating point (``median_diff``), how many
-    doublings of rate it sits above the -0.5 crossing (``mean_doublings``), and the share of walks
-    that pick nothing (``no_pick``)."""
-    if family not in ("block-sparse", "bottleneck"):
-        raise ValueError(f"family: the walks simulated are block-sparse's and the bottleneck's, got {family!r}")
+    doublings of rate it sits above the -0.5 crossing (``mean_doublings``), the share of walks
+    that pick nothing (``no_pick``) and ``se``, the simulation's standard error of ``power``: the
+    walks' own spread over ``sims``, plus, when ``curve_sims`` (the simulations behind each of
+    ``curve``'s points) is given, the binomial error of the curve's points, weighted as the
+    interpolation weighs them (every walk shares one curve, so this part does not shrink with ``sims``)."""
+    if family not in WALKED:
+        raise ValueError(f"family: the walks simulated are {', '.join(WALKED)}'s, got {family!r}")
     if threshold <= 0 or slope <= 0:
         raise ValueError(f"threshold and slope must be > 0, got {threshold!r}, {slope!r}")
     rng = np.random.default_rng(seed)
     xs = [_position(family, r) for r in LADDERS_V2[family]]
     deltas = sorted(curve)
     sd = math.sqrt(discordance / n_images + seed_sd ** 2)
-    power, diffs, doublings, none = 0.0, [], [], 0
-    for _ in range(sims):
+    diffs, doublings, none = [], [], 0
+    hits = np.zeros(sims)  # each walk's chance of confirmation
+    weights = np.zeros(len(deltas))  # how much each of the curve's points counts in ``power``
+    for i in range(sims):
         x0 = rng.uniform(min(xs), max(xs))
 
         def true(rung):
@@ -203,10 +220,21 @@ def power_walk(family: str, threshold: float, slope: float, discordance: float, 
             none += 1
             continue
         d = true(op)
-        power += 0.0 if d < deltas[0] else float(np.interp(d, deltas, [curve[k] for k in deltas]))
+        if d >= deltas[0]:
+            j = min(int(np.searchsorted(deltas, d, side="right")) - 1, len(deltas) - 1)
+            t = 0.0 if j == len(deltas) - 1 else (d - deltas[j]) / (deltas[j + 1] - deltas[j])
+            weights[j] += (1 - t) / sims
+            if t:
+                weights[j + 1] += t / sims
+            hits[i] = (1 - t) * curve[deltas[j]] + (t * curve[deltas[j + 1]] if t else 0.0)
         diffs.append(d)
         doublings.append(_position(family, op) - x0)
-    return dict(power=power / sims, median_diff=float(np.median(diffs)) if diffs else float("nan"),
+    var = hits.var(ddof=1) / sims if sims > 1 else 0.0
+    if curve_sims:
+        p = np.array([curve[k] for k in deltas])
+        var += float(np.sum(weights ** 2 * p * (1 - p))) / curve_sims
+    return dict(power=float(hits.mean()), se=math.sqrt(var),
+                median_diff=float(np.median(diffs)) if diffs else float("nan"),
                 mean_doublings=float(np.mean(doublings)) if doublings else float("nan"), no_pick=none / sims)
 
 

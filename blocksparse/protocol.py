@@ -266,3 +266,39 @@ FINAL_ROUND_SPLITS = ("layer2", "layer1")
 PROTOCOL_V2_4 = "v2.4"
 PICK_THRESHOLD_V2_4 = 0.004
 PICK_V2_4_SPLITS = FINAL_ROUND_SPLITS
+
+
+# ===========================================================================
+# Protocol v2.5: a fifth amendment, committed before any run at layer2 or layer1 (v2 to v2.4 above
+# stay as they were). v2.4 chose its pick (-0.4 point) as the largest threshold, in steps of 0.1 point,
+# whose walk has power >= 0.8 at both of layer3's slopes, from 6,000 walks and a confirmation curve of
+# 100 simulations a point, with no error stated. Rendered at those sizes, the bottleneck's walk read
+# 0.7999: on the target, not above it. Measured again before this commit, with the simulation's
+# standard error (``power.power_walk``'s ``se``: the walks' spread and the curve's binomial error,
+# weighted as the walk uses it) at twice the sizes (a curve of 200 simulations a point, 12,000 walks;
+# slopes 0.92 and 0.43 point per step, observed discordance 0.0264):
+#                   -0.5            -0.4            -0.3            -0.2
+#   block-sparse    0.821 (0.005)   0.854 (0.005)   0.855 (0.005)   0.824 (0.005)
+#   bottleneck      0.730 (0.007)   0.793 (0.006)   0.821 (0.005)   0.809 (0.005)
+# At -0.4 the bottleneck's walk is below the target. v2.5 keeps v2.4's criterion and counts the error:
+#   the pick   at layer2 and layer1, block-sparse and the bottleneck pick a rung when its seed 0's
+#              paired difference from the reference's seed 0 on val-select (point estimate) is
+#              >= -PICK_THRESHOLD_V2_5 (0.3 point: the largest threshold, in steps of 0.1 point, whose
+#              walk's power less 1.96 standard errors of its simulation is >= 0.8 at both slopes, at
+#              the observed discordance);
+#   the sizes  ``power.csv``'s walk rows are simulated at these sizes (``POWER_CURVE_SIMS`` a point of
+#              the confirmation's curve, ``POWER_WALKS`` walks) and carry their standard error;
+#   the rest   unchanged: the walk, v2.3's final round, the confirmation (5 seeds on test, lower end
+#              >= -1 point at ``CONFIRM_CONFIDENCE``), the scope of v2.4 (``PICK_V2_4_SPLITS``).
+# The price is rate: in those simulations the operating point sits 0.50 (block-sparse) and 0.67
+# (bottleneck) of a step above the -0.5 crossing, against 0.37 and 0.40 at -0.4, and no rung reaches
+# the pick in 10% of the walks (6-7% at -0.4), which count as failures in the power above.
+# Disclosure: the second move of this threshold. Both came before any run at layer2 or layer1, and
+# what moved it is simulations, not runs. Layer3's and WebP's walks keep v2's pick at -1. A card of a
+# layer3 confirmation or of WebP's walk may say v2.4 or v2.5, by when its process started: the rules
+# they run under are the same. Cards and screens written from now on say "v2.5".
+# ===========================================================================
+PROTOCOL_V2_5 = "v2.5"
+PICK_THRESHOLD_V2_5 = 0.003
+POWER_CURVE_SIMS = 200
+POWER_WALKS = 60 * POWER_CURVE_SIMS

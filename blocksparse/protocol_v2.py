@@ -29,6 +29,7 @@ from .evaluation import evaluate
 from .model import checkpoint_card, load_pretrained, save_weights
 from .protocol import (BOTTLENECK_RECIPES, BOTTLENECK_WIDTHS, BUDGET, CONFIRM_CONFIDENCE, FINAL_KINDS, FINAL_ROUND,
                        SENSITIVITY_FACTOR, PROTOCOL_V2, PROTOCOL_V2_1, PROTOCOL_V2_2, PROTOCOL_V2_3, PROTOCOL_V2_4,
+                       PROTOCOL_V2_5,
                        SCREEN_V2, SEEDS_V2, SPLIT_POINTS, VAL_SELECT, VAL_STOP, Budget, selection_data, stopping_data)
 from .protocol_runs import against_card, frontier_of, scored, state_name
 from .protocol_runs import run_name as run_name_v1
@@ -44,8 +45,8 @@ from .runtime import DATA_DIR, module_device
 from .stats import hierarchical_bootstrap, paired_test
 from .student import StudentBottleneck, load_student, save_student
 
-PROTOCOL = PROTOCOL_V2_4  # the version this code writes on its cards and screens (v2 as amended)
-VERSIONS = (PROTOCOL_V2, PROTOCOL_V2_1, PROTOCOL_V2_2, PROTOCOL_V2_3, PROTOCOL_V2_4)  # the cards of every one are v2's
+PROTOCOL = PROTOCOL_V2_5  # the version this code writes on its cards and screens (v2 as amended)
+VERSIONS = (PROTOCOL_V2, PROTOCOL_V2_1, PROTOCOL_V2_2, PROTOCOL_V2_3, PROTOCOL_V2_4, PROTOCOL_V2_5)  # the cards of every one are v2's
 # Every walk v2 makes: the two trained families at each split, and WebP with a fine-tuned classifier
 # once (input compression: no split), which reuses v1's runs of the same recipe (v2, v2.2).
 WALKS = tuple((split, family) for split in SPLIT_POINTS for family in ("block-sparse", "bottleneck")) + (

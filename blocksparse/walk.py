@@ -6,17 +6,17 @@ from __future__ import annotations
 
 import itertools
 
-from .protocol import (COARSE_FACTOR, FINAL_KINDS, FINAL_ROUND_SPLITS, LADDERS_V2, PICK_THRESHOLD, PICK_THRESHOLD_V2_4,
-                       PICK_V2_4_SPLITS, PROTOCOL_V2_2, PROTOCOL_V2_4, REFINE, WEBP_BELOW, WEBP_STEP)
+from .protocol import (COARSE_FACTOR, FINAL_KINDS, FINAL_ROUND_SPLITS, LADDERS_V2, PICK_THRESHOLD, PICK_THRESHOLD_V2_5,
+                       PICK_V2_4_SPLITS, PROTOCOL_V2_2, PROTOCOL_V2_5, REFINE, WEBP_BELOW, WEBP_STEP)
 from .results import unpack_correct
 from .stats import paired_test
 
 
 def walk_version(split_at: str | None, family: str) -> str:
-    """The rules a walk runs under: v2.4 (v2.3's final round and v2.4's pick) for block-sparse and the
+    """The rules a walk runs under: v2.5 (v2.3's final round and v2.5's pick) for block-sparse and the
     bottleneck at ``FINAL_ROUND_SPLITS``; every other walk (layer3's, ended; WebP's, under way) runs under
-    v2.2, which v2.3 and v2.4 leave as it was."""
-    return PROTOCOL_V2_4 if has_final_round(split_at, family) else PROTOCOL_V2_2
+    v2.2, which v2.3 to v2.5 leave as it was."""
+    return PROTOCOL_V2_5 if has_final_round(split_at, family) else PROTOCOL_V2_2
 
 
 def has_final_round(split_at: str | None, family: str) -> bool:
@@ -26,8 +26,8 @@ def has_final_round(split_at: str | None, family: str) -> bool:
 
 def pick_threshold(split_at: str | None, family: str) -> float:
     """How far below the reference a rung's val-select point estimate may lie and still be picked:
-    0.4 point under v2.4 (``PICK_V2_4_SPLITS``), one point (v2's) for every other walk."""
-    return PICK_THRESHOLD_V2_4 if family in FINAL_KINDS and split_at in PICK_V2_4_SPLITS else PICK_THRESHOLD
+    0.3 point under v2.5 (at v2.4's ``PICK_V2_4_SPLITS``), one point (v2's) for every other walk."""
+    return PICK_THRESHOLD_V2_5 if family in FINAL_KINDS and split_at in PICK_V2_4_SPLITS else PICK_THRESHOLD
 
 
 def pick(card: dict, reference: dict) -> dict:

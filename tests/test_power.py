@@ -81,7 +81,21 @@ def test_a_noise_free_walk_ends_within_one_refine_step_above_its_threshold():
     with pytest.raises(ValueError, match="threshold"):
         power.power_walk("block-sparse", -0.004, 0.01, 0.03, step)
     with pytest.raises(ValueError, match="family"):
-        power.power_walk("webp-finetuned", 0.004, 0.01, 0.03, step)
+        power.power_walk("reference", 0.004, 0.01, 0.03, step)
+
+
+def test_a_walks_standard_error_is_its_curves_binomial_error_when_every_walk_reads_one_point():
+    """A one-point curve (0.7 from -2 points up) read by noise-free walks that all pick: every walk's
+    chance is 0.7, so the walks add no spread, and the power's error is that of one binomial estimate
+    of 0.7 from ``curve_sims`` simulations (the textbook sqrt(p (1 - p) / n)); without ``curve_sims``, none."""
+    w = power.power_walk("block-sparse", 0.01, 0.01, 1e-9, {-0.02: 0.7}, sims=300, seed=1, curve_sims=200)
+    assert w["no_pick"] == 0.0 and w["power"] == pytest.approx(0.7)
+    assert w["se"] == pytest.approx(math.sqrt(0.7 * 0.3 / 200))
+    assert power.power_walk("block-sparse", 0.01, 0.01, 1e-9, {-0.02: 0.7}, sims=300, seed=1)["se"] == pytest.approx(0, abs=1e-12)
+    # a curve rising from 0 at -1 point to 1 at 0, and operating points spread evenly over [-1, -0.5) (the
+    # walk above): each walk's chance is even on [0, 0.5), so the walks' own error is sqrt(0.5^2 / 12 / sims)
+    w = power.power_walk("block-sparse", 0.01, 0.01, 1e-9, {-0.01: 0.0, 0.0: 1.0}, sims=4000, seed=1)
+    assert w["se"] == pytest.approx(math.sqrt(0.5 ** 2 / 12 / 4000), rel=0.1)
 
 
 def test_walk_slopes_read_the_rise_above_v2s_pick(tmp_path):
@@ -92,10 +106,30 @@ def test_walk_slopes_read_the_rise_above_v2s_pick(tmp_path):
         x[:round(-diff * 1000)] = False
         return dict(family=family, split_at="layer3", seed=0, rung=rung, val_select=dict(correct=pack_correct(x)))
     cards = [card("block-sparse", 0.0625, -0.03), card("block-sparse", 0.125, -0.009), card("block-sparse", 0.25, -0.001),
-             card("bottleneck", 3.2, -0.02), card("bottleneck", 0.8, -0.008), card("bottleneck", 0.2, -0.004)]
+             card("bottleneck", 3.2, -0.02), card("bottleneck", 0.8, -0.004), card("bottleneck", 2.26274, -0.015),
+             card("bottleneck", 1.6, -0.012), card("bottleneck", 1.13137, -0.008),
+             card("bottleneck", 0.2, -0.001)]  # the walk never went to 0.2 (a card it did not walk)
     s = power.walk_slopes(cards, dict(val_select=dict(correct=pack_correct(ref))))
     assert s["block-sparse"] == pytest.approx(0.008)  # from -0.9 at 0.125 to -0.1 at 0.25: one doubling
-    assert s["bottleneck"] == pytest.approx(0.002)  # from -0.8 at lambda 0.8 to -0.4 at 0.2: two doublings
+    # coarse 3.2 missed, 0.8 picked; between them 2.26 and 1.6 missed, 1.13 picked: from -0.8 at 1.13 to -0.4
+    # at 0.8, half a doubling
+    assert s["bottleneck"] == pytest.approx(0.008, rel=1e-4)
+    assert "webp-finetuned" not in s  # no walk of it
+
+
+def test_walk_slopes_read_webps_walk_in_steps_of_ten_quality_and_only_the_rungs_it_walked():
+    """WebP's walk: q50 picked (-0.5), q30 picked (-0.8), q20 missed (-1.2), q25 missed (-1.1): its
+    operating point is q30, and the next rung walked above it is q50 (q40 is a reused card the walk
+    never walked; were it counted, the slope would be (-0.1 + 0.8) / 1)."""
+    ref = np.ones(1000, bool)
+
+    def card(rung, diff):
+        x = ref.copy()
+        x[:round(-diff * 1000)] = False
+        return dict(family="webp-finetuned", split_at=None, seed=0, rung=rung, val_select=dict(correct=pack_correct(x)))
+    cards = [card(40, -0.001), card(50, -0.005), card(30, -0.008), card(20, -0.012), card(25, -0.011)]
+    s = power.walk_slopes(cards, dict(val_select=dict(correct=pack_correct(ref))))
+    assert s == {"webp-finetuned": pytest.approx(0.0015)}  # from -0.8 at q30 to -0.5 at q50: two steps of 10
 
 
 def test_committed_power_table_gives_v2_4s_walks_their_power():

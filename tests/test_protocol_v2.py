@@ -64,10 +64,10 @@ def test_pick_is_the_point_estimate_against_the_threshold():
 
 
 @pytest.mark.parametrize("split_at, family, picked_at", [
-    ("layer2", "block-sparse", -0.004), ("layer1", "bottleneck", -0.004),  # v2.4: picked at -0.4 point
+    ("layer2", "block-sparse", -0.003), ("layer1", "bottleneck", -0.003),  # v2.5: picked at -0.3 point
     ("layer3", "block-sparse", -0.01), ("layer3", "bottleneck", -0.01),  # v2.2's walks keep v2's pick at -1
     (None, "webp-finetuned", -0.01)])
-def test_v2_4_picks_at_minus_0_4_only_where_its_walks_had_not_begun(split_at, family, picked_at):
+def test_v2_5_picks_at_minus_0_3_only_where_its_walks_had_not_begun(split_at, family, picked_at):
     n = 1000
     ref = np.ones(n, bool)
 
@@ -77,7 +77,7 @@ def test_v2_4_picks_at_minus_0_4_only_where_its_walks_had_not_begun(split_at, fa
         return _card(x) | dict(split_at=split_at, family=family)
     assert W.pick(card(picked_at), _card(ref))["picked"]
     assert not W.pick(card(picked_at - 0.001), _card(ref))["picked"]
-    assert W.pick(card(-0.005), _card(ref))["picked"] == (picked_at == -0.01)  # -0.5: v2.2 picks, v2.4 does not
+    assert W.pick(card(-0.004), _card(ref))["picked"] == (picked_at == -0.01)  # -0.4: v2.2 picks, v2.5 does not
 
 
 def test_the_screen_scores_its_arms_on_val_stop_and_never_reads_val_select_or_test(monkeypatch, tmp_path):
@@ -409,7 +409,7 @@ def test_budget_sensitivity_takes_the_closest_rung_v2s_before_v1s_when_no_operat
     (P.AMENDMENT_COMMIT, "# Protocol v2.1: one amendment to v2", "# Protocol v2.2: a second amendment"),
     (P.AMENDMENT_V2_2_COMMIT, "# Protocol v2.2: a second amendment", "# Protocol v2.3: a third amendment"),
     (P.AMENDMENT_V2_3_COMMIT, "# Protocol v2.3: a third amendment", "# Protocol v2.4: a fourth amendment"),
-    (P.AMENDMENT_V2_4_COMMIT, "# Protocol v2.4: a fourth amendment", None)])
+    (P.AMENDMENT_V2_4_COMMIT, "# Protocol v2.4: a fourth amendment", "# Protocol v2.5: a fifth amendment")])
 def test_each_amendment_is_the_one_registered(commit, begin, end):
     """protocol.py's v2.1 to v2.4 sections, byte for byte as their commits registered them."""
     then, now = _protocol_py(commit), _protocol_py()
@@ -551,7 +551,7 @@ def test_layer3s_screens_ran_under_v2_2_and_have_no_final_round(monkeypatch, tmp
     assert [s for *_, s in trained] == [150] * 6 + [300] * 3
     assert sc["pick"]["recipe"] == "hybrid" and sc["final_run"] is None
     assert W.walk_version("layer3", "bottleneck") == "v2.2" and W.walk_version(None, "webp-finetuned") == "v2.2"
-    assert W.walk_version("layer2", "block-sparse") == W.walk_version("layer1", "bottleneck") == "v2.4"
+    assert W.walk_version("layer2", "block-sparse") == W.walk_version("layer1", "bottleneck") == "v2.5"
 
 
 def test_a_promoted_finalist_is_scored_on_val_select_as_a_rungs_run_is(tmp_path):
