@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import answer, power, protocol_v2, report_v2
+from . import answer, cache, power, protocol_v2, report_v2
 from .model import SPLIT_POINTS
-from .protocol import BUDGET
+from .protocol import BUDGET, CONFIRM_CONFIDENCE, POWER_CURVE_SIMS, SEEDS_V2
 from .costs import costs, latencies
 from .protocol_runs import (ANSWER_DIR, TRAINED, answer_markdown, next_steps, prune, run_step,
                             test_run, test_shipped_model, train_run)
@@ -86,7 +86,7 @@ def protocol_command(argv: list[str]) -> None:
     v2s = sub.add_parser("v2-status", help="protocol v2: each split's walk so far (rungs, val-select, picks)")
     v2s.add_argument("--out", default=str(protocol_v2.V2_DIR))
     pw = sub.add_parser("power", help="write data/results/power.csv: each decision rule's power (minutes)")
-    pw.add_argument("--sims", type=int, default=100)
+    pw.add_argument("--sims", type=int, default=POWER_CURVE_SIMS)
     cp = sub.add_parser("compare", help="write data/results/family_comparison.csv: families' rate at equal accuracy")
     cp.add_argument("--n-boot", type=int, default=2000)
     sub.add_parser("v2-report", help="protocol v2's block and the budget's sentence of the README, docs/protocol_v2.md's tables and "
@@ -214,12 +214,25 @@ def _v2(a: argparse.Namespace) -> None:
         return
     if a.action == "power":
         slopes = power.walk_slopes(protocol_v2.read_cards(), protocol_v2.reference())
-        table = power.power_table(v1, true_diffs=(0.0, -0.005, -0.01), sims=a.sims, slopes=slopes)
+        table = power.power_table(v1, true_diffs=(0.0, -0.005, -0.01), sims=a.sims, slopes=slopes,
+                                  curve_for=_confirm_curve)
         table.to_csv(d / "power.csv", index=False)
     else:
         table, gap = _v2_compare(a.n_boot)
         print(gap.to_markdown(index=False, floatfmt=".4f"))
     print(table.to_markdown(index=False, floatfmt=".3f"))
+
+
+def _confirm_curve(discordance: float, o: dict) -> dict[float, float]:
+    """``power.confirm_curve`` at ``POWER_CURVE_SIMS``, through the result cache (about 15 minutes a
+    discordance on one core; the key names everything the simulation reads)."""
+    key = dict(checkpoint=None, rule="v2 confirm", confidence=CONFIRM_CONFIDENCE, seeds=len(SEEDS_V2),
+               n_images=power.TEST_IMAGES, discordance=discordance, shared=o["shared"], seed_sd=o["seed_sd"],
+               sims=POWER_CURVE_SIMS)
+    frame = cache.cached("power_confirm_curve", key, lambda: pd.DataFrame(
+        [dict(true_diff=d, power=p) for d, p in power.confirm_curve(discordance, o["shared"], o["seed_sd"],
+                                                                     sims=POWER_CURVE_SIMS).items()]), schema=False)
+    return dict(zip(frame["true_diff"].astype(float), frame["power"].astype(float)))
 
 
 def _v2_compare(n_boot: int = 2000) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -15,7 +15,7 @@ import pandas as pd
 import seaborn as sns
 from torch import Tensor
 
-from .protocol import PICK_THRESHOLD_V2_4, PICK_V2_4_SPLITS
+from .protocol import PICK_THRESHOLD_V2_5, PICK_V2_4_SPLITS
 from .runtime import figures_dir
 from .analysis import pareto
 from .entropy import huffman_lengths
@@ -665,7 +665,7 @@ def plot_ladders(ladders: pd.DataFrame, splits: tuple[str, ...] = ("layer1", "la
     rate; each family's rungs joined in ladder order, the line at -1 the rule's bound (a rung is
     within when its whole interval lies above it), the operating point ringed. Rungs more than
     ``-floor`` points below are drawn on the floor as down-pointing triangles. ``picks``: split ->
-    a pick's threshold (accuracy) drawn dotted where it is not the bound (v2.4's). Returns the figure."""
+    a pick's threshold (accuracy) drawn dotted where it is not the bound (v2.5's). Returns the figure."""
     picks = picks or {}
     fig, axes = plt.subplots(1, len(splits), figsize=(4.2 * len(splits) + 1.6, 3.6), sharex=True, sharey=True, squeeze=False,
                              layout="constrained")
@@ -696,7 +696,7 @@ def plot_ladders(ladders: pd.DataFrame, splits: tuple[str, ...] = ("layer1", "la
     handles = [Line2D([], [], color=c, marker="o", ms=3.5, label=ANSWER_NAMES.get(f, f)) for f, c in LADDER_COLOURS.items()
                if f in set(ladders["family"])]
     handles += [Line2D([], [], color="k", ls="--", lw=0.8, label="one point below"),
-                *[Line2D([], [], color="k", ls=":", lw=0.8, label=f"pick at -{100 * t:g} (v2.4: block-sparse, bottleneck)")
+                *[Line2D([], [], color="k", ls=":", lw=0.8, label=f"pick at -{100 * t:g} (v2.5: block-sparse, bottleneck)")
                   for t in sorted(set(picks.values()))],
                 Line2D([], [], color="0.3", ls="", marker="v", ms=5, label=f"below {floor:g} points"),
                 Line2D([], [], ls="", marker="o", ms=11, mfc="none", mec="k", label="operating point")]
@@ -707,8 +707,8 @@ def plot_ladders(ladders: pd.DataFrame, splits: tuple[str, ...] = ("layer1", "la
 def plot_v2_walks(ladders: pd.DataFrame):
     """Protocol v2's walks so far (``report_v2.walk_ladders``), saved as ``figures/ladders_v2``: ``plot_ladders``
     with its floor at -4 points, since v2's rungs lie closer to the reference than v1's ladders, and
-    v2.4's pick (``protocol.PICK_THRESHOLD_V2_4``) dotted after the splits whose walks it governs."""
-    return plot_ladders(ladders, floor=-4.0, picks=dict.fromkeys(PICK_V2_4_SPLITS, PICK_THRESHOLD_V2_4))
+    v2.5's pick (``protocol.PICK_THRESHOLD_V2_5``) dotted after the splits whose walks it governs."""
+    return plot_ladders(ladders, floor=-4.0, picks=dict.fromkeys(PICK_V2_4_SPLITS, PICK_THRESHOLD_V2_5))
 
 
 ANSWER_MARKERS = {"block-sparse": "o", "bottleneck": "s", "webp-finetuned": "D", "webp": "^"}

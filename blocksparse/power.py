@@ -11,9 +11,10 @@ which the two disagree (the discordance), not the accuracy itself.
   point estimate is >= -1 point, then confirmed on test (5 seeds x 10,000 images) when the lower
   end of the hierarchical interval at 1 - 0.05 / 7 is >= -1 point. Its power is the product of the
   two (the pick and the test are independent images).
-- **the walks** (``protocol``'s v2.4): the probability that a family's whole walk ends on an
-  operating point that its confirmation then confirms, when the family's true curve crosses -0.5
-  point on its ladder (``power_walk``). v2.2's walks pick at -1 point, v2.4's at -0.4.
+- **the walks** (``protocol``'s v2.4 and v2.5): the probability that a family's whole walk ends on
+  an operating point that its confirmation then confirms, when the family's true curve crosses -0.5
+  point on its ladder (``power_walk``, with its simulation's standard error). v2.2's walks pick at
+  -1 point, v2.5's at -0.3 (v2.4's -0.4 was superseded before any run).
 
 Every probability is a Monte Carlo simulation of the rule itself (``stats.paired_test``,
 ``stats.hierarchical_bootstrap``) on correctness drawn to match what v1's val-select cards show:
@@ -27,12 +28,13 @@ import math
 import numpy as np
 import pandas as pd
 
-from .protocol import CONFIRM_CONFIDENCE, LADDERS_V2, PICK_THRESHOLD, PICK_THRESHOLD_V2_4, SEEDS, SEEDS_V2
+from .protocol import (CONFIRM_CONFIDENCE, LADDERS_V2, PICK_THRESHOLD, PICK_THRESHOLD_V2_4, PICK_THRESHOLD_V2_5,
+                       POWER_CURVE_SIMS, POWER_WALKS, SEEDS, SEEDS_V2)
 from .results import unpack_correct
 from .stats import ONE_POINT, hierarchical_bootstrap, paired_test
-from .walk import ladder, operating_rung, pick
+from .walk import ladder, operating_rung, pick, walked
 
-POWER_COLUMNS = ("rule", "n_images", "discordance", "true_diff", "power")
+POWER_COLUMNS = ("rule", "n_images", "discordance", "true_diff", "power", "se")  # se: the walks' (v2.5)
 VAL_SELECT_IMAGES, TEST_IMAGES = 2500, 10000
 NEAR = 0.015  # rungs whose val-select difference is within 1.5 points show the discordance near the margin
 
@@ -154,8 +156,9 @@ def walk_slopes(cards: list[dict], reference: dict, split_at: str = "layer3") ->
     rises per step of ``_position`` (a doubling of block-sparse's target rate, a halving of the bottleneck's
     lambda, 10 of WebP's quality), between the rung of lowest rate that its v2 walk (block-sparse's and
     the bottleneck's at ``split_at``, WebP with a fine-tuned classifier's, which has no split) picked
-    (``walk.pick``, its walk's threshold) and the next rung walked above it. Only the rungs the walk
-    walked count (``walk.ladder``; WebP's walk reuses some of v1's runs, not all). ``cards``: v2's
+    (``walk.pick``, its walk's threshold) and the next rung walked above it, once the walk has ended
+    (``walk.operating_rung``). Only the rungs the walk walked count (``walk.ladder``; WebP's walk reuses
+    some of v1's runs, not all). ``cards``: v2's
     (``protocol_v2.read_cards``; a rung's first card is the one its walk decided on)."""
     out = {}
     for family in WALKED:
@@ -163,14 +166,14 @@ def walk_slopes(cards: list[dict], reference: dict, split_at: str = "layer3") ->
         rungs = {}
         for c in cards:
             if c["family"] == family and c.get("split_at") == at and c["seed"] == 0 and c.get("val_select"):
-                rungs.setdefault(float(c["rung"]), pick(c, reference))
-        order = ladder(family, {r: p["picked"] for r, p in rungs.items()})[0]
-        pos = sorted((_position(family, r), p["difference"], p["picked"]) for r, p in rungs.items() if r in order)
-        op = next((i for i, (*_, picked) in enumerate(pos) if picked), None)
-        if op is None or op + 1 == len(pos):
+                rungs.setdefault(float(c["rung"]), pick(c, reference)["difference"])
+        done = walked(cards, family, at, reference)
+        op = operating_rung(family, done)
+        above = [r for r in ladder(family, done)[0] if op and _position(family, r) > _position(family, op) and r in rungs]
+        if not above:  # the walk goes on, picked nothing, or has no rung above its operating point
             continue
-        (x0, d0, _), (x1, d1, _) = pos[op], pos[op + 1]
-        out[family] = (d1 - d0) / (x1 - x0)
+        nxt = min(above, key=lambda r: _position(family, r))
+        out[family] = (rungs[nxt] - rungs[op]) / (_position(family, nxt) - _position(family, op))
     return out
 
 
@@ -238,32 +241,48 @@ def power_walk(family: str, threshold: float, slope: float, discordance: float, 
                 mean_doublings=float(np.mean(doublings)) if doublings else float("nan"), no_pick=none / sims)
 
 
-def walk_rows(slopes: dict[str, float], o: dict, disc: float, sims: int = 200) -> list[dict]:
-    """``power.csv``'s rows for the walks (v2.2's pick at -1, v2.4's at -0.4) at ``slopes``."""
-    curve = confirm_curve(disc, o["shared"], o["seed_sd"], sims=sims)
+# The walks whose power ``power.csv`` states: (version, threshold, families). v2.2's pick at -1 point
+# governs layer3's walks and WebP's; v2.4's at -0.4 was superseded by v2.5's at -0.3 before any run at
+# layer2 or layer1 (its rows stay, as the record of why).
+WALK_RULES = (("v2.2", PICK_THRESHOLD, WALKED), ("v2.4", PICK_THRESHOLD_V2_4, ("block-sparse", "bottleneck")),
+              ("v2.5", PICK_THRESHOLD_V2_5, ("block-sparse", "bottleneck")))
+
+
+def walk_rows(slopes: dict[str, float], o: dict, disc: float, curve: dict[float, float] | None = None,
+              curve_sims: int = POWER_CURVE_SIMS, walks: int = POWER_WALKS) -> list[dict]:
+    """``power.csv``'s rows for the walks (``WALK_RULES``) at ``slopes`` (``walk_slopes``), each with its
+    simulation's standard error (``se``), at the sizes v2.5 registered. ``curve``: the confirmation's
+    (``confirm_curve`` at ``disc`` and ``curve_sims``, computed when not given)."""
+    if curve is None:
+        curve = confirm_curve(disc, o["shared"], o["seed_sd"], sims=curve_sims)
     rows = []
-    for family, slope in slopes.items():
-        for version, threshold in (("v2.2", PICK_THRESHOLD), ("v2.4", PICK_THRESHOLD_V2_4)):
-            w = power_walk(family, threshold, slope, disc, curve, o["seed_sd"], sims=60 * sims)  # walks are cheap
-            rows.append(dict(rule=f"{version} walk, {family} (slope {100 * slope:.2f} points per doubling): pick at "
-                                  f"-{100 * threshold:g}, then confirm", n_images=VAL_SELECT_IMAGES + TEST_IMAGES,
-                             discordance=disc, true_diff=-0.005, power=w["power"]))
+    for version, threshold, families in WALK_RULES:
+        for family in families:
+            if family not in slopes:
+                continue
+            w = power_walk(family, threshold, slopes[family], disc, curve, o["seed_sd"], sims=walks,
+                           curve_sims=curve_sims)
+            rows.append(dict(rule=f"{version} walk, {family} (slope {100 * slopes[family]:.2f} points per "
+                                  f"{UNIT[family]}): pick at -{100 * threshold:g}, then confirm",
+                             n_images=VAL_SELECT_IMAGES + TEST_IMAGES, discordance=disc, true_diff=-0.005,
+                             power=w["power"], se=w["se"]))
     return rows
 
 
 def power_table(cards: list[dict], true_diffs=(0.0, -0.005, -0.0075, -0.01), sims: int = 200,
-                slopes: dict[str, float] | None = None) -> pd.DataFrame:
+                slopes: dict[str, float] | None = None, curve_for=None) -> pd.DataFrame:
     """``power.csv``: per rule and true difference, the power at the discordance observed on v1's
     cards (``observed``) and at 1.5x it (a noisier family); true differences in accuracy. With
     ``slopes`` (``walk_slopes``), the walks' power too (``walk_rows``; true_diff -0.005: the curve
-    crosses -0.5 point on the ladder)."""
+    crosses -0.5 point on the ladder). ``curve_for(discordance, observed)``: the confirmation's curve
+    there (default ``confirm_curve`` at ``POWER_CURVE_SIMS``; the command line reads it from the cache)."""
     o = observed(cards)
     rows = []
     for disc in (o["discordance"], 1.5 * o["discordance"]):
         for delta in true_diffs:
             v1 = power_v1(delta, disc, sims=2 * sims)
             pick = power_pick(delta, disc, o["seed_sd"], sims=10 * sims)
-            pick_v2_4 = power_pick(delta, disc, o["seed_sd"], sims=10 * sims, threshold=PICK_THRESHOLD_V2_4)
+            pick_v2_5 = power_pick(delta, disc, o["seed_sd"], sims=10 * sims, threshold=PICK_THRESHOLD_V2_5)
             confirm = power_confirm(delta, disc, o["shared"], o["seed_sd"], sims=sims)
             rows += [dict(rule="v1: val-select lower end >= -1", n_images=VAL_SELECT_IMAGES, discordance=disc,
                           true_diff=delta, power=v1),
@@ -273,8 +292,9 @@ def power_table(cards: list[dict], true_diffs=(0.0, -0.005, -0.0075, -0.01), sim
                           discordance=disc, true_diff=delta, power=confirm),
                      dict(rule="v2: pick and confirm", n_images=VAL_SELECT_IMAGES + TEST_IMAGES, discordance=disc,
                           true_diff=delta, power=pick * confirm),
-                     dict(rule=f"v2.4 pick: val-select estimate >= -{100 * PICK_THRESHOLD_V2_4:g}", n_images=VAL_SELECT_IMAGES, discordance=disc,
-                          true_diff=delta, power=pick_v2_4)]
+                     dict(rule=f"v2.5 pick: val-select estimate >= -{100 * PICK_THRESHOLD_V2_5:g}",
+                          n_images=VAL_SELECT_IMAGES, discordance=disc, true_diff=delta, power=pick_v2_5)]
         if slopes:
-            rows += walk_rows(slopes, o, disc, sims)
+            curve = curve_for(disc, o) if curve_for else None
+            rows += walk_rows(slopes, o, disc, curve=curve)
     return pd.DataFrame(rows, columns=list(POWER_COLUMNS))

@@ -39,7 +39,7 @@ from .protocol_runs import train_run as train_run_v1
 from .recipes import make_bottleneck, train_recipe
 from .study import candidates_under
 from .training import finetune
-from .walk import has_final_round, ladder, operating_rung, pick
+from .walk import has_final_round, ladder, operating_rung, pick, walked
 from .results import pack_correct, unpack_correct
 from .runtime import DATA_DIR, module_device
 from .stats import hierarchical_bootstrap, paired_test
@@ -396,16 +396,6 @@ def reference(v1_dir: str | Path = V1_DIR, seed: int = 0) -> dict:
     return json.loads(p.read_text())
 
 
-def walked(cards: list[dict], family: str, split_at: str, ref: dict) -> dict[float, bool]:
-    """rung -> picked, for the seed-0 runs of ``family`` at ``split_at`` (a rung's first card: the one
-    the walk decided on)."""
-    out = {}
-    for c in cards:
-        if c["family"] == family and c["split_at"] == split_at and c["seed"] == 0:
-            out.setdefault(float(c["rung"]), bool(c.get("val_select")) and pick(c, ref)["picked"])  # none: missed
-    return out
-
-
 def next_step(split_at: str, family: str = "bottleneck", out_dir: str | Path = V2_DIR,
               v1_dir: str | Path = V1_DIR) -> dict | None:
     """The next step of the v2 walk of ``family`` at ``split_at``: a screen of the next rung, the
@@ -508,6 +498,7 @@ AMENDMENT_COMMIT = "4577835"
 AMENDMENT_V2_2_COMMIT = "1a3470a"  # v2.2: the walk of WebP with a fine-tuned classifier below quality 50
 AMENDMENT_V2_3_COMMIT = "dfc7444"  # v2.3: every screen ends with a final round at the full budget
 AMENDMENT_V2_4_COMMIT = "798c99b"  # v2.4: the walks at layer2 and layer1 pick at -0.4 point; the walk's power
+AMENDMENT_V2_5_COMMIT = "363aa64"  # v2.5: they pick at -0.3 point; the walk's power with its simulation's error
 
 
 # ---------------------------------------------------------------------------

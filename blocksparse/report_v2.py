@@ -13,9 +13,9 @@ import pandas as pd
 
 from .answer import LADDER_COLUMNS, rung_of
 from .comparison import COMPARISON_COLUMNS, comparison_table, curves_from_cards, words
-from .protocol import PICK_THRESHOLD_V2_4, PROTOCOL_V2, SEEDS_V2
+from .protocol import PICK_THRESHOLD_V2_4, PICK_THRESHOLD_V2_5, PROTOCOL_V2, SEEDS_V2
 from .protocol_v2 import (BUDGET, AMENDMENT_COMMIT, AMENDMENT_V2_2_COMMIT, AMENDMENT_V2_3_COMMIT,
-                          AMENDMENT_V2_4_COMMIT, RULES_COMMIT, V1_DIR, V2_DIR, VERSIONS,
+                          AMENDMENT_V2_4_COMMIT, AMENDMENT_V2_5_COMMIT, RULES_COMMIT, V1_DIR, V2_DIR, VERSIONS,
                           WALKS, confirm, operating_point, read_cards, reference, reference_cards, seed_runs, walked)
 from .results import unpack_correct
 from .runtime import ROOT
@@ -184,21 +184,23 @@ def render_readme(power: pd.DataFrame, comparison: pd.DataFrame, status: pd.Data
     from where the text is read (notebooks: ``../figures``)."""
     v1 = _power_at(power, "v1: val-select lower end >= -1", -0.005)
     v2 = _power_at(power, "v2: pick and confirm", -0.005)
-    v2_4_pick = f"-{100 * PICK_THRESHOLD_V2_4:g}"
-    walks = {v: " and ".join(f"{100 * p:.0f} ({f})" for f, p in _walk_power(power, v).items()) for v in ("v2.2", "v2.4")}
+    v2_4_pick, v2_5_pick = (f"-{100 * t:g}" for t in (PICK_THRESHOLD_V2_4, PICK_THRESHOLD_V2_5))
+    walks = {v: " and ".join(f"{100 * p:.0f} ({f})" for f, p in _walk_power(power, v).items()) for v in ("v2.2", "v2.5")}
     lines = [f"**Protocol v2** (pre-registered in commit `{RULES_COMMIT}` before any v2 run; amended as v2.1 in "
              f"`{AMENDMENT_COMMIT}` before any finished,",
              f"as v2.2 in `{AMENDMENT_V2_2_COMMIT}` before any run of WebP with a fine-tuned classifier, "
              f"as v2.3 in `{AMENDMENT_V2_3_COMMIT}` before any screen at layer2 or layer1,",
-             f"and as v2.4 in `{AMENDMENT_V2_4_COMMIT}` before any run there (after layer3's test numbers, which it leaves "
-             "as they were); "
+             f"and as v2.4 in `{AMENDMENT_V2_4_COMMIT}` and v2.5 in `{AMENDMENT_V2_5_COMMIT}` before any run there "
+             f"(after layer3's test numbers, which they leave as they were; v2.5 moved v2.4's pick from {v2_4_pick} "
+             "once its power's simulation error was counted); "
              "[rules and power](docs/protocol_v2.md)): screens on val-stop, "
              "picks on val-select by point estimate "
-             f"(>= -1 point; v2.4, at layer2 and layer1: >= {v2_4_pick}),",
+             f"(>= -1 point; v2.5, at layer2 and layer1: >= {v2_5_pick}),",
              "confirms on test with 5 seeds at a Bonferroni level for 7 confirmations. "
              f"A rung 0.5 points below the reference passes v1's gate {100 * v1:.0f} times in 100, v2's {100 * v2:.0f}.",
              f"Simulated, a whole walk whose curve crosses -0.5 ends on a confirmed rung {walks['v2.2']} times in 100 "
-             f"with v2's pick at -1 (layer3's walks), {walks['v2.4']} with v2.4's at {v2_4_pick} (0.8 is the target).",
+             f"with v2's pick at -1 (layer3's and WebP's walks), {walks['v2.5']} with v2.5's at {v2_5_pick} "
+             "(0.8 is the target).",
              ""]
     for version, curves in (("v1", "v1's val-select curves"), (PROTOCOL_V2, "v2's walks so far")):
         at = comparison[(comparison["protocol"] == version) & (comparison["family_a"] == "block-sparse")
@@ -228,7 +230,7 @@ def render_readme(power: pd.DataFrame, comparison: pd.DataFrame, status: pd.Data
                       f"per split]({figures}/ladders_v2.png)",
                   "", f"[`figures/ladders_v2.png`]({figures}/ladders_v2.png) (notebook 07, `protocol v2-report`): the "
                       "walks above, with 95% paired intervals; v2 picks on the point estimate (at or above the dashed line; "
-                      "v2.4, after layer2 and layer1: the dotted one)."]
+                      "v2.5, after layer2 and layer1: the dotted one)."]
     return "\n".join(lines)
 
 

@@ -39,6 +39,17 @@ def pick(card: dict, reference: dict) -> dict:
     return t | dict(picked=bool(t["difference"] >= -threshold - 1e-9), threshold=threshold)
 
 
+def walked(cards: list[dict], family: str, split_at: str, ref: dict) -> dict[float, bool]:
+    """rung -> picked, for the seed-0 runs of ``family`` at ``split_at`` (a rung's first card: the one
+    the walk decided on; a rung whose screen found no run has no val-select and counts as missed).
+    WebP with a fine-tuned classifier's cards have ``split_at`` None."""
+    out = {}
+    for c in cards:
+        if c["family"] == family and c["split_at"] == split_at and c["seed"] == 0:
+            out.setdefault(float(c["rung"]), bool(c.get("val_select")) and pick(c, ref)["picked"])  # none: missed
+    return out
+
+
 def ladder(family: str, walked: dict[float, bool]) -> tuple[list[float], float | None]:
     """The v2 walk of one family at one split over the rungs ``walked`` so far (rung -> picked).
 

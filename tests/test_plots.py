@@ -591,14 +591,14 @@ def test_ladders_keep_every_interval_in_view_and_name_only_the_families_drawn():
     plt.close(fig)
 
 
-def test_v2_walks_draw_v2_4s_pick_only_after_the_splits_it_governs():
-    """Dotted at -0.4 point after layer1 and layer2 (v2.4's walks), not after layer3 (v2.2's pick at -1)."""
+def test_v2_walks_draw_v2_5s_pick_only_after_the_splits_it_governs():
+    """Dotted at -0.3 point after layer1 and layer2 (v2.5's walks), not after layer3 (v2.2's pick at -1)."""
     fig = plots.plot_v2_walks(_ladders())
     panels = {ax.get_title(): ax for ax in fig.axes}
 
     def dotted(ax):
         return sorted(round(float(l.get_ydata()[0]), 6) for l in ax.get_lines() if l.get_linestyle() == ":")
-    assert dotted(panels["after layer1"]) == dotted(panels["after layer2"]) == [-0.4]
+    assert dotted(panels["after layer1"]) == dotted(panels["after layer2"]) == [-0.3]
     assert dotted(panels["after layer3"]) == []
-    assert "pick at -0.4 (v2.4: block-sparse, bottleneck)" in [t.get_text() for leg in fig.legends for t in leg.get_texts()]
+    assert "pick at -0.3 (v2.5: block-sparse, bottleneck)" in [t.get_text() for leg in fig.legends for t in leg.get_texts()]
     plt.close(fig)

@@ -409,9 +409,10 @@ def test_budget_sensitivity_takes_the_closest_rung_v2s_before_v1s_when_no_operat
     (P.AMENDMENT_COMMIT, "# Protocol v2.1: one amendment to v2", "# Protocol v2.2: a second amendment"),
     (P.AMENDMENT_V2_2_COMMIT, "# Protocol v2.2: a second amendment", "# Protocol v2.3: a third amendment"),
     (P.AMENDMENT_V2_3_COMMIT, "# Protocol v2.3: a third amendment", "# Protocol v2.4: a fourth amendment"),
-    (P.AMENDMENT_V2_4_COMMIT, "# Protocol v2.4: a fourth amendment", "# Protocol v2.5: a fifth amendment")])
+    (P.AMENDMENT_V2_4_COMMIT, "# Protocol v2.4: a fourth amendment", "# Protocol v2.5: a fifth amendment"),
+    (P.AMENDMENT_V2_5_COMMIT, "# Protocol v2.5: a fifth amendment", None)])
 def test_each_amendment_is_the_one_registered(commit, begin, end):
-    """protocol.py's v2.1 to v2.4 sections, byte for byte as their commits registered them."""
+    """protocol.py's v2.1 to v2.5 sections, byte for byte as their commits registered them."""
     then, now = _protocol_py(commit), _protocol_py()
 
     def section(text):

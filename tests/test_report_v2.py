@@ -112,8 +112,9 @@ def _power_frame(v1, v2):
                          *[dict(rule=f"{v} walk, {f} (slope 0.50 points per doubling): pick at -1, then confirm",
                                 n_images=12500, discordance=d, true_diff=-0.005, power=p)
                            for v, f, d, p in (("v2.2", "block-sparse", 0.02, 0.39), ("v2.2", "bottleneck", 0.02, 0.17),
-                                              ("v2.4", "block-sparse", 0.02, 0.86), ("v2.4", "bottleneck", 0.02, 0.81),
-                                              ("v2.4", "bottleneck", 0.03, 0.05))]])
+                                              ("v2.4", "block-sparse", 0.02, 0.86), ("v2.4", "bottleneck", 0.02, 0.79),
+                                              ("v2.5", "block-sparse", 0.02, 0.85), ("v2.5", "bottleneck", 0.02, 0.82),
+                                              ("v2.5", "bottleneck", 0.03, 0.05))]])
 
 
 def test_readme_block_renders_its_numbers_from_the_results_files():
@@ -125,8 +126,9 @@ def test_readme_block_renders_its_numbers_from_the_results_files():
     text = R.render_readme(_power_frame(0.31, 0.88), cmp, st)
     assert "passes v1's gate 31 times in 100, v2's 88" in text  # the observed discordance's rows, not the 1.5x one
     assert ("ends on a confirmed rung 39 (block-sparse) and 17 (bottleneck) times in 100 with v2's pick at -1 "
-            "(layer3's walks), 86 (block-sparse) and 81 (bottleneck) with v2.4's at -0.4") in text
-    assert P.AMENDMENT_V2_4_COMMIT in text
+            "(layer3's and WebP's walks), 85 (block-sparse) and 82 (bottleneck) with v2.5's at -0.3") in text
+    assert P.AMENDMENT_V2_4_COMMIT in text and P.AMENDMENT_V2_5_COMMIT in text
+    assert "v2.5 moved v2.4's pick from -0.4" in text
     assert "- after layer3: bottleneck needs fewer bits than block-sparse at -0.5 points" in text
     assert "- bottleneck after layer3: lambda 3.2: 0.071 bpp, -0.52, picked" in text
     assert P.RULES_COMMIT in text
@@ -146,10 +148,10 @@ def test_the_answer_table_says_where_each_family_stands_and_confirms_from_test_p
     def row(cards):
         t = R.answer_table(cards, refs, refcard)
         assert list(t.columns) == list(R.ANSWER_V2_COLUMNS) and len(t) == 7
-        # each row says the rules its walk ran under: v2.4 (v2.3's final round, v2.4's pick) from layer2 on, v2.2 before
+        # each row says the rules its walk ran under: v2.5 (v2.3's final round, v2.5's pick) from layer2 on, v2.2 before
         assert dict(zip(zip(t["split_at"].fillna("-"), t["family"]), t["protocol"])) == {
-            ("layer1", "block-sparse"): "v2.4", ("layer1", "bottleneck"): "v2.4", ("layer2", "block-sparse"): "v2.4",
-            ("layer2", "bottleneck"): "v2.4", ("layer3", "block-sparse"): "v2.2", ("layer3", "bottleneck"): "v2.2",
+            ("layer1", "block-sparse"): "v2.5", ("layer1", "bottleneck"): "v2.5", ("layer2", "block-sparse"): "v2.5",
+            ("layer2", "bottleneck"): "v2.5", ("layer3", "block-sparse"): "v2.2", ("layer3", "bottleneck"): "v2.2",
             ("-", "webp-finetuned"): "v2.2"}
         assert (t[t["split_at"] != "layer3"]["status"] == "not started").all()
         return t[(t["split_at"] == "layer3") & (t["family"] == "bottleneck")].iloc[0]
