@@ -223,16 +223,20 @@ def _v2(a: argparse.Namespace) -> None:
     print(table.to_markdown(index=False, floatfmt=".3f"))
 
 
-def _confirm_curve(discordance: float, o: dict) -> dict[float, float]:
-    """``power.confirm_curve`` at ``POWER_CURVE_SIMS``, through the result cache (about 15 minutes a
-    discordance on one core; the key names everything the simulation reads)."""
+def _confirm_curve(discordance: float, o: dict):
+    """``power.confirm_curve`` at ``POWER_CURVE_SIMS`` with its simulations (``hits=True``), through the
+    result cache (about 15 minutes a discordance on one core; the key names everything it reads)."""
     key = dict(checkpoint=None, rule="v2 confirm", confidence=CONFIRM_CONFIDENCE, seeds=len(SEEDS_V2),
                n_images=power.TEST_IMAGES, discordance=discordance, shared=o["shared"], seed_sd=o["seed_sd"],
-               sims=POWER_CURVE_SIMS)
-    frame = cache.cached("power_confirm_curve", key, lambda: pd.DataFrame(
-        [dict(true_diff=d, power=p) for d, p in power.confirm_curve(discordance, o["shared"], o["seed_sd"],
-                                                                     sims=POWER_CURVE_SIMS).items()]), schema=False)
-    return dict(zip(frame["true_diff"].astype(float), frame["power"].astype(float)))
+               sims=POWER_CURVE_SIMS, seed=0)
+
+    def compute():
+        curve, hits = power.confirm_curve(discordance, o["shared"], o["seed_sd"], sims=POWER_CURVE_SIMS, hits=True)
+        return pd.DataFrame([dict(sim=i, true_diff=d, hit=bool(hits[i, k])) for k, d in enumerate(curve)
+                             for i in range(len(hits))])
+    frame = cache.cached("power_confirm_curve", key, compute, schema=False)
+    wide = frame.pivot(index="sim", columns="true_diff", values="hit").sort_index(axis=1).astype(float)
+    return {float(d): float(wide[d].mean()) for d in wide.columns}, wide.to_numpy()
 
 
 def _v2_compare(n_boot: int = 2000) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -115,7 +115,7 @@ def power_v1(delta: float, discordance: float, n_images: int = VAL_SELECT_IMAGES
 def power_pick(delta: float, discordance: float, seed_sd: float = 0.0, n_images: int = VAL_SELECT_IMAGES,
                sims: int = 2000, seed: int = 0, threshold: float = PICK_THRESHOLD) -> float:
     """v2's pick: seed 0's point estimate on val-select >= -``threshold`` (v2's ``PICK_THRESHOLD``,
-    v2.4's ``PICK_THRESHOLD_V2_4``)."""
+    v2.5's ``PICK_THRESHOLD_V2_5``)."""
     rng = np.random.default_rng(seed)
     hits = 0
     for _ in range(sims):
@@ -124,21 +124,29 @@ def power_pick(delta: float, discordance: float, seed_sd: float = 0.0, n_images:
     return hits / sims
 
 
+def confirm_hits(delta: float, discordance: float, shared: float, seed_sd: float, n_images: int = TEST_IMAGES,
+                 seeds: int = len(SEEDS_V2), sims: int = 200, seed: int = 0) -> np.ndarray:
+    """v2's gate, simulated ``sims`` times at a true difference ``delta``: per simulation, whether the
+    hierarchical interval at ``CONFIRM_CONFIDENCE`` over ``seeds`` seeds has its lower end >= -1 point.
+    Every ``delta`` draws from the same ``seed`` (common random numbers), so a curve's points are
+    correlated; ``power_walk`` reads the simulations themselves to count that."""
+    rng = np.random.default_rng(seed)
+    hits = np.zeros(sims, bool)
+    for i in range(sims):
+        cand, ref = simulate(delta, discordance, n_images, seeds, shared, seed_sd, rng)
+        hits[i] = hierarchical_bootstrap(cand, ref, CONFIRM_CONFIDENCE, n_boot=1000, seed=int(rng.integers(1 << 31)))["within"]
+    return hits
+
+
 def power_confirm(delta: float, discordance: float, shared: float, seed_sd: float, n_images: int = TEST_IMAGES,
                   seeds: int = len(SEEDS_V2), sims: int = 200, seed: int = 0) -> float:
-    """v2's gate: the hierarchical interval at ``CONFIRM_CONFIDENCE`` over ``seeds`` seeds has its lower
-    end >= -1 point."""
-    rng = np.random.default_rng(seed)
-    hits = 0
-    for _ in range(sims):
-        cand, ref = simulate(delta, discordance, n_images, seeds, shared, seed_sd, rng)
-        hb = hierarchical_bootstrap(cand, ref, CONFIRM_CONFIDENCE, n_boot=1000, seed=int(rng.integers(1 << 31)))
-        hits += hb["within"]
-    return hits / sims
+    """v2's gate: the share of ``confirm_hits``."""
+    return float(confirm_hits(delta, discordance, shared, seed_sd, n_images, seeds, sims, seed).mean())
 
 
 WALKED = ("block-sparse", "bottleneck", "webp-finetuned")  # the families whose walks are simulated
-UNIT = {"block-sparse": "doubling", "bottleneck": "doubling", "webp-finetuned": "10 quality"}  # one step of _position
+UNIT = {"block-sparse": "doubling", "bottleneck": "halving of lambda", "webp-finetuned": "10 quality"}  # a step of _position
+SLOPE_FACTORS = (0.5, 2.0)  # v2.5's walks are also simulated at these multiples of their slope
 
 
 def _position(family: str, rung: float) -> float:
@@ -177,15 +185,20 @@ def walk_slopes(cards: list[dict], reference: dict, split_at: str = "layer3") ->
     return out
 
 
-def confirm_curve(discordance: float, shared: float, seed_sd: float, deltas=None, sims: int = 100) -> dict[float, float]:
-    """true difference -> the confirmation's power (``power_confirm``), on a grid from the margin up."""
+def confirm_curve(discordance: float, shared: float, seed_sd: float, deltas=None, sims: int = 100,
+                  hits: bool = False):
+    """true difference -> the confirmation's power (``power_confirm``), on a grid from the margin up.
+    With ``hits``, also the simulations themselves: an array (sims x grid points, in the grid's order)
+    of ``confirm_hits``, for ``power_walk``'s standard error."""
     deltas = np.round(np.arange(-0.009, -0.0025, 0.001), 4) if deltas is None else deltas  # 0 below, ~1 above
-    return {float(d): power_confirm(float(d), discordance, shared, seed_sd, sims=sims) for d in deltas}
+    h = np.stack([confirm_hits(float(d), discordance, shared, seed_sd, sims=sims) for d in deltas], axis=1)
+    curve = {float(d): float(h[:, k].mean()) for k, d in enumerate(deltas)}
+    return (curve, h) if hits else curve
 
 
 def power_walk(family: str, threshold: float, slope: float, discordance: float, curve: dict[float, float],
                seed_sd: float = 0.0, n_images: int = VAL_SELECT_IMAGES, sims: int = 2000, seed: int = 0,
-               curve_sims: int | None = None) -> dict:
+               curve_hits: np.ndarray | None = None) -> dict:
     """The power of a whole walk (``walk.ladder``) that picks a rung when its val-select estimate is
     >= -``threshold``: the mean probability that its operating point is confirmed, when the family's
     true difference is the straight line ``slope`` x (position - x0) - 0.5 point (capped at 0), with
@@ -194,11 +207,13 @@ def power_walk(family: str, threshold: float, slope: float, discordance: float, 
     ``n_images`` images and a seed's own ``seed_sd``; the confirmation's power at the operating point's
     true difference is ``curve``'s (``confirm_curve``), interpolated, and 0 below its lowest delta.
     Returns ``power``, the median true difference of the operating point (``median_diff``), how many
-    doublings of rate it sits above the -0.5 crossing (``mean_doublings``), the share of walks
+    steps of ``_position`` (``UNIT``) it sits above the -0.5 crossing (``mean_doublings``), the share of walks
     that pick nothing (``no_pick``) and ``se``, the simulation's standard error of ``power``: the
-    walks' own spread over ``sims``, plus, when ``curve_sims`` (the simulations behind each of
-    ``curve``'s points) is given, the binomial error of the curve's points, weighted as the
-    interpolation weighs them (every walk shares one curve, so this part does not shrink with ``sims``)."""
+    walks' own spread over ``sims``, plus, when ``curve_hits`` (the simulations behind ``curve``:
+    ``confirm_curve(..., hits=True)``) is given, the error of the curve itself. Every walk shares one
+    curve, so that part does not shrink with ``sims``; it is the spread over the curve's simulations of
+    their hits weighted as the walks' interpolation weighs the grid's points (which counts the
+    correlation between points that share their random numbers)."""
     if family not in WALKED:
         raise ValueError(f"family: the walks simulated are {', '.join(WALKED)}'s, got {family!r}")
     if threshold <= 0 or slope <= 0:
@@ -233,9 +248,11 @@ def power_walk(family: str, threshold: float, slope: float, discordance: float, 
         diffs.append(d)
         doublings.append(_position(family, op) - x0)
     var = hits.var(ddof=1) / sims if sims > 1 else 0.0
-    if curve_sims:
-        p = np.array([curve[k] for k in deltas])
-        var += float(np.sum(weights ** 2 * p * (1 - p))) / curve_sims
+    if curve_hits is not None:
+        h = np.asarray(curve_hits, float)
+        if h.ndim != 2 or h.shape[1] != len(deltas) or not np.allclose(h.mean(axis=0), [curve[k] for k in deltas]):
+            raise ValueError("curve_hits: one column per point of curve, in its order, whose means are curve's values")
+        var += float((h @ weights).var(ddof=1)) / len(h)
     return dict(power=float(hits.mean()), se=math.sqrt(var),
                 median_diff=float(np.median(diffs)) if diffs else float("nan"),
                 mean_doublings=float(np.mean(doublings)) if doublings else float("nan"), no_pick=none / sims)
@@ -248,24 +265,29 @@ WALK_RULES = (("v2.2", PICK_THRESHOLD, WALKED), ("v2.4", PICK_THRESHOLD_V2_4, ("
               ("v2.5", PICK_THRESHOLD_V2_5, ("block-sparse", "bottleneck")))
 
 
-def walk_rows(slopes: dict[str, float], o: dict, disc: float, curve: dict[float, float] | None = None,
+def walk_rows(slopes: dict[str, float], o: dict, disc: float, curve: tuple | None = None,
               curve_sims: int = POWER_CURVE_SIMS, walks: int = POWER_WALKS) -> list[dict]:
     """``power.csv``'s rows for the walks (``WALK_RULES``) at ``slopes`` (``walk_slopes``), each with its
-    simulation's standard error (``se``), at the sizes v2.5 registered. ``curve``: the confirmation's
-    (``confirm_curve`` at ``disc`` and ``curve_sims``, computed when not given)."""
+    simulation's standard error (``se``), at the sizes v2.5 registered; then v2.5's walks at half and
+    twice their slope (``SLOPE_FACTORS``: one slope is read from two rungs of one seed, and is itself
+    noisy). ``curve``: the confirmation's (``confirm_curve(disc, ..., sims=curve_sims, hits=True)``,
+    computed when not given)."""
     if curve is None:
-        curve = confirm_curve(disc, o["shared"], o["seed_sd"], sims=curve_sims)
+        curve = confirm_curve(disc, o["shared"], o["seed_sd"], sims=curve_sims, hits=True)
+    curve, hits = curve
     rows = []
     for version, threshold, families in WALK_RULES:
         for family in families:
             if family not in slopes:
                 continue
-            w = power_walk(family, threshold, slopes[family], disc, curve, o["seed_sd"], sims=walks,
-                           curve_sims=curve_sims)
-            rows.append(dict(rule=f"{version} walk, {family} (slope {100 * slopes[family]:.2f} points per "
-                                  f"{UNIT[family]}): pick at -{100 * threshold:g}, then confirm",
-                             n_images=VAL_SELECT_IMAGES + TEST_IMAGES, discordance=disc, true_diff=-0.005,
-                             power=w["power"], se=w["se"]))
+            for factor in (1.0, *SLOPE_FACTORS) if version == "v2.5" else (1.0,):
+                slope = factor * slopes[family]
+                w = power_walk(family, threshold, slope, disc, curve, o["seed_sd"], sims=walks, curve_hits=hits)
+                at = "" if factor == 1.0 else f" at {factor:g}x its slope"
+                rows.append(dict(rule=f"{version} walk{at}, {family} (slope {100 * slope:.2f} points per "
+                                      f"{UNIT[family]}): pick at -{100 * threshold:g}, then confirm",
+                                 n_images=VAL_SELECT_IMAGES + TEST_IMAGES, discordance=disc, true_diff=-0.005,
+                                 power=w["power"], se=w["se"]))
     return rows
 
 
@@ -275,7 +297,8 @@ def power_table(cards: list[dict], true_diffs=(0.0, -0.005, -0.0075, -0.01), sim
     cards (``observed``) and at 1.5x it (a noisier family); true differences in accuracy. With
     ``slopes`` (``walk_slopes``), the walks' power too (``walk_rows``; true_diff -0.005: the curve
     crosses -0.5 point on the ladder). ``curve_for(discordance, observed)``: the confirmation's curve
-    there (default ``confirm_curve`` at ``POWER_CURVE_SIMS``; the command line reads it from the cache)."""
+    there and its simulations (default ``confirm_curve`` at ``POWER_CURVE_SIMS`` with ``hits=True``; the
+    command line reads them from the cache)."""
     o = observed(cards)
     rows = []
     for disc in (o["discordance"], 1.5 * o["discordance"]):

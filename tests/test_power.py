@@ -85,17 +85,37 @@ def test_a_noise_free_walk_ends_within_one_refine_step_above_its_threshold():
 
 
 def test_a_walks_standard_error_is_its_curves_binomial_error_when_every_walk_reads_one_point():
-    """A one-point curve (0.7 from -2 points up) read by noise-free walks that all pick: every walk's
-    chance is 0.7, so the walks add no spread, and the power's error is that of one binomial estimate
-    of 0.7 from ``curve_sims`` simulations (the textbook sqrt(p (1 - p) / n)); without ``curve_sims``, none."""
-    w = power.power_walk("block-sparse", 0.01, 0.01, 1e-9, {-0.02: 0.7}, sims=300, seed=1, curve_sims=200)
+    """A one-point curve (0.7 from -2 points up: 140 of 200 simulations confirm) read by noise-free walks
+    that all pick: every walk's chance is 0.7, so the walks add no spread, and the power's error is that
+    of one binomial estimate of 0.7 from 200 simulations (the textbook sqrt(p (1 - p) / n)); with no
+    simulations given, none."""
+    hits = np.zeros((200, 1))
+    hits[:140] = 1
+    w = power.power_walk("block-sparse", 0.01, 0.01, 1e-9, {-0.02: 0.7}, sims=300, seed=1, curve_hits=hits)
     assert w["no_pick"] == 0.0 and w["power"] == pytest.approx(0.7)
-    assert w["se"] == pytest.approx(math.sqrt(0.7 * 0.3 / 200))
+    assert w["se"] == pytest.approx(math.sqrt(0.7 * 0.3 / 200), rel=0.01)
     assert power.power_walk("block-sparse", 0.01, 0.01, 1e-9, {-0.02: 0.7}, sims=300, seed=1)["se"] == pytest.approx(0, abs=1e-12)
+    with pytest.raises(ValueError, match="curve_hits"):
+        power.power_walk("block-sparse", 0.01, 0.01, 1e-9, {-0.02: 0.6}, sims=30, curve_hits=hits)
     # a curve rising from 0 at -1 point to 1 at 0, and operating points spread evenly over [-1, -0.5) (the
     # walk above): each walk's chance is even on [0, 0.5), so the walks' own error is sqrt(0.5^2 / 12 / sims)
     w = power.power_walk("block-sparse", 0.01, 0.01, 1e-9, {-0.01: 0.0, 0.0: 1.0}, sims=4000, seed=1)
     assert w["se"] == pytest.approx(math.sqrt(0.5 ** 2 / 12 / 4000), rel=0.1)
+
+
+def test_a_curves_points_that_share_their_simulations_add_their_errors_not_their_variances():
+    """Two points of 0.7 whose simulations are the same draws (common random numbers), read half and half:
+    the power's error is one point's, sqrt(0.7 x 0.3 / 200), not the sqrt(1/2) of it that independent
+    points would give."""
+    col = np.zeros(200)
+    col[:140] = 1
+    same = np.stack([col, col], axis=1)
+    indep = np.stack([col, np.roll(col, 70)], axis=1)  # the same share, other simulations
+    curve = {-0.01: 0.7, 0.0: 0.7}
+    w_same = power.power_walk("block-sparse", 0.01, 0.01, 1e-9, curve, sims=2000, seed=1, curve_hits=same)
+    w_indep = power.power_walk("block-sparse", 0.01, 0.01, 1e-9, curve, sims=2000, seed=1, curve_hits=indep)
+    assert w_same["se"] == pytest.approx(math.sqrt(0.7 * 0.3 / 200), rel=0.01)
+    assert w_indep["se"] < 0.9 * w_same["se"]
 
 
 def test_walk_slopes_read_the_rise_above_v2s_pick(tmp_path):
@@ -143,7 +163,9 @@ def test_committed_power_table_gives_v2_5s_walks_their_power():
     t = pd.read_csv(ROOT / "data" / "results" / "power.csv")
     observed_d = t["discordance"].min()
     walks = t[(t["discordance"] == observed_d) & t["rule"].str.contains(" walk, ")]
-    by = {v: walks[walks["rule"].str.startswith(v + " walk")] for v in ("v2.2", "v2.4", "v2.5")}
+    by = {v: walks[walks["rule"].str.startswith(v + " walk, ")] for v in ("v2.2", "v2.4", "v2.5")}
+    noisy = walks[walks["rule"].str.startswith("v2.5 walk at ")]  # half and twice the slope: stated, not held
+    assert sorted(noisy["rule"].str.extract(r"at (\S+)x")[0]) == ["0.5", "0.5", "2", "2"]
     family = {v: set(w["rule"].str.extract(r"walk, (\S+)")[0]) for v, w in by.items()}
     assert family["v2.5"] == family["v2.4"] == {"block-sparse", "bottleneck"}
     assert {"block-sparse", "bottleneck", "webp-finetuned"} >= family["v2.2"] >= {"block-sparse", "bottleneck"}
