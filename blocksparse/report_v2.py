@@ -172,14 +172,34 @@ def _walk_power(power: pd.DataFrame, version: str) -> dict[str, float]:
 
 
 def _ratio_words(r: pd.Series) -> str:
-    def num(v):
-        return "-" if pd.isna(v) else ("inf" if v == np.inf else f"{v:.2f}")
+    def num(v):  # 0 and inf are bounds (``comparison._ratio``), not ratios: written as such
+        return "-" if pd.isna(v) else ("inf" if v == np.inf else "0" if v == 0 else f"{v:.2f}")
     return f"{num(r['value'])} [{num(r['lo'])}, {num(r['hi'])}]"
 
 
-def render_readme(power: pd.DataFrame, comparison: pd.DataFrame, status: pd.DataFrame, figures: str = "figures") -> str:
-    """The README's v2 block: the rule in one line with its power, each split's comparison of the
-    trained families in words, the walk so far and its figure; every number from ``power.csv``,
+def tested_words(answer: pd.DataFrame) -> list[str]:
+    """The README's lines for v2's rows tested on test so far (``answer_table``): each with its rate,
+    its difference from the reference with the confirmation's interval, and its verdict."""
+    done = answer[answer["status"].isin(("confirmed within one point", "not confirmed"))]
+    if done.empty:
+        return []
+    n, conf = int(done["n_images"].iloc[0]), float(done["confidence"].iloc[0])
+    lines = [f"v2's operating points tested so far (test set, touched once per model: {int(done['seeds_tested'].iloc[0])} "
+             f"seeds x {n:,} images, paired with the reference's same seed; hierarchical interval at {conf:.4f}, "
+             "confirmed when its lower end is at or above -1 point):"]
+    for _, r in done.iterrows():
+        where = f"after {r['split_at']}" if isinstance(r["split_at"], str) else "on the input"
+        lines.append(f"- {r['family']} {where}: {r['bpp']:.3f} bpp, {100 * r['accuracy']:.2f}% against the reference's "
+                     f"{100 * r['reference_accuracy']:.2f}%, {_pct(r['diff'])} [{_pct(r['diff_lo'])}, "
+                     f"{_pct(r['diff_hi'])}] points: **{r['status']}**")
+    return lines + [""]
+
+
+def render_readme(power: pd.DataFrame, comparison: pd.DataFrame, status: pd.DataFrame, figures: str = "figures",
+                  answer: pd.DataFrame | None = None) -> str:
+    """The README's v2 block: the rule in one line with its power, the operating points tested so far
+    (``tested_words``, from ``answer``: ``answer_table``), each split's comparison of the trained
+    families in words, the walk so far and its figure; every number from ``power.csv``,
     ``family_comparison.csv`` and the cards (``status_table``). ``figures``: the figures' folder
     from where the text is read (notebooks: ``../figures``)."""
     v1 = _power_at(power, "v1: val-select lower end >= -1", -0.005)
@@ -202,13 +222,17 @@ def render_readme(power: pd.DataFrame, comparison: pd.DataFrame, status: pd.Data
              f"with v2's pick at -1 (layer3's and WebP's walks), {walks['v2.5']} with v2.5's at {v2_5_pick} "
              "(0.8 is the target).",
              ""]
+    if answer is not None:
+        lines += tested_words(answer)
     for version, curves in (("v1", "v1's val-select curves"), (PROTOCOL_V2, "v2's walks so far")):
         at = comparison[(comparison["protocol"] == version) & (comparison["family_a"] == "block-sparse")
                         & (comparison["family_b"] == "bottleneck")]
         if at.empty:
             continue
         lines.append(f"Block-sparse against the learned bottleneck on {curves}: rate of block-sparse over "
-                     "the bottleneck's at equal accuracy, 95% bootstrap over 2,500 images:")
+                     "the bottleneck's at equal accuracy, 95% bootstrap over 2,500 images (0: block-sparse gets there "
+                     "at its lowest rung, or the bottleneck never does, so the ratio is below what the ladders can "
+                     "bound; inf: the reverse; -: both curves bounded alike, unknowable):")
         for split, g in at.groupby("split_at", sort=True):
             told = [words(r) for _, r in g.iterrows() if "cannot tell" not in words(r)]
             ratios = "; ".join(f"{r['measure'].split(' at ')[1]}: {_ratio_words(r)}" for _, r in g.iterrows())
@@ -291,7 +315,7 @@ def blocks(results: str | Path, v1_cards: list[dict], figures: str = "figures") 
     answer = answer_table(cards, reference_cards(), reference())
     doc = render_doc(power, comparison, status, screens(), pd.read_csv(results / "classifier_gap.csv"), answer,
                      screen_transfer(status, v1_cards))
-    return {"v2": render_readme(power, comparison, status, figures), "v2-tables": doc, "answer_v2": answer,
+    return {"v2": render_readme(power, comparison, status, figures, answer), "v2-tables": doc, "answer_v2": answer,
             "walks": walk_ladders(status, cards)}
 
 

@@ -180,3 +180,28 @@ def test_the_readme_block_compares_the_families_on_v2s_walks_once_they_have_curv
     v1, v2 = text.index("on v1's val-select curves"), text.index("on v2's walks so far")
     assert "the data cannot tell" in text[v1:v2]
     assert "block-sparse needs fewer bits than bottleneck" in text[v2:]
+
+
+def test_the_readme_block_states_each_tested_operating_point_and_its_verdict():
+    """Only rows tested on test are listed (not the walks under way), each with its rate, its accuracy
+    beside the reference's, the difference and the confirmation's interval in points, and the verdict."""
+    import pandas as pd
+    answer = pd.DataFrame([
+        dict(protocol="v2.2", split_at="layer3", family="bottleneck", status="not confirmed", seeds_tested=5, bpp=0.12387,
+             accuracy=0.92794, reference_accuracy=0.93672, diff=-0.00878, diff_lo=-0.0121, diff_hi=-0.0054,
+             confidence=1 - 0.05 / 7, n_images=10000.0),
+        dict(protocol="v2.2", split_at=None, family="webp-finetuned", status="confirmed within one point", seeds_tested=5, bpp=1.9,
+             accuracy=0.93, reference_accuracy=0.93672, diff=-0.0067, diff_lo=-0.0099, diff_hi=-0.003,
+             confidence=1 - 0.05 / 7, n_images=10000.0),
+        dict(protocol="v2.5", split_at="layer2", family="bottleneck", status="not started")])
+    lines = R.tested_words(answer)
+    assert lines[0].startswith("v2's operating points tested so far (test set, touched once per model: 5 seeds x 10,000 "
+                               "images") and "at 0.9929" in lines[0]
+    assert lines[1] == ("- bottleneck after layer3: 0.124 bpp, 92.79% against the reference's 93.67%, -0.88 [-1.21, -0.54] "
+                        "points: **not confirmed**")
+    assert lines[2].startswith("- webp-finetuned on the input: 1.900 bpp") and lines[2].endswith("**confirmed within one point**")
+    assert len(lines) == 4 and lines[3] == ""
+    assert R.tested_words(answer.iloc[2:]) == []
+    text = R.render_readme(_power_frame(0.31, 0.88), pd.DataFrame(columns=["protocol", "family_a", "family_b"]),
+                           pd.DataFrame(columns=list(R.STATUS_COLUMNS)), answer=answer)
+    assert lines[1] in text
