@@ -162,13 +162,15 @@ def _power_at(power: pd.DataFrame, rule: str, delta: float) -> float:
     return float(row["power"].iloc[0])
 
 
-def _walk_power(power: pd.DataFrame, version: str) -> dict[str, float]:
-    """family -> the power of ``version``'s walk (``power.walk_rows``) at the observed discordance."""
+def _walk_power(power: pd.DataFrame, version: str, at: str = "") -> dict[str, float]:
+    """family -> the power of ``version``'s walk (``power.walk_rows``) at the observed discordance;
+    ``at``: the rows of another slope (e.g. " at 0.5x its slope")."""
     d = power["discordance"].min()
-    rows = power[power["rule"].str.startswith(f"{version} walk, ") & (power["discordance"] == d)]
+    prefix = f"{version} walk{at}, "
+    rows = power[power["rule"].str.startswith(prefix) & (power["discordance"] == d)]
     if rows.empty:
-        raise ValueError(f"power: no row for {version}'s walks")
-    return {r["rule"].split("walk, ")[1].split(" ")[0]: float(r["power"]) for _, r in rows.iterrows()}
+        raise ValueError(f"power: no row for {version}'s walks{at}")
+    return {r["rule"][len(prefix):].split(" ")[0]: float(r["power"]) for _, r in rows.iterrows()}
 
 
 def _ratio_words(r: pd.Series) -> str:
@@ -206,6 +208,7 @@ def render_readme(power: pd.DataFrame, comparison: pd.DataFrame, status: pd.Data
     v2 = _power_at(power, "v2: pick and confirm", -0.005)
     v2_4_pick, v2_5_pick = (f"-{100 * t:g}" for t in (PICK_THRESHOLD_V2_4, PICK_THRESHOLD_V2_5))
     walks = {v: " and ".join(f"{100 * p:.0f} ({f})" for f, p in _walk_power(power, v).items()) for v in ("v2.2", "v2.5")}
+    half = " and ".join(f"{100 * p:.0f}" for p in _walk_power(power, "v2.5", " at 0.5x its slope").values())
     lines = [f"**Protocol v2** (pre-registered in commit `{RULES_COMMIT}` before any v2 run; amended as v2.1 in "
              f"`{AMENDMENT_COMMIT}` before any finished,",
              f"as v2.2 in `{AMENDMENT_V2_2_COMMIT}` before any run of WebP with a fine-tuned classifier, "
@@ -220,7 +223,7 @@ def render_readme(power: pd.DataFrame, comparison: pd.DataFrame, status: pd.Data
              f"A rung 0.5 points below the reference passes v1's gate {100 * v1:.0f} times in 100, v2's {100 * v2:.0f}.",
              f"Simulated, a whole walk whose curve crosses -0.5 ends on a confirmed rung {walks['v2.2']} times in 100 "
              f"with v2's pick at -1 (layer3's and WebP's walks), {walks['v2.5']} with v2.5's at {v2_5_pick} "
-             "(0.8 is the target).",
+             f"(0.8 is the target; a slope is read from two rungs of one seed, and at half of it: {half}).",
              ""]
     if answer is not None:
         lines += tested_words(answer)

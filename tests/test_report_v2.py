@@ -114,7 +114,10 @@ def _power_frame(v1, v2):
                            for v, f, d, p in (("v2.2", "block-sparse", 0.02, 0.39), ("v2.2", "bottleneck", 0.02, 0.17),
                                               ("v2.4", "block-sparse", 0.02, 0.86), ("v2.4", "bottleneck", 0.02, 0.79),
                                               ("v2.5", "block-sparse", 0.02, 0.85), ("v2.5", "bottleneck", 0.02, 0.82),
-                                              ("v2.5", "bottleneck", 0.03, 0.05))]])
+                                              ("v2.5", "bottleneck", 0.03, 0.05))],
+                         *[dict(rule=f"v2.5 walk at 0.5x its slope, {f} (slope 0.25 points per doubling): pick at -0.3, "
+                                     "then confirm", n_images=12500, discordance=0.02, true_diff=-0.005, power=p)
+                           for f, p in (("block-sparse", 0.79), ("bottleneck", 0.76))]])
 
 
 def test_readme_block_renders_its_numbers_from_the_results_files():
@@ -126,7 +129,8 @@ def test_readme_block_renders_its_numbers_from_the_results_files():
     text = R.render_readme(_power_frame(0.31, 0.88), cmp, st)
     assert "passes v1's gate 31 times in 100, v2's 88" in text  # the observed discordance's rows, not the 1.5x one
     assert ("ends on a confirmed rung 39 (block-sparse) and 17 (bottleneck) times in 100 with v2's pick at -1 "
-            "(layer3's and WebP's walks), 85 (block-sparse) and 82 (bottleneck) with v2.5's at -0.3") in text
+            "(layer3's and WebP's walks), 85 (block-sparse) and 82 (bottleneck) with v2.5's at -0.3 (0.8 is the target; "
+            "a slope is read from two rungs of one seed, and at half of it: 79 and 76)") in text
     assert P.AMENDMENT_V2_4_COMMIT in text and P.AMENDMENT_V2_5_COMMIT in text
     assert "v2.5 moved v2.4's pick from -0.4" in text
     assert "- after layer3: bottleneck needs fewer bits than block-sparse at -0.5 points" in text
