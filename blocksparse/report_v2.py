@@ -179,6 +179,10 @@ def _ratio_words(r: pd.Series) -> str:
     return f"{num(r['value'])} [{num(r['lo'])}, {num(r['hi'])}]"
 
 
+def _where(r: pd.Series) -> str:
+    return f"{r['family']} after {r['split_at']}" if isinstance(r["split_at"], str) else f"{r['family']} on the input"
+
+
 def tested_words(answer: pd.DataFrame) -> list[str]:
     """The README's lines for v2's rows tested on test so far (``answer_table``): each with its rate,
     its difference from the reference with the confirmation's interval, and its verdict."""
@@ -190,8 +194,7 @@ def tested_words(answer: pd.DataFrame) -> list[str]:
              f"seeds x {n:,} images, paired with the reference's same seed; hierarchical interval at {conf:.4f}, "
              "confirmed when its lower end is at or above -1 point):"]
     for _, r in done.iterrows():
-        where = f"after {r['split_at']}" if isinstance(r["split_at"], str) else "on the input"
-        lines.append(f"- {r['family']} {where}: {r['bpp']:.3f} bpp, {100 * r['accuracy']:.2f}% against the reference's "
+        lines.append(f"- {_where(r)}: {r['bpp']:.3f} bpp, {100 * r['accuracy']:.2f}% against the reference's "
                      f"{100 * r['reference_accuracy']:.2f}%, {_pct(r['diff'])} [{_pct(r['diff_lo'])}, "
                      f"{_pct(r['diff_hi'])}] points: **{r['status']}**")
     return lines + [""]
@@ -227,6 +230,12 @@ def render_readme(power: pd.DataFrame, comparison: pd.DataFrame, status: pd.Data
              ""]
     if answer is not None:
         lines += tested_words(answer)
+        near = answer[(answer["protocol"] == "v2.2") & (answer["status"] == "not confirmed")]
+        if not near.empty:
+            lines[-1:] = [f"Rows walked under v2's pick at -1 ({', '.join(_where(r) for _, r in near.iterrows())}) "
+                          "aimed at rungs near -1 point, where the confirmation has little power (whole walks: "
+                          f"{walks['v2.2']} in 100): their \"not confirmed\" says that the operating point sits near "
+                          "the margin, not that the family cannot come within one point at a higher rate.", ""]
     for version, curves in (("v1", "v1's val-select curves"), (PROTOCOL_V2, "v2's walks so far")):
         at = comparison[(comparison["protocol"] == version) & (comparison["family_a"] == "block-sparse")
                         & (comparison["family_b"] == "bottleneck")]

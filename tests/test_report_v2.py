@@ -209,3 +209,6 @@ def test_the_readme_block_states_each_tested_operating_point_and_its_verdict():
     text = R.render_readme(_power_frame(0.31, 0.88), pd.DataFrame(columns=["protocol", "family_a", "family_b"]),
                            pd.DataFrame(columns=list(R.STATUS_COLUMNS)), answer=answer)
     assert lines[1] in text
+    assert ("Rows walked under v2's pick at -1 (bottleneck after layer3) aimed at rungs near -1 point, where the "
+            "confirmation has little power (whole walks: 39 (block-sparse) and 17 (bottleneck) in 100)") in text
+    assert "webp-finetuned on the input)" not in text  # confirmed: not among them
