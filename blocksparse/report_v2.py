@@ -179,6 +179,11 @@ def _ratio_words(r: pd.Series) -> str:
     return f"{num(r['value'])} [{num(r['lo'])}, {num(r['hi'])}]"
 
 
+def _and(parts: list[str]) -> str:
+    """"a", "a and b", "a, b and c"."""
+    return " and ".join(parts) if len(parts) < 3 else ", ".join(parts[:-1]) + " and " + parts[-1]
+
+
 def _where(r: pd.Series) -> str:
     return f"{r['family']} after {r['split_at']}" if isinstance(r["split_at"], str) else f"{r['family']} on the input"
 
@@ -210,8 +215,8 @@ def render_readme(power: pd.DataFrame, comparison: pd.DataFrame, status: pd.Data
     v1 = _power_at(power, "v1: val-select lower end >= -1", -0.005)
     v2 = _power_at(power, "v2: pick and confirm", -0.005)
     v2_4_pick, v2_5_pick = (f"-{100 * t:g}" for t in (PICK_THRESHOLD_V2_4, PICK_THRESHOLD_V2_5))
-    walks = {v: " and ".join(f"{100 * p:.0f} ({f})" for f, p in _walk_power(power, v).items()) for v in ("v2.2", "v2.5")}
-    half = " and ".join(f"{100 * p:.0f}" for p in _walk_power(power, "v2.5", " at 0.5x its slope").values())
+    walks = {v: _and([f"{100 * p:.0f} ({f})" for f, p in _walk_power(power, v).items()]) for v in ("v2.2", "v2.5")}
+    half = _and([f"{100 * p:.0f}" for p in _walk_power(power, "v2.5", " at 0.5x its slope").values()])
     lines = [f"**Protocol v2** (pre-registered in commit `{RULES_COMMIT}` before any v2 run; amended as v2.1 in "
              f"`{AMENDMENT_COMMIT}` before any finished,",
              f"as v2.2 in `{AMENDMENT_V2_2_COMMIT}` before any run of WebP with a fine-tuned classifier, "
@@ -232,7 +237,7 @@ def render_readme(power: pd.DataFrame, comparison: pd.DataFrame, status: pd.Data
         lines += tested_words(answer)
         near = answer[(answer["protocol"] == "v2.2") & (answer["status"] == "not confirmed")]
         if not near.empty:
-            lines[-1:] = [f"Rows walked under v2's pick at -1 ({', '.join(_where(r) for _, r in near.iterrows())}) "
+            lines[-1:] = ["", f"Rows walked under v2's pick at -1 ({_and([_where(r) for _, r in near.iterrows()])}) "
                           "aimed at rungs near -1 point, where the confirmation has little power (whole walks: "
                           f"{walks['v2.2']} in 100): their \"not confirmed\" says that the operating point sits near "
                           "the margin, not that the family cannot come within one point at a higher rate.", ""]
