@@ -77,10 +77,13 @@ protocol: data checkpoint
 	$(PY) blocksparse_utils.py protocol answer
 
 # protocol v2's runs, resumable, layer3 first: each split's walks with their confirmations, WebP with a
-# fine-tuned classifier after layer3; the report re-rendered after every step (days on 2 CPU cores: see the issue's note)
+# fine-tuned classifier after layer3, then the budget's sensitivity (4x the budget, after layer3; a finished
+# run is kept); the report re-rendered after every step (days on 2 CPU cores: see the issue's note)
 protocol-v2: data checkpoint
-	for s in layer3 webp layer2 layer1; do \
+	for s in layer3 webp sensitivity layer2 layer1; do \
 	  if [ $$s = webp ]; then $(PY) blocksparse_utils.py protocol v2-next --family webp-finetuned --max-steps 100 --report || exit 1; \
+	  elif [ $$s = sensitivity ]; then for f in reference block-sparse bottleneck; do \
+	    $(PY) blocksparse_utils.py protocol v2-sensitivity --family $$f || exit 1; done; \
 	  else for f in bottleneck block-sparse; do \
 	    $(PY) blocksparse_utils.py protocol v2-next --split-at $$s --family $$f --max-steps 100 --report || exit 1; done; fi; \
 	done

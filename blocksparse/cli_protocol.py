@@ -206,7 +206,13 @@ def _v2(a: argparse.Namespace) -> None:
             subject = next((s for s in subjects if s["family"] == a.family), None)
             if subject is None:
                 raise SystemExit(f"blocksparse_utils.py protocol v2-sensitivity: error: no {a.family} run after layer3 yet")
-            print(f"wrote {protocol_v2.sensitivity_run(subject, state_dir=a.state_dir)}", flush=True)
+            done = [p for p in sorted(protocol_v2.SENSITIVITY_DIR.glob("*.json"))
+                    if (lambda c: c.get("family") == subject["family"] and c.get("split_at") == subject["split_at"])(
+                        json.loads(p.read_text()))]
+            if done:  # one run a subject: a finished run is kept, not trained again (make protocol-v2 resumes)
+                print(f"done already: {done[0]}", flush=True)
+            else:
+                print(f"wrote {protocol_v2.sensitivity_run(subject, state_dir=a.state_dir)}", flush=True)
         long = [json.loads(p.read_text()) for p in sorted(protocol_v2.SENSITIVITY_DIR.glob("*.json"))]
         table = report_v2.sensitivity_table(subjects, long)
         table.to_csv(d / "budget_sensitivity.csv", index=False)

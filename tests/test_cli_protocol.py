@@ -105,3 +105,26 @@ def test_v2_next_with_report_renders_the_report_after_every_step_and_stops_when_
     main(["protocol", "v2-next", "--split-at", "layer3"])  # without --report: the step alone
     assert done == ["step"]
     assert "wrote c.json" in capsys.readouterr().out
+
+
+def test_v2_sensitivity_keeps_a_finished_run_and_trains_only_what_is_missing(tmp_path, monkeypatch, capsys):
+    """``make protocol-v2`` runs every subject's command again when it resumes: a subject whose run is
+    done is reported, not trained again; one without a run is trained."""
+    from blocksparse import protocol_v2, report_v2
+    import pandas as pd
+    subjects = [dict(family="reference", split_at=None), dict(family="bottleneck", split_at="layer3")]
+    monkeypatch.setattr(protocol_v2, "sensitivity_subjects", lambda v1, v2: subjects)
+    monkeypatch.setattr(protocol_v2, "SENSITIVITY_DIR", tmp_path)
+    monkeypatch.setattr(cli_protocol, "results_dir", lambda: tmp_path / "results")
+    monkeypatch.setattr(report_v2, "sensitivity_table", lambda subjects, long: pd.DataFrame(dict(n=[len(long)])))
+    (tmp_path / "reference_seed0.json").write_text(json.dumps(dict(family="reference", split_at=None, sensitivity=True)))
+    trained = []
+
+    def run(subject, state_dir=None):
+        trained.append(subject["family"])
+        return tmp_path / "new.json"
+    monkeypatch.setattr(protocol_v2, "sensitivity_run", run)
+    main(["protocol", "v2-sensitivity", "--family", "reference"])
+    assert trained == [] and "done already:" in capsys.readouterr().out
+    main(["protocol", "v2-sensitivity", "--family", "bottleneck"])
+    assert trained == ["bottleneck"]
