@@ -206,14 +206,13 @@ def _v2(a: argparse.Namespace) -> None:
             subject = next((s for s in subjects if s["family"] == a.family), None)
             if subject is None:
                 raise SystemExit(f"blocksparse_utils.py protocol v2-sensitivity: error: no {a.family} run after layer3 yet")
-            done = [p for p in sorted(protocol_v2.SENSITIVITY_DIR.glob("*.json"))
-                    if (lambda c: c.get("family") == subject["family"] and c.get("split_at") == subject["split_at"])(
-                        json.loads(p.read_text()))]
+            done = [p for p, c in _sensitivity_cards().items()
+                    if (c.get("family"), c.get("split_at")) == (subject["family"], subject["split_at"])]
             if done:  # one run a subject: a finished run is kept, not trained again (make protocol-v2 resumes)
                 print(f"done already: {done[0]}", flush=True)
             else:
                 print(f"wrote {protocol_v2.sensitivity_run(subject, state_dir=a.state_dir)}", flush=True)
-        long = [json.loads(p.read_text()) for p in sorted(protocol_v2.SENSITIVITY_DIR.glob("*.json"))]
+        long = list(_sensitivity_cards().values())
         table = report_v2.sensitivity_table(subjects, long)
         table.to_csv(d / "budget_sensitivity.csv", index=False)
         print(table.to_markdown(index=False, floatfmt=".4f"))
@@ -227,6 +226,11 @@ def _v2(a: argparse.Namespace) -> None:
         table, gap = _v2_compare(a.n_boot)
         print(gap.to_markdown(index=False, floatfmt=".4f"))
     print(table.to_markdown(index=False, floatfmt=".3f"))
+
+
+def _sensitivity_cards() -> dict[Path, dict]:
+    """The budget sensitivity's finished runs: path -> card."""
+    return {p: json.loads(p.read_text()) for p in sorted(protocol_v2.SENSITIVITY_DIR.glob("*.json"))}
 
 
 def _confirm_curve(discordance: float, o: dict):

@@ -177,8 +177,10 @@ def walk_slopes(cards: list[dict], reference: dict, split_at: str = "layer3") ->
                 rungs.setdefault(float(c["rung"]), pick(c, reference)["difference"])
         done = walked(cards, family, at, reference)
         op = operating_rung(family, done)
-        above = [r for r in ladder(family, done)[0] if op and _position(family, r) > _position(family, op) and r in rungs]
-        if not above:  # the walk goes on, picked nothing, or has no rung above its operating point
+        if op is None:  # the walk goes on, or picked nothing
+            continue
+        above = [r for r in ladder(family, done)[0] if _position(family, r) > _position(family, op) and r in rungs]
+        if not above:  # no rung walked above its operating point
             continue
         nxt = min(above, key=lambda r: _position(family, r))
         out[family] = (rungs[nxt] - rungs[op]) / (_position(family, nxt) - _position(family, op))
@@ -221,6 +223,7 @@ def power_walk(family: str, threshold: float, slope: float, discordance: float, 
     rng = np.random.default_rng(seed)
     xs = [_position(family, r) for r in LADDERS_V2[family]]
     deltas = sorted(curve)
+    values = np.array([curve[k] for k in deltas])
     sd = math.sqrt(discordance / n_images + seed_sd ** 2)
     diffs, doublings, none = [], [], 0
     hits = np.zeros(sims)  # each walk's chance of confirmation
@@ -238,19 +241,20 @@ def power_walk(family: str, threshold: float, slope: float, discordance: float, 
             none += 1
             continue
         d = true(op)
-        if d >= deltas[0]:
+        if d >= deltas[0]:  # linear interpolation between the grid's two points around d (the last, above it)
+            w = np.zeros(len(deltas))
             j = min(int(np.searchsorted(deltas, d, side="right")) - 1, len(deltas) - 1)
             t = 0.0 if j == len(deltas) - 1 else (d - deltas[j]) / (deltas[j + 1] - deltas[j])
-            weights[j] += (1 - t) / sims
-            if t:
-                weights[j + 1] += t / sims
-            hits[i] = (1 - t) * curve[deltas[j]] + (t * curve[deltas[j + 1]] if t else 0.0)
+            w[j] = 1 - t
+            w[min(j + 1, len(deltas) - 1)] += t
+            hits[i] = w @ values
+            weights += w / sims
         diffs.append(d)
         doublings.append(_position(family, op) - x0)
     var = hits.var(ddof=1) / sims if sims > 1 else 0.0
     if curve_hits is not None:
         h = np.asarray(curve_hits, float)
-        if h.ndim != 2 or h.shape[1] != len(deltas) or not np.allclose(h.mean(axis=0), [curve[k] for k in deltas]):
+        if h.ndim != 2 or h.shape[1] != len(deltas) or not np.allclose(h.mean(axis=0), values):
             raise ValueError("curve_hits: one column per point of curve, in its order, whose means are curve's values")
         var += float((h @ weights).var(ddof=1)) / len(h)
     return dict(power=float(hits.mean()), se=math.sqrt(var),

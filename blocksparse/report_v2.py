@@ -184,8 +184,9 @@ def _and(parts: list[str]) -> str:
     return " and ".join(parts) if len(parts) < 3 else ", ".join(parts[:-1]) + " and " + parts[-1]
 
 
-def _where(r: pd.Series) -> str:
-    return f"{r['family']} after {r['split_at']}" if isinstance(r["split_at"], str) else f"{r['family']} on the input"
+def _where(family: str, split_at) -> str:
+    """"bottleneck after layer3"; WebP with a fine-tuned classifier has no split: "... on the input"."""
+    return f"{family} after {split_at}" if isinstance(split_at, str) and split_at else f"{family} on the input"
 
 
 def tested_words(answer: pd.DataFrame) -> list[str]:
@@ -199,7 +200,7 @@ def tested_words(answer: pd.DataFrame) -> list[str]:
              f"seeds x {n:,} images, paired with the reference's same seed; hierarchical interval at {conf:.4f}, "
              "confirmed when its lower end is at or above -1 point):"]
     for _, r in done.iterrows():
-        lines.append(f"- {_where(r)}: {r['bpp']:.3f} bpp, {100 * r['accuracy']:.2f}% against the reference's "
+        lines.append(f"- {_where(r['family'], r['split_at'])}: {r['bpp']:.3f} bpp, {100 * r['accuracy']:.2f}% against the reference's "
                      f"{100 * r['reference_accuracy']:.2f}%, {_pct(r['diff'])} [{_pct(r['diff_lo'])}, "
                      f"{_pct(r['diff_hi'])}] points: **{r['status']}**")
     return lines + [""]
@@ -237,10 +238,11 @@ def render_readme(power: pd.DataFrame, comparison: pd.DataFrame, status: pd.Data
         lines += tested_words(answer)
         near = answer[(answer["protocol"] == "v2.2") & (answer["status"] == "not confirmed")]
         if not near.empty:
-            lines[-1:] = ["", f"Rows walked under v2's pick at -1 ({_and([_where(r) for _, r in near.iterrows()])}) "
-                          "aimed at rungs near -1 point, where the confirmation has little power (whole walks: "
-                          f"{walks['v2.2']} in 100): their \"not confirmed\" says that the operating point sits near "
-                          "the margin, not that the family cannot come within one point at a higher rate.", ""]
+            rows = _and([_where(f, s) for f, s in zip(near["family"], near["split_at"])])
+            lines += [f"Rows walked under v2's pick at -1 ({rows}) aimed at rungs near -1 point, where the confirmation "
+                      f"has little power (whole walks: {walks['v2.2']} in 100): their \"not confirmed\" says that the "
+                      "operating point sits near the margin, not that the family cannot come within one point at a "
+                      "higher rate.", ""]
     for version, curves in (("v1", "v1's val-select curves"), (PROTOCOL_V2, "v2's walks so far")):
         at = comparison[(comparison["protocol"] == version) & (comparison["family_a"] == "block-sparse")
                         & (comparison["family_b"] == "bottleneck")]
@@ -265,7 +267,7 @@ def render_readme(power: pd.DataFrame, comparison: pd.DataFrame, status: pd.Data
             v1 = [isinstance(v, (bool, np.bool_)) and v for v in g.get("reused_from_v1", [False] * len(g))]
             rungs = "; ".join(f"{_rung_words(family, r['rung'])}: {r['bpp']:.3f} bpp, {_pct(r['diff'])}, "
                               f"{'picked' if r['picked'] else 'missed'}" for _, r in g.iterrows())
-            lines.append(f"- {family} {'after ' + split if split else 'on the input'}: {rungs}"
+            lines.append(f"- {_where(family, split)}: {rungs}"
                          + (" (v1's runs, reused)" if all(v1) else " (some v1's runs, reused)" if any(v1) else ""))
         lines += ["", "![v2's walks so far: each rung's val-select difference from the reference against its rate, "
                       f"per split]({figures}/ladders_v2.png)",
