@@ -22,4 +22,4 @@ Units sit in column names: ``*_bits`` and ``*_bytes`` are per image stream.
 MODULES = ("runtime", "stats", "codec", "entropy", "priors", "bitstream", "codetables", "codebook", "data",
            "results", "model", "training", "protocol", "walk", "power", "comparison", "evaluation", "limits", "baselines", "original",
            "bottleneck", "student", "bottleneck_training", "recipes", "costs", "analysis", "answer", "report", "cache", "study",
-           "protocol_runs", "protocol_v2", "report_v2", "plots", "widgets", "notebook_runner", "bench", "cli_sweep", "cli_protocol", "cli")
+           "protocol_runs", "protocol_v2_runs", "protocol_v2_screens", "protocol_v2", "report_v2", "plots", "widgets", "notebook_runner", "bench", "cli_sweep", "cli_protocol", "cli")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import answer, cache, power, protocol_v2, report_v2
+from . import answer, cache, power, protocol_v2, protocol_v2_runs, report_v2
 from .model import SPLIT_POINTS
 from .protocol import BUDGET, CONFIRM_CONFIDENCE, POWER_CURVE_SIMS, SEEDS_V2
 from .costs import costs, latencies
@@ -166,7 +166,7 @@ def _test_or_remeasure(a: argparse.Namespace) -> None:
     if not a.cards and Path(a.out).resolve() == protocol_v2.V1_DIR.resolve():  # v2's shipped seed-0 runs too
         cards += [c["path"] for c in protocol_v2.read_cards(reuse_dir=None) if c["seed"] == 0 and "test" in c
                   and (Path(c["path"]).parent / c.get("weights", "")).is_file()]
-    rows = [protocol_v2.remeasure_run(c, a.n_test) for c in cards]  # a v1 card goes to v1's remeasure
+    rows = [protocol_v2_runs.remeasure_run(c, a.n_test) for c in cards]  # a v1 card goes to v1's remeasure
     print(pd.DataFrame(rows).to_markdown(index=False) if rows else "no shipped model tested yet")
     if any(r["mcnemar_p"] < 0.05 for r in rows):
         print("some models differ from their cards' test beyond sampling error (McNemar p < 0.05): other weights or code")

@@ -1,375 +1,39 @@
-"""Protocol v2's runs (``protocol.PROTOCOL_V2``): screens, trainings, the walk, the confirmation's
-tests and the budget sensitivity, for both trained families (tables and reports: ``report_v2``).
+"""Protocol v2's walk (``protocol.PROTOCOL_V2``): the next step of each family's walk, the
+confirmation's tests and the budget sensitivity, for both trained families and WebP with a
+fine-tuned classifier (tables and reports: ``report_v2``).
 
-A v2 card (``data/answer/v2/<name>.json``) is a v1 card (``protocol_runs``) plus the recipe; its
-screens lie in ``data/answer/v2/screens``. Every screen scores its arms on val-stop
-(``protocol.SCREEN_V2``), every pick reads val-select, and the test set is read only by the
-confirmation of an operating point's seeds.
+A walk screens a rung (``protocol_v2_screens``), trains its pick (``protocol_v2_runs``), reads it on
+val-select, and moves up its ladder (``walk``); once it ends, its operating point's seeds are
+trained and tested once each. Every screen scores its arms on val-stop (``protocol.SCREEN_V2``),
+every pick reads val-select, and the test set is read only by the confirmation of an operating
+point's seeds.
 """
 from __future__ import annotations
 
-import hashlib
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
-from torch.nn import functional as F
-from torch.utils.data import TensorDataset
 
-from .bitstream import bpp
-from .bottleneck import Bottleneck, load_bottleneck, save_bottleneck
-from .bottleneck_training import evaluate_bottleneck
-from .costs import BOTTLENECK_STRIDES
-from .codec import SELECTION_GRID, CodecConfig
 from .data import load_dataset
 from .evaluation import evaluate
-from .model import checkpoint_card, load_pretrained, save_weights
-from .protocol import (BOTTLENECK_RECIPES, BOTTLENECK_WIDTHS, BUDGET, CONFIRM_CONFIDENCE, FINAL_KINDS, FINAL_ROUND,
-                       SENSITIVITY_FACTOR, PROTOCOL_V2, PROTOCOL_V2_1, PROTOCOL_V2_2, PROTOCOL_V2_3, PROTOCOL_V2_4,
-                       PROTOCOL_V2_5,
-                       SCREEN_V2, SEEDS_V2, SPLIT_POINTS, VAL_SELECT, VAL_STOP, Budget, selection_data, stopping_data)
-from .protocol_runs import against_card, frontier_of, scored, state_name
-from .protocol_runs import run_name as run_name_v1
+from .model import load_pretrained
+from .protocol import BUDGET, CONFIRM_CONFIDENCE, SENSITIVITY_FACTOR, SEEDS_V2, SPLIT_POINTS, VAL_SELECT, Budget, selection_data
+from .protocol_runs import scored
 from .protocol_runs import load_run as load_run_v1
-from .protocol_runs import remeasure_run as remeasure_run_v1
 from .protocol_runs import train_run as train_run_v1
-from .recipes import make_bottleneck, train_recipe
-from .study import candidates_under
-from .training import finetune
-from .walk import has_final_round, ladder, operating_rung, pick, walked
+from .protocol_v2_runs import (PROTOCOL, V1_DIR, V2_DIR, VERSIONS, block_sparse_name, load_run, measure, promote,
+                               train_run, v2_card)
+from .protocol_v2_screens import screen_block_sparse, screen_bottleneck, screen_path
+from .walk import ladder, operating_rung, pick, walked
 from .results import pack_correct, unpack_correct
-from .runtime import DATA_DIR, module_device
 from .stats import hierarchical_bootstrap, paired_test
-from .student import StudentBottleneck, load_student, save_student
 
-PROTOCOL = PROTOCOL_V2_5  # the version this code writes on its cards and screens (v2 as amended)
-VERSIONS = (PROTOCOL_V2, PROTOCOL_V2_1, PROTOCOL_V2_2, PROTOCOL_V2_3, PROTOCOL_V2_4, PROTOCOL_V2_5)  # the cards of every one are v2's
 # Every walk v2 makes: the two trained families at each split, and WebP with a fine-tuned classifier
 # once (input compression: no split), which reuses v1's runs of the same recipe (v2, v2.2).
 WALKS = tuple((split, family) for split in SPLIT_POINTS for family in ("block-sparse", "bottleneck")) + (
     (None, "webp-finetuned"),)
-V2_DIR = DATA_DIR / "answer" / "v2"
-V1_DIR = DATA_DIR / "answer"
-FINAL_DIR = "screens/final"  # v2.3's finalists, relative to a walk's folder: the loser's card stays there
-
-
-def run_name(split_at: str, setting: dict, seed: int) -> str:
-    """A bottleneck run's file stem, e.g. ``bottleneck_layer3_two-stage_M24_lmbda3.2_seed0``."""
-    return f"bottleneck_{split_at}_{setting['recipe']}_M{setting['latent_channels']}_lmbda{setting['lmbda']:g}_seed{seed}"
-
-
-@torch.no_grad()
-def measure(model, bn, data: TensorDataset, batch_size: int = 250) -> dict:
-    """Accuracy on what the decoder returns, cross-entropy, and the rate of real per-image streams
-    (bpp = 8 x bytes / input pixels), with per-image correctness."""
-    model.eval()
-    bn.eval()
-    x, y = data.tensors
-    device = module_device(model)
-    if isinstance(bn, Bottleneck):  # v1's anchor: its exact image-by-image path and its own streams
-        ev = evaluate_bottleneck(model, bn, data)
-        ce = 0.0
-        for s in range(0, len(x), batch_size):
-            z = model.head(x[s:s + batch_size].to(device)).float()
-            ce += float(F.cross_entropy(model.tail(bn(z)[0]).float(), y[s:s + batch_size].to(device), reduction="sum"))
-        return dict(accuracy=ev["accuracy"], cross_entropy=ce / len(x), bpp=float(ev["bpp"]), n_images=len(x),
-                    correct=ev["correct"].numpy())
-    correct, ce, nbytes = [], 0.0, 0
-    for s in range(0, len(x), batch_size):
-        z = model.head(x[s:s + batch_size].to(device)).float()
-        streams = bn.encode_batch(z)
-        nbytes += sum(len(b) for b in streams)
-        logits = model.tail(bn.decode_batch(streams, z.shape[1:])).float()
-        yb = y[s:s + batch_size].to(device)
-        ce += float(F.cross_entropy(logits, yb, reduction="sum"))
-        correct.append((logits.argmax(1) == yb).cpu().numpy())
-    correct = np.concatenate(correct)
-    return dict(accuracy=float(correct.mean()), cross_entropy=ce / len(x), bpp=bpp(nbytes, tuple(x.shape[-2:]), len(x)),
-                n_images=len(x), correct=correct)
-
-
-def _arm(split_at: str, recipe: str, width: int, lmbda: float, steps: int, seed: int, dataset: str,
-         train: TensorDataset, guard: TensorDataset, budget: Budget):
-    model = load_pretrained(dataset, split_at)
-    bn = make_bottleneck(recipe, model, width, BOTTLENECK_STRIDES[split_at], seed)
-    # one evaluation at the end (and step 0): an arm keeps its last weights unless training made it worse
-    bn, _ = train_recipe(model, bn, recipe, lmbda, budget.replace(steps=steps, eval_every=steps), train, guard, seed)
-    return model, bn
-
-
-def screen_path(out_dir: str | Path, split_at: str, rung: float, family: str = "bottleneck") -> Path:
-    name = f"bottleneck_{split_at}_lmbda{rung:g}" if family == "bottleneck" else f"block-sparse_{split_at}_{rung:g}bpp"
-    return Path(out_dir) / "screens" / f"{name}.json"
-
-
-def halving(arms: list, rounds, keep: int, key, run, score, partial: Path, log=print, words=str) -> tuple[list[dict], object]:
-    """Successive halving, resumable arm by arm: round r trains each surviving arm for ``rounds[r]``
-    steps (``run(arm, steps)``: the row's scores) and keeps the ``keep`` best by ``score(row)``
-    (lowest first; ties keep the arms' order). Each row (``round``, ``steps``, ``key(arm)``, the
-    scores) is written to ``partial`` as it finishes, and a row found there is not trained again.
-    Returns (every row in order, the last round's arms best first; [] without arms)."""
-    done = json.loads(partial.read_text()) if partial.exists() else []
-    rows, scored = [], []
-    for rnd, steps in enumerate(rounds if arms else ()):
-        scored = []
-        for arm in arms:
-            k = key(arm)
-            row = next((r for r in done if r["round"] == rnd and all(r[f] == v for f, v in k.items())), None)
-            if row is None:
-                row = dict(round=rnd, steps=steps, **k, **run(arm, steps))
-                done.append(row)
-                partial.parent.mkdir(parents=True, exist_ok=True)
-                partial.write_text(json.dumps(done, indent=1, default=float))
-            rows.append(row)
-            scored.append((row, arm))
-            log(f"round {rnd}: {words(row)}")
-        scored.sort(key=lambda t: score(t[0]))
-        arms = [a for _, a in scored[:keep]]
-    return rows, [a for _, a in scored]
-
-
-def finalists(ranked: list, kind, n: int = FINAL_ROUND["arms"]) -> list:
-    """v2.3's finalists from the halving's last round (``ranked``, best first): the best arm, then the
-    best arm of another ``kind(arm)`` (a recipe, a configuration), then the next best, ``n`` in all."""
-    out = ranked[:1] + [a for a in ranked[1:] if ranked and kind(a) != kind(ranked[0])][:1]
-    return out + [a for a in ranked if a not in out][:max(n - len(out), 0)]
-
-
-def final_round(family: str, ranked: list, train, score, key, order, rnd: int, steps: int, out_dir: str | Path,
-                log=print) -> tuple[list[dict], object, str]:
-    """v2.3's final round of a ``family``'s screen: its ``finalists`` (of another ``FINAL_KINDS`` kind)
-    among the halving's last round (``ranked``, best first), each trained as a rung's run (``train(arm)``:
-    its card's path in ``out_dir / FINAL_DIR``, resumable) and scored on val-stop (``score(path)``); the
-    best by ``order(row)`` (lowest first; a tie keeps the better arm of the halving). Returns (the rows,
-    the best arm, its card relative to ``out_dir``)."""
-    arms = finalists(ranked, lambda arm: tuple(key(arm)[k] for k in FINAL_KINDS[family]))
-    rows = []
-    for arm in arms:
-        path = Path(train(arm))
-        row = dict(round=rnd, steps=steps, **key(arm), **score(path),
-                   card=path.relative_to(out_dir).as_posix())
-        log(f"final round: {row}")
-        rows.append(row)
-    i = min(range(len(rows)), key=lambda j: order(rows[j]))
-    return rows, arms[i], rows[i]["card"]
-
-
-def screen_bottleneck(split_at: str, lmbda: float, dataset: str = "fashion-mnist", out_dir: str | Path = V2_DIR,
-                      budget: Budget = BUDGET, settings: dict = SCREEN_V2, seed: int = 0,
-                      train_subset: int | None = None, stop_subset: int | None = None, log=print,
-                      state_dir: str | Path | None = None) -> Path:
-    """The v2 screen of one bottleneck rung: every recipe x width (``BOTTLENECK_RECIPES`` x
-    ``BOTTLENECK_WIDTHS``) trained ``settings["rounds"][0]`` steps from the shipped model and scored on
-    val-stop by cross-entropy + lambda x bpp of real streams; the best ``keep`` trained again for
-    ``rounds[1]`` steps and scored; the lowest is the pick. An arm keeps its last weights unless they
-    score worse than its start on every tenth val-stop image. Each arm's row is written as it finishes
-    (``.partial.json``), so a screen cut short resumes at its next arm. Under v2.3 (``walk.has_final_round``)
-    the pick is the better of two finalists (``finalists``: another recipe) trained with ``budget`` as
-    a rung's run (``final_round``; ``state_dir`` resumes them). ``train_subset``/``stop_subset`` are
-    for tests of this code only. Writes the screen; returns its path."""
-    path = screen_path(out_dir, split_at, lmbda)
-    if path.exists():
-        raise ValueError(f"out_dir: {path} exists (a finished screen): delete it first to screen again")
-    train = load_dataset(dataset, "train", subset=train_subset)
-    stop = stopping_data(dataset, stop_subset)
-    guard = TensorDataset(*(t[::10] for t in stop.tensors))  # an arm's own check against its start: 1 in 10 images
-
-    def run(arm, steps):
-        model, bn = _arm(split_at, *arm, lmbda, steps, seed, dataset, train, guard, budget)
-        m = measure(model, bn, stop)
-        return dict(accuracy=m["accuracy"], cross_entropy=m["cross_entropy"], bpp=m["bpp"],
-                    objective=m["cross_entropy"] + lmbda * m["bpp"])
-    partial = path.with_suffix(".partial.json")  # each arm's row as it finishes: a screen resumes arm by arm
-    key = lambda arm: dict(recipe=arm[0], latent_channels=arm[1])  # noqa: E731
-    rows, ranked = halving([(r, w) for r in BOTTLENECK_RECIPES for w in BOTTLENECK_WIDTHS], settings["rounds"],
-                           settings["keep"], key, run, lambda row: row["objective"], partial,
-                           lambda m: log(f"screen {split_at} lmbda={lmbda:g} {m}"),
-                           lambda r: f"{r['recipe']} M={r['latent_channels']}: acc {r['accuracy']:.4f} bpp {r['bpp']:.3f} "
-                                     f"objective {r['objective']:.4f}")
-    setting = lambda arm: dict(recipe=arm[0], latent_channels=arm[1], lmbda=lmbda,  # noqa: E731
-                               stride=BOTTLENECK_STRIDES[split_at])
-    best, final_run = ranked[0], None
-    if has_final_round(split_at, "bottleneck"):
-        final = Path(out_dir) / FINAL_DIR
-
-        def train_final(arm):
-            done = final / f"{run_name(split_at, setting(arm), seed)}.json"
-            return done if done.exists() else train_run(
-                split_at, setting(arm), seed, dataset, final, state_dir, budget, rung=lmbda, train_subset=train_subset,
-                val_subset=stop_subset, select=False)
-
-        def score_final(path):
-            m = measure(*load_run(path)[:2], stop)
-            return dict(accuracy=m["accuracy"], cross_entropy=m["cross_entropy"], bpp=m["bpp"],
-                        objective=m["cross_entropy"] + lmbda * m["bpp"])
-        final_rows, best, final_run = final_round("bottleneck", ranked, train_final, score_final, key,
-                                                  lambda row: row["objective"], len(settings["rounds"]), budget.steps,
-                                                  out_dir, lambda m: log(f"screen {split_at} lmbda={lmbda:g} {m}"))
-        rows += final_rows
-    out = dict(protocol=PROTOCOL, family="bottleneck", split_at=split_at, lmbda=lmbda, settings=dict(settings),
-               budget=budget.asdict(), images=dict(screen=VAL_STOP, n=len(stop.tensors[1])), rows=rows,
-               pick=setting(best), final_run=final_run)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out, indent=1, default=float))
-    partial.unlink(missing_ok=True)
-    return path
-
-
-def screen_block_sparse(split_at: str, rung: float, dataset: str = "fashion-mnist", out_dir: str | Path = V2_DIR,
-                        budget: Budget = BUDGET, settings: dict = SCREEN_V2, grid: dict = SELECTION_GRID, seed: int = 0,
-                        train_subset: int | None = None, stop_subset: int | None = None, log=print,
-                        state_dir: str | Path | None = None) -> Path:
-    """The v2 screen of one block-sparse rung (target bpp of amortized streams): the configurations of
-    ``grid`` at or under the rung (rated on every tenth val-stop image, code tables fitted on 2,000
-    training images), their frontier (``protocol_runs.frontier_of``), the ``config_arms`` most accurate
-    before any training on val-stop, each with every group-lasso weight of the screen: successive
-    halving as the bottleneck's (``settings["rounds"]`` steps, the best ``keep``), scored by accuracy on
-    every val-stop image. Resumes arm by arm. Under v2.3 the pick is the better of two finalists
-    (another configuration) trained as a rung's run, as the bottleneck's screen does. Writes the
-    screen (pick None: no configuration under the rung)."""
-    path = screen_path(out_dir, split_at, rung, "block-sparse")
-    if path.exists():
-        raise ValueError(f"out_dir: {path} exists (a finished screen): delete it first to screen again")
-    train = load_dataset(dataset, "train", subset=train_subset)
-    stop = stopping_data(dataset, stop_subset)
-    guard = TensorDataset(*(t[::10] for t in stop.tensors))
-    model = load_pretrained(dataset, split_at)
-    configs = [CodecConfig(b, r, m, bits) for m in grid["modes"] for b in grid["block_sizes"] for r in grid["ratios"]
-               for bits in grid["bits"]]
-    rated = candidates_under(model, configs, guard, rung, fit_data=load_dataset(dataset, "train", subset=2000))
-    front = frontier_of(rated)
-    before = sorted(((evaluate(model, c, stop, rate_sample=1)["accuracy"], i, c) for i, c in enumerate(front)),
-                    key=lambda t: (-t[0], t[1]))
-    top = [c for _, _, c in before[:settings["config_arms"]]]
-    out = dict(protocol=PROTOCOL, family="block-sparse", split_at=split_at, rung=rung, settings=dict(settings),
-               budget=budget.asdict(), images=dict(screen=VAL_STOP, n=len(stop.tensors[1])),
-               candidates=[dict(mode=c.mode, block_size=c.block_size, ratio=c.ratio, bits=c.bits, bpp=b) for c, b in rated],
-               untrained=[dict(mode=c.mode, block_size=c.block_size, ratio=c.ratio, bits=c.bits, accuracy=a)
-                          for a, _, c in before], rows=[], pick=None)
-
-    def run(arm, steps):
-        cfg, g = arm
-        tuned, _ = finetune(load_pretrained(dataset, split_at), cfg, budget.replace(steps=steps, eval_every=steps),
-                            dataset, train_data=train, val_data=guard, seed=seed, group_lasso_weight=g, progress=False)
-        return dict(accuracy=evaluate(tuned, cfg, stop, rate_sample=1)["accuracy"])
-    partial = path.with_suffix(".partial.json")
-    key = lambda arm: dict(mode=arm[0].mode, block_size=arm[0].block_size, ratio=arm[0].ratio,  # noqa: E731
-                           bits=arm[0].bits, group_lasso_weight=arm[1])
-    say = lambda m: log(f"screen block-sparse {split_at} {rung:g} bpp {m}")  # noqa: E731
-    out["rows"], ranked = halving([(c, g) for c in top for g in settings["group_lasso_weights"]], settings["rounds"],
-                                  settings["keep"], key, run, lambda row: -row["accuracy"], partial, say,
-                                  lambda r: f"{r['mode']} B={r['block_size']} r={r['ratio']} {r['bits']}b "
-                                            f"gl={r['group_lasso_weight']:g}: acc {r['accuracy']:.4f}")
-    best = ranked[0] if ranked else None
-    if best is not None and has_final_round(split_at, "block-sparse"):
-        final = Path(out_dir) / FINAL_DIR
-
-        def train_final(arm):
-            name = block_sparse_name(split_at, rung, key(arm), seed)
-            if (final / f"{name}.json").exists():
-                return final / f"{name}.json"
-            return _v2_card(train_run_v1("block-sparse", key(arm), seed, split_at, dataset, final, state_dir, budget,
-                                         train_subset=train_subset, rung=rung, val_subset=stop_subset, name=name,
-                                         select=False))
-
-        def score_final(path):
-            tuned, card, codebook = load_run_v1(path)
-            return dict(accuracy=scored(tuned, stop, "block-sparse", card["setting"], codebook, dataset)["accuracy"])
-        final_rows, best, out["final_run"] = final_round("block-sparse", ranked, train_final, score_final, key,
-                                                         lambda row: -row["accuracy"], len(settings["rounds"]),
-                                                         budget.steps, out_dir, say)
-        out["rows"] += final_rows
-    if best is not None:
-        out["pick"] = key(best)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(out, indent=1, default=float))
-    partial.unlink(missing_ok=True)
-    return path
-
-
-def train_run(split_at: str, setting: dict, seed: int, dataset: str = "fashion-mnist", out_dir: str | Path = V2_DIR,
-              state_dir: str | Path | None = None, budget: Budget = BUDGET, rung: float | None = None,
-              train_subset: int | None = None, val_subset: int | None = None, progress: bool = False,
-              select: bool = True) -> Path:
-    """Train one bottleneck run with ``budget`` (the recipe of ``setting``, early stopping on
-    val-stop), write its weights, score what ships on val-select (``select``; v2.3's finalists are
-    scored on val-stop by their screen, and the pick on val-select by ``promote``), write its card;
-    returns its path."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    name = run_name(split_at, setting, seed)
-    if (out / f"{name}.json").exists():
-        raise ValueError(f"out_dir: {out / name}.json exists (a finished run): delete it first to retrain")
-    state = Path(state_dir) / state_name(name, budget) if state_dir is not None else None
-    if state is not None:
-        state.parent.mkdir(parents=True, exist_ok=True)
-    train = load_dataset(dataset, "train", subset=train_subset)
-    stop = stopping_data(dataset, val_subset)
-    model = load_pretrained(dataset, split_at)
-    bn = make_bottleneck(setting["recipe"], model, setting["latent_channels"], setting["stride"], seed)
-    bn, history = train_recipe(model, bn, setting["recipe"], float(setting["lmbda"]), budget, train, stop, seed,
-                               state_path=state, progress=progress)
-    weights = out / f"{name}.pt"
-    sha = save_weights(model, weights)
-    model = load_pretrained(dataset, split_at, weights=weights)  # what ships is what is measured
-    bn_path = out / f"{name}.bottleneck.pt"
-    if isinstance(bn, StudentBottleneck):
-        save_student(bn, bn_path, lmbda=float(setting["lmbda"]))
-        bn = load_student(bn_path, module_device(model))
-    else:
-        save_bottleneck(bn, bn_path, float(setting["lmbda"]))
-        bn = load_bottleneck(bn_path, module_device(model))
-    card = dict(protocol=PROTOCOL, family="bottleneck", split_at=split_at, setting=setting, seed=seed,
-                dataset=dataset, rung=rung, budget=budget.asdict(),
-                images=dict(stop=VAL_STOP, select=VAL_SELECT, stop_images=len(stop.tensors[1]),
-                            train_images=len(train.tensors[1])),
-                base_checkpoint=checkpoint_card(dataset).get("sha256"), history=history, weights=weights.name,
-                sha256=sha, bottleneck=bn_path.name, bottleneck_sha256=hashlib.sha256(bn_path.read_bytes()).hexdigest(),
-                torch=torch.__version__)
-    if select:
-        card["val_select"] = _select_bottleneck(model, bn, dataset, val_subset)
-    path = out / f"{name}.json"
-    path.write_text(json.dumps(card, indent=1, default=float))
-    return path
-
-
-def _select_bottleneck(model, bn, dataset: str, val_subset: int | None) -> dict:
-    m = measure(model, bn, selection_data(dataset, subset=val_subset))
-    return dict(accuracy=m["accuracy"], n_images=m["n_images"], bpp=m["bpp"], cross_entropy=m["cross_entropy"],
-                correct=pack_correct(m["correct"]))
-
-
-def promote(final_card: str | Path, out_dir: str | Path = V2_DIR, val_subset: int | None = None) -> Path:
-    """v2.3: the screen's winning finalist made its rung's run. Its files are copied beside the walk's
-    cards, and what ships is scored on val-select (the first time a val-select image meets it), as
-    every rung's run is; the finalist's own card stays with its screen. Returns the rung's card."""
-    src = Path(final_card)
-    card = json.loads(src.read_text())
-    if "val_select" in card:
-        raise ValueError(f"final_card: {src} has a val-select score already; a finalist is scored there only once promoted")
-    out = Path(out_dir)
-    if (out / src.name).exists():
-        raise ValueError(f"out_dir: {out / src.name} exists (a finished run): delete it first to promote again")
-    files = [card[k] for k in ("weights", "bottleneck", "codebook") if card.get(k)]
-    if card.get("bottleneck"):  # a bottleneck's own card beside it (``bottleneck.read_weights_file``)
-        files.append(Path(card["bottleneck"]).with_suffix(".json").name)
-    for f in files:
-        shutil.copy2(src.with_name(f), out / f)
-    dst = out / src.name
-    dst.write_text(json.dumps(card, indent=1, default=float))
-    if card["family"] == "bottleneck" and "recipe" in card["setting"]:
-        model, bn, _ = load_run(dst)
-        card["val_select"] = _select_bottleneck(model, bn, card["dataset"], val_subset)
-    else:
-        model, _, codebook = load_run_v1(dst)
-        card["val_select"] = scored(model, selection_data(card["dataset"], subset=val_subset), card["family"],
-                                    card["setting"], codebook, card["dataset"])
-    card["final_round"] = src.relative_to(out).as_posix() if src.is_relative_to(out) else str(src)
-    dst.write_text(json.dumps(card, indent=1, default=float))
-    return dst
 
 
 def read_cards(folder: str | Path = V2_DIR, reuse_dir: str | Path | None = V1_DIR) -> list[dict]:
@@ -432,21 +96,6 @@ def reference_cards(out_dir: str | Path = V2_DIR, v1_dir: str | Path = V1_DIR) -
     return out
 
 
-def block_sparse_name(split_at: str, rung: float, setting: dict, seed: int) -> str:
-    """A v2 block-sparse run's file stem: v1's with its rung, since two rungs' screens may pick one
-    configuration (a refinement rung between two coarse ones)."""
-    return run_name_v1("block-sparse", setting, seed, split_at).replace(
-        f"block-sparse_{split_at}_", f"block-sparse_{split_at}_rung{rung:g}_", 1)
-
-
-def _v2_card(path: Path) -> Path:
-    """A v1-recipe run's card made a v2 card: ``protocol`` says the version, v1's record of the images
-    (its ``protocol`` dict) moves to ``images``, as v2's own cards hold it."""
-    card = json.loads(path.read_text())
-    path.write_text(json.dumps(card | dict(protocol=PROTOCOL, images=card.get("protocol")), indent=1, default=float))
-    return path
-
-
 def run_next(split_at: str, family: str = "bottleneck", out_dir: str | Path = V2_DIR,
              state_dir: str | Path | None = None, log=print) -> Path | None:
     """Carry out ``next_step``; returns the file it wrote (None: nothing left to walk)."""
@@ -469,12 +118,12 @@ def run_next(split_at: str, family: str = "bottleneck", out_dir: str | Path = V2
     if step.get("replace"):  # a confirmation's run, untested, its files gone: trained again in its place
         Path(step["replace"]).unlink()
     if step["family"] == "reference":  # seeds 3 and 4: v1's recipe, in v2's folder
-        card = _v2_card(train_run_v1("reference", {}, seed, None, out_dir=out_dir, state_dir=state_dir))
+        card = v2_card(train_run_v1("reference", {}, seed, None, out_dir=out_dir, state_dir=state_dir))
     elif step["family"] == "bottleneck":
         card = train_run(split_at, step["setting"], seed, out_dir=out_dir, state_dir=state_dir, rung=step["rung"],
                          progress=True)
     elif step["family"] == "webp-finetuned":  # v1's recipe (a classifier of decoded images), in v2's folder
-        card = _v2_card(train_run_v1("webp-finetuned", step["setting"], seed, None, out_dir=out_dir,
+        card = v2_card(train_run_v1("webp-finetuned", step["setting"], seed, None, out_dir=out_dir,
                                      state_dir=state_dir, rung=step["rung"]))
     elif step["setting"] is None:  # no configuration under the rung: a card that says so, missed
         p = Path(out_dir) / f"block-sparse_{split_at}_rung{step['rung']:g}_none.json"
@@ -482,7 +131,7 @@ def run_next(split_at: str, family: str = "bottleneck", out_dir: str | Path = V2
                                      setting={}, val_select=None), indent=1))
         return p
     else:
-        card = _v2_card(train_run_v1("block-sparse", step["setting"], seed, split_at, out_dir=out_dir,
+        card = v2_card(train_run_v1("block-sparse", step["setting"], seed, split_at, out_dir=out_dir,
                                      state_dir=state_dir, rung=step["rung"],  # v1's run: the same budget
                                      name=block_sparse_name(split_at, step["rung"], step["setting"], seed)))
     if step.get("confirmation"):  # a confirmation's seed (the operating point's, or the reference's 3-4), chosen
@@ -584,41 +233,6 @@ def confirm(cards: list[dict], ref_cards: dict[int, dict], family: str, split_at
     hb = hierarchical_bootstrap(x, r, CONFIRM_CONFIDENCE, n_boot=20000)
     return hb | dict(family=family, split_at=split_at, rung=op["rung"], setting=op["setting"],
                      bpp=float(np.mean([runs[s]["test"]["bpp"] for s in SEEDS_V2])), confidence=CONFIRM_CONFIDENCE)
-
-
-def load_run(card_path: str | Path) -> tuple[torch.nn.Module, torch.nn.Module, dict]:
-    """(network, bottleneck, card) of a v2 bottleneck run from its shipped files, each checked
-    against the sha256 its card records."""
-    p = Path(card_path)
-    card = json.loads(p.read_text())
-    if card.get("family") != "bottleneck" or "recipe" not in card.get("setting", {}):
-        raise ValueError(f"card_path: {p} is not a v2 bottleneck run (v1's recipe: protocol_runs.load_run)")
-    for key, name in (("sha256", "weights"), ("bottleneck_sha256", "bottleneck")):
-        f = p.with_name(card[name])
-        if not f.exists():
-            raise ValueError(f"card_path: {p} names {name} {f.name}, which are not there")
-        if hashlib.sha256(f.read_bytes()).hexdigest() != card[key]:
-            raise ValueError(f"card_path: {f} are not the {name} of {p} (sha256 differs)")
-    model = load_pretrained(card["dataset"], card["split_at"], weights=p.with_name(card["weights"]))
-    f = p.with_name(card["bottleneck"])
-    bn = load_bottleneck(f, module_device(model)) if card["setting"]["recipe"] == "joint" else load_student(
-        f, module_device(model))
-    return model, bn, card
-
-
-def remeasure_run(card_path: str | Path, n_test: int | None = None) -> dict:
-    """``protocol_runs.remeasure_run`` for a v2 run: a tested card's shipped files measured again on
-    ``n_test`` evenly spaced test images, beside its own test on the same images (a v1-recipe card in
-    v2's folder goes to ``protocol_runs.remeasure_run``)."""
-    p = Path(card_path)
-    card = json.loads(p.read_text())
-    if card.get("family") != "bottleneck" or "recipe" not in card.get("setting", {}):
-        return remeasure_run_v1(p, n_test)
-    if "test" not in card:
-        raise ValueError(f"card_path: {p} has no test result to re-measure against")
-    model, bn, _ = load_run(p)
-    m = measure(model, bn, load_dataset(card["dataset"], "test", subset=n_test))
-    return against_card(p, card, dict(accuracy=m["accuracy"], correct=pack_correct(m["correct"]), bpp=m["bpp"]), n_test)
 
 
 def test_run(card_path: str | Path, cards: list[dict], ref: dict, n_test: int | None = None) -> dict:
