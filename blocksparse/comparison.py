@@ -122,14 +122,18 @@ def words(row: pd.Series) -> str:
     data cannot tell (the interval holds 1)."""
     a, b, v, lo, hi = row["family_a"], row["family_b"], row["value"], row["lo"], row["hi"]
     if lo <= 1 <= hi or np.isnan(v):
-        return f"{a} vs {b}: the data cannot tell (rate ratio {_num(v)} [{_num(lo)}, {_num(hi)}])"
+        return f"{a} vs {b}: the data cannot tell (rate ratio {ratio_words(v, lo, hi)})"
     cheaper, other = (a, b) if hi < 1 else (b, a)
     return (f"{cheaper} needs fewer bits than {other} at {row['measure'].split(' at ')[1]} "
-            f"(rate ratio {a}/{b} {_num(v)} [{_num(lo)}, {_num(hi)}])")
+            f"(rate ratio {a}/{b} {ratio_words(v, lo, hi)})")
 
 
-def _num(v: float) -> str:
-    return "inf" if v == np.inf else ("0" if v == 0 else f"{v:.2f}")
+def ratio_words(value: float, lo: float, hi: float) -> str:
+    """A rate ratio and its interval, "1.78 [0, inf]": 0 and inf are the bounds ``_ratio`` gives where a
+    curve never or always reaches the accuracy (not ratios), and "-" is a ratio no one can know (NaN)."""
+    def num(v: float) -> str:
+        return "-" if pd.isna(v) else "inf" if v == np.inf else "0" if v == 0 else f"{v:.2f}"
+    return f"{num(value)} [{num(lo)}, {num(hi)}]"
 
 
 def curves_from_cards(cards: list[dict], reference: dict, families=("block-sparse", "bottleneck", "webp-finetuned"),

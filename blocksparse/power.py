@@ -171,19 +171,21 @@ def walk_slopes(cards: list[dict], reference: dict, split_at: str = "layer3") ->
     out = {}
     for family in WALKED:
         at = None if family == "webp-finetuned" else split_at  # input compression: one walk, no split
-        rungs = {}
+        first = {}  # rung -> the card its walk decided on, as ``walk.walked`` reads it
         for c in cards:
-            if c["family"] == family and c.get("split_at") == at and c["seed"] == 0 and c.get("val_select"):
-                rungs.setdefault(float(c["rung"]), pick(c, reference)["difference"])
+            if c["family"] == family and c.get("split_at") == at and c["seed"] == 0:
+                first.setdefault(float(c["rung"]), c)
         done = walked(cards, family, at, reference)
         op = operating_rung(family, done)
         if op is None:  # the walk goes on, or picked nothing
             continue
-        above = [r for r in ladder(family, done)[0] if _position(family, r) > _position(family, op) and r in rungs]
-        if not above:  # no rung walked above its operating point
+        above = [r for r in ladder(family, done)[0] if _position(family, r) > _position(family, op)
+                 and first.get(r, {}).get("val_select")]
+        if not above:  # no rung walked above its operating point (or none with a run)
             continue
         nxt = min(above, key=lambda r: _position(family, r))
-        out[family] = (rungs[nxt] - rungs[op]) / (_position(family, nxt) - _position(family, op))
+        diff = {r: pick(first[r], reference)["difference"] for r in (op, nxt)}
+        out[family] = (diff[nxt] - diff[op]) / (_position(family, nxt) - _position(family, op))
     return out
 
 

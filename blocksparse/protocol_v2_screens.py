@@ -79,6 +79,12 @@ def finalists(ranked: list, kind, n: int = FINAL_ROUND["arms"]) -> list:
     return out + [a for a in ranked if a not in out][:max(n - len(out), 0)]
 
 
+def final_budget(budget: Budget = BUDGET) -> Budget:
+    """What v2.3's finalists train with: a rung's run's ``budget`` for ``FINAL_ROUND["steps"]`` steps (the
+    budget's own: 1,800). They are scored on ``FINAL_ROUND["images"]`` (val-stop), as the screen's arms are."""
+    return budget.replace(steps=FINAL_ROUND["steps"])
+
+
 def final_round(family: str, ranked: list, train, score, key, order, rnd: int, steps: int, out_dir: str | Path,
                 log=print) -> tuple[list[dict], object, str]:
     """v2.3's final round of a ``family``'s screen: its ``finalists`` (of another ``FINAL_KINDS`` kind)
@@ -134,12 +140,12 @@ def screen_bottleneck(split_at: str, lmbda: float, dataset: str = "fashion-mnist
                                stride=BOTTLENECK_STRIDES[split_at])
     best, final_run = ranked[0], None
     if has_final_round(split_at, "bottleneck"):
-        final = Path(out_dir) / FINAL_DIR
+        final, full = Path(out_dir) / FINAL_DIR, final_budget(budget)
 
         def train_final(arm):
             done = final / f"{run_name(split_at, setting(arm), seed)}.json"
             return done if done.exists() else train_run(
-                split_at, setting(arm), seed, dataset, final, state_dir, budget, rung=lmbda, train_subset=train_subset,
+                split_at, setting(arm), seed, dataset, final, state_dir, full, rung=lmbda, train_subset=train_subset,
                 val_subset=stop_subset, select=False)
 
         def score_final(path):
@@ -147,7 +153,7 @@ def screen_bottleneck(split_at: str, lmbda: float, dataset: str = "fashion-mnist
             return dict(accuracy=m["accuracy"], cross_entropy=m["cross_entropy"], bpp=m["bpp"],
                         objective=m["cross_entropy"] + lmbda * m["bpp"])
         final_rows, best, final_run = final_round("bottleneck", ranked, train_final, score_final, key,
-                                                  lambda row: row["objective"], len(settings["rounds"]), budget.steps,
+                                                  lambda row: row["objective"], len(settings["rounds"]), full.steps,
                                                   out_dir, lambda m: log(f"screen {split_at} lmbda={lmbda:g} {m}"))
         rows += final_rows
     out = dict(protocol=PROTOCOL, family="bottleneck", split_at=split_at, lmbda=lmbda, settings=dict(settings),
@@ -206,13 +212,13 @@ def screen_block_sparse(split_at: str, rung: float, dataset: str = "fashion-mnis
                                             f"gl={r['group_lasso_weight']:g}: acc {r['accuracy']:.4f}")
     best = ranked[0] if ranked else None
     if best is not None and has_final_round(split_at, "block-sparse"):
-        final = Path(out_dir) / FINAL_DIR
+        final, full = Path(out_dir) / FINAL_DIR, final_budget(budget)
 
         def train_final(arm):
             name = block_sparse_name(split_at, rung, key(arm), seed)
             if (final / f"{name}.json").exists():
                 return final / f"{name}.json"
-            return v2_card(train_run_v1("block-sparse", key(arm), seed, split_at, dataset, final, state_dir, budget,
+            return v2_card(train_run_v1("block-sparse", key(arm), seed, split_at, dataset, final, state_dir, full,
                                          train_subset=train_subset, rung=rung, val_subset=stop_subset, name=name,
                                          select=False))
 
@@ -221,7 +227,7 @@ def screen_block_sparse(split_at: str, rung: float, dataset: str = "fashion-mnis
             return dict(accuracy=scored(tuned, stop, "block-sparse", card["setting"], codebook, dataset)["accuracy"])
         final_rows, best, out["final_run"] = final_round("block-sparse", ranked, train_final, score_final, key,
                                                          lambda row: -row["accuracy"], len(settings["rounds"]),
-                                                         budget.steps, out_dir, say)
+                                                         full.steps, out_dir, say)
         out["rows"] += final_rows
     if best is not None:
         out["pick"] = key(best)

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from .answer import LADDER_COLUMNS, rung_of
-from .comparison import COMPARISON_COLUMNS, comparison_table, curves_from_cards, words
+from .comparison import COMPARISON_COLUMNS, comparison_table, curves_from_cards, ratio_words, words
 from .protocol import PICK_THRESHOLD_V2_4, PICK_THRESHOLD_V2_5, PROTOCOL_V2, SEEDS_V2
 from .protocol_v2 import (BUDGET, AMENDMENT_COMMIT, AMENDMENT_V2_2_COMMIT, AMENDMENT_V2_3_COMMIT,
                           AMENDMENT_V2_4_COMMIT, AMENDMENT_V2_5_COMMIT, RULES_COMMIT, V1_DIR, V2_DIR, VERSIONS,
@@ -173,12 +173,6 @@ def _walk_power(power: pd.DataFrame, version: str, at: str = "") -> dict[str, fl
     return {r["rule"][len(prefix):].split(" ")[0]: float(r["power"]) for _, r in rows.iterrows()}
 
 
-def _ratio_words(r: pd.Series) -> str:
-    def num(v):  # 0 and inf are bounds (``comparison._ratio``), not ratios: written as such
-        return "-" if pd.isna(v) else ("inf" if v == np.inf else "0" if v == 0 else f"{v:.2f}")
-    return f"{num(r['value'])} [{num(r['lo'])}, {num(r['hi'])}]"
-
-
 def _and(parts: list[str]) -> str:
     """"a", "a and b", "a, b and c"."""
     return " and ".join(parts) if len(parts) < 3 else ", ".join(parts[:-1]) + " and " + parts[-1]
@@ -254,7 +248,7 @@ def render_readme(power: pd.DataFrame, comparison: pd.DataFrame, status: pd.Data
                      "bound; inf: the reverse; -: both curves bounded alike, unknowable):")
         for split, g in at.groupby("split_at", sort=True):
             told = [words(r) for _, r in g.iterrows() if "cannot tell" not in words(r)]
-            ratios = "; ".join(f"{r['measure'].split(' at ')[1]}: {_ratio_words(r)}" for _, r in g.iterrows())
+            ratios = "; ".join(f"{r['measure'].split(' at ')[1]}: {ratio_words(r['value'], r['lo'], r['hi'])}" for _, r in g.iterrows())
             lines.append(f"- after {split}: {told[0] if told else 'the data cannot tell'} ({ratios})")
         lines.append("")
     done = status.dropna(subset=["accuracy"])

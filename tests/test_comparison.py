@@ -64,3 +64,15 @@ def test_words_names_the_cheaper_family():
     r2 = r.copy()
     r2[["value", "lo", "hi"]] = [3.0, 2.0, math.inf]
     assert C.words(r2).startswith("block-sparse needs fewer bits than bottleneck")
+
+
+@pytest.mark.parametrize("value, lo, hi, text", [
+    (1.7777, 0.0, math.inf, "1.78 [0, inf]"),  # 0 and inf: the ladders' bounds, written as such
+    (math.nan, 0.0, math.inf, "- [0, inf]"),  # both curves bounded alike: no ratio to know
+    (0.0, 0.0, 1.3449, "0 [0, 1.34]"),
+    (2.0, 1.005, 3.0, "2.00 [1.00, 3.00]"),  # 1.005 is 1.00499999... in binary: rounds down
+])
+def test_ratio_words_writes_bounds_and_the_unknowable_as_such(value, lo, hi, text):
+    assert C.ratio_words(value, lo, hi) == text
+    r = pd.Series(dict(family_a="a", family_b="b", measure="rate ratio at -0.5 points", value=value, lo=lo, hi=hi))
+    assert text in C.words(r)

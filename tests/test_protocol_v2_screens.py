@@ -133,7 +133,7 @@ def _final_screen(monkeypatch, tmp_path, split_at):
     monkeypatch.setattr(S, "_arm", lambda split_at, recipe, width, *a: (trained.append((recipe, width, a[1])), (None, (recipe, width)))[1])
 
     def train_run(split_at, setting, seed, dataset, out_dir, state_dir, budget, rung, select, **k):
-        assert select is False and budget == S.BUDGET and seed == 0 and rung == 0.8
+        assert select is False and budget == S.BUDGET.replace(steps=S.FINAL_ROUND["steps"]) and seed == 0 and rung == 0.8
         trained.append((setting["recipe"], setting["latent_channels"], budget.steps))
         path = Path(out_dir) / f"{S.run_name(split_at, setting, seed)}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -171,6 +171,16 @@ def test_from_v2_3_a_screen_ends_with_two_finalists_at_the_full_budget(monkeypat
     assert P.run_next("layer2", out_dir=tmp_path, log=lambda m: None) == ("promoted", Path(sc["final_run"]).name)
 
 
+def test_the_final_round_trains_for_the_registered_steps(monkeypatch, tmp_path):
+    """The finalists' length is ``protocol.FINAL_ROUND["steps"]`` (registered as the budget's 1,800), read
+    from there: registered as 7, they train and are recorded for 7 steps with the rest of the budget."""
+    assert S.final_budget() == S.BUDGET and S.FINAL_ROUND["steps"] == 1800
+    monkeypatch.setattr(S, "FINAL_ROUND", dict(S.FINAL_ROUND, steps=7))
+    sc, trained = _final_screen(monkeypatch, tmp_path, "layer2")
+    assert [s for *_, s in trained[-2:]] == [7, 7] and [r["steps"] for r in sc["rows"][-2:]] == [7, 7]
+    assert S.final_budget().lr == S.BUDGET.lr and S.final_budget().batch_size == S.BUDGET.batch_size
+
+
 def test_layer3s_screens_ran_under_v2_2_and_have_no_final_round(monkeypatch, tmp_path):
     sc, trained = _final_screen(monkeypatch, tmp_path, "layer3")
     assert [s for *_, s in trained] == [150] * 6 + [300] * 3
@@ -201,7 +211,8 @@ def test_from_v2_3_block_sparses_finalists_are_of_two_configurations(monkeypatch
     finals = []
 
     def train_v1(family, setting, seed, split_at, dataset, out_dir, state_dir, budget, rung, name, select, **k):
-        assert (family, seed, split_at, rung, select, budget) == ("block-sparse", 0, "layer2", 0.5, False, S.BUDGET)
+        assert (family, seed, split_at, rung, select, budget) == ("block-sparse", 0, "layer2", 0.5, False,
+                                                                  S.BUDGET.replace(steps=S.FINAL_ROUND["steps"]))
         finals.append((setting["ratio"], setting["group_lasso_weight"]))
         p = Path(out_dir) / f"{name}.json"
         p.parent.mkdir(parents=True, exist_ok=True)
