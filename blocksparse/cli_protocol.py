@@ -15,7 +15,7 @@ from .costs import costs, latencies
 from .protocol_runs import (ANSWER_DIR, TRAINED, answer_markdown, next_steps, prune, run_step,
                             test_run, test_shipped_model, train_run)
 from .report import budget_markdown, splice, splice_glance
-from .runtime import ROOT, machine, results_dir
+from .runtime import ROOT, in_repo, machine, results_dir
 
 # resumable states live outside the work tree; they last as long as the machine (a new session may
 # start on a new one: a run is made, tested and committed within one session)
@@ -163,11 +163,16 @@ def _test_or_remeasure(a: argparse.Namespace) -> None:
     answer_cards = answer.read_cards(a.out)
     keep = answer.shipped(answer_cards)
     cards = a.cards or [c["path"] for c in answer_cards if c["path"] in keep and "test" in c]
+    lost = []  # v2's tested seed-0 runs whose weights are not in the tree: said, not skipped in silence
     if not a.cards and Path(a.out).resolve() == protocol_v2.V1_DIR.resolve():  # v2's shipped seed-0 runs too
-        cards += [c["path"] for c in protocol_v2.read_cards(reuse_dir=None) if c["seed"] == 0 and "test" in c
-                  and (Path(c["path"]).parent / c.get("weights", "")).is_file()]
+        for c in protocol_v2.read_cards(reuse_dir=None):
+            if c["seed"] == 0 and "test" in c:
+                there = bool(c.get("weights")) and (Path(c["path"]).parent / c["weights"]).is_file()
+                (cards if there else lost).append(c["path"])
     rows = [protocol_v2_runs.remeasure_run(c, a.n_test) for c in cards]  # a v1 card goes to v1's remeasure
     print(pd.DataFrame(rows).to_markdown(index=False) if rows else "no shipped model tested yet")
+    for c in lost:
+        print(f"not re-measured: {in_repo(Path(c))} was tested, but its weights are not in the tree (not shipped)")
     if any(r["mcnemar_p"] < 0.05 for r in rows):
         print("some models differ from their cards' test beyond sampling error (McNemar p < 0.05): other weights or code")
     elif any(r["differing"] for r in rows):

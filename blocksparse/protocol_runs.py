@@ -29,7 +29,7 @@ from .model import SplitResNet18, checkpoint_card, load_pretrained, save_weights
 from .protocol import (BOTTLENECK_PRIOR_LR, BOTTLENECK_QUANTIZATION, BUDGET, SCREEN, VAL_SELECT, VAL_STOP, Budget,
                        selection_data, stopping_data)
 from .results import pack_correct, unpack_correct
-from .runtime import DATA_DIR, module_device
+from .runtime import DATA_DIR, machine, module_device
 from .stats import mcnemar_p
 from .study import candidates_under, select_after_finetuning
 from .training import finetune
@@ -146,7 +146,7 @@ def train_run(family: str, setting: dict, seed: int, split_at: str | None = None
                 budget=budget.asdict(), protocol=dict(stop=VAL_STOP, select=VAL_SELECT, stop_images=len(stop.tensors[1]),
                                                       train_images=len(train.tensors[1])),
                 base_checkpoint=checkpoint_card(dataset).get("sha256"), history=history,
-                weights=weights.name, sha256=sha, torch=torch.__version__)
+                weights=weights.name, sha256=sha, torch=torch.__version__, machine=machine())
     codebook = None
     if family == "bottleneck":
         bn_path = out / f"{name}.bottleneck.pt"

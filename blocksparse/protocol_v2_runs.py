@@ -32,7 +32,7 @@ from .protocol_runs import load_run as load_run_v1
 from .protocol_runs import remeasure_run as remeasure_run_v1
 from .recipes import make_bottleneck, train_recipe
 from .results import pack_correct
-from .runtime import DATA_DIR, module_device
+from .runtime import DATA_DIR, machine, module_device
 from .student import StudentBottleneck, load_student, save_student
 
 PROTOCOL = PROTOCOL_V2_5  # the version this code writes on its cards and screens (v2 as amended)
@@ -114,7 +114,7 @@ def train_run(split_at: str, setting: dict, seed: int, dataset: str = "fashion-m
                             train_images=len(train.tensors[1])),
                 base_checkpoint=checkpoint_card(dataset).get("sha256"), history=history, weights=weights.name,
                 sha256=sha, bottleneck=bn_path.name, bottleneck_sha256=hashlib.sha256(bn_path.read_bytes()).hexdigest(),
-                torch=torch.__version__)
+                torch=torch.__version__, machine=machine())
     if select:
         card["val_select"] = select_bottleneck(model, bn, dataset, val_subset)
     path = out / f"{name}.json"

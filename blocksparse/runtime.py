@@ -116,7 +116,9 @@ def in_repo(p: Path) -> str:
 
 
 def machine() -> str:
-    """What a time was measured on, e.g. ``x86_64, 2 of 2 CPU threads, torch 2.14.1`` (with the GPU's
-    name where torch sees one)."""
+    """What a time was measured or a model trained on, e.g. ``x86_64 (AVX2), 2 of 2 CPU threads, torch
+    2.14.1`` (with the GPU's name where torch sees one). The CPU's vector capability (torch's kernels:
+    AVX2, AVX512, ...) is named because a run trained on one does not repeat bit for bit on another."""
     gpu = f", {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
-    return f"{platform.machine()}, {torch.get_num_threads()} of {os.cpu_count()} CPU threads{gpu}, torch {torch.__version__}"
+    return (f"{platform.machine()} ({torch.backends.cpu.get_cpu_capability()}), {torch.get_num_threads()} of "
+            f"{os.cpu_count()} CPU threads{gpu}, torch {torch.__version__}")

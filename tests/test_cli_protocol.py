@@ -32,6 +32,27 @@ def test_remeasure_with_no_tested_model_says_so(tmp_path, capsys):
     assert capsys.readouterr().out.strip() == "no shipped model tested yet"
 
 
+def test_remeasure_names_a_tested_v2_run_whose_weights_are_not_in_the_tree(tmp_path, capsys, monkeypatch):
+    """A v2 seed 0 tested but not shipped (its weights lost with a session's machine) is said, not
+    skipped in silence; one whose weights are there is re-measured."""
+    from blocksparse import answer, protocol_v2, protocol_v2_runs
+    (tmp_path / "there.pt").write_bytes(b"w")
+    cards = [dict(path=str(tmp_path / "lost.json"), seed=0, test={}, weights="lost.pt"),
+             dict(path=str(tmp_path / "there.json"), seed=0, test={}, weights="there.pt"),
+             dict(path=str(tmp_path / "untested.json"), seed=0, weights="untested.pt"),
+             dict(path=str(tmp_path / "seed1.json"), seed=1, test={}, weights="seed1.pt")]
+    monkeypatch.setattr(answer, "read_cards", lambda out: [])
+    monkeypatch.setattr(protocol_v2, "read_cards", lambda reuse_dir=None: cards)
+    measured = []
+    monkeypatch.setattr(protocol_v2_runs, "remeasure_run", lambda c, n: measured.append(c) or dict(
+        card=c, mcnemar_p=1.0, differing=0))
+    main(["protocol", "remeasure"])
+    out = capsys.readouterr().out
+    assert measured == [str(tmp_path / "there.json")]
+    assert f"not re-measured: {tmp_path / 'lost.json'} was tested, but its weights are not in the tree" in out
+    assert "untested" not in out and "seed1" not in out
+
+
 @pytest.mark.parametrize("argv, name", [
     (["protocol", "train", "--family", "reference", "--setting", "[1]"], "--setting must be a JSON object"),
     (["protocol", "train", "--family", "reference", "--setting", "{quality: 5"], "--setting must be a JSON object"),

@@ -27,6 +27,7 @@ def test_a_run_is_scored_on_val_select_never_on_test_and_tested_once(tmp_path, m
     card = json.loads(card_path.read_text())
     assert card["budget"] == TINY.asdict() and card["rung"] == 0.25 and card["protocol"]["stop_images"] == 12
     assert len(card["history"]) == 3 and card["val_select"]["n_images"] == 12 and "test" not in card
+    assert "CPU threads" in card["machine"] and card["torch"] in card["machine"]  # what it was trained on
     model, _, codebook = pr.load_run(card_path)
     assert codebook is not None and (codebook.position_coding, codebook.value_model) != (None, None)
     with pytest.raises(ValueError, match="neither a reference nor an operating point"):

@@ -34,6 +34,7 @@ def test_a_promoted_finalist_is_scored_on_val_select_as_a_rungs_run_is(tmp_path)
     kw = dict(budget=Budget(steps=2, batch_size=4, eval_every=1), rung=1.0, train_subset=16, val_subset=8)
     final = RN.train_run("layer3", setting, 0, out_dir=tmp_path / "screens" / "final", select=False, **kw)
     assert "val_select" not in json.loads(final.read_text())
+    assert "CPU threads" in json.loads(final.read_text())["machine"]  # what it was trained on
     card = json.loads(RN.promote(final, tmp_path, val_subset=8).read_text())
     direct = json.loads(RN.train_run("layer3", setting, 0, out_dir=tmp_path / "direct", **kw).read_text())
     assert card["val_select"] == direct["val_select"] and card["val_select"]["n_images"] == 8
