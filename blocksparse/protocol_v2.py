@@ -23,8 +23,8 @@ from .protocol import BUDGET, CONFIRM_CONFIDENCE, SENSITIVITY_FACTOR, SEEDS_V2, 
 from .protocol_runs import scored
 from .protocol_runs import load_run as load_run_v1
 from .protocol_runs import train_run as train_run_v1
-from .protocol_v2_runs import (PROTOCOL, V1_DIR, V2_DIR, VERSIONS, block_sparse_name, load_run, measure, promote,
-                               train_run, v2_card)
+from .protocol_v2_runs import (PROTOCOL, V1_DIR, V2_DIR, VERSIONS, block_sparse_name, files_there, load_run, measure,
+                               promote, train_run, v2_card)
 from .protocol_v2_screens import screen_block_sparse, screen_bottleneck, screen_path
 from .walk import ladder, operating_rung, pick, walked
 from .results import pack_correct, unpack_correct
@@ -81,8 +81,11 @@ def next_step(split_at: str, family: str = "bottleneck", out_dir: str | Path = V
         return dict(action="screen", family=family, split_at=split_at, rung=rung)
     sc = json.loads(sp.read_text())
     step = dict(action="train", family=family, split_at=split_at, rung=rung, seed=0, setting=sc["pick"])
-    if sc.get("final_run"):  # v2.3: the pick's run exists already (the final round's): it is promoted
-        step["final_run"] = str(Path(out_dir) / sc["final_run"])
+    final = Path(out_dir) / sc["final_run"] if sc.get("final_run") else None
+    if final is not None and files_there(json.loads(final.read_text()) | dict(path=str(final))):
+        step["final_run"] = str(final)  # v2.3: the pick's run exists already (the final round's): it is promoted
+    # else its weights did not outlive the session that trained it (they ship only once promoted): the
+    # pick the screen chose is trained again as the rung's run, as a rung without a final round is
     return step
 
 
@@ -163,13 +166,6 @@ def operating_point(cards: list[dict], family: str, split_at: str, ref: dict) ->
                 and float(c["rung"]) == best)
 
 
-def _files_there(card: dict) -> bool:
-    """Whether every file a run ships (network, bottleneck, code tables) is beside its card."""
-    folder = Path(card["path"]).parent
-    return bool(card.get("weights")) and all((folder / card[k]).is_file() for k in ("weights", "bottleneck", "codebook")
-                                            if card.get(k))
-
-
 def _seed_step(run: dict | None, seed: int) -> dict | None:
     """What one seed of a confirmation still needs (None: tested). A run whose files are there is
     tested; without them (they did not outlive a session; v1 kept only its cards), the walk's own
@@ -179,7 +175,7 @@ def _seed_step(run: dict | None, seed: int) -> dict | None:
         return dict(action="train", seed=seed, confirmation=True)
     if "test" in run:
         return None
-    if _files_there(run) and run.get("protocol") in VERSIONS:
+    if files_there(run) and run.get("protocol") in VERSIONS:
         return dict(action="test", card=run["path"])
     if seed == 0 and Path(run["path"]).parent.name != "retrained":
         return dict(action="train", seed=0, confirmation=True, retrain=True)

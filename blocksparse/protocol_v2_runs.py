@@ -201,6 +201,14 @@ def block_sparse_name(split_at: str, rung: float, setting: dict, seed: int) -> s
         f"block-sparse_{split_at}_", f"block-sparse_{split_at}_rung{rung:g}_", 1)
 
 
+def files_there(card: dict) -> bool:
+    """Whether every file a run ships (network, bottleneck, code tables) is beside its card (``card["path"]``):
+    weights are committed only where they ship, so a run of an earlier session may have only its card."""
+    folder = Path(card["path"]).parent
+    return bool(card.get("weights")) and all((folder / card[k]).is_file() for k in ("weights", "bottleneck", "codebook")
+                                            if card.get(k))
+
+
 def v2_card(path: Path) -> Path:
     """A v1-recipe run's card made a v2 card: ``protocol`` says the version, v1's record of the images
     (its ``protocol`` dict) moves to ``images``, as v2's own cards hold it."""

@@ -23,7 +23,8 @@ from .protocol import (BOTTLENECK_RECIPES, BOTTLENECK_WIDTHS, BUDGET, FINAL_KIND
 from .protocol_runs import frontier_of, scored
 from .protocol_runs import load_run as load_run_v1
 from .protocol_runs import train_run as train_run_v1
-from .protocol_v2_runs import PROTOCOL, V2_DIR, block_sparse_name, load_run, measure, run_name, train_run, v2_card
+from .protocol_v2_runs import (PROTOCOL, V2_DIR, block_sparse_name, files_there, load_run, measure, run_name, train_run,
+                               v2_card)
 from .recipes import make_bottleneck, train_recipe
 from .study import candidates_under
 from .training import finetune
@@ -85,6 +86,18 @@ def final_budget(budget: Budget = BUDGET) -> Budget:
     return budget.replace(steps=FINAL_ROUND["steps"])
 
 
+def _kept(card: Path) -> Path | None:
+    """A finalist's card from an earlier try of this screen, if its files are there too (``card``; None:
+    train it). One whose weights did not outlive that session (they are not committed) is removed, to
+    be trained again in its place: the final round scores the models it has, never a card alone."""
+    if not card.exists():
+        return None
+    if files_there(json.loads(card.read_text()) | dict(path=str(card))):
+        return card
+    card.unlink()
+    return None
+
+
 def final_round(family: str, ranked: list, train, score, key, order, rnd: int, steps: int, out_dir: str | Path,
                 log=print) -> tuple[list[dict], object, str]:
     """v2.3's final round of a ``family``'s screen: its ``finalists`` (of another ``FINAL_KINDS`` kind)
@@ -143,8 +156,8 @@ def screen_bottleneck(split_at: str, lmbda: float, dataset: str = "fashion-mnist
         final, full = Path(out_dir) / FINAL_DIR, final_budget(budget)
 
         def train_final(arm):
-            done = final / f"{run_name(split_at, setting(arm), seed)}.json"
-            return done if done.exists() else train_run(
+            done = _kept(final / f"{run_name(split_at, setting(arm), seed)}.json")
+            return done if done is not None else train_run(
                 split_at, setting(arm), seed, dataset, final, state_dir, full, rung=lmbda, train_subset=train_subset,
                 val_subset=stop_subset, select=False)
 
@@ -216,7 +229,7 @@ def screen_block_sparse(split_at: str, rung: float, dataset: str = "fashion-mnis
 
         def train_final(arm):
             name = block_sparse_name(split_at, rung, key(arm), seed)
-            if (final / f"{name}.json").exists():
+            if _kept(final / f"{name}.json") is not None:
                 return final / f"{name}.json"
             return v2_card(train_run_v1("block-sparse", key(arm), seed, split_at, dataset, final, state_dir, full,
                                          train_subset=train_subset, rung=rung, val_subset=stop_subset, name=name,

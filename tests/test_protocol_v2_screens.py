@@ -137,7 +137,9 @@ def _final_screen(monkeypatch, tmp_path, split_at):
         trained.append((setting["recipe"], setting["latent_channels"], budget.steps))
         path = Path(out_dir) / f"{S.run_name(split_at, setting, seed)}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(dict(setting=setting)))
+        path.write_text(json.dumps(dict(setting=setting, weights=path.stem + ".pt", bottleneck=path.stem + ".bottleneck.pt")))
+        for f in ("weights", "bottleneck"):
+            path.with_name(json.loads(path.read_text())[f]).write_bytes(b"w")
         return path
     monkeypatch.setattr(S, "train_run", train_run)
     monkeypatch.setattr(S, "load_run", lambda path: (None, ("full", *[json.loads(Path(path).read_text())["setting"][k]
@@ -169,6 +171,29 @@ def test_from_v2_3_a_screen_ends_with_two_finalists_at_the_full_budget(monkeypat
     monkeypatch.setattr(P, "promote", lambda final, out_dir: ("promoted", Path(final).name))
     monkeypatch.setattr(P, "train_run", lambda *a, **k: pytest.fail("the pick was trained again"))
     assert P.run_next("layer2", out_dir=tmp_path, log=lambda m: None) == ("promoted", Path(sc["final_run"]).name)
+
+
+def test_a_finalist_whose_weights_did_not_outlive_its_session_is_trained_again(monkeypatch, tmp_path):
+    """Weights are committed only where they ship: a screen resumed on a fresh machine keeps a finalist
+    whose files are there, trains again one that has only its card, and a pick whose final run lost its
+    files is trained again as the rung's run (not promoted from a card alone)."""
+    final = tmp_path / "screens" / "final"
+    final.mkdir(parents=True)
+    kept, lost = (final / f"bottleneck_layer2_{r}_M8_lmbda0.8_seed0.json" for r in ("hybrid", "joint"))
+    for card in (kept, lost):
+        card.write_text(json.dumps(dict(setting=dict(recipe=card.name.split("_")[2], latent_channels=8),
+                                        weights=card.stem + ".pt", bottleneck=card.stem + ".bottleneck.pt")))
+    for f in (".pt", ".bottleneck.pt"):
+        kept.with_name(kept.stem + f).write_bytes(b"w")  # the joint finalist kept only its card
+    sc, trained = _final_screen(monkeypatch, tmp_path, "layer2")
+    assert [t[:2] for t in trained[9:]] == [("joint", 8)]  # hybrid 8's run was kept, joint 8's trained again
+    assert sc["final_run"] == "screens/final/" + lost.name and (final / (lost.stem + ".pt")).exists()
+    monkeypatch.setattr(P, "ladder", lambda family, walked: ([0.8], 0.8))
+    monkeypatch.setattr(P, "reference", lambda *a, **k: {})
+    assert "final_run" in P.next_step("layer2", "bottleneck", out_dir=tmp_path, v1_dir=tmp_path)
+    (final / (lost.stem + ".pt")).unlink()  # the session ends before its promotion
+    step = P.next_step("layer2", "bottleneck", out_dir=tmp_path, v1_dir=tmp_path)
+    assert "final_run" not in step and step["action"] == "train" and step["setting"] == sc["pick"]
 
 
 def test_the_final_round_trains_for_the_registered_steps(monkeypatch, tmp_path):
