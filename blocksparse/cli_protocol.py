@@ -167,12 +167,11 @@ def _test_or_remeasure(a: argparse.Namespace) -> None:
     if not a.cards and Path(a.out).resolve() == protocol_v2.V1_DIR.resolve():  # v2's shipped seed-0 runs too
         for c in protocol_v2.read_cards(reuse_dir=None):
             if c["seed"] == 0 and "test" in c:
-                there = bool(c.get("weights")) and (Path(c["path"]).parent / c["weights"]).is_file()
-                (cards if there else lost).append(c["path"])
+                (cards if protocol_v2_runs.files_there(c) else lost).append(c["path"])
     rows = [protocol_v2_runs.remeasure_run(c, a.n_test) for c in cards]  # a v1 card goes to v1's remeasure
     print(pd.DataFrame(rows).to_markdown(index=False) if rows else "no shipped model tested yet")
     for c in lost:
-        print(f"not re-measured: {in_repo(Path(c))} was tested, but its weights are not in the tree (not shipped)")
+        print(f"not re-measured: {in_repo(Path(c))} was tested, but its files are not in the tree (not shipped)")
     if any(r["mcnemar_p"] < 0.05 for r in rows):
         print("some models differ from their cards' test beyond sampling error (McNemar p < 0.05): other weights or code")
     elif any(r["differing"] for r in rows):

@@ -63,8 +63,9 @@ def reference(v1_dir: str | Path = V1_DIR, seed: int = 0) -> dict:
 def next_step(split_at: str, family: str = "bottleneck", out_dir: str | Path = V2_DIR,
               v1_dir: str | Path = V1_DIR) -> dict | None:
     """The next step of the v2 walk of ``family`` at ``split_at``: a screen of the next rung, the
-    training of its pick (seed 0), or None when the walk has ended (the operating point's seeds and
-    their confirmation are the next stage)."""
+    training of its pick (seed 0; under v2.3 the promotion of its final-round run, or, where that run's
+    files are gone, its training again), or the confirmation's next step once the walk has ended (None:
+    nothing left)."""
     if (split_at, family) not in WALKS:
         raise ValueError(f"family, split_at: v2 walks {', '.join(f'{f} at {s}' for s, f in WALKS[-3:])} (and the "
                          f"trained families at every split), got {family!r} at {split_at!r}")
@@ -82,7 +83,7 @@ def next_step(split_at: str, family: str = "bottleneck", out_dir: str | Path = V
     sc = json.loads(sp.read_text())
     step = dict(action="train", family=family, split_at=split_at, rung=rung, seed=0, setting=sc["pick"])
     final = Path(out_dir) / sc["final_run"] if sc.get("final_run") else None
-    if final is not None and files_there(json.loads(final.read_text()) | dict(path=str(final))):
+    if final is not None and final.is_file() and files_there(json.loads(final.read_text()) | dict(path=str(final))):
         step["final_run"] = str(final)  # v2.3: the pick's run exists already (the final round's): it is promoted
     # else its weights did not outlive the session that trained it (they ship only once promoted): the
     # pick the screen chose is trained again as the rung's run, as a rung without a final round is

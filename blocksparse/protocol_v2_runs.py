@@ -205,8 +205,10 @@ def files_there(card: dict) -> bool:
     """Whether every file a run ships (network, bottleneck, code tables) is beside its card (``card["path"]``):
     weights are committed only where they ship, so a run of an earlier session may have only its card."""
     folder = Path(card["path"]).parent
-    return bool(card.get("weights")) and all((folder / card[k]).is_file() for k in ("weights", "bottleneck", "codebook")
-                                            if card.get(k))
+    files = [card[k] for k in ("weights", "bottleneck", "codebook") if card.get(k)]
+    if card.get("bottleneck"):  # the bottleneck's own card beside it, which loading reads (``promote`` copies it)
+        files.append(Path(card["bottleneck"]).with_suffix(".json").name)
+    return bool(card.get("weights")) and all((folder / f).is_file() for f in files)
 
 
 def v2_card(path: Path) -> Path:

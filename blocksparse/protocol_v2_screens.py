@@ -73,9 +73,10 @@ def halving(arms: list, rounds, keep: int, key, run, score, partial: Path, log=p
     return rows, [a for _, a in scored]
 
 
-def finalists(ranked: list, kind, n: int = FINAL_ROUND["arms"]) -> list:
+def finalists(ranked: list, kind, n: int | None = None) -> list:
     """v2.3's finalists from the halving's last round (``ranked``, best first): the best arm, then the
     best arm of another ``kind(arm)`` (a recipe, a configuration), then the next best, ``n`` in all."""
+    n = FINAL_ROUND["arms"] if n is None else n
     out = ranked[:1] + [a for a in ranked[1:] if ranked and kind(a) != kind(ranked[0])][:1]
     return out + [a for a in ranked if a not in out][:max(n - len(out), 0)]
 
@@ -127,8 +128,9 @@ def screen_bottleneck(split_at: str, lmbda: float, dataset: str = "fashion-mnist
     ``rounds[1]`` steps and scored; the lowest is the pick. An arm keeps its last weights unless they
     score worse than its start on every tenth val-stop image. Each arm's row is written as it finishes
     (``.partial.json``), so a screen cut short resumes at its next arm. Under v2.3 (``walk.has_final_round``)
-    the pick is the better of two finalists (``finalists``: another recipe) trained with ``budget`` as
-    a rung's run (``final_round``; ``state_dir`` resumes them). ``train_subset``/``stop_subset`` are
+    the pick is the better of two finalists (``finalists``: another recipe) trained as a rung's run with
+    ``final_budget(budget)``, the registered ``FINAL_ROUND["steps"]`` whatever ``budget``'s own
+    (``final_round``; ``state_dir`` resumes them). ``train_subset``/``stop_subset`` are
     for tests of this code only. Writes the screen; returns its path."""
     path = screen_path(out_dir, split_at, lmbda)
     if path.exists():

@@ -1,7 +1,8 @@
 """Protocol v2's tables and reports, read from its cards: the walk so far (``status_table``), the
 answer (``answer_table``), the families compared (``family_comparison``), the budget sensitivity
 (``sensitivity_table``), and the README's and ``docs/protocol_v2.md``'s generated blocks. Nothing
-here trains or reads an image; the runs are ``protocol_v2``'s.
+here trains or reads an image; the runs are ``protocol_v2``'s (its walk), ``protocol_v2_screens``'
+(screens) and ``protocol_v2_runs``' (trainings and what ships).
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from .protocol import PICK_THRESHOLD_V2_4, PICK_THRESHOLD_V2_5, PROTOCOL_V2, SEE
 from .protocol_v2 import (BUDGET, AMENDMENT_COMMIT, AMENDMENT_V2_2_COMMIT, AMENDMENT_V2_3_COMMIT,
                           AMENDMENT_V2_4_COMMIT, AMENDMENT_V2_5_COMMIT, RULES_COMMIT, V1_DIR, V2_DIR, VERSIONS,
                           WALKS, confirm, operating_point, read_cards, reference, reference_cards, seed_runs, walked)
+from .protocol_v2_runs import files_there
 from .results import unpack_correct
 from .runtime import ROOT
 from .walk import ladder, pick, walk_version
@@ -107,8 +109,8 @@ def _v1_setting_words(family: str, setting: dict) -> str:
 
 def _shipped(card: dict | None) -> str | None:
     """Where seed 0's weights are, from the repository's root (``retrained/``: seed 0 trained again for its
-    test, its files lost; the walk decided on its first card)."""
-    if not card or not card.get("weights"):
+    test, its files lost; the walk decided on its first card); None where they are not in the tree."""
+    if not card or not files_there(card):
         return None
     p = Path(card["path"]).resolve().parent / card["weights"]
     return str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(p)

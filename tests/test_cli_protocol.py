@@ -49,7 +49,7 @@ def test_remeasure_names_a_tested_v2_run_whose_weights_are_not_in_the_tree(tmp_p
     main(["protocol", "remeasure"])
     out = capsys.readouterr().out
     assert measured == [str(tmp_path / "there.json")]
-    assert f"not re-measured: {tmp_path / 'lost.json'} was tested, but its weights are not in the tree" in out
+    assert f"not re-measured: {tmp_path / 'lost.json'} was tested, but its files are not in the tree" in out
     assert "untested" not in out and "seed1" not in out
 
 

@@ -317,6 +317,8 @@ def _run(tmp_path, name, seed, files=("weights",), **extra):
                 **extra)
     for f in files:
         (tmp_path / card[f]).write_bytes(b"w")
+        if f == "bottleneck":  # and the bottleneck's own card beside it
+            (tmp_path / card[f]).with_suffix(".json").write_text("{}")
     return card | dict(path=str(tmp_path / f"{name}.json"))
 
 

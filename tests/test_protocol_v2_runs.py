@@ -42,3 +42,18 @@ def test_a_promoted_finalist_is_scored_on_val_select_as_a_rungs_run_is(tmp_path)
     assert (tmp_path / card["weights"]).exists() and (tmp_path / card["bottleneck"]).exists()
     with pytest.raises(ValueError, match="exists"):
         RN.promote(final, tmp_path, val_subset=8)
+
+
+@pytest.mark.parametrize("card, present, there", [
+    (dict(weights="a.pt", bottleneck="a.bottleneck.pt"), ["a.pt", "a.bottleneck.pt", "a.bottleneck.json"], True),
+    (dict(weights="a.pt", bottleneck="a.bottleneck.pt"), ["a.pt", "a.bottleneck.pt"], False),  # its own card is read too
+    (dict(weights="a.pt", bottleneck="a.bottleneck.pt"), ["a.bottleneck.pt", "a.bottleneck.json"], False),
+    (dict(weights="a.pt", codebook="a.codebook"), ["a.pt", "a.codebook"], True),
+    (dict(weights="a.pt", codebook="a.codebook"), ["a.pt"], False),
+    (dict(weights=None), [], False),  # a card that ships nothing
+    (dict(), ["a.pt"], False),
+])
+def test_files_there_asks_for_every_file_a_run_ships(card, present, there, tmp_path):
+    for f in present:
+        (tmp_path / f).write_bytes(b"w")
+    assert RN.files_there(card | dict(path=str(tmp_path / "a.json"))) is there

@@ -6,10 +6,29 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
+from blocksparse import data
 from blocksparse import protocol_v2 as P
-from blocksparse import protocol_v2_runs as RN
 from blocksparse import protocol_v2_screens as S
 from blocksparse import walk as W
+
+
+@pytest.fixture(autouse=True)
+def no_val_select_or_test(monkeypatch):
+    """Every screen here, whatever module it reaches, reads neither val-select nor test: the guard sits
+    where every split is cut (``data.split_indices``, ``data._arrays``), not on one module's import."""
+    split_indices, arrays = data.split_indices, data._arrays
+
+    def cut(n_train, split, seed=0):
+        if split == "val-select":
+            pytest.fail("the screen read val-select")
+        return split_indices(n_train, split, seed)
+
+    def read(name, train, root):
+        if not train:
+            pytest.fail("the screen read the test set")
+        return arrays(name, train, root)
+    monkeypatch.setattr(data, "split_indices", cut)
+    monkeypatch.setattr(data, "_arrays", read)
 
 
 def test_the_screen_scores_its_arms_on_val_stop_and_never_reads_val_select_or_test(monkeypatch, tmp_path):
@@ -21,7 +40,6 @@ def test_the_screen_scores_its_arms_on_val_stop_and_never_reads_val_select_or_te
         return real(name, split, subset=subset)
     monkeypatch.setattr(S, "load_dataset", spy)
     monkeypatch.setattr(S, "stopping_data", lambda dataset, subset=None: (read.append("val-stop"), real(dataset, "val-stop", subset=8))[1])
-    monkeypatch.setattr(RN, "selection_data", lambda *a, **k: pytest.fail("the screen read val-select"))
     scores = {("joint", 8): 3.0, ("joint", 24): 1.0, ("two-stage", 8): 2.0, ("two-stage", 24): 5.0,
               ("hybrid", 8): 4.0, ("hybrid", 24): 0.5}
     trained = []
@@ -49,7 +67,6 @@ def test_block_sparse_screen_reads_val_stop_keeps_the_three_best_untrained_confi
     real = S.load_dataset
     monkeypatch.setattr(S, "load_dataset", lambda name, split, subset=None: (read.append(split), real(name, split, subset=16))[1])
     monkeypatch.setattr(S, "stopping_data", lambda dataset, subset=None: (read.append("val-stop"), real(dataset, "val-stop", subset=20))[1])
-    monkeypatch.setattr(RN, "selection_data", lambda *a, **k: pytest.fail("the screen read val-select"))
     monkeypatch.setattr(S, "load_pretrained", lambda dataset, split_at: "shipped")
     cfgs = [CodecConfig(2, r, "global", 2) for r in (0.01, 0.02, 0.05, 0.1)]
     monkeypatch.setattr(S, "candidates_under", lambda model, configs, data, rung, fit_data: [(c, 0.1) for c in cfgs])
@@ -125,7 +142,6 @@ def _final_screen(monkeypatch, tmp_path, split_at):
     monkeypatch.setattr(S, "load_dataset", lambda name, split, subset=None: None)
     stop = TensorDataset(torch.zeros(20, 1, 28, 28), torch.zeros(20, dtype=torch.long))
     monkeypatch.setattr(S, "stopping_data", lambda dataset, subset=None: stop)
-    monkeypatch.setattr(RN, "selection_data", lambda *a, **k: pytest.fail("the screen read val-select"))
     short = {("joint", 8): 0.9, ("joint", 24): 3.0, ("two-stage", 8): 2.0, ("two-stage", 24): 5.0,
              ("hybrid", 8): 0.5, ("hybrid", 24): 0.7}
     full = {("joint", 8): 0.2, ("hybrid", 8): 0.3}
@@ -138,8 +154,8 @@ def _final_screen(monkeypatch, tmp_path, split_at):
         path = Path(out_dir) / f"{S.run_name(split_at, setting, seed)}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(dict(setting=setting, weights=path.stem + ".pt", bottleneck=path.stem + ".bottleneck.pt")))
-        for f in ("weights", "bottleneck"):
-            path.with_name(json.loads(path.read_text())[f]).write_bytes(b"w")
+        for f in (path.stem + ".pt", path.stem + ".bottleneck.pt", path.stem + ".bottleneck.json"):
+            path.with_name(f).write_bytes(b"w")  # what a finished run leaves beside its card
         return path
     monkeypatch.setattr(S, "train_run", train_run)
     monkeypatch.setattr(S, "load_run", lambda path: (None, ("full", *[json.loads(Path(path).read_text())["setting"][k]
@@ -183,8 +199,8 @@ def test_a_finalist_whose_weights_did_not_outlive_its_session_is_trained_again(m
     for card in (kept, lost):
         card.write_text(json.dumps(dict(setting=dict(recipe=card.name.split("_")[2], latent_channels=8),
                                         weights=card.stem + ".pt", bottleneck=card.stem + ".bottleneck.pt")))
-    for f in (".pt", ".bottleneck.pt"):
-        kept.with_name(kept.stem + f).write_bytes(b"w")  # the joint finalist kept only its card
+    for f in (".pt", ".bottleneck.pt", ".bottleneck.json"):
+        kept.with_name(kept.stem + f).write_bytes(b"w")  # the hybrid finalist's files; the joint one kept only its card
     sc, trained = _final_screen(monkeypatch, tmp_path, "layer2")
     assert [t[:2] for t in trained[9:]] == [("joint", 8)]  # hybrid 8's run was kept, joint 8's trained again
     assert sc["final_run"] == "screens/final/" + lost.name and (final / (lost.stem + ".pt")).exists()
@@ -223,7 +239,6 @@ def test_from_v2_3_block_sparses_finalists_are_of_two_configurations(monkeypatch
     monkeypatch.setattr(S, "load_dataset", lambda name, split, subset=None: real(name, split, subset=16))
     stop = real("fashion-mnist", "val-stop", subset=20)
     monkeypatch.setattr(S, "stopping_data", lambda dataset, subset=None: stop)
-    monkeypatch.setattr(RN, "selection_data", lambda *a, **k: pytest.fail("the screen read val-select"))
     monkeypatch.setattr(S, "load_pretrained", lambda dataset, split_at: "shipped")
     cfgs = [CodecConfig(2, r, "global", 2) for r in (0.02, 0.05, 0.1)]
     monkeypatch.setattr(S, "candidates_under", lambda model, configs, data, rung, fit_data: [(c, 0.1) for c in cfgs])
