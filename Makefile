@@ -78,9 +78,13 @@ protocol: data checkpoint
 
 # protocol v2's runs, resumable, layer3 first: each split's walks with their confirmations, WebP with a
 # fine-tuned classifier after layer3, then the budget's sensitivity (4x the budget, after layer3; a finished
-# run is kept); the report re-rendered after every step (days on 2 CPU cores: see the issue's note)
+# run is kept); the report re-rendered after every step (days on 2 CPU cores: see the issue's note).
+# V2_STAGES picks stages, in that order: a sensitivity run (7,200 steps) outlasts a 3-hour session on a CPU
+# at ~1.8 s a step, and its state does not outlive the machine, so such a session runs the walks instead:
+# make protocol-v2 V2_STAGES="layer2 layer1"
+V2_STAGES ?= layer3 webp sensitivity layer2 layer1
 protocol-v2: data checkpoint
-	for s in layer3 webp sensitivity layer2 layer1; do \
+	for s in $(V2_STAGES); do \
 	  if [ $$s = webp ]; then $(PY) blocksparse_utils.py protocol v2-next --family webp-finetuned --max-steps 100 --report || exit 1; \
 	  elif [ $$s = sensitivity ]; then for f in reference block-sparse bottleneck; do \
 	    $(PY) blocksparse_utils.py protocol v2-sensitivity --family $$f || exit 1; done; \
