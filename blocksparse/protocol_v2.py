@@ -24,7 +24,7 @@ from .protocol_runs import scored
 from .protocol_runs import load_run as load_run_v1
 from .protocol_runs import train_run as train_run_v1
 from .protocol_v2_runs import (PROTOCOL, V1_DIR, V2_DIR, VERSIONS, block_sparse_name, files_there, load_run, measure,
-                               promote, train_run, v2_card)
+                               promote, run_there, train_run, v2_card)
 from .protocol_v2_screens import screen_block_sparse, screen_bottleneck, screen_path
 from .walk import ladder, operating_rung, pick, walked
 from .results import pack_correct, unpack_correct
@@ -83,7 +83,7 @@ def next_step(split_at: str, family: str = "bottleneck", out_dir: str | Path = V
     sc = json.loads(sp.read_text())
     step = dict(action="train", family=family, split_at=split_at, rung=rung, seed=0, setting=sc["pick"])
     final = Path(out_dir) / sc["final_run"] if sc.get("final_run") else None
-    if final is not None and final.is_file() and files_there(json.loads(final.read_text()) | dict(path=str(final))):
+    if final is not None and run_there(final):
         step["final_run"] = str(final)  # v2.3: the pick's run exists already (the final round's): it is promoted
     # else its weights did not outlive the session that trained it (they ship only once promoted): the
     # pick the screen chose is trained again as the rung's run, as a rung without a final round is

@@ -140,10 +140,7 @@ def promote(final_card: str | Path, out_dir: str | Path = V2_DIR, val_subset: in
     out = Path(out_dir)
     if (out / src.name).exists():
         raise ValueError(f"out_dir: {out / src.name} exists (a finished run): delete it first to promote again")
-    files = [card[k] for k in ("weights", "bottleneck", "codebook") if card.get(k)]
-    if card.get("bottleneck"):  # a bottleneck's own card beside it (``bottleneck.read_weights_file``)
-        files.append(Path(card["bottleneck"]).with_suffix(".json").name)
-    for f in files:
+    for f in shipped_files(card):
         shutil.copy2(src.with_name(f), out / f)
     dst = out / src.name
     dst.write_text(json.dumps(card, indent=1, default=float))
@@ -201,14 +198,25 @@ def block_sparse_name(split_at: str, rung: float, setting: dict, seed: int) -> s
         f"block-sparse_{split_at}_", f"block-sparse_{split_at}_rung{rung:g}_", 1)
 
 
-def files_there(card: dict) -> bool:
-    """Whether every file a run ships (network, bottleneck, code tables) is beside its card (``card["path"]``):
-    weights are committed only where they ship, so a run of an earlier session may have only its card."""
-    folder = Path(card["path"]).parent
+def shipped_files(card: dict) -> list[str]:
+    """The files a run ships beside its card: network, bottleneck (and the bottleneck's own card, which
+    ``bottleneck.read_weights_file`` reads), code tables; the ones its card names."""
     files = [card[k] for k in ("weights", "bottleneck", "codebook") if card.get(k)]
-    if card.get("bottleneck"):  # the bottleneck's own card beside it, which loading reads (``promote`` copies it)
+    if card.get("bottleneck"):
         files.append(Path(card["bottleneck"]).with_suffix(".json").name)
-    return bool(card.get("weights")) and all((folder / f).is_file() for f in files)
+    return files
+
+
+def files_there(card: dict) -> bool:
+    """Whether every file a run ships (``shipped_files``) is beside its card (``card["path"]``): weights
+    are committed only where they ship, so a run of an earlier session may have only its card."""
+    folder = Path(card["path"]).parent
+    return bool(card.get("weights")) and all((folder / f).is_file() for f in shipped_files(card))
+
+
+def run_there(card_path: Path) -> bool:
+    """Whether the card at ``card_path`` exists and every file it ships is beside it (``files_there``)."""
+    return card_path.is_file() and files_there(json.loads(card_path.read_text()) | dict(path=str(card_path)))
 
 
 def v2_card(path: Path) -> Path:

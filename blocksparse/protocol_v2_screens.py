@@ -23,7 +23,7 @@ from .protocol import (BOTTLENECK_RECIPES, BOTTLENECK_WIDTHS, BUDGET, FINAL_KIND
 from .protocol_runs import frontier_of, scored
 from .protocol_runs import load_run as load_run_v1
 from .protocol_runs import train_run as train_run_v1
-from .protocol_v2_runs import (PROTOCOL, V2_DIR, block_sparse_name, files_there, load_run, measure, run_name, train_run,
+from .protocol_v2_runs import (PROTOCOL, V2_DIR, block_sparse_name, load_run, measure, run_name, run_there, train_run,
                                v2_card)
 from .recipes import make_bottleneck, train_recipe
 from .study import candidates_under
@@ -91,11 +91,9 @@ def _kept(card: Path) -> Path | None:
     """A finalist's card from an earlier try of this screen, if its files are there too (``card``; None:
     train it). One whose weights did not outlive that session (they are not committed) is removed, to
     be trained again in its place: the final round scores the models it has, never a card alone."""
-    if not card.exists():
-        return None
-    if files_there(json.loads(card.read_text()) | dict(path=str(card))):
+    if run_there(card):
         return card
-    card.unlink()
+    card.unlink(missing_ok=True)
     return None
 
 
